@@ -1,0 +1,711 @@
+//! The runtime: a project's session (sources, context store, state tables), the statement
+//! dispatcher, pipeline planning with the cursor bound, and the run loop with its commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::{SortOptions, sort_to_indices};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProviderFactory;
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable, execute_stream};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SQLStatement;
+use futures::StreamExt;
+
+use crate::catalog::state_tables::StateSchemaProvider;
+use crate::catalog::{Catalog, RunCommit, SqliteCatalog};
+use crate::error::{Error, Result};
+use crate::ports::{Clock, Destination, Source, SystemClock, Transform};
+use crate::sources::{RESERVED_SCHEMAS, SourceSchemaProvider};
+use crate::sql::{HakiriStatement, parse_pipeline_body, parse_statements};
+use crate::store::{ContextSchemaProvider, ContextStore, LineageColumns, schema_text};
+use crate::types::{CursorKind, PipelineSpec, RunCounters, RunStatus, SourceSpec, validate_name};
+
+const CATALOG_NAME: &str = "datafusion";
+
+/// What the engine is built with: the connectors and table factories the binary wires in.
+#[derive(Default)]
+pub struct EngineOptions {
+    pub connectors: Vec<Arc<dyn Source>>,
+    /// `CREATE EXTERNAL TABLE ... STORED AS <NAME>` factories.
+    pub table_factories: Vec<(String, Arc<dyn TableProviderFactory>)>,
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// What opening a project found and repaired.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    /// Runs left `running` by a dead process, now `partial_failure`.
+    pub interrupted_runs: Vec<String>,
+    /// Files no committed manifest row named, now deleted.
+    pub removed_files: Vec<String>,
+}
+
+/// The result of one statement.
+pub enum Output {
+    /// Rows of a query, streamed.
+    Stream(SendableRecordBatchStream),
+    /// A statement that changed state, with a one-line acknowledgement.
+    Message(String),
+    Run(RunSummary),
+    Plan(PlanReport),
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub pipeline: String,
+    pub table: String,
+    pub status: RunStatus,
+    pub counters: RunCounters,
+    pub cursor_start: Option<String>,
+    pub cursor_end: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Progress of a running run, reported to the caller's callback.
+#[derive(Debug, Clone)]
+pub struct RunProgress {
+    pub pipeline: String,
+    pub rows: u64,
+    pub pages: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// What a run of a pipeline would do.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub pipeline: PipelineSpec,
+    /// The committed cursor value, or the INITIAL one for a first run.
+    pub cursor: Option<String>,
+    pub cursor_is_initial: bool,
+    /// The physical plan, indented, with what is pushed into each source scan.
+    pub physical_plan: String,
+}
+
+/// Differences between the manifest and the catalog.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub sources_added: Vec<String>,
+    pub sources_changed: Vec<String>,
+    pub sources_removed: Vec<String>,
+    pub pipelines_added: Vec<String>,
+    pub pipelines_changed: Vec<String>,
+    pub pipelines_removed: Vec<String>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        *self == ChangeSet::default()
+    }
+}
+
+/// An open project.
+pub struct Engine {
+    ctx: SessionContext,
+    catalog: Arc<dyn Catalog>,
+    store: ContextStore,
+    clock: Arc<dyn Clock>,
+    connectors: BTreeMap<String, Arc<dyn Source>>,
+    sources: RwLock<BTreeMap<String, SourceSpec>>,
+    pipelines: RwLock<BTreeMap<String, PipelineSpec>>,
+    recovery: Recovery,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Opens the project whose state lives in `<root>/.hakiri`, creating it if needed, and
+    /// recovers from a crashed run (ARCHITECTURE.md, commit protocol step 3).
+    pub fn open(root: &Path, options: EngineOptions) -> Result<Self> {
+        let dir = root.join(".hakiri");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&dir.join("catalog.db"))?);
+        let store = ContextStore::open(dir.join("store"))?;
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+
+        let recovery = Recovery {
+            interrupted_runs: catalog.recover_runs(RunStatus::PartialFailure, clock.now())?,
+            removed_files: store.remove_orphans(&catalog.all_files()?)?,
+        };
+
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG_NAME, "context");
+        let mut builder = SessionStateBuilder::new().with_config(config).with_default_features();
+        for (name, factory) in options.table_factories {
+            builder.table_factories().get_or_insert_with(HashMap::new).insert(name.to_ascii_uppercase(), factory);
+        }
+        let ctx = SessionContext::new_with_state(builder.build());
+        let cat = ctx
+            .catalog(CATALOG_NAME)
+            .ok_or_else(|| Error::Internal("default catalog missing".into()))?;
+        cat.register_schema("context", Arc::new(ContextSchemaProvider::new(catalog.clone(), store.clone())))?;
+        cat.register_schema("hakiri", Arc::new(StateSchemaProvider::new(catalog.clone())))?;
+
+        let connectors = options.connectors.into_iter().map(|c| (c.connector().to_string(), c)).collect();
+        let engine = Engine {
+            ctx,
+            catalog,
+            store,
+            clock,
+            connectors,
+            sources: RwLock::new(BTreeMap::new()),
+            pipelines: RwLock::new(BTreeMap::new()),
+            recovery,
+            root: root.to_path_buf(),
+        };
+        for spec in engine.catalog.list_sources()? {
+            // A source whose connector is not built in stays in the catalog but is not
+            // queryable; the error surfaces when it is used.
+            let _ = engine.register_source(&spec);
+        }
+        *write(&engine.pipelines) =
+            engine.catalog.list_pipelines()?.into_iter().map(|p| (p.name.clone(), p)).collect();
+        Ok(engine)
+    }
+
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn connector_names(&self) -> Vec<String> {
+        self.connectors.keys().cloned().collect()
+    }
+    pub fn sources(&self) -> Vec<SourceSpec> {
+        read(&self.sources).values().cloned().collect()
+    }
+    pub fn pipelines(&self) -> Vec<PipelineSpec> {
+        read(&self.pipelines).values().cloned().collect()
+    }
+
+    /// Looks a pipeline up, or says which ones exist.
+    pub fn pipeline(&self, name: &str) -> Result<PipelineSpec> {
+        let pipelines = read(&self.pipelines);
+        pipelines.get(name).cloned().ok_or_else(|| {
+            let names: Vec<&str> = pipelines.keys().map(|s| s.as_str()).collect();
+            Error::NotFound(if names.is_empty() {
+                format!("no pipeline named '{name}': this project has no pipelines yet; declare one in hakiri.toml or with CREATE PIPELINE")
+            } else {
+                format!("no pipeline named '{name}': the pipelines are {}", names.join(", "))
+            })
+        })
+    }
+
+    fn check_source(&self, spec: &SourceSpec) -> Result<Arc<dyn Source>> {
+        validate_name("source", &spec.name)?;
+        if RESERVED_SCHEMAS.contains(&spec.name.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "'{}' is a reserved schema name and cannot name a source: pick another name",
+                spec.name
+            )));
+        }
+        let connector = self.connectors.get(&spec.connector).cloned().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "source '{}' has unknown type '{}': the available types are {}",
+                spec.name,
+                spec.connector,
+                self.connector_names().join(", ")
+            ))
+        })?;
+        connector.validate(spec)?;
+        Ok(connector)
+    }
+
+    fn register_source(&self, spec: &SourceSpec) -> Result<()> {
+        let connector = self.check_source(spec)?;
+        let cat = self.ctx.catalog(CATALOG_NAME).ok_or_else(|| Error::Internal("default catalog missing".into()))?;
+        cat.register_schema(&spec.name, Arc::new(SourceSchemaProvider::new(spec.clone(), connector)))?;
+        write(&self.sources).insert(spec.name.clone(), spec.clone());
+        Ok(())
+    }
+
+    fn unregister_source(&self, name: &str) -> Result<()> {
+        if let Some(cat) = self.ctx.catalog(CATALOG_NAME) {
+            cat.deregister_schema(name, true)?;
+        }
+        write(&self.sources).remove(name);
+        Ok(())
+    }
+
+    /// Validates a pipeline spec without I/O: name, body shape, cursor use.
+    pub fn check_pipeline(&self, spec: &PipelineSpec) -> Result<()> {
+        validate_name("pipeline", &spec.name)?;
+        let body = parse_pipeline_body(&spec.sql)
+            .map_err(|e| Error::InvalidInput(format!("pipeline '{}': {e}", spec.name)))?;
+        if body.target != spec.target {
+            return Err(Error::Internal(format!("pipeline '{}' target mismatch", spec.name)));
+        }
+        if let Some(c) = &spec.cursor {
+            if c.kind == CursorKind::Monotonic && c.column.is_none() {
+                return Err(Error::InvalidInput(format!(
+                    "pipeline '{}': a monotonic cursor needs a column: CURSOR MONOTONIC (column)",
+                    spec.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the catalog in line with a manifest's sources and pipelines. Only entries that
+    /// came from the manifest are removed; those created with SQL are left alone. With
+    /// `apply` false the session uses the manifest's definitions but the catalog is not
+    /// written (what `hakiri plan` needs).
+    pub fn sync_manifest(&self, sources: &[SourceSpec], pipelines: &[PipelineSpec], apply: bool) -> Result<ChangeSet> {
+        let now = self.clock.now();
+        let mut changes = ChangeSet::default();
+        for s in sources {
+            self.check_source(s)?;
+        }
+        for p in pipelines {
+            self.check_pipeline(p)?;
+        }
+        let current_sources: BTreeMap<String, SourceSpec> =
+            self.catalog.list_sources()?.into_iter().map(|s| (s.name.clone(), s)).collect();
+        for s in sources {
+            match current_sources.get(&s.name) {
+                None => changes.sources_added.push(s.name.clone()),
+                Some(cur) if cur != s => changes.sources_changed.push(s.name.clone()),
+                Some(_) => continue,
+            }
+            if apply {
+                self.catalog.upsert_source(s, now)?;
+            }
+            self.register_source(s)?;
+        }
+        for (name, cur) in &current_sources {
+            if cur.origin == crate::types::Origin::Manifest && !sources.iter().any(|s| &s.name == name) {
+                changes.sources_removed.push(name.clone());
+                if apply {
+                    self.catalog.drop_source(name)?;
+                }
+                self.unregister_source(name)?;
+            }
+        }
+        let current: BTreeMap<String, PipelineSpec> =
+            self.catalog.list_pipelines()?.into_iter().map(|p| (p.name.clone(), p)).collect();
+        for p in pipelines {
+            match current.get(&p.name) {
+                None => changes.pipelines_added.push(p.name.clone()),
+                Some(cur) if cur != p => changes.pipelines_changed.push(p.name.clone()),
+                Some(_) => continue,
+            }
+            if apply {
+                self.catalog.upsert_pipeline(p, now)?;
+            }
+            write(&self.pipelines).insert(p.name.clone(), p.clone());
+        }
+        for (name, cur) in &current {
+            if cur.origin == crate::types::Origin::Manifest && !pipelines.iter().any(|p| &p.name == name) {
+                changes.pipelines_removed.push(name.clone());
+                if apply {
+                    self.catalog.drop_pipeline(name)?;
+                }
+                write(&self.pipelines).remove(name);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Runs every statement of `sql` in order and returns their outputs.
+    pub async fn execute(&self, sql: &str) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for stmt in parse_statements(sql)? {
+            out.push(self.execute_statement(stmt).await?);
+        }
+        Ok(out)
+    }
+
+    /// One match arm per statement: DDL goes to the catalog, queries to DataFusion.
+    pub async fn execute_statement(&self, stmt: HakiriStatement) -> Result<Output> {
+        let now = self.clock.now();
+        match stmt {
+            HakiriStatement::CreateSource { spec, or_replace, if_not_exists } => {
+                let exists = read(&self.sources).contains_key(&spec.name);
+                if exists && if_not_exists {
+                    return Ok(Output::Message(format!("source {} exists; nothing changed", spec.name)));
+                }
+                if exists && !or_replace {
+                    return Err(Error::AlreadyExists(format!(
+                        "source '{}' exists: use CREATE OR REPLACE SOURCE to change it",
+                        spec.name
+                    )));
+                }
+                self.check_source(&spec)?;
+                self.catalog.upsert_source(&spec, now)?;
+                self.register_source(&spec)?;
+                Ok(Output::Message(format!("source {} created", spec.name)))
+            }
+            HakiriStatement::DropSource { name, if_exists } => {
+                if !read(&self.sources).contains_key(&name) {
+                    if if_exists {
+                        return Ok(Output::Message(format!("source {name} does not exist; nothing changed")));
+                    }
+                    return Err(Error::NotFound(format!("no source named '{name}' to drop")));
+                }
+                self.catalog.drop_source(&name)?;
+                self.unregister_source(&name)?;
+                Ok(Output::Message(format!("source {name} dropped")))
+            }
+            HakiriStatement::CreatePipeline { spec, or_replace } => {
+                let exists = read(&self.pipelines).contains_key(&spec.name);
+                if exists && !or_replace {
+                    return Err(Error::AlreadyExists(format!(
+                        "pipeline '{}' exists: use CREATE OR REPLACE PIPELINE to change it",
+                        spec.name
+                    )));
+                }
+                self.check_pipeline(&spec)?;
+                self.catalog.upsert_pipeline(&spec, now)?;
+                write(&self.pipelines).insert(spec.name.clone(), spec.clone());
+                Ok(Output::Message(format!("pipeline {} created", spec.name)))
+            }
+            HakiriStatement::DropPipeline { name, if_exists } => {
+                if !read(&self.pipelines).contains_key(&name) {
+                    if if_exists {
+                        return Ok(Output::Message(format!("pipeline {name} does not exist; nothing changed")));
+                    }
+                    return Err(self.pipeline(&name).unwrap_err());
+                }
+                self.catalog.drop_pipeline(&name)?;
+                write(&self.pipelines).remove(&name);
+                Ok(Output::Message(format!("pipeline {name} dropped")))
+            }
+            HakiriStatement::ShowPipelines => self.query(
+                "SELECT name, target_table, write_mode, cursor_kind, cursor_column, origin, sql FROM hakiri.pipelines ORDER BY name",
+            ).await.map(Output::Stream),
+            HakiriStatement::ShowSources => self
+                .query("SELECT name, type, origin FROM hakiri.sources ORDER BY name")
+                .await
+                .map(Output::Stream),
+            HakiriStatement::PlanPipeline { name } => self.plan_pipeline(&name).await.map(Output::Plan),
+            HakiriStatement::RunPipeline { name } => self.run_pipeline(&name, &|_| {}).await.map(Output::Run),
+            HakiriStatement::DataFusion(stmt) => self.run_datafusion(*stmt).await.map(Output::Stream),
+        }
+    }
+
+    /// Runs one query and streams its rows.
+    pub async fn query(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        let mut stmts = parse_statements(sql)?;
+        match (stmts.len(), stmts.pop()) {
+            (1, Some(HakiriStatement::DataFusion(stmt))) => self.run_datafusion(*stmt).await,
+            _ => Err(Error::InvalidInput("expected exactly one query".into())),
+        }
+    }
+
+    async fn run_datafusion(&self, stmt: DFStatement) -> Result<SendableRecordBatchStream> {
+        let state = self.ctx.state();
+        let plan = state.statement_to_plan(stmt).await.map_err(|e| self.explain_error(e.into()))?;
+        if let LogicalPlan::Dml(dml) = &plan {
+            return Err(Error::Unsupported(format!(
+                "{} on '{}' is not supported: rows enter the context store only through pipelines (CREATE PIPELINE name AS INSERT INTO context.t SELECT ...; then RUN PIPELINE name)",
+                dml.op, dml.table_name
+            )));
+        }
+        let df = self.ctx.execute_logical_plan(plan).await.map_err(|e| self.explain_error(e.into()))?;
+        Ok(df.execute_stream().await?)
+    }
+
+    /// Turns DataFusion's "table not found" into a message listing what does exist.
+    fn explain_error(&self, e: Error) -> Error {
+        let msg = e.to_string();
+        let Some(start) = msg.find("table '") else { return e };
+        if !msg.contains("not found") {
+            return e;
+        }
+        let name = msg[start + 7..].split('\'').next().unwrap_or("");
+        let parts: Vec<&str> = name.split('.').collect();
+        let (schema, table) = match parts.as_slice() {
+            [_, s, t] => (*s, *t),
+            [s, t] => (*s, *t),
+            _ => return e,
+        };
+        let tables: Vec<String> =
+            self.catalog.tables().map(|t| t.into_iter().map(|t| t.name).collect()).unwrap_or_default();
+        let sources: Vec<String> = self.sources().into_iter().map(|s| s.name).collect();
+        let hint = format!(
+            "context tables: {}; sources: {}",
+            if tables.is_empty() { "none yet (run a pipeline to create one)".to_string() } else { tables.join(", ") },
+            if sources.is_empty() { "none".to_string() } else { sources.join(", ") }
+        );
+        if schema == "context" {
+            Error::NotFound(format!("no context table named '{table}' ({hint}); check the name or run the pipeline that loads it: hakiri run <pipeline>"))
+        } else if schema == "hakiri" {
+            e
+        } else if !sources.iter().any(|s| s == schema) {
+            Error::NotFound(format!("no source named '{schema}' (in '{schema}.{table}'); {hint}. Declare it in hakiri.toml or with CREATE SOURCE"))
+        } else {
+            e
+        }
+    }
+
+    /// The cursor value a run of `spec` would start from, and whether it is the INITIAL one.
+    fn start_cursor(&self, spec: &PipelineSpec) -> Result<(Option<String>, bool)> {
+        let Some(c) = &spec.cursor else { return Ok((None, false)) };
+        match self.catalog.cursor(&spec.name)? {
+            Some(v) => Ok((Some(v), false)),
+            None => Ok((c.initial.clone(), true)),
+        }
+    }
+
+    /// Plans the pipeline's query with `$cursor` bound to `cursor`.
+    async fn physical_plan(&self, spec: &PipelineSpec, cursor: Option<&str>) -> Result<Arc<dyn ExecutionPlan>> {
+        let body = parse_pipeline_body(&spec.sql)?;
+        let state = self.ctx.state();
+        let stmt = DFStatement::Statement(Box::new(SQLStatement::Query(body.query)));
+        let plan = state.statement_to_plan(stmt).await.map_err(|e| self.explain_error(e.into()))?;
+        let params = plan.get_parameter_types()?;
+        let mut plan = plan;
+        for (name, ty) in params {
+            if name != "$cursor" {
+                return Err(Error::InvalidInput(format!(
+                    "pipeline '{}' uses placeholder {name}: the only placeholder a pipeline may use is $cursor",
+                    spec.name
+                )));
+            }
+            if spec.cursor.is_none() {
+                return Err(Error::InvalidInput(format!(
+                    "pipeline '{}' uses $cursor but declares no cursor: add CURSOR MONOTONIC (column) INITIAL '<value>'",
+                    spec.name
+                )));
+            }
+            let value = cursor.ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "pipeline '{}' uses $cursor but has no committed cursor and no INITIAL value: add INITIAL '<value>' to its CURSOR clause",
+                    spec.name
+                ))
+            })?;
+            let ty = ty.unwrap_or(DataType::Utf8);
+            let scalar = ScalarValue::try_from_string(value.to_string(), &ty).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "pipeline '{}': cursor value '{value}' is not a valid {ty}: {e}",
+                    spec.name
+                ))
+            })?;
+            plan = plan.with_param_values(vec![("cursor", scalar)])?;
+        }
+        Ok(state.create_physical_plan(&plan).await.map_err(|e| self.explain_error(e.into()))?)
+    }
+
+    /// What a run of `name` would do: the cursor it starts from and its physical plan.
+    pub async fn plan_pipeline(&self, name: &str) -> Result<PlanReport> {
+        let spec = self.pipeline(name)?;
+        let (cursor, cursor_is_initial) = self.start_cursor(&spec)?;
+        let plan = self.physical_plan(&spec, cursor.as_deref()).await?;
+        Ok(PlanReport {
+            physical_plan: displayable(plan.as_ref()).indent(true).to_string(),
+            pipeline: spec,
+            cursor,
+            cursor_is_initial,
+        })
+    }
+
+    /// Runs a pipeline: streams its plan into a staged Parquet file and commits the file,
+    /// the cursor and the run's counters in one catalog transaction. On any error the
+    /// staged file is removed, the run is marked failed and nothing is committed.
+    pub async fn run_pipeline(
+        &self,
+        name: &str,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<RunSummary> {
+        let spec = self.pipeline(name)?;
+        let started_at = self.clock.now();
+        let run_id = format!(
+            "{}-{}-{}",
+            spec.name,
+            started_at.format("%Y%m%dT%H%M%S%3fZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let (cursor_start, _) = self.start_cursor(&spec)?;
+        self.catalog.begin_run(&run_id, &spec.name, started_at, cursor_start.as_deref())?;
+        let t0 = Instant::now();
+        let mut counters = RunCounters::default();
+        match self.stream_run(&spec, &run_id, started_at, cursor_start.as_deref(), &mut counters, t0, progress).await {
+            Ok(cursor_end) => Ok(RunSummary {
+                run_id,
+                pipeline: spec.name.clone(),
+                table: spec.target.clone(),
+                status: RunStatus::Succeeded,
+                counters,
+                cursor_start,
+                cursor_end,
+                elapsed: t0.elapsed(),
+            }),
+            Err(e) => {
+                let msg = format!("pipeline '{}' run {run_id} failed: {e}; nothing from this run was committed", spec.name);
+                self.catalog.fail_run(&run_id, self.clock.now(), &counters, &e.to_string())?;
+                Err(match e.category() {
+                    crate::error::ErrorCategory::Upstream => Error::Upstream(msg),
+                    crate::error::ErrorCategory::NotFound => Error::NotFound(msg),
+                    crate::error::ErrorCategory::Config => Error::Config(msg),
+                    crate::error::ErrorCategory::Internal => Error::Internal(msg),
+                    _ => Error::InvalidInput(msg),
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_run(
+        &self,
+        spec: &PipelineSpec,
+        run_id: &str,
+        started_at: DateTime<Utc>,
+        cursor_start: Option<&str>,
+        counters: &mut RunCounters,
+        t0: Instant,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<Option<String>> {
+        let plan = self.physical_plan(spec, cursor_start).await?;
+        let lineage = LineageColumns { run_id: run_id.to_string(), loaded_at: started_at };
+        let input_schema: SchemaRef = plan.schema();
+        let out_schema = lineage.output_schema(&input_schema)?;
+        let cursor_col = match &spec.cursor {
+            Some(c) if c.kind == CursorKind::Monotonic => {
+                let col = c.column.clone().unwrap_or_default();
+                let idx = input_schema.index_of(&col).map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "pipeline '{}': cursor column '{col}' is not in the SELECT's output; valid columns are {}",
+                        spec.name,
+                        input_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                Some(idx)
+            }
+            _ => None,
+        };
+        let mut max_cursor: Option<ScalarValue> = None;
+        let mut writer = self.store.begin(&spec.target, run_id, out_schema.clone())?;
+        let result: Result<()> = async {
+            let task_ctx = self.ctx.task_ctx();
+            let mut stream = execute_stream(plan.clone(), task_ctx)?;
+            let mut last_report = Instant::now();
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                counters.rows_read += batch.num_rows() as u64;
+                if let Some(idx) = cursor_col {
+                    if let Some(v) = column_max(batch.column(idx))? {
+                        if max_cursor.as_ref().is_none_or(|m| v.partial_cmp(m) == Some(std::cmp::Ordering::Greater)) {
+                            max_cursor = Some(v);
+                        }
+                    }
+                }
+                writer.write(&lineage.apply(&batch)?)?;
+                counters.rows_written += batch.num_rows() as u64;
+                if last_report.elapsed() >= Duration::from_millis(200) {
+                    last_report = Instant::now();
+                    let (pages, bytes) = source_metrics(&plan);
+                    progress(&RunProgress { pipeline: spec.name.clone(), rows: counters.rows_written, pages, bytes, elapsed: t0.elapsed() });
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let (pages, bytes) = source_metrics(&plan);
+        counters.pages = pages;
+        counters.bytes = bytes;
+        if let Err(e) = result {
+            writer.abort();
+            return Err(e);
+        }
+        let table_exists = !self.catalog.table_files(&spec.target)?.is_empty();
+        let replace = spec.mode == crate::types::WriteMode::Replace;
+        let files = if counters.rows_written == 0 && table_exists && !replace {
+            writer.abort();
+            Vec::new()
+        } else {
+            writer.finish()?
+        };
+        let cursor_end = match (&spec.cursor, max_cursor) {
+            (Some(_), Some(v)) => Some(v.to_string()),
+            (Some(_), None) => cursor_start.map(|s| s.to_string()),
+            (None, _) => None,
+        };
+        let commit = RunCommit {
+            run_id: run_id.to_string(),
+            pipeline: spec.name.clone(),
+            table: spec.target.clone(),
+            files: files.clone(),
+            replace,
+            cursor: match (&spec.cursor, &cursor_end) {
+                (Some(c), Some(v)) => Some((c.kind.as_str().to_string(), v.clone())),
+                _ => None,
+            },
+            schema: Some(schema_text(&out_schema)),
+            counters: counters.clone(),
+            ended_at: self.clock.now(),
+        };
+        let outcome = match self.catalog.commit_run(&commit) {
+            Ok(o) => o,
+            Err(e) => {
+                for f in &files {
+                    let _ = std::fs::remove_file(self.store.absolute(&f.path));
+                }
+                return Err(e);
+            }
+        };
+        for path in outcome.removed_files {
+            if !files.iter().any(|f| f.path == path) {
+                let _ = std::fs::remove_file(self.store.absolute(&path));
+            }
+        }
+        Ok(cursor_end)
+    }
+}
+
+/// The maximum non-null value of a column, found with a top-1 sort so any orderable type works.
+fn column_max(array: &ArrayRef) -> Result<Option<ScalarValue>> {
+    if array.len() == array.null_count() {
+        return Ok(None);
+    }
+    let opts = SortOptions { descending: true, nulls_first: false };
+    let idx = sort_to_indices(array.as_ref(), Some(opts), Some(1))
+        .map_err(|e| Error::InvalidInput(format!("cursor column cannot be ordered: {e}")))?;
+    Ok(Some(ScalarValue::try_from_array(array, idx.value(0) as usize)?))
+}
+
+/// Sums the `pages` and `bytes` metrics that source scans report.
+fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
+    let mut pages = 0;
+    let mut bytes = 0;
+    let mut stack = vec![plan.clone()];
+    while let Some(p) = stack.pop() {
+        if let Some(m) = p.metrics() {
+            pages += m.sum_by_name("pages").map(|v| v.as_usize() as u64).unwrap_or(0);
+            bytes += m.sum_by_name("bytes").map(|v| v.as_usize() as u64).unwrap_or(0);
+        }
+        stack.extend(p.children().into_iter().cloned());
+    }
+    (pages, bytes)
+}

@@ -1,0 +1,123 @@
+//! The engine's error type and the stable categories every front end maps from.
+
+use datafusion::error::DataFusionError;
+
+/// A stable classification of an error. pgwire maps it to a SQLSTATE, the CLI to an exit
+/// code and MCP to an error result, so the category must not depend on message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// The statement, option or value given by the user is wrong.
+    InvalidInput,
+    /// The project configuration (manifest, project folder) is wrong or missing.
+    Config,
+    /// A named thing (source, table, pipeline, column) does not exist.
+    NotFound,
+    /// A named thing exists already.
+    AlreadyExists,
+    /// The request is understood but not supported (yet).
+    Unsupported,
+    /// A remote system (HTTP API, database) failed or answered something unusable.
+    Upstream,
+    /// A bug or an environment failure (disk, SQLite).
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("catalog error: {0} (this is a bug or a damaged .hakiri/catalog.db)")]
+    Catalog(#[from] rusqlite::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", display_datafusion(.0))]
+    DataFusion(Box<DataFusionError>),
+    #[error("internal error: {0}. This is a bug in Hakiri; please report it")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::InvalidInput(_) => ErrorCategory::InvalidInput,
+            Error::Config(_) => ErrorCategory::Config,
+            Error::NotFound(_) => ErrorCategory::NotFound,
+            Error::AlreadyExists(_) => ErrorCategory::AlreadyExists,
+            Error::Unsupported(_) => ErrorCategory::Unsupported,
+            Error::Upstream(_) => ErrorCategory::Upstream,
+            Error::Catalog(_) | Error::Io { .. } | Error::Internal(_) => ErrorCategory::Internal,
+            Error::DataFusion(e) => datafusion_category(e),
+        }
+    }
+
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+/// Classifies a DataFusion error, looking through `External` for a Hakiri error first.
+fn datafusion_category(e: &DataFusionError) -> ErrorCategory {
+    if let Some(inner) = find_hakiri_error(e) {
+        return inner.category();
+    }
+    match e.find_root() {
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
+            ErrorCategory::InvalidInput
+        }
+        DataFusionError::NotImplemented(_) => ErrorCategory::Unsupported,
+        DataFusionError::Configuration(_) => ErrorCategory::InvalidInput,
+        _ => ErrorCategory::Internal,
+    }
+}
+
+/// Finds a Hakiri [`Error`] carried inside a DataFusion error chain, if any.
+pub fn find_hakiri_error(e: &DataFusionError) -> Option<&Error> {
+    let mut cur: &DataFusionError = e;
+    loop {
+        match cur {
+            DataFusionError::External(b) => return b.downcast_ref::<Error>(),
+            DataFusionError::Context(_, inner) => cur = inner,
+            DataFusionError::Shared(inner) => cur = inner,
+            _ => return None,
+        }
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::DataFusion(Box::new(e))
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(inner) => *inner,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+/// Renders a DataFusion error without the "External error:" wrapping around Hakiri errors.
+fn display_datafusion(e: &DataFusionError) -> String {
+    match find_hakiri_error(e) {
+        Some(inner) => inner.to_string(),
+        None => e.to_string(),
+    }
+}

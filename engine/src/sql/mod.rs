@@ -1,0 +1,6 @@
+//! Hakiri's SQL extension: statements for sources and pipelines, parsed by wrapping
+//! DataFusion's parser (anything else is handed to DataFusion unchanged).
+
+mod parser;
+
+pub use parser::{HakiriStatement, parse_pipeline_body, parse_statements, PipelineBody};

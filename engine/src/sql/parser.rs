@@ -1,0 +1,371 @@
+//! The statement parser: peeks at the first words for Hakiri's statements and falls back to
+//! `DFParser` for everything else.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    ObjectNamePart, Query, SetExpr, Statement as SQLStatement, TableObject, Value,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use crate::error::{Error, Result};
+use crate::types::{CursorKind, CursorSpec, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name};
+
+/// A parsed statement: one of Hakiri's, or a DataFusion statement.
+#[derive(Debug, Clone)]
+pub enum HakiriStatement {
+    /// `CREATE [OR REPLACE] SOURCE [IF NOT EXISTS] name TYPE connector [OPTIONS (...)]`
+    CreateSource { spec: SourceSpec, or_replace: bool, if_not_exists: bool },
+    /// `DROP SOURCE [IF EXISTS] name`
+    DropSource { name: String, if_exists: bool },
+    /// `CREATE [OR REPLACE] PIPELINE name [CURSOR ...] [MODE ...] AS INSERT INTO ... SELECT ...`
+    CreatePipeline { spec: PipelineSpec, or_replace: bool },
+    /// `DROP PIPELINE [IF EXISTS] name`
+    DropPipeline { name: String, if_exists: bool },
+    /// `SHOW PIPELINES`
+    ShowPipelines,
+    /// `SHOW SOURCES`
+    ShowSources,
+    /// `PLAN PIPELINE name` (also `EXPLAIN PIPELINE name`)
+    PlanPipeline { name: String },
+    /// `RUN PIPELINE name`
+    RunPipeline { name: String },
+    /// Anything else, for DataFusion.
+    DataFusion(Box<DFStatement>),
+}
+
+impl fmt::Display for HakiriStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HakiriStatement::CreateSource { spec, or_replace, if_not_exists } => {
+                write!(f, "CREATE {}SOURCE {}{} TYPE {}", if *or_replace { "OR REPLACE " } else { "" },
+                    if *if_not_exists { "IF NOT EXISTS " } else { "" }, spec.name, spec.connector)?;
+                if !spec.options.is_empty() {
+                    let opts: Vec<String> = spec
+                        .options
+                        .iter()
+                        .map(|(k, v)| format!("'{}' '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
+                        .collect();
+                    write!(f, " OPTIONS ({})", opts.join(", "))?;
+                }
+                Ok(())
+            }
+            HakiriStatement::DropSource { name, if_exists } => {
+                write!(f, "DROP SOURCE {}{name}", if *if_exists { "IF EXISTS " } else { "" })
+            }
+            HakiriStatement::CreatePipeline { spec, or_replace } => {
+                let text = spec.to_string();
+                if *or_replace {
+                    write!(f, "CREATE OR REPLACE {}", text.trim_start_matches("CREATE "))
+                } else {
+                    write!(f, "{text}")
+                }
+            }
+            HakiriStatement::DropPipeline { name, if_exists } => {
+                write!(f, "DROP PIPELINE {}{name}", if *if_exists { "IF EXISTS " } else { "" })
+            }
+            HakiriStatement::ShowPipelines => write!(f, "SHOW PIPELINES"),
+            HakiriStatement::ShowSources => write!(f, "SHOW SOURCES"),
+            HakiriStatement::PlanPipeline { name } => write!(f, "PLAN PIPELINE {name}"),
+            HakiriStatement::RunPipeline { name } => write!(f, "RUN PIPELINE {name}"),
+            HakiriStatement::DataFusion(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// Parses `sql` into statements separated by `;`.
+///
+/// # Errors
+/// `InvalidInput` with the position and what was expected.
+pub fn parse_statements(sql: &str) -> Result<Vec<HakiriStatement>> {
+    let dialect = GenericDialect {};
+    let mut p = HakiriParser { df: DFParserBuilder::new(sql).with_dialect(&dialect).build()? };
+    let mut out = Vec::new();
+    loop {
+        while p.df.parser.consume_token(&Token::SemiColon) {}
+        if p.df.parser.peek_token().token == Token::EOF {
+            break;
+        }
+        out.push(p.parse_statement()?);
+        if !p.df.parser.consume_token(&Token::SemiColon) && p.df.parser.peek_token().token != Token::EOF {
+            let t = p.df.parser.peek_token();
+            return Err(Error::InvalidInput(format!(
+                "SQL error: expected ';' or the end of the statement, found '{}' at {}",
+                t.token, t.span.start
+            )));
+        }
+    }
+    Ok(out)
+}
+
+struct HakiriParser<'a> {
+    df: DFParser<'a>,
+}
+
+fn sql_err(e: impl fmt::Display) -> Error {
+    Error::InvalidInput(format!("SQL error: {e}"))
+}
+
+impl HakiriParser<'_> {
+    fn word(&self, n: usize) -> Option<String> {
+        match self.df.parser.peek_nth_token(n).token {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        }
+    }
+
+    fn words_are(&self, words: &[&str]) -> bool {
+        words.iter().enumerate().all(|(i, w)| self.word(i).as_deref() == Some(*w))
+    }
+
+    fn eat(&mut self, words: &[&str]) -> bool {
+        if self.words_are(words) {
+            for _ in words {
+                self.df.parser.next_token();
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, word: &str) -> Result<()> {
+        if self.eat(&[word]) {
+            Ok(())
+        } else {
+            let t = self.df.parser.peek_token();
+            Err(sql_err(format!("expected {word}, found '{}' at {}", t.token, t.span.start)))
+        }
+    }
+
+    fn name(&mut self, kind: &str) -> Result<String> {
+        let ident = self.df.parser.parse_identifier().map_err(sql_err)?;
+        validate_name(kind, &ident.value)?;
+        Ok(ident.value)
+    }
+
+    fn string(&mut self) -> Result<String> {
+        self.df.parser.parse_literal_string().map_err(sql_err)
+    }
+
+    fn parse_statement(&mut self) -> Result<HakiriStatement> {
+        let create_source = ["CREATE", "SOURCE"];
+        if self.words_are(&create_source) || self.words_are(&["CREATE", "OR", "REPLACE", "SOURCE"]) {
+            self.eat(&["CREATE"]);
+            let or_replace = self.eat(&["OR", "REPLACE"]);
+            self.expect("SOURCE")?;
+            let if_not_exists = self.eat(&["IF", "NOT", "EXISTS"]);
+            let name = self.name("source")?;
+            self.expect("TYPE")?;
+            let connector = self.name("connector type")?.to_ascii_lowercase();
+            let options = self.options()?;
+            let spec = SourceSpec { name, connector, options, origin: Origin::Sql };
+            return Ok(HakiriStatement::CreateSource { spec, or_replace, if_not_exists });
+        }
+        if self.words_are(&["CREATE", "PIPELINE"]) || self.words_are(&["CREATE", "OR", "REPLACE", "PIPELINE"]) {
+            self.eat(&["CREATE"]);
+            let or_replace = self.eat(&["OR", "REPLACE"]);
+            self.expect("PIPELINE")?;
+            return self.create_pipeline(or_replace);
+        }
+        for (kw, is_pipeline) in [("PIPELINE", true), ("SOURCE", false)] {
+            if self.eat(&["DROP", kw]) {
+                let if_exists = self.eat(&["IF", "EXISTS"]);
+                let name = self.name(if is_pipeline { "pipeline" } else { "source" })?;
+                return Ok(if is_pipeline {
+                    HakiriStatement::DropPipeline { name, if_exists }
+                } else {
+                    HakiriStatement::DropSource { name, if_exists }
+                });
+            }
+        }
+        if self.eat(&["SHOW", "PIPELINES"]) {
+            return Ok(HakiriStatement::ShowPipelines);
+        }
+        if self.eat(&["SHOW", "SOURCES"]) {
+            return Ok(HakiriStatement::ShowSources);
+        }
+        if self.eat(&["PLAN", "PIPELINE"]) || self.eat(&["EXPLAIN", "PIPELINE"]) {
+            return Ok(HakiriStatement::PlanPipeline { name: self.name("pipeline")? });
+        }
+        if self.eat(&["RUN", "PIPELINE"]) {
+            return Ok(HakiriStatement::RunPipeline { name: self.name("pipeline")? });
+        }
+        let stmt = self.df.parse_statement().map_err(|e| Error::InvalidInput(strip_df_prefix(&e.to_string())))?;
+        Ok(HakiriStatement::DataFusion(Box::new(stmt)))
+    }
+
+    /// `OPTIONS ('key' 'value', key.sub 'value', ...)`; keys are case-sensitive.
+    fn options(&mut self) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        if !self.eat(&["OPTIONS"]) {
+            return Ok(out);
+        }
+        self.df.parser.expect_token(&Token::LParen).map_err(sql_err)?;
+        if self.df.parser.consume_token(&Token::RParen) {
+            return Ok(out);
+        }
+        loop {
+            let key = self.df.parse_option_key()?;
+            let value = match self.df.parse_option_value()? {
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) | Value::EscapedStringLiteral(s) => s,
+                Value::Number(n, _) => n,
+                other => other.to_string(),
+            };
+            if out.insert(key.clone(), value).is_some() {
+                return Err(sql_err(format!("option '{key}' is given twice")));
+            }
+            if self.df.parser.consume_token(&Token::RParen) {
+                return Ok(out);
+            }
+            self.df.parser.expect_token(&Token::Comma).map_err(sql_err)?;
+        }
+    }
+
+    fn create_pipeline(&mut self, or_replace: bool) -> Result<HakiriStatement> {
+        let name = self.name("pipeline")?;
+        let mut cursor = None;
+        let mut mode = WriteMode::Append;
+        loop {
+            if self.eat(&["CURSOR"]) {
+                let kind_word = self.word(0).ok_or_else(|| sql_err("expected a cursor kind after CURSOR: MONOTONIC"))?;
+                self.df.parser.next_token();
+                let kind = CursorKind::parse(&kind_word)?;
+                if kind != CursorKind::Monotonic {
+                    return Err(Error::Unsupported(format!(
+                        "cursor kind {} is not available yet: use CURSOR MONOTONIC (column)",
+                        kind.as_str()
+                    )));
+                }
+                self.df.parser.expect_token(&Token::LParen).map_err(sql_err)?;
+                let column = self.df.parser.parse_identifier().map_err(sql_err)?.value;
+                self.df.parser.expect_token(&Token::RParen).map_err(sql_err)?;
+                let initial = if self.eat(&["INITIAL"]) { Some(self.string()?) } else { None };
+                cursor = Some(CursorSpec { kind, column: Some(column), initial });
+            } else if self.eat(&["MODE"]) {
+                let w = self.word(0).ok_or_else(|| sql_err("expected a write mode after MODE: APPEND or REPLACE"))?;
+                self.df.parser.next_token();
+                mode = WriteMode::parse(&w)?;
+            } else {
+                break;
+            }
+        }
+        self.expect("AS")?;
+        let stmt = self.df.parser.parse_statement().map_err(sql_err)?;
+        let body = PipelineBody::from_statement(&stmt)?;
+        let spec = PipelineSpec { name, sql: stmt.to_string(), target: body.target, cursor, mode, origin: Origin::Sql };
+        Ok(HakiriStatement::CreatePipeline { spec, or_replace })
+    }
+}
+
+fn strip_df_prefix(s: &str) -> String {
+    let s = s.strip_prefix("SQL error: ").unwrap_or(s);
+    format!("SQL error: {}", s.trim_start_matches("ParserError(\"").trim_end_matches("\")"))
+}
+
+/// A pipeline body split into its target table and the query that feeds it.
+#[derive(Debug, Clone)]
+pub struct PipelineBody {
+    pub target: String,
+    pub query: Box<Query>,
+}
+
+impl PipelineBody {
+    fn from_statement(stmt: &SQLStatement) -> Result<Self> {
+        let SQLStatement::Insert(insert) = stmt else {
+            return Err(Error::InvalidInput(format!(
+                "a pipeline body must be INSERT INTO context.<table> SELECT ..., found: {stmt}"
+            )));
+        };
+        let TableObject::TableName(name) = &insert.table else {
+            return Err(Error::InvalidInput("a pipeline inserts into a table name: INSERT INTO context.<table>".into()));
+        };
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) => Ok(i.value.clone()),
+                other => Err(Error::InvalidInput(format!("unsupported table name part '{other}'"))),
+            })
+            .collect::<Result<_>>()?;
+        let target = match parts.as_slice() {
+            [t] => t.clone(),
+            [s, t] if s == "context" => t.clone(),
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "a pipeline writes into the context store: use INSERT INTO context.<table> (got '{name}')"
+                )));
+            }
+        };
+        validate_name("table", &target)?;
+        if !insert.columns.is_empty() {
+            return Err(Error::Unsupported(
+                "a column list after INSERT INTO is not supported: name the columns in the SELECT with AS".into(),
+            ));
+        }
+        let query = insert.source.clone().ok_or_else(|| {
+            Error::InvalidInput("a pipeline body needs a query: INSERT INTO context.<table> SELECT ...".into())
+        })?;
+        if matches!(query.body.as_ref(), SetExpr::Values(_)) {
+            return Err(Error::InvalidInput("a pipeline reads from a source: use SELECT ... FROM <source>.<table>, not VALUES".into()));
+        }
+        Ok(PipelineBody { target, query })
+    }
+}
+
+/// Parses a pipeline body (`INSERT INTO context.t SELECT ...`).
+pub fn parse_pipeline_body(sql: &str) -> Result<PipelineBody> {
+    let dialect = GenericDialect {};
+    let mut stmts = Parser::parse_sql(&dialect, sql).map_err(sql_err)?;
+    if stmts.len() != 1 {
+        return Err(Error::InvalidInput(format!(
+            "a pipeline body is one INSERT INTO ... SELECT statement, found {}",
+            stmts.len()
+        )));
+    }
+    PipelineBody::from_statement(&stmts.remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_round_trips_through_display() {
+        let sql = "CREATE OR REPLACE PIPELINE p CURSOR MONOTONIC (id) INITIAL '0' MODE APPEND AS INSERT INTO context.t SELECT * FROM s.e WHERE id > $cursor";
+        let stmts = parse_statements(sql).unwrap();
+        let again = parse_statements(&stmts[0].to_string()).unwrap();
+        assert_eq!(stmts[0].to_string(), again[0].to_string());
+        match &stmts[0] {
+            HakiriStatement::CreatePipeline { spec, or_replace } => {
+                assert!(or_replace);
+                assert_eq!(spec.target, "t");
+                assert_eq!(spec.cursor.as_ref().unwrap().column.as_deref(), Some("id"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn source_options_and_fallback() {
+        let stmts = parse_statements(
+            "CREATE SOURCE gh TYPE http OPTIONS ('base_url' 'http://x', header.Accept 'a/b'); SELECT 1; show pipelines",
+        )
+        .unwrap();
+        assert_eq!(stmts.len(), 3);
+        let HakiriStatement::CreateSource { spec, .. } = &stmts[0] else { panic!() };
+        assert_eq!(spec.options["header.Accept"], "a/b");
+        assert!(matches!(stmts[1], HakiriStatement::DataFusion(_)));
+        assert!(matches!(stmts[2], HakiriStatement::ShowPipelines));
+    }
+
+    #[test]
+    fn bad_target_is_explained() {
+        let err = parse_statements("CREATE PIPELINE p AS INSERT INTO other.t SELECT 1").unwrap_err();
+        assert!(err.to_string().contains("INSERT INTO context.<table>"), "{err}");
+    }
+}

@@ -1,0 +1,262 @@
+//! The context store: Parquet files under `.hakiri/store/<table>/`, visible only once a
+//! catalog transaction names them (ARCHITECTURE.md, commit protocol).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::Result as DfResult;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::catalog::{Catalog, FileEntry};
+use crate::error::{Error, Result};
+use crate::ports::{Destination, StagedWrite, Transform};
+
+/// Column holding the id of the run that loaded a row.
+pub const RUN_ID_COLUMN: &str = "_hakiri_run_id";
+/// Column holding the time the run that loaded a row started.
+pub const LOADED_AT_COLUMN: &str = "_hakiri_loaded_at";
+
+/// Rows per Parquet row group: bounds the writer's buffer.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The context store rooted at `.hakiri/store`.
+#[derive(Debug, Clone)]
+pub struct ContextStore {
+    root: PathBuf,
+}
+
+impl ContextStore {
+    pub fn open(root: PathBuf) -> Result<Self> {
+        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        Ok(ContextStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn absolute(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Deletes files under the store that no committed manifest row names, and every
+    /// staging file. Returns the paths removed, relative to the store root.
+    pub fn remove_orphans(&self, committed: &[String]) -> Result<Vec<String>> {
+        let committed: std::collections::HashSet<&str> = committed.iter().map(|s| s.as_str()).collect();
+        let mut removed = Vec::new();
+        let Ok(tables) = fs::read_dir(&self.root) else { return Ok(removed) };
+        for table in tables.flatten() {
+            if !table.path().is_dir() {
+                continue;
+            }
+            let tname = table.file_name().to_string_lossy().into_owned();
+            let staging = table.path().join("_staging");
+            if staging.is_dir() {
+                for f in fs::read_dir(&staging).map_err(|e| Error::io(&staging, e))?.flatten() {
+                    let _ = fs::remove_file(f.path());
+                    removed.push(format!("{tname}/_staging/{}", f.file_name().to_string_lossy()));
+                }
+            }
+            for f in fs::read_dir(table.path()).map_err(|e| Error::io(table.path(), e))?.flatten() {
+                let rel = format!("{tname}/{}", f.file_name().to_string_lossy());
+                if f.path().is_file() && !committed.contains(rel.as_str()) {
+                    fs::remove_file(f.path()).map_err(|e| Error::io(f.path(), e))?;
+                    removed.push(rel);
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Destination for ContextStore {
+    fn begin(&self, table: &str, run_id: &str, schema: SchemaRef) -> Result<Box<dyn StagedWrite>> {
+        let dir = self.root.join(table);
+        let staging = dir.join("_staging");
+        fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        let name = format!("{run_id}.parquet");
+        let staged = staging.join(format!("{name}.tmp"));
+        let file = File::create(&staged).map_err(|e| Error::io(&staged, e))?;
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props))
+            .map_err(|e| Error::Internal(format!("opening Parquet writer: {e}")))?;
+        Ok(Box::new(ParquetStagedWrite {
+            writer: Some(writer),
+            staged,
+            dir,
+            relative: format!("{table}/{name}"),
+            table: table.to_string(),
+            run_id: run_id.to_string(),
+            rows: 0,
+        }))
+    }
+}
+
+struct ParquetStagedWrite {
+    writer: Option<ArrowWriter<File>>,
+    staged: PathBuf,
+    dir: PathBuf,
+    relative: String,
+    table: String,
+    run_id: String,
+    rows: u64,
+}
+
+impl StagedWrite for ParquetStagedWrite {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let writer = self.writer.as_mut().ok_or_else(|| Error::Internal("write after finish".into()))?;
+        writer
+            .write(batch)
+            .map_err(|e| Error::Internal(format!("writing Parquet {}: {e}", self.staged.display())))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<FileEntry>> {
+        let writer = self.writer.take().ok_or_else(|| Error::Internal("finish twice".into()))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::Internal(format!("closing Parquet {}: {e}", self.staged.display())))?;
+        file.sync_all().map_err(|e| Error::io(&self.staged, e))?;
+        let bytes = file.metadata().map_err(|e| Error::io(&self.staged, e))?.len();
+        drop(file);
+        let target = self.dir.join(Path::new(&self.relative).file_name().unwrap_or_default());
+        fs::rename(&self.staged, &target).map_err(|e| Error::io(&target, e))?;
+        // Make the rename itself durable before the catalog names the file.
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&self.dir, e))?;
+        Ok(vec![FileEntry {
+            path: self.relative.clone(),
+            table: self.table.clone(),
+            run_id: self.run_id.clone(),
+            rows: self.rows,
+            bytes,
+        }])
+    }
+
+    fn abort(mut self: Box<Self>) {
+        drop(self.writer.take());
+        let _ = fs::remove_file(&self.staged);
+    }
+}
+
+/// Adds the lineage columns `_hakiri_run_id` and `_hakiri_loaded_at` to every batch.
+#[derive(Debug, Clone)]
+pub struct LineageColumns {
+    pub run_id: String,
+    pub loaded_at: DateTime<Utc>,
+}
+
+fn loaded_at_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+impl Transform for LineageColumns {
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        if let Some(f) = input.fields().iter().find(|f| f.name().starts_with("_hakiri_")) {
+            return Err(Error::InvalidInput(format!(
+                "the pipeline's SELECT returns a column named '{}': names starting with _hakiri_ are reserved for lineage columns; rename it with AS",
+                f.name()
+            )));
+        }
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(RUN_ID_COLUMN, DataType::Utf8, false));
+        fields.push(Field::new(LOADED_AT_COLUMN, loaded_at_type(), false));
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let schema = self.output_schema(&batch.schema())?;
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(self.run_id.as_str(), n))));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![self.loaded_at.timestamp_micros(); n]).with_timezone("UTC"),
+        ));
+        RecordBatch::try_new(schema, columns).map_err(|e| Error::Internal(format!("adding lineage columns: {e}")))
+    }
+}
+
+/// Renders a schema as the text recorded in `hakiri.schema_versions`.
+pub fn schema_text(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}{}", f.name(), f.data_type(), if f.is_nullable() { "" } else { " NOT NULL" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `context` schema: each table resolves to its committed files when a query is planned,
+/// so a query sees a consistent snapshot even while a run is writing.
+#[derive(Debug)]
+pub struct ContextSchemaProvider {
+    catalog: Arc<dyn Catalog>,
+    store: ContextStore,
+}
+
+impl ContextSchemaProvider {
+    pub fn new(catalog: Arc<dyn Catalog>, store: ContextStore) -> Self {
+        ContextSchemaProvider { catalog, store }
+    }
+
+    /// Builds a table over an explicit list of committed files.
+    pub fn table_over_files(&self, files: &[FileEntry]) -> Result<Arc<dyn TableProvider>> {
+        let mut schemas = Vec::new();
+        let mut urls = Vec::new();
+        for f in files {
+            let path = self.store.absolute(&f.path);
+            let file = File::open(&path).map_err(|e| {
+                Error::Internal(format!(
+                    "committed file {} is missing: {e}; the context store was changed outside Hakiri",
+                    path.display()
+                ))
+            })?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| Error::Internal(format!("reading {}: {e}", path.display())))?;
+            schemas.push(builder.schema().as_ref().clone());
+            urls.push(ListingTableUrl::parse(path.to_string_lossy()).map_err(Error::from)?);
+        }
+        let schema = Schema::try_merge(schemas)
+            .map_err(|e| Error::Internal(format!("merging file schemas: {e}")))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(Arc::new(schema));
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for ContextSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.catalog.tables().map(|t| t.into_iter().map(|t| t.name).collect()).unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let files = self.catalog.table_files(name)?;
+        if files.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.table_over_files(&files)?))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.catalog.table_files(name).map(|f| !f.is_empty()).unwrap_or(false)
+    }
+}
+
