@@ -1,1 +1,23 @@
-//! placeholder
+//! Hakiri's connectors, one module per source type, each a DataFusion `TableProvider` with
+//! its `ExecutionPlan` and options declared as data. The binary registers them explicitly
+//! with [`connectors`] and [`table_factories`].
+
+pub mod error;
+pub mod file;
+pub mod http;
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProviderFactory;
+use hakiri_engine::ports::Source;
+
+/// Every built-in connector, for `EngineOptions::connectors`; relative file paths are read
+/// from `project_root`.
+pub fn connectors(project_root: &std::path::Path) -> Vec<Arc<dyn Source>> {
+    vec![Arc::new(http::HttpSource), Arc::new(file::FileSource::new(project_root))]
+}
+
+/// `CREATE EXTERNAL TABLE ... STORED AS <NAME>` factories, for `EngineOptions::table_factories`.
+pub fn table_factories() -> Vec<(String, Arc<dyn TableProviderFactory>)> {
+    vec![("HTTP".to_string(), Arc::new(http::HttpTableFactory))]
+}

@@ -1,0 +1,99 @@
+//! One HTTP GET with retries: 5xx and timeouts back off exponentially, 429 and 503 honour
+//! `Retry-After`; other 4xx fail at once with a hint.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Client, StatusCode};
+
+use super::options::HttpTableOptions;
+use crate::error::{Error, Result, upstream};
+
+/// The longest `Retry-After` honoured; a longer one fails the request rather than stall.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// A fetched page.
+pub struct Page {
+    pub body: Vec<u8>,
+    pub headers: HeaderMap,
+}
+
+pub fn build_client(opts: &HttpTableOptions) -> Result<Client> {
+    Client::builder()
+        .timeout(opts.timeout)
+        .user_agent(concat!("hakiri/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Internal(format!("building HTTP client: {e}")))
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (at.timestamp() - chrono::Utc::now().timestamp()).max(0) as u64;
+    Some(Duration::from_secs(secs))
+}
+
+/// GETs `url` with the table's headers, retrying what can succeed later.
+pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Result<Page> {
+    let mut attempt: u32 = 0;
+    loop {
+        let mut req = client.get(url.clone());
+        for (k, v) in &opts.headers {
+            req = req.header(k, v);
+        }
+        let (retryable, wait, why) = match req.send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                if status.is_success() {
+                    let headers = resp.headers().clone();
+                    let body = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| upstream(format!("GET {url}: reading the response body failed: {e}")))?;
+                    return Ok(Page { body: body.to_vec(), headers });
+                }
+                let after = retry_after(resp.headers());
+                let text = resp.text().await.unwrap_or_default();
+                let snippet: String = text.chars().take(200).collect();
+                if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+                    if let Some(a) = after.filter(|a| *a > MAX_RETRY_AFTER) {
+                        return Err(upstream(format!(
+                            "GET {url} returned {status} with Retry-After {}s, longer than the {}s Hakiri waits; run again later",
+                            a.as_secs(),
+                            MAX_RETRY_AFTER.as_secs()
+                        )));
+                    }
+                    (true, after, format!("{status}"))
+                } else if status.is_server_error() {
+                    (true, None, format!("{status}: {snippet}"))
+                } else {
+                    let hint = match status.as_u16() {
+                        401 | 403 => "check the credentials in the source's header options",
+                        404 => "check the base_url and path options",
+                        _ => "check the request options (query.*, header.*)",
+                    };
+                    return Err(upstream(format!("GET {url} returned {status}: {snippet}; {hint}")));
+                }
+            }
+            Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
+                (true, None, if e.is_timeout() { format!("timed out after {:?}", opts.timeout) } else { e.to_string() })
+            }
+            Err(e) => return Err(upstream(format!("GET {url} failed: {e}"))),
+        };
+        debug_assert!(retryable);
+        if attempt >= opts.max_retries {
+            return Err(upstream(format!(
+                "GET {url} failed after {} attempts: {why}; the API may be down: run again later or raise max_retries",
+                attempt + 1
+            )));
+        }
+        let backoff = opts.backoff.saturating_mul(2u32.saturating_pow(attempt)).min(Duration::from_secs(30));
+        let delay = wait.unwrap_or(backoff);
+        tracing::warn!(%url, attempt, ?delay, "retrying after {why}");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}

@@ -1,0 +1,222 @@
+//! JSON records to Arrow: schema inference over sample pages (nested objects as Struct,
+//! arrays as List, conflicting values as JSON text) and decoding a page into a batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::reader::ReaderBuilder;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Field metadata marking a column that holds JSON text (a value with no single type).
+pub const JSON_TEXT_KEY: &str = "hakiri.json";
+
+/// The inferred type of a JSON value, merged over many values.
+#[derive(Debug, Clone, PartialEq)]
+enum JType {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+    List(Box<JType>),
+    Object(Vec<(String, JType)>),
+    /// Values disagree: kept as JSON text.
+    Json,
+}
+
+fn of(v: &Value) -> JType {
+    match v {
+        Value::Null => JType::Null,
+        Value::Bool(_) => JType::Bool,
+        Value::Number(n) if n.is_i64() => JType::Int,
+        Value::Number(_) => JType::Float,
+        Value::String(_) => JType::Str,
+        Value::Array(items) => JType::List(Box::new(items.iter().map(of).fold(JType::Null, merge))),
+        Value::Object(m) => JType::Object(m.iter().map(|(k, v)| (k.clone(), of(v))).collect()),
+    }
+}
+
+fn merge(a: JType, b: JType) -> JType {
+    use JType::*;
+    match (a, b) {
+        (Null, x) | (x, Null) => x,
+        (Int, Float) | (Float, Int) => Float,
+        (List(a), List(b)) => List(Box::new(merge(*a, *b))),
+        (Object(mut a), Object(b)) => {
+            for (k, t) in b {
+                match a.iter_mut().find(|(ak, _)| *ak == k) {
+                    Some((_, at)) => *at = merge(std::mem::replace(at, Null), t),
+                    None => a.push((k, t)),
+                }
+            }
+            Object(a)
+        }
+        (a, b) if a == b => a,
+        _ => Json,
+    }
+}
+
+fn json_field(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+        .with_metadata(HashMap::from([(JSON_TEXT_KEY.to_string(), "true".to_string())]))
+}
+
+fn to_field(name: &str, t: &JType) -> Field {
+    let dt = match t {
+        JType::Bool => DataType::Boolean,
+        JType::Int => DataType::Int64,
+        JType::Float => DataType::Float64,
+        JType::Str => DataType::Utf8,
+        JType::List(inner) => DataType::List(Arc::new(to_field("item", inner))),
+        JType::Object(fields) if !fields.is_empty() => {
+            DataType::Struct(Fields::from(fields.iter().map(|(k, t)| to_field(k, t)).collect::<Vec<_>>()))
+        }
+        // Never-seen values and empty objects have no columnar shape yet: JSON text.
+        JType::Null | JType::Object(_) | JType::Json => return json_field(name),
+    };
+    Field::new(name, dt, true)
+}
+
+/// Infers a schema from records. A record that is not an object becomes `{"value": ...}`.
+pub fn infer_schema<'a>(records: impl IntoIterator<Item = &'a Value>) -> SchemaRef {
+    let merged = records.into_iter().fold(JType::Object(Vec::new()), |acc, r| merge(acc, of(r)));
+    let JType::Object(fields) = merged else { unreachable!("records are merged as objects") };
+    Arc::new(Schema::new(fields.iter().map(|(k, t)| to_field(k, t)).collect::<Vec<_>>()))
+}
+
+/// Parses a declared schema: `name type, ...` with types bigint/int, double/float, text/
+/// string/varchar, boolean, timestamp, date, json.
+pub fn parse_declared_schema(text: &str) -> Result<SchemaRef> {
+    let mut fields = Vec::new();
+    for col in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let (name, ty) = col.split_once(char::is_whitespace).ok_or_else(|| {
+            Error::InvalidInput(format!("schema column '{col}' needs a name and a type, e.g. 'id bigint'"))
+        })?;
+        let field = match ty.trim().to_ascii_lowercase().as_str() {
+            "bigint" | "int" | "integer" | "int64" => Field::new(name, DataType::Int64, true),
+            "double" | "float" | "real" | "float64" => Field::new(name, DataType::Float64, true),
+            "text" | "string" | "varchar" | "utf8" => Field::new(name, DataType::Utf8, true),
+            "boolean" | "bool" => Field::new(name, DataType::Boolean, true),
+            "timestamp" | "timestamptz" => {
+                Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true)
+            }
+            "date" => Field::new(name, DataType::Date32, true),
+            "json" => json_field(name),
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "schema column '{name}' has unknown type '{other}': valid types are bigint, double, text, boolean, timestamp, date, json"
+                )));
+            }
+        };
+        fields.push(field);
+    }
+    if fields.is_empty() {
+        return Err(Error::InvalidInput("the schema option declares no columns".into()));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Rewrites a value to fit a field: JSON-text fields get the value's JSON text, numbers
+/// headed for text become strings; other mismatches are left for the decoder to report.
+fn normalize(v: Value, field: &Field) -> Value {
+    if v.is_null() {
+        return v;
+    }
+    if field.metadata().contains_key(JSON_TEXT_KEY) {
+        return Value::String(v.to_string());
+    }
+    match (field.data_type(), v) {
+        (DataType::Utf8, Value::String(s)) => Value::String(s),
+        (DataType::Utf8, other) => Value::String(other.to_string()),
+        (DataType::Struct(fields), Value::Object(mut m)) => {
+            let mut out = Map::with_capacity(fields.len());
+            for f in fields {
+                if let Some(x) = m.remove(f.name()) {
+                    out.insert(f.name().clone(), normalize(x, f));
+                }
+            }
+            Value::Object(out)
+        }
+        (DataType::List(item), Value::Array(items)) => {
+            Value::Array(items.into_iter().map(|x| normalize(x, item)).collect())
+        }
+        (_, other) => other,
+    }
+}
+
+/// Decodes records into a batch of `schema`. Fields missing from a record are NULL; fields
+/// the schema does not name are ignored.
+///
+/// # Errors
+/// `Upstream` naming the field when a value does not fit its declared or inferred type.
+pub fn decode(records: Vec<Value>, schema: &SchemaRef) -> Result<RecordBatch> {
+    let rows: Vec<Value> = records
+        .into_iter()
+        .map(|r| {
+            let obj = match r {
+                Value::Object(m) => m,
+                other => Map::from_iter([("value".to_string(), other)]),
+            };
+            let mut m = obj;
+            let mut out = Map::with_capacity(schema.fields().len());
+            for f in schema.fields() {
+                if let Some(v) = m.remove(f.name()) {
+                    out.insert(f.name().clone(), normalize(v, f));
+                }
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.len().max(1))
+        .build_decoder()
+        .map_err(|e| Error::Internal(format!("building JSON decoder: {e}")))?;
+    decoder.serialize(&rows).map_err(|e| {
+        Error::Upstream(format!(
+            "records do not fit the table's schema: {e}; declare the column as json in the schema option, or fix the schema"
+        ))
+    })?;
+    let batch = decoder
+        .flush()
+        .map_err(|e| Error::Upstream(format!("decoding records: {e}")))?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn infers_nested_and_conflicting() {
+        let rows = vec![
+            json!({"id": 1, "user": {"login": "a"}, "tags": ["x"], "v": 1, "empty": {}}),
+            json!({"id": 2, "user": {"login": "b", "site_admin": true}, "tags": [], "v": "one", "empty": {}}),
+            json!({"id": 3, "amount": 1.5}),
+        ];
+        let schema = infer_schema(&rows);
+        assert_eq!(schema.field_with_name("id").unwrap().data_type(), &DataType::Int64);
+        assert!(matches!(schema.field_with_name("user").unwrap().data_type(), DataType::Struct(f) if f.len() == 2));
+        assert!(matches!(schema.field_with_name("tags").unwrap().data_type(), DataType::List(_)));
+        assert!(schema.field_with_name("v").unwrap().metadata().contains_key(JSON_TEXT_KEY));
+        assert!(schema.field_with_name("empty").unwrap().metadata().contains_key(JSON_TEXT_KEY));
+        let batch = decode(rows, &schema).unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        let v = batch.column_by_name("v").unwrap();
+        let v = v.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap();
+        assert_eq!(v.value(0), "1");
+        assert_eq!(v.value(1), "\"one\"");
+    }
+
+    #[test]
+    fn declared_schema_mismatch_is_reported() {
+        let schema = parse_declared_schema("id bigint, name text").unwrap();
+        let err = decode(vec![json!({"id": "abc"})], &schema).unwrap_err();
+        assert!(err.to_string().contains("schema"), "{err}");
+    }
+}

@@ -1,0 +1,194 @@
+//! Pagination: which URL to fetch next and when to stop.
+//!
+//! Stop rules, checked after each page in this order:
+//! 1. a request that still fails after its retries fails the scan;
+//! 2. a page with no records stops;
+//! 3. `has_more_path` present and false stops;
+//! 4. `total_path` present and the records read so far reach it stops;
+//! 5. the style finds no next page: no next URL in the body (`next_url`), no `rel="next"`
+//!    in the `Link` header (`link_header`), a short page with fewer than `page_size` records
+//!    (`offset`, `page`), no token in the body (`cursor`); `none` always stops here;
+//! 6. `max_pages` pages read stops.
+
+use std::sync::Arc;
+
+use reqwest::Client;
+use reqwest::header::{HeaderMap, LINK};
+use serde_json::Value;
+use url::Url;
+
+use super::client;
+use super::options::{HttpTableOptions, Pagination};
+use crate::error::{Error, Result, upstream};
+
+/// One page's records and its size on the wire.
+pub struct PageRecords {
+    pub records: Vec<Value>,
+    pub bytes: u64,
+}
+
+pub struct Pager {
+    client: Client,
+    opts: Arc<HttpTableOptions>,
+    base: Url,
+    /// Query parameters from pushed filters.
+    extra: Vec<(String, String)>,
+    next: Option<Url>,
+    pages: u64,
+    records: u64,
+    offset: u64,
+    page: u64,
+}
+
+fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').filter(|p| !p.is_empty()).try_fold(v, |v, p| v.get(p))
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn link_next(headers: &HeaderMap) -> Option<String> {
+    for value in headers.get_all(LINK) {
+        let Ok(value) = value.to_str() else { continue };
+        for part in value.split(',') {
+            let mut pieces = part.split(';');
+            let target = pieces.next()?.trim();
+            if pieces.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            }) {
+                return Some(target.trim_start_matches('<').trim_end_matches('>').to_string());
+            }
+        }
+    }
+    None
+}
+
+impl Pager {
+    pub fn new(client: Client, opts: Arc<HttpTableOptions>, extra: Vec<(String, String)>) -> Result<Self> {
+        let base = Url::parse(&opts.url).map_err(|e| Error::InvalidInput(format!("'{}' is not a valid URL: {e}", opts.url)))?;
+        let start = match &opts.pagination {
+            Pagination::Page { start, .. } => *start,
+            _ => 0,
+        };
+        let mut pager = Pager { client, opts, base, extra, next: None, pages: 0, records: 0, offset: 0, page: start };
+        pager.next = Some(pager.url_with_style());
+        Ok(pager)
+    }
+
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    fn url_with_style(&self) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in self.opts.query.iter().chain(self.extra.iter()) {
+                q.append_pair(k, v);
+            }
+            match &self.opts.pagination {
+                Pagination::Offset { offset_param, limit_param, page_size } => {
+                    q.append_pair(offset_param, &self.offset.to_string());
+                    q.append_pair(limit_param, &page_size.to_string());
+                }
+                Pagination::Page { page_param, size_param, page_size, .. } => {
+                    q.append_pair(page_param, &self.page.to_string());
+                    if let Some(p) = size_param {
+                        q.append_pair(p, &page_size.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        url
+    }
+
+    /// Fetches the next page, or `None` when a stop rule has fired.
+    pub async fn next_page(&mut self) -> Result<Option<PageRecords>> {
+        let Some(url) = self.next.take() else { return Ok(None) };
+        let page = client::get(&self.client, &url, &self.opts).await?;
+        self.pages += 1;
+        let n = self.pages;
+        let body: Value = serde_json::from_slice(&page.body).map_err(|e| {
+            upstream(format!(
+                "page {n} (GET {url}) is not valid JSON: {e}; check that the endpoint returns JSON"
+            ))
+        })?;
+        let records = match &self.opts.records {
+            None => Some(&body),
+            Some(path) => lookup(&body, path),
+        };
+        let records: Vec<Value> = match records {
+            Some(Value::Array(items)) => items.clone(),
+            Some(Value::Null) => Vec::new(),
+            Some(obj @ Value::Object(_)) => vec![obj.clone()],
+            Some(other) => vec![other.clone()],
+            None if n == 1 => {
+                let keys = body.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                return Err(Error::InvalidInput(format!(
+                    "records path '{}' is not in the response of GET {url}; the top-level keys are: {keys}; fix the records option",
+                    self.opts.records.as_deref().unwrap_or("")
+                )));
+            }
+            None => Vec::new(),
+        };
+        let bytes = page.body.len() as u64;
+        self.records += records.len() as u64;
+        let len = records.len() as u64;
+        if len == 0 {
+            return Ok(Some(PageRecords { records, bytes }));
+        }
+        if let Some(p) = &self.opts.has_more_path {
+            if lookup(&body, p).and_then(Value::as_bool) == Some(false) {
+                return Ok(Some(PageRecords { records, bytes }));
+            }
+        }
+        if let Some(p) = &self.opts.total_path {
+            if let Some(total) = lookup(&body, p).and_then(Value::as_u64) {
+                if self.records >= total {
+                    return Ok(Some(PageRecords { records, bytes }));
+                }
+            }
+        }
+        let next = match &self.opts.pagination {
+            Pagination::None => None,
+            Pagination::NextUrl { path } => match lookup(&body, path) {
+                Some(Value::String(s)) if !s.is_empty() => Some(url.join(s).map_err(|e| {
+                    upstream(format!("page {n}: next URL '{s}' is not a valid URL: {e}"))
+                })?),
+                _ => None,
+            },
+            Pagination::LinkHeader => match link_next(&page.headers) {
+                Some(s) => Some(url.join(&s).map_err(|e| upstream(format!("page {n}: Link next '{s}' is not a valid URL: {e}")))?),
+                None => None,
+            },
+            Pagination::Offset { page_size, .. } => {
+                self.offset += len;
+                (len >= *page_size).then(|| self.url_with_style())
+            }
+            Pagination::Page { page_size, .. } => {
+                self.page += 1;
+                (len >= *page_size).then(|| self.url_with_style())
+            }
+            Pagination::Cursor { path, param } => {
+                let token = match lookup(&body, path) {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(Value::Number(num)) => Some(num.to_string()),
+                    _ => None,
+                };
+                token.map(|t| {
+                    let mut u = self.url_with_style();
+                    u.query_pairs_mut().append_pair(param, &t);
+                    u
+                })
+            }
+        };
+        if self.opts.max_pages.is_some_and(|m| self.pages >= m) {
+            return Ok(Some(PageRecords { records, bytes }));
+        }
+        self.next = next;
+        Ok(Some(PageRecords { records, bytes }))
+    }
+}
