@@ -1,1 +1,98 @@
-fn main() {}
+//! The `hakiri` command: parses arguments, opens the project, dispatches, maps errors to
+//! exit codes (0 ok, 1 a statement or run failed, 2 usage or configuration error).
+
+mod commands;
+mod init;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hakiri_engine::{Error, ErrorCategory};
+
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(name = "hakiri", version, about = "SQL-first data ingestion into a local, queryable context store")]
+struct Cli {
+    /// The project folder (default: the nearest folder upwards holding hakiri.toml).
+    #[arg(long, global = true, env = "HAKIRI_PROJECT")]
+    project: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a project folder NAME with a manifest and sample data.
+    Init { name: PathBuf },
+    /// Run a pipeline, or every pipeline with --all.
+    Run {
+        pipeline: Option<String>,
+        #[arg(long, conflicts_with = "pipeline")]
+        all: bool,
+    },
+    /// Run SQL: queries, and Hakiri's statements (CREATE PIPELINE, SHOW PIPELINES, ...).
+    Query {
+        sql: String,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show what a run would do: manifest changes, the starting cursor and the physical plan.
+    Plan { pipeline: Option<String> },
+    /// Inspect pipelines.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PipelineCommand {
+    /// List pipelines with their last run.
+    List,
+    /// Show a pipeline's definition, cursor and recent runs.
+    Describe { name: String },
+}
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match e.category() {
+            ErrorCategory::Config => 2,
+            _ => 1,
+        };
+        Failure { code, message: e.to_string() }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure { code: 1, message: format!("writing output: {e}") }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.message.contains("Broken pipe") => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

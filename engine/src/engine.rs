@@ -191,6 +191,10 @@ impl Engine {
     pub fn session(&self) -> &SessionContext {
         &self.ctx
     }
+    /// For registering functions (`hakiri_udfs::register_all(engine.session_mut())`).
+    pub fn session_mut(&mut self) -> &mut SessionContext {
+        &mut self.ctx
+    }
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
     }

@@ -1,1 +1,217 @@
-//! placeholder
+//! `hakiri.toml`: the project's declared sources and pipelines, turned into the engine's
+//! `SourceSpec`s and `PipelineSpec`s.
+//!
+//! ```toml
+//! [project]
+//! name = "demo"
+//!
+//! [sources.httpbin]
+//! type = "http"
+//! base_url = "${HAKIRI_HTTPBIN_URL:-https://httpbin.org}"
+//! tables.anything.path = "/anything"
+//!
+//! [pipelines.httpbin]
+//! sql = "INSERT INTO context.httpbin_anything SELECT * FROM httpbin.anything"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hakiri_engine::sql::parse_pipeline_body;
+use hakiri_engine::types::{CursorKind, CursorSpec, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name};
+use hakiri_engine::{Error, Result};
+
+/// The manifest's file name.
+pub const MANIFEST_FILE: &str = "hakiri.toml";
+
+/// A parsed manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    pub project: String,
+    pub sources: Vec<SourceSpec>,
+    pub pipelines: Vec<PipelineSpec>,
+}
+
+/// Finds the project folder: `start` or the nearest parent holding `hakiri.toml`.
+pub fn find_project(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find(|d| d.join(MANIFEST_FILE).is_file()).map(Path::to_path_buf)
+}
+
+/// Reads and checks `<dir>/hakiri.toml`.
+///
+/// # Errors
+/// `Config` naming the file, the place and the fix.
+pub fn load(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+    parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
+
+fn scalar_text(key: &str, v: &toml::Value) -> Result<String> {
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(bad(format!("option '{key}' must be a string, number or boolean, found {}", other.type_str()))),
+    }
+}
+
+/// Flattens nested tables into dotted option keys: `tables.anything.path`.
+fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out)?,
+            other => {
+                out.insert(key.clone(), scalar_text(&key, other)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses manifest text.
+pub fn parse(text: &str) -> Result<Manifest> {
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(format!("invalid TOML: {e}")))?;
+    let mut m = Manifest::default();
+    for (key, value) in &doc {
+        match key.as_str() {
+            "project" => {
+                let t = value.as_table().ok_or_else(|| bad("[project] must be a table"))?;
+                for (k, v) in t {
+                    match k.as_str() {
+                        "name" => m.project = scalar_text("project.name", v)?,
+                        other => return Err(bad(format!("unknown key 'project.{other}': valid keys are name"))),
+                    }
+                }
+            }
+            "sources" => {
+                let t = value.as_table().ok_or_else(|| bad("[sources] must be a table of sources"))?;
+                for (name, body) in t {
+                    m.sources.push(source(name, body)?);
+                }
+            }
+            "pipelines" => {
+                let t = value.as_table().ok_or_else(|| bad("[pipelines] must be a table of pipelines"))?;
+                for (name, body) in t {
+                    m.pipelines.push(pipeline(name, body)?);
+                }
+            }
+            other => {
+                return Err(bad(format!("unknown section '{other}': valid sections are project, sources, pipelines")));
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn source(name: &str, body: &toml::Value) -> Result<SourceSpec> {
+    validate_name("source", name).map_err(|e| bad(e.to_string()))?;
+    let t = body.as_table().ok_or_else(|| bad(format!("[sources.{name}] must be a table")))?;
+    let mut options = BTreeMap::new();
+    flatten("", t, &mut options)?;
+    let connector = options
+        .remove("type")
+        .ok_or_else(|| bad(format!("source '{name}' needs a type, e.g. type = \"http\"")))?;
+    Ok(SourceSpec { name: name.to_string(), connector, options, origin: Origin::Manifest })
+}
+
+fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
+    validate_name("pipeline", name).map_err(|e| bad(e.to_string()))?;
+    let t = body.as_table().ok_or_else(|| bad(format!("[pipelines.{name}] must be a table")))?;
+    let mut sql = None;
+    let mut cursor = None;
+    let mut mode = WriteMode::Append;
+    for (k, v) in t {
+        match k.as_str() {
+            "sql" => sql = Some(scalar_text("sql", v)?),
+            "mode" => mode = WriteMode::parse(&scalar_text("mode", v)?).map_err(|e| bad(format!("pipeline '{name}': {e}")))?,
+            "cursor" => {
+                let c = v.as_table().ok_or_else(|| {
+                    bad(format!("pipeline '{name}': cursor must be a table, e.g. cursor = {{ kind = \"monotonic\", column = \"id\", initial = \"0\" }}"))
+                })?;
+                let mut kind = None;
+                let mut column = None;
+                let mut initial = None;
+                for (ck, cv) in c {
+                    let text = scalar_text(&format!("cursor.{ck}"), cv)?;
+                    match ck.as_str() {
+                        "kind" => kind = Some(CursorKind::parse(&text).map_err(|e| bad(format!("pipeline '{name}': {e}")))?),
+                        "column" => column = Some(text),
+                        "initial" => initial = Some(text),
+                        other => {
+                            return Err(bad(format!(
+                                "pipeline '{name}': unknown cursor key '{other}': valid keys are kind, column, initial"
+                            )));
+                        }
+                    }
+                }
+                let kind = kind.unwrap_or(CursorKind::Monotonic);
+                if kind != CursorKind::Monotonic {
+                    return Err(Error::Unsupported(format!(
+                        "pipeline '{name}': cursor kind {} is not available yet: use kind = \"monotonic\"",
+                        kind.as_str()
+                    )));
+                }
+                cursor = Some(CursorSpec { kind, column, initial });
+            }
+            other => {
+                return Err(bad(format!("pipeline '{name}': unknown key '{other}': valid keys are sql, cursor, mode")));
+            }
+        }
+    }
+    let sql = sql.ok_or_else(|| {
+        bad(format!("pipeline '{name}' needs sql = \"INSERT INTO context.<table> SELECT ... FROM <source>.<table>\""))
+    })?;
+    let body = parse_pipeline_body(&sql).map_err(|e| bad(format!("pipeline '{name}': {e}")))?;
+    Ok(PipelineSpec { name: name.to_string(), sql, target: body.target, cursor, mode, origin: Origin::Manifest })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = r#"
+[project]
+name = "demo"
+
+[sources.httpbin]
+type = "http"
+base_url = "${HAKIRI_HTTPBIN_URL:-https://httpbin.org}"
+tables.anything.path = "/anything"
+header = { Accept = "application/json" }
+
+[pipelines.events]
+cursor = { kind = "monotonic", column = "id", initial = 0 }
+sql = "INSERT INTO context.events SELECT * FROM samples.events WHERE id > $cursor"
+"#;
+
+    #[test]
+    fn parses_sources_and_pipelines() {
+        let m = parse(DEMO).unwrap();
+        assert_eq!(m.project, "demo");
+        let s = &m.sources[0];
+        assert_eq!(s.connector, "http");
+        assert_eq!(s.options["tables.anything.path"], "/anything");
+        assert_eq!(s.options["header.Accept"], "application/json");
+        let p = &m.pipelines[0];
+        assert_eq!(p.target, "events");
+        assert_eq!(p.cursor.as_ref().unwrap().initial.as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = parse("[pipelines.p]\nsqll = 'x'").unwrap_err().to_string();
+        assert!(e.contains("unknown key 'sqll'") && e.contains("valid keys are sql"), "{e}");
+        let e = parse("[sources.s]\nbase_url = 'x'").unwrap_err().to_string();
+        assert!(e.contains("needs a type"), "{e}");
+        let e = parse("[pipelines.p\nsql = 1").unwrap_err().to_string();
+        assert!(e.contains("invalid TOML"), "{e}");
+    }
+}

@@ -1,0 +1,270 @@
+//! Opening the project and running each subcommand.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+
+use hakiri_engine::{ChangeSet, Engine, EngineOptions, Error, Output, PlanReport, RunSummary};
+
+use crate::output::{Format, print_stream};
+use crate::{Cli, Command, Failure, PipelineCommand};
+
+fn config_err(msg: String) -> Failure {
+    Failure { code: 2, message: msg }
+}
+
+/// Finds the project folder from `--project` or the working directory.
+fn project_root(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    let cwd = std::env::current_dir().map_err(|e| config_err(format!("cannot read the working directory: {e}")))?;
+    match flag {
+        Some(dir) => {
+            let dir = if dir.is_absolute() { dir } else { cwd.join(dir) };
+            if !dir.join(hakiri_manifests::MANIFEST_FILE).is_file() {
+                return Err(config_err(format!(
+                    "{} holds no hakiri.toml: create a project with `hakiri init NAME`",
+                    dir.display()
+                )));
+            }
+            Ok(dir)
+        }
+        None => hakiri_manifests::find_project(&cwd).ok_or_else(|| {
+            config_err(format!(
+                "no hakiri.toml in {} or any parent folder: run inside a project, pass --project DIR, or create one with `hakiri init NAME`",
+                cwd.display()
+            ))
+        }),
+    }
+}
+
+/// Opens the project and brings the catalog in line with the manifest (or, with `apply`
+/// false, only the session: `plan` shows the changes without writing them).
+fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Failure> {
+    let manifest = hakiri_manifests::load(root)?;
+    let options = EngineOptions {
+        connectors: hakiri_table_providers::connectors(root),
+        table_factories: hakiri_table_providers::table_factories(),
+        clock: None,
+    };
+    let mut engine = Engine::open(root, options)?;
+    hakiri_udfs::register_all(engine.session_mut()).map_err(Error::from)?;
+    let rec = engine.recovery();
+    if !rec.interrupted_runs.is_empty() {
+        eprintln!(
+            "recovered: {} run(s) left running by a stopped process are marked partial_failure: {}",
+            rec.interrupted_runs.len(),
+            rec.interrupted_runs.join(", ")
+        );
+    }
+    if !rec.removed_files.is_empty() {
+        eprintln!("recovered: removed {} uncommitted file(s) from the context store", rec.removed_files.len());
+    }
+    let changes = engine
+        .sync_manifest(&manifest.sources, &manifest.pipelines, apply)
+        .map_err(|e| Failure { code: 2, message: format!("hakiri.toml: {e}") })?;
+    Ok((engine, changes))
+}
+
+pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    if let Command::Init { name } = &cli.command {
+        return crate::init::init(name);
+    }
+    let root = project_root(cli.project)?;
+    match cli.command {
+        Command::Init { .. } => unreachable!("handled above"),
+        Command::Run { pipeline, all } => {
+            let (engine, _) = open(&root, true)?;
+            let names: Vec<String> = match (pipeline, all) {
+                (Some(p), _) => vec![p],
+                (None, true) => engine.pipelines().into_iter().map(|p| p.name).collect(),
+                (None, false) => {
+                    let names: Vec<String> = engine.pipelines().into_iter().map(|p| p.name).collect();
+                    return Err(config_err(format!(
+                        "name a pipeline to run, or pass --all; the pipelines are: {}",
+                        if names.is_empty() { "none".into() } else { names.join(", ") }
+                    )));
+                }
+            };
+            let mut failed = Vec::new();
+            for name in names {
+                match run_one(&engine, &name).await {
+                    Ok(summary) => println!("{}", summary_line(&summary)),
+                    Err(f) => {
+                        eprintln!("error: {}", f.message);
+                        failed.push(name);
+                    }
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure { code: 1, message: format!("{} pipeline run(s) failed: {}", failed.len(), failed.join(", ")) })
+            }
+        }
+        Command::Query { sql, format } => {
+            let (engine, _) = open(&root, true)?;
+            for output in engine.execute(&sql).await? {
+                match output {
+                    Output::Stream(s) => {
+                        print_stream(s, format).await?;
+                    }
+                    Output::Message(m) => {
+                        if format == Format::Table {
+                            println!("{m}");
+                        } else {
+                            eprintln!("{m}");
+                        }
+                    }
+                    Output::Run(s) => println!("{}", summary_line(&s)),
+                    Output::Plan(p) => print_plan(&p),
+                }
+            }
+            Ok(())
+        }
+        Command::Plan { pipeline } => {
+            let (engine, changes) = open(&root, false)?;
+            print_changes(&changes);
+            let names: Vec<String> = match pipeline {
+                Some(p) => vec![p],
+                None => engine.pipelines().into_iter().map(|p| p.name).collect(),
+            };
+            for name in names {
+                println!();
+                print_plan(&engine.plan_pipeline(&name).await?);
+            }
+            Ok(())
+        }
+        Command::Pipeline { command: PipelineCommand::List } => {
+            let (engine, _) = open(&root, true)?;
+            let stream = engine
+                .query(
+                    "SELECT p.name, p.target_table, p.write_mode, p.cursor_kind, c.value AS cursor_value,
+                            r.status AS last_status, r.started_at AS last_run, r.rows_written AS last_rows
+                     FROM hakiri.pipelines p
+                     LEFT JOIN hakiri.cursors c ON c.pipeline = p.name
+                     LEFT JOIN (SELECT *, row_number() OVER (PARTITION BY pipeline ORDER BY started_at DESC) AS n
+                                FROM hakiri.runs) r ON r.pipeline = p.name AND r.n = 1
+                     ORDER BY p.name",
+                )
+                .await?;
+            print_stream(stream, Format::Table).await?;
+            Ok(())
+        }
+        Command::Pipeline { command: PipelineCommand::Describe { name } } => {
+            let (engine, _) = open(&root, true)?;
+            let spec = engine.pipeline(&name)?;
+            println!("pipeline:   {}", spec.name);
+            println!("target:     context.{}", spec.target);
+            println!("write mode: {}", spec.mode.as_str());
+            println!("origin:     {}", spec.origin.as_str());
+            match &spec.cursor {
+                Some(c) => {
+                    let committed = engine.catalog().cursor(&spec.name)?;
+                    println!(
+                        "cursor:     {} ({}), initial {}, committed {}",
+                        c.kind.as_str(),
+                        c.column.as_deref().unwrap_or("-"),
+                        c.initial.as_deref().unwrap_or("none"),
+                        committed.as_deref().unwrap_or("none yet")
+                    );
+                }
+                None => println!("cursor:     none (every run reads everything)"),
+            }
+            println!("definition: {spec}");
+            let runs = engine.catalog().runs(Some(&spec.name))?;
+            println!("runs:       {} in all{}", runs.len(), if runs.is_empty() { "" } else { "; the latest:" });
+            for r in runs.iter().rev().take(5) {
+                println!(
+                    "  {}  {}  {}  rows_written={} pages={}{}",
+                    r.started_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.run_id,
+                    r.status,
+                    r.counters.rows_written,
+                    r.counters.pages,
+                    r.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_one(engine: &Engine, name: &str) -> Result<RunSummary, Failure> {
+    let tty = std::io::stderr().is_terminal();
+    let progress = move |p: &hakiri_engine::RunProgress| {
+        if tty {
+            let secs = p.elapsed.as_secs_f64().max(1e-3);
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r{}: {} pages, {} rows, {:.0} rows/s   ",
+                p.pipeline,
+                p.pages,
+                p.rows,
+                p.rows as f64 / secs
+            );
+            let _ = err.flush();
+        }
+    };
+    let result = engine.run_pipeline(name, &progress).await;
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    Ok(result?)
+}
+
+fn summary_line(s: &RunSummary) -> String {
+    let secs = s.elapsed.as_secs_f64();
+    format!(
+        "{}: {} run {} -> context.{}: {} rows written, {} pages, {:.2}s ({:.0} rows/s){}",
+        s.pipeline,
+        s.status.as_str(),
+        s.run_id,
+        s.table,
+        s.counters.rows_written,
+        s.counters.pages,
+        secs,
+        s.counters.rows_written as f64 / secs.max(1e-6),
+        s.cursor_end.as_deref().map(|c| format!(", cursor {c}")).unwrap_or_default()
+    )
+}
+
+fn print_changes(c: &ChangeSet) {
+    println!("Manifest changes against the catalog:");
+    if c.is_empty() {
+        println!("  none: the catalog matches hakiri.toml");
+        return;
+    }
+    let groups = [
+        ("+ source", &c.sources_added),
+        ("~ source", &c.sources_changed),
+        ("- source", &c.sources_removed),
+        ("+ pipeline", &c.pipelines_added),
+        ("~ pipeline", &c.pipelines_changed),
+        ("- pipeline", &c.pipelines_removed),
+    ];
+    for (label, names) in groups {
+        for n in names {
+            println!("  {label} {n}");
+        }
+    }
+}
+
+fn print_plan(p: &PlanReport) {
+    let spec = &p.pipeline;
+    println!("Pipeline {} -> context.{} (write mode {})", spec.name, spec.target, spec.mode.as_str());
+    match (&spec.cursor, &p.cursor) {
+        (Some(c), Some(v)) => println!(
+            "  cursor: {} on {}, the run starts from {v}{}",
+            c.kind.as_str(),
+            c.column.as_deref().unwrap_or("-"),
+            if p.cursor_is_initial { " (INITIAL: no committed cursor yet)" } else { " (committed)" }
+        ),
+        (Some(c), None) => println!("  cursor: {} with no committed or initial value", c.kind.as_str()),
+        (None, _) => println!("  cursor: none: the run reads everything"),
+    }
+    println!("  physical plan:");
+    for line in p.physical_plan.lines() {
+        println!("    {line}");
+    }
+}
+
