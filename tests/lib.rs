@@ -1,1 +1,137 @@
-//! test helpers
+//! Helpers for the acceptance tests: the `hakiri` binary, throwaway projects, and real
+//! servers (httpbin, the paginated fixture server) on 127.0.0.1, stopped on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `hakiri` binary built alongside the tests (`cargo test --workspace`).
+pub fn hakiri_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/hakiri
+    let bin = exe.parent().and_then(Path::parent).expect("target folder").join("hakiri");
+    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// A command's outcome, with stdout and stderr as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// Runs `hakiri` in `dir` with extra environment variables.
+pub fn hakiri(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(hakiri_bin());
+    cmd.current_dir(dir).args(args).env_remove("HAKIRI_PROJECT").stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Run::from(cmd.output().expect("run hakiri"))
+}
+
+/// A project in a temporary folder with the given manifest.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(manifest: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("hakiri.toml"), manifest).expect("write manifest");
+        Project { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn hakiri(&self, args: &[&str]) -> Run {
+        hakiri(self.path(), args, &[])
+    }
+    /// `hakiri query --format csv` without the header line.
+    pub fn query_csv(&self, sql: &str) -> Vec<String> {
+        let r = self.hakiri(&["query", "--format", "csv", sql]).ok();
+        r.stdout.lines().skip(1).map(str::to_string).collect()
+    }
+}
+
+/// A server process, killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The paginated fixture server (tests/fixtures/paged_server.py).
+    pub fn paged() -> Self {
+        let script = repo_root().join("tests/fixtures/paged_server.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start paged_server.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read port");
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("paged_server.py printed '{line}'"));
+        Server { child, port }
+    }
+
+    /// Debian's httpbin (package python3-httpbin) on a free port.
+    pub fn httpbin() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "httpbin.core", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start httpbin: install the Debian package python3-httpbin");
+        let server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "httpbin did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python interpreter for fixture scripts (standard library only).
+pub fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" }
+}

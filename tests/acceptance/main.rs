@@ -1,1 +1,9 @@
+//! End-to-end tests with real servers and the real `hakiri` binary. One test binary with
+//! modules keeps link time down.
 
+mod demo;
+mod depcheck;
+mod errors;
+mod pagination;
+mod readme;
+mod slt;
