@@ -7,18 +7,39 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `hakiri` binary built alongside the tests (`cargo test --workspace`).
+/// The `hakiri` binary, built once per test run: `cargo test` builds a binary only for its
+/// own package's integration tests, so this makes sure the tests never run a stale one.
 pub fn hakiri_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>/hakiri
-    let bin = exe.parent().and_then(Path::parent).expect("target folder").join("hakiri");
-    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace`", bin.display());
-    bin
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target folder");
+        let target_dir = profile_dir.parent().expect("target root");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "hakiri", "--target-dir"])
+            .arg(target_dir)
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build -p hakiri");
+        assert!(status.success(), "cargo build -p hakiri failed");
+        let bin = profile_dir.join("hakiri");
+        assert!(
+            bin.exists(),
+            "{} is missing after cargo build",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
 }
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// A command's outcome, with stdout and stderr as text.
@@ -40,7 +61,11 @@ impl Run {
 
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -48,7 +73,10 @@ impl Run {
 /// Runs `hakiri` in `dir` with extra environment variables.
 pub fn hakiri(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(hakiri_bin());
-    cmd.current_dir(dir).args(args).env_remove("HAKIRI_PROJECT").stdin(Stdio::null());
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("HAKIRI_PROJECT")
+        .stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -100,16 +128,32 @@ impl Server {
             .spawn()
             .expect("start paged_server.py");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read port");
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("paged_server.py printed '{line}'"));
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read port");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("paged_server.py printed '{line}'"));
         Server { child, port }
     }
 
     /// Debian's httpbin (package python3-httpbin) on a free port.
     pub fn httpbin() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let child = Command::new("/usr/bin/python3")
-            .args(["-m", "httpbin.core", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "-m",
+                "httpbin.core",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -117,7 +161,10 @@ impl Server {
         let server = Server { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "httpbin did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "httpbin did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         server
@@ -133,5 +180,9 @@ impl Drop for Server {
 
 /// The Python interpreter for fixture scripts (standard library only).
 pub fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" }
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
 }

@@ -3,19 +3,22 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-
 use hakiri_engine::{ChangeSet, Engine, EngineOptions, Error, Output, PlanReport, RunSummary};
 
 use crate::output::{Format, print_stream};
 use crate::{Cli, Command, Failure, PipelineCommand};
 
 fn config_err(msg: String) -> Failure {
-    Failure { code: 2, message: msg }
+    Failure {
+        code: 2,
+        message: msg,
+    }
 }
 
 /// Finds the project folder from `--project` or the working directory.
 fn project_root(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
-    let cwd = std::env::current_dir().map_err(|e| config_err(format!("cannot read the working directory: {e}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| config_err(format!("cannot read the working directory: {e}")))?;
     match flag {
         Some(dir) => {
             let dir = if dir.is_absolute() { dir } else { cwd.join(dir) };
@@ -56,11 +59,17 @@ fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Fail
         );
     }
     if !rec.removed_files.is_empty() {
-        eprintln!("recovered: removed {} uncommitted file(s) from the context store", rec.removed_files.len());
+        eprintln!(
+            "recovered: removed {} uncommitted file(s) from the context store",
+            rec.removed_files.len()
+        );
     }
     let changes = engine
         .sync_manifest(&manifest.sources, &manifest.pipelines, apply)
-        .map_err(|e| Failure { code: 2, message: format!("hakiri.toml: {e}") })?;
+        .map_err(|e| Failure {
+            code: 2,
+            message: format!("hakiri.toml: {e}"),
+        })?;
     Ok((engine, changes))
 }
 
@@ -77,13 +86,23 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 (Some(p), _) => vec![p],
                 (None, true) => engine.pipelines().into_iter().map(|p| p.name).collect(),
                 (None, false) => {
-                    let names: Vec<String> = engine.pipelines().into_iter().map(|p| p.name).collect();
+                    let names: Vec<String> =
+                        engine.pipelines().into_iter().map(|p| p.name).collect();
                     return Err(config_err(format!(
                         "name a pipeline to run, or pass --all; the pipelines are: {}",
-                        if names.is_empty() { "none".into() } else { names.join(", ") }
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
                     )));
                 }
             };
+            if names.len() == 1 {
+                let summary = run_one(&engine, &names[0]).await?;
+                println!("{}", summary_line(&summary));
+                return Ok(());
+            }
             let mut failed = Vec::new();
             for name in names {
                 match run_one(&engine, &name).await {
@@ -97,7 +116,14 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             if failed.is_empty() {
                 Ok(())
             } else {
-                Err(Failure { code: 1, message: format!("{} pipeline run(s) failed: {}", failed.len(), failed.join(", ")) })
+                Err(Failure {
+                    code: 1,
+                    message: format!(
+                        "{} pipeline run(s) failed: {}",
+                        failed.len(),
+                        failed.join(", ")
+                    ),
+                })
             }
         }
         Command::Query { sql, format } => {
@@ -133,7 +159,9 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Pipeline { command: PipelineCommand::List } => {
+        Command::Pipeline {
+            command: PipelineCommand::List,
+        } => {
             let (engine, _) = open(&root, true)?;
             let stream = engine
                 .query(
@@ -149,7 +177,9 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             print_stream(stream, Format::Table).await?;
             Ok(())
         }
-        Command::Pipeline { command: PipelineCommand::Describe { name } } => {
+        Command::Pipeline {
+            command: PipelineCommand::Describe { name },
+        } => {
             let (engine, _) = open(&root, true)?;
             let spec = engine.pipeline(&name)?;
             println!("pipeline:   {}", spec.name);
@@ -171,7 +201,11 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             println!("definition: {spec}");
             let runs = engine.catalog().runs(Some(&spec.name))?;
-            println!("runs:       {} in all{}", runs.len(), if runs.is_empty() { "" } else { "; the latest:" });
+            println!(
+                "runs:       {} in all{}",
+                runs.len(),
+                if runs.is_empty() { "" } else { "; the latest:" }
+            );
             for r in runs.iter().rev().take(5) {
                 println!(
                     "  {}  {}  {}  rows_written={} pages={}{}",
@@ -180,7 +214,10 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     r.status,
                     r.counters.rows_written,
                     r.counters.pages,
-                    r.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default()
+                    r.error
+                        .as_deref()
+                        .map(|e| format!("  error: {e}"))
+                        .unwrap_or_default()
                 );
             }
             Ok(())
@@ -224,7 +261,10 @@ fn summary_line(s: &RunSummary) -> String {
         s.counters.pages,
         secs,
         s.counters.rows_written as f64 / secs.max(1e-6),
-        s.cursor_end.as_deref().map(|c| format!(", cursor {c}")).unwrap_or_default()
+        s.cursor_end
+            .as_deref()
+            .map(|c| format!(", cursor {c}"))
+            .unwrap_or_default()
     )
 }
 
@@ -251,15 +291,27 @@ fn print_changes(c: &ChangeSet) {
 
 fn print_plan(p: &PlanReport) {
     let spec = &p.pipeline;
-    println!("Pipeline {} -> context.{} (write mode {})", spec.name, spec.target, spec.mode.as_str());
+    println!(
+        "Pipeline {} -> context.{} (write mode {})",
+        spec.name,
+        spec.target,
+        spec.mode.as_str()
+    );
     match (&spec.cursor, &p.cursor) {
         (Some(c), Some(v)) => println!(
             "  cursor: {} on {}, the run starts from {v}{}",
             c.kind.as_str(),
             c.column.as_deref().unwrap_or("-"),
-            if p.cursor_is_initial { " (INITIAL: no committed cursor yet)" } else { " (committed)" }
+            if p.cursor_is_initial {
+                " (INITIAL: no committed cursor yet)"
+            } else {
+                " (committed)"
+            }
         ),
-        (Some(c), None) => println!("  cursor: {} with no committed or initial value", c.kind.as_str()),
+        (Some(c), None) => println!(
+            "  cursor: {} with no committed or initial value",
+            c.kind.as_str()
+        ),
         (None, _) => println!("  cursor: none: the run reads everything"),
     }
     println!("  physical plan:");
@@ -267,4 +319,3 @@ fn print_plan(p: &PlanReport) {
         println!("    {line}");
     }
 }
-

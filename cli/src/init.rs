@@ -39,13 +39,18 @@ sql = "INSERT INTO context.httpbin_anything SELECT * FROM httpbin.anything"
 
 /// Deterministic sample events (a small linear congruential generator, no randomness).
 pub fn sample_events() -> String {
-    let users = ["ada", "grace", "linus", "margaret", "ken", "barbara", "dennis"];
+    let users = [
+        "ada", "grace", "linus", "margaret", "ken", "barbara", "dennis",
+    ];
     let kinds = ["push", "issue", "pull_request", "release"];
     let mut out = String::from("id,updated_at,user_login,kind,amount\n");
     let mut state: u64 = 42;
-    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("valid timestamp");
+    let start =
+        chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("valid timestamp");
     for id in 1..=SAMPLE_ROWS {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let r = state >> 33;
         let at = start + chrono::Duration::minutes(37 * id as i64);
         let _ = writeln!(
@@ -61,8 +66,16 @@ pub fn sample_events() -> String {
 }
 
 pub fn init(dir: &Path) -> Result<(), Failure> {
-    let fail = |m: String| Failure { code: 2, message: m };
-    if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+    let fail = |m: String| Failure {
+        code: 2,
+        message: m,
+    };
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         return Err(fail(format!(
             "{} exists and is not empty: pick another name or remove it",
             dir.display()
@@ -77,7 +90,13 @@ pub fn init(dir: &Path) -> Result<(), Failure> {
     std::fs::write(dir.join("hakiri.toml"), MANIFEST.replace("{name}", &name)).map_err(io)?;
     std::fs::write(dir.join("data/events.csv"), sample_events()).map_err(io)?;
     std::fs::write(dir.join(".gitignore"), ".hakiri/\n").map_err(io)?;
-    println!("created project {} with pipelines events (sample data) and httpbin", dir.display());
-    println!("next: cd {} && hakiri run events && hakiri query \"select count(*) from events\"", dir.display());
+    println!(
+        "created project {} with pipelines events (sample data) and httpbin",
+        dir.display()
+    );
+    println!(
+        "next: cd {} && hakiri run events && hakiri query \"select count(*) from events\"",
+        dir.display()
+    );
     Ok(())
 }

@@ -14,7 +14,11 @@ use hakiri_engine::{Error, ErrorCategory};
 use crate::output::Format;
 
 #[derive(Parser, Debug)]
-#[command(name = "hakiri", version, about = "SQL-first data ingestion into a local, queryable context store")]
+#[command(
+    name = "hakiri",
+    version,
+    about = "SQL-first data ingestion into a local, queryable context store"
+)]
 struct Cli {
     /// The project folder (default: the nearest folder upwards holding hakiri.toml).
     #[arg(long, global = true, env = "HAKIRI_PROJECT")]
@@ -68,19 +72,28 @@ impl From<Error> for Failure {
             ErrorCategory::Config => 2,
             _ => 1,
         };
-        Failure { code, message: e.to_string() }
+        Failure {
+            code,
+            message: e.to_string(),
+        }
     }
 }
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
-        Failure { code: 1, message: format!("writing output: {e}") }
+        Failure {
+            code: 1,
+            message: format!("writing output: {e}"),
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -21,11 +21,17 @@ pub enum Format {
 }
 
 fn arrow_err(e: impl std::fmt::Display) -> Failure {
-    Failure { code: 1, message: format!("formatting output: {e}") }
+    Failure {
+        code: 1,
+        message: format!("formatting output: {e}"),
+    }
 }
 
 /// Writes a query's rows to stdout and returns the row count.
-pub async fn print_stream(mut stream: SendableRecordBatchStream, format: Format) -> Result<usize, Failure> {
+pub async fn print_stream(
+    mut stream: SendableRecordBatchStream,
+    format: Format,
+) -> Result<usize, Failure> {
     let stdout = std::io::stdout();
     let mut rows = 0;
     match format {
@@ -45,7 +51,9 @@ pub async fn print_stream(mut stream: SendableRecordBatchStream, format: Format)
             writeln!(out, "{table}")?;
         }
         Format::Csv => {
-            let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(stdout.lock());
+            let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(stdout.lock());
             while let Some(b) = stream.next().await {
                 let b = b.map_err(Error::from)?;
                 rows += b.num_rows();

@@ -126,7 +126,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,18 +157,33 @@ impl Engine {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG_NAME, "context");
-        let mut builder = SessionStateBuilder::new().with_config(config).with_default_features();
+        let mut builder = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
         for (name, factory) in options.table_factories {
-            builder.table_factories().get_or_insert_with(HashMap::new).insert(name.to_ascii_uppercase(), factory);
+            builder
+                .table_factories()
+                .get_or_insert_with(HashMap::new)
+                .insert(name.to_ascii_uppercase(), factory);
         }
         let ctx = SessionContext::new_with_state(builder.build());
         let cat = ctx
             .catalog(CATALOG_NAME)
             .ok_or_else(|| Error::Internal("default catalog missing".into()))?;
-        cat.register_schema("context", Arc::new(ContextSchemaProvider::new(catalog.clone(), store.clone())))?;
-        cat.register_schema("hakiri", Arc::new(StateSchemaProvider::new(catalog.clone())))?;
+        cat.register_schema(
+            "context",
+            Arc::new(ContextSchemaProvider::new(catalog.clone(), store.clone())),
+        )?;
+        cat.register_schema(
+            "hakiri",
+            Arc::new(StateSchemaProvider::new(catalog.clone())),
+        )?;
 
-        let connectors = options.connectors.into_iter().map(|c| (c.connector().to_string(), c)).collect();
+        let connectors = options
+            .connectors
+            .into_iter()
+            .map(|c| (c.connector().to_string(), c))
+            .collect();
         let engine = Engine {
             ctx,
             catalog,
@@ -183,8 +200,12 @@ impl Engine {
             // queryable; the error surfaces when it is used.
             let _ = engine.register_source(&spec);
         }
-        *write(&engine.pipelines) =
-            engine.catalog.list_pipelines()?.into_iter().map(|p| (p.name.clone(), p)).collect();
+        *write(&engine.pipelines) = engine
+            .catalog
+            .list_pipelines()?
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
         Ok(engine)
     }
 
@@ -235,22 +256,32 @@ impl Engine {
                 spec.name
             )));
         }
-        let connector = self.connectors.get(&spec.connector).cloned().ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "source '{}' has unknown type '{}': the available types are {}",
-                spec.name,
-                spec.connector,
-                self.connector_names().join(", ")
-            ))
-        })?;
+        let connector = self
+            .connectors
+            .get(&spec.connector)
+            .cloned()
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "source '{}' has unknown type '{}': the available types are {}",
+                    spec.name,
+                    spec.connector,
+                    self.connector_names().join(", ")
+                ))
+            })?;
         connector.validate(spec)?;
         Ok(connector)
     }
 
     fn register_source(&self, spec: &SourceSpec) -> Result<()> {
         let connector = self.check_source(spec)?;
-        let cat = self.ctx.catalog(CATALOG_NAME).ok_or_else(|| Error::Internal("default catalog missing".into()))?;
-        cat.register_schema(&spec.name, Arc::new(SourceSchemaProvider::new(spec.clone(), connector)))?;
+        let cat = self
+            .ctx
+            .catalog(CATALOG_NAME)
+            .ok_or_else(|| Error::Internal("default catalog missing".into()))?;
+        cat.register_schema(
+            &spec.name,
+            Arc::new(SourceSchemaProvider::new(spec.clone(), connector)),
+        )?;
         write(&self.sources).insert(spec.name.clone(), spec.clone());
         Ok(())
     }
@@ -269,7 +300,10 @@ impl Engine {
         let body = parse_pipeline_body(&spec.sql)
             .map_err(|e| Error::InvalidInput(format!("pipeline '{}': {e}", spec.name)))?;
         if body.target != spec.target {
-            return Err(Error::Internal(format!("pipeline '{}' target mismatch", spec.name)));
+            return Err(Error::Internal(format!(
+                "pipeline '{}' target mismatch",
+                spec.name
+            )));
         }
         if let Some(c) = &spec.cursor {
             if c.kind == CursorKind::Monotonic && c.column.is_none() {
@@ -286,7 +320,12 @@ impl Engine {
     /// came from the manifest are removed; those created with SQL are left alone. With
     /// `apply` false the session uses the manifest's definitions but the catalog is not
     /// written (what `hakiri plan` needs).
-    pub fn sync_manifest(&self, sources: &[SourceSpec], pipelines: &[PipelineSpec], apply: bool) -> Result<ChangeSet> {
+    pub fn sync_manifest(
+        &self,
+        sources: &[SourceSpec],
+        pipelines: &[PipelineSpec],
+        apply: bool,
+    ) -> Result<ChangeSet> {
         let now = self.clock.now();
         let mut changes = ChangeSet::default();
         for s in sources {
@@ -295,8 +334,12 @@ impl Engine {
         for p in pipelines {
             self.check_pipeline(p)?;
         }
-        let current_sources: BTreeMap<String, SourceSpec> =
-            self.catalog.list_sources()?.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let current_sources: BTreeMap<String, SourceSpec> = self
+            .catalog
+            .list_sources()?
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
         for s in sources {
             match current_sources.get(&s.name) {
                 None => changes.sources_added.push(s.name.clone()),
@@ -309,7 +352,9 @@ impl Engine {
             self.register_source(s)?;
         }
         for (name, cur) in &current_sources {
-            if cur.origin == crate::types::Origin::Manifest && !sources.iter().any(|s| &s.name == name) {
+            if cur.origin == crate::types::Origin::Manifest
+                && !sources.iter().any(|s| &s.name == name)
+            {
                 changes.sources_removed.push(name.clone());
                 if apply {
                     self.catalog.drop_source(name)?;
@@ -317,8 +362,12 @@ impl Engine {
                 self.unregister_source(name)?;
             }
         }
-        let current: BTreeMap<String, PipelineSpec> =
-            self.catalog.list_pipelines()?.into_iter().map(|p| (p.name.clone(), p)).collect();
+        let current: BTreeMap<String, PipelineSpec> = self
+            .catalog
+            .list_pipelines()?
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
         for p in pipelines {
             match current.get(&p.name) {
                 None => changes.pipelines_added.push(p.name.clone()),
@@ -331,7 +380,9 @@ impl Engine {
             write(&self.pipelines).insert(p.name.clone(), p.clone());
         }
         for (name, cur) in &current {
-            if cur.origin == crate::types::Origin::Manifest && !pipelines.iter().any(|p| &p.name == name) {
+            if cur.origin == crate::types::Origin::Manifest
+                && !pipelines.iter().any(|p| &p.name == name)
+            {
                 changes.pipelines_removed.push(name.clone());
                 if apply {
                     self.catalog.drop_pipeline(name)?;
@@ -430,21 +481,30 @@ impl Engine {
 
     async fn run_datafusion(&self, stmt: DFStatement) -> Result<SendableRecordBatchStream> {
         let state = self.ctx.state();
-        let plan = state.statement_to_plan(stmt).await.map_err(|e| self.explain_error(e.into()))?;
+        let plan = state
+            .statement_to_plan(stmt)
+            .await
+            .map_err(|e| self.explain_error(e.into()))?;
         if let LogicalPlan::Dml(dml) = &plan {
             return Err(Error::Unsupported(format!(
                 "{} on '{}' is not supported: rows enter the context store only through pipelines (CREATE PIPELINE name AS INSERT INTO context.t SELECT ...; then RUN PIPELINE name)",
                 dml.op, dml.table_name
             )));
         }
-        let df = self.ctx.execute_logical_plan(plan).await.map_err(|e| self.explain_error(e.into()))?;
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| self.explain_error(e.into()))?;
         Ok(df.execute_stream().await?)
     }
 
     /// Turns DataFusion's "table not found" into a message listing what does exist.
     fn explain_error(&self, e: Error) -> Error {
         let msg = e.to_string();
-        let Some(start) = msg.find("table '") else { return e };
+        let Some(start) = msg.find("table '") else {
+            return e;
+        };
         if !msg.contains("not found") {
             return e;
         }
@@ -455,20 +515,35 @@ impl Engine {
             [s, t] => (*s, *t),
             _ => return e,
         };
-        let tables: Vec<String> =
-            self.catalog.tables().map(|t| t.into_iter().map(|t| t.name).collect()).unwrap_or_default();
+        let tables: Vec<String> = self
+            .catalog
+            .tables()
+            .map(|t| t.into_iter().map(|t| t.name).collect())
+            .unwrap_or_default();
         let sources: Vec<String> = self.sources().into_iter().map(|s| s.name).collect();
         let hint = format!(
             "context tables: {}; sources: {}",
-            if tables.is_empty() { "none yet (run a pipeline to create one)".to_string() } else { tables.join(", ") },
-            if sources.is_empty() { "none".to_string() } else { sources.join(", ") }
+            if tables.is_empty() {
+                "none yet (run a pipeline to create one)".to_string()
+            } else {
+                tables.join(", ")
+            },
+            if sources.is_empty() {
+                "none".to_string()
+            } else {
+                sources.join(", ")
+            }
         );
         if schema == "context" {
-            Error::NotFound(format!("no context table named '{table}' ({hint}); check the name or run the pipeline that loads it: hakiri run <pipeline>"))
+            Error::NotFound(format!(
+                "no context table named '{table}' ({hint}); check the name or run the pipeline that loads it: hakiri run <pipeline>"
+            ))
         } else if schema == "hakiri" {
             e
         } else if !sources.iter().any(|s| s == schema) {
-            Error::NotFound(format!("no source named '{schema}' (in '{schema}.{table}'); {hint}. Declare it in hakiri.toml or with CREATE SOURCE"))
+            Error::NotFound(format!(
+                "no source named '{schema}' (in '{schema}.{table}'); {hint}. Declare it in hakiri.toml or with CREATE SOURCE"
+            ))
         } else {
             e
         }
@@ -476,7 +551,9 @@ impl Engine {
 
     /// The cursor value a run of `spec` would start from, and whether it is the INITIAL one.
     fn start_cursor(&self, spec: &PipelineSpec) -> Result<(Option<String>, bool)> {
-        let Some(c) = &spec.cursor else { return Ok((None, false)) };
+        let Some(c) = &spec.cursor else {
+            return Ok((None, false));
+        };
         match self.catalog.cursor(&spec.name)? {
             Some(v) => Ok((Some(v), false)),
             None => Ok((c.initial.clone(), true)),
@@ -484,11 +561,18 @@ impl Engine {
     }
 
     /// Plans the pipeline's query with `$cursor` bound to `cursor`.
-    async fn physical_plan(&self, spec: &PipelineSpec, cursor: Option<&str>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn physical_plan(
+        &self,
+        spec: &PipelineSpec,
+        cursor: Option<&str>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let body = parse_pipeline_body(&spec.sql)?;
         let state = self.ctx.state();
         let stmt = DFStatement::Statement(Box::new(SQLStatement::Query(body.query)));
-        let plan = state.statement_to_plan(stmt).await.map_err(|e| self.explain_error(e.into()))?;
+        let plan = state
+            .statement_to_plan(stmt)
+            .await
+            .map_err(|e| self.explain_error(e.into()))?;
         let params = plan.get_parameter_types()?;
         let mut plan = plan;
         for (name, ty) in params {
@@ -519,7 +603,10 @@ impl Engine {
             })?;
             plan = plan.with_param_values(vec![("cursor", scalar)])?;
         }
-        Ok(state.create_physical_plan(&plan).await.map_err(|e| self.explain_error(e.into()))?)
+        Ok(state
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| self.explain_error(e.into()))?)
     }
 
     /// What a run of `name` would do: the cursor it starts from and its physical plan.
@@ -552,10 +639,22 @@ impl Engine {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let (cursor_start, _) = self.start_cursor(&spec)?;
-        self.catalog.begin_run(&run_id, &spec.name, started_at, cursor_start.as_deref())?;
+        self.catalog
+            .begin_run(&run_id, &spec.name, started_at, cursor_start.as_deref())?;
         let t0 = Instant::now();
         let mut counters = RunCounters::default();
-        match self.stream_run(&spec, &run_id, started_at, cursor_start.as_deref(), &mut counters, t0, progress).await {
+        match self
+            .stream_run(
+                &spec,
+                &run_id,
+                started_at,
+                cursor_start.as_deref(),
+                &mut counters,
+                t0,
+                progress,
+            )
+            .await
+        {
             Ok(cursor_end) => Ok(RunSummary {
                 run_id,
                 pipeline: spec.name.clone(),
@@ -567,8 +666,12 @@ impl Engine {
                 elapsed: t0.elapsed(),
             }),
             Err(e) => {
-                let msg = format!("pipeline '{}' run {run_id} failed: {e}; nothing from this run was committed", spec.name);
-                self.catalog.fail_run(&run_id, self.clock.now(), &counters, &e.to_string())?;
+                let msg = format!(
+                    "pipeline '{}' run {run_id} failed: {e}; nothing from this run was committed",
+                    spec.name
+                );
+                self.catalog
+                    .fail_run(&run_id, self.clock.now(), &counters, &e.to_string())?;
                 Err(match e.category() {
                     crate::error::ErrorCategory::Upstream => Error::Upstream(msg),
                     crate::error::ErrorCategory::NotFound => Error::NotFound(msg),
@@ -592,7 +695,10 @@ impl Engine {
         progress: &(dyn Fn(&RunProgress) + Send + Sync),
     ) -> Result<Option<String>> {
         let plan = self.physical_plan(spec, cursor_start).await?;
-        let lineage = LineageColumns { run_id: run_id.to_string(), loaded_at: started_at };
+        let lineage = LineageColumns {
+            run_id: run_id.to_string(),
+            loaded_at: started_at,
+        };
         let input_schema: SchemaRef = plan.schema();
         let out_schema = lineage.output_schema(&input_schema)?;
         let cursor_col = match &spec.cursor {
@@ -620,7 +726,10 @@ impl Engine {
                 counters.rows_read += batch.num_rows() as u64;
                 if let Some(idx) = cursor_col {
                     if let Some(v) = column_max(batch.column(idx))? {
-                        if max_cursor.as_ref().is_none_or(|m| v.partial_cmp(m) == Some(std::cmp::Ordering::Greater)) {
+                        if max_cursor
+                            .as_ref()
+                            .is_none_or(|m| v.partial_cmp(m) == Some(std::cmp::Ordering::Greater))
+                        {
                             max_cursor = Some(v);
                         }
                     }
@@ -630,7 +739,13 @@ impl Engine {
                 if last_report.elapsed() >= Duration::from_millis(200) {
                     last_report = Instant::now();
                     let (pages, bytes) = source_metrics(&plan);
-                    progress(&RunProgress { pipeline: spec.name.clone(), rows: counters.rows_written, pages, bytes, elapsed: t0.elapsed() });
+                    progress(&RunProgress {
+                        pipeline: spec.name.clone(),
+                        rows: counters.rows_written,
+                        pages,
+                        bytes,
+                        elapsed: t0.elapsed(),
+                    });
                 }
             }
             Ok(())
@@ -693,10 +808,16 @@ fn column_max(array: &ArrayRef) -> Result<Option<ScalarValue>> {
     if array.len() == array.null_count() {
         return Ok(None);
     }
-    let opts = SortOptions { descending: true, nulls_first: false };
+    let opts = SortOptions {
+        descending: true,
+        nulls_first: false,
+    };
     let idx = sort_to_indices(array.as_ref(), Some(opts), Some(1))
         .map_err(|e| Error::InvalidInput(format!("cursor column cannot be ordered: {e}")))?;
-    Ok(Some(ScalarValue::try_from_array(array, idx.value(0) as usize)?))
+    Ok(Some(ScalarValue::try_from_array(
+        array,
+        idx.value(0) as usize,
+    )?))
 }
 
 /// Sums the `pages` and `bytes` metrics that source scans report.
@@ -706,8 +827,14 @@ fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
     let mut stack = vec![plan.clone()];
     while let Some(p) = stack.pop() {
         if let Some(m) = p.metrics() {
-            pages += m.sum_by_name("pages").map(|v| v.as_usize() as u64).unwrap_or(0);
-            bytes += m.sum_by_name("bytes").map(|v| v.as_usize() as u64).unwrap_or(0);
+            pages += m
+                .sum_by_name("pages")
+                .map(|v| v.as_usize() as u64)
+                .unwrap_or(0);
+            bytes += m
+                .sum_by_name("bytes")
+                .map(|v| v.as_usize() as u64)
+                .unwrap_or(0);
         }
         stack.extend(p.children().into_iter().cloned());
     }

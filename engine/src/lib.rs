@@ -10,5 +10,7 @@ pub mod sql;
 pub mod store;
 pub mod types;
 
-pub use engine::{ChangeSet, Engine, EngineOptions, Output, PlanReport, Recovery, RunProgress, RunSummary};
+pub use engine::{
+    ChangeSet, Engine, EngineOptions, Output, PlanReport, Recovery, RunProgress, RunSummary,
+};
 pub use error::{Error, ErrorCategory, Result};

@@ -12,7 +12,13 @@ use crate::ports::Source;
 use crate::types::SourceSpec;
 
 /// Schema names a source may not take.
-pub const RESERVED_SCHEMAS: &[&str] = &["context", "hakiri", "information_schema", "pg_catalog", "public"];
+pub const RESERVED_SCHEMAS: &[&str] = &[
+    "context",
+    "hakiri",
+    "information_schema",
+    "pg_catalog",
+    "public",
+];
 
 /// Resolves an option value: `env:NAME` is the value of environment variable `NAME` (a
 /// secret reference); `${NAME}` and `${NAME:-default}` are replaced inside any value.
@@ -33,7 +39,9 @@ pub fn resolve_value(option: &str, value: &str) -> Result<String> {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let end = after.find('}').ok_or_else(|| {
-            Error::Config(format!("option '{option}' has an unclosed '${{' in '{value}'"))
+            Error::Config(format!(
+                "option '{option}' has an unclosed '${{' in '{value}'"
+            ))
         })?;
         let expr = &after[..end];
         let (var, default) = match expr.split_once(":-") {
@@ -79,7 +87,10 @@ impl SchemaProvider for SourceSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.connector.table_names(&self.spec).iter().any(|t| t == name)
+        self.connector
+            .table_names(&self.spec)
+            .iter()
+            .any(|t| t == name)
     }
 }
 
@@ -89,7 +100,10 @@ mod tests {
 
     #[test]
     fn interpolates_with_defaults() {
-        assert_eq!(resolve_value("u", "${HAKIRI_SURELY_UNSET_VAR:-http://x}/a").unwrap(), "http://x/a");
+        assert_eq!(
+            resolve_value("u", "${HAKIRI_SURELY_UNSET_VAR:-http://x}/a").unwrap(),
+            "http://x/a"
+        );
         assert!(resolve_value("u", "${HAKIRI_SURELY_UNSET_VAR}").is_err());
         let err = resolve_value("header.Authorization", "env:HAKIRI_SURELY_UNSET_VAR").unwrap_err();
         assert!(err.to_string().contains("HAKIRI_SURELY_UNSET_VAR"));

@@ -12,7 +12,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::Result as DfResult;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -54,9 +56,12 @@ impl ContextStore {
     /// Deletes files under the store that no committed manifest row names, and every
     /// staging file. Returns the paths removed, relative to the store root.
     pub fn remove_orphans(&self, committed: &[String]) -> Result<Vec<String>> {
-        let committed: std::collections::HashSet<&str> = committed.iter().map(|s| s.as_str()).collect();
+        let committed: std::collections::HashSet<&str> =
+            committed.iter().map(|s| s.as_str()).collect();
         let mut removed = Vec::new();
-        let Ok(tables) = fs::read_dir(&self.root) else { return Ok(removed) };
+        let Ok(tables) = fs::read_dir(&self.root) else {
+            return Ok(removed);
+        };
         for table in tables.flatten() {
             if !table.path().is_dir() {
                 continue;
@@ -64,12 +69,21 @@ impl ContextStore {
             let tname = table.file_name().to_string_lossy().into_owned();
             let staging = table.path().join("_staging");
             if staging.is_dir() {
-                for f in fs::read_dir(&staging).map_err(|e| Error::io(&staging, e))?.flatten() {
+                for f in fs::read_dir(&staging)
+                    .map_err(|e| Error::io(&staging, e))?
+                    .flatten()
+                {
                     let _ = fs::remove_file(f.path());
-                    removed.push(format!("{tname}/_staging/{}", f.file_name().to_string_lossy()));
+                    removed.push(format!(
+                        "{tname}/_staging/{}",
+                        f.file_name().to_string_lossy()
+                    ));
                 }
             }
-            for f in fs::read_dir(table.path()).map_err(|e| Error::io(table.path(), e))?.flatten() {
+            for f in fs::read_dir(table.path())
+                .map_err(|e| Error::io(table.path(), e))?
+                .flatten()
+            {
                 let rel = format!("{tname}/{}", f.file_name().to_string_lossy());
                 if f.path().is_file() && !committed.contains(rel.as_str()) {
                     fs::remove_file(f.path()).map_err(|e| Error::io(f.path(), e))?;
@@ -119,26 +133,39 @@ struct ParquetStagedWrite {
 
 impl StagedWrite for ParquetStagedWrite {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let writer = self.writer.as_mut().ok_or_else(|| Error::Internal("write after finish".into()))?;
-        writer
-            .write(batch)
-            .map_err(|e| Error::Internal(format!("writing Parquet {}: {e}", self.staged.display())))?;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::Internal("write after finish".into()))?;
+        writer.write(batch).map_err(|e| {
+            Error::Internal(format!("writing Parquet {}: {e}", self.staged.display()))
+        })?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<FileEntry>> {
-        let writer = self.writer.take().ok_or_else(|| Error::Internal("finish twice".into()))?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| Error::Internal(format!("closing Parquet {}: {e}", self.staged.display())))?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::Internal("finish twice".into()))?;
+        let file = writer.into_inner().map_err(|e| {
+            Error::Internal(format!("closing Parquet {}: {e}", self.staged.display()))
+        })?;
         file.sync_all().map_err(|e| Error::io(&self.staged, e))?;
-        let bytes = file.metadata().map_err(|e| Error::io(&self.staged, e))?.len();
+        let bytes = file
+            .metadata()
+            .map_err(|e| Error::io(&self.staged, e))?
+            .len();
         drop(file);
-        let target = self.dir.join(Path::new(&self.relative).file_name().unwrap_or_default());
+        let target = self
+            .dir
+            .join(Path::new(&self.relative).file_name().unwrap_or_default());
         fs::rename(&self.staged, &target).map_err(|e| Error::io(&target, e))?;
         // Make the rename itself durable before the catalog names the file.
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&self.dir, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(&self.dir, e))?;
         Ok(vec![FileEntry {
             path: self.relative.clone(),
             table: self.table.clone(),
@@ -167,7 +194,11 @@ fn loaded_at_type() -> DataType {
 
 impl Transform for LineageColumns {
     fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
-        if let Some(f) = input.fields().iter().find(|f| f.name().starts_with("_hakiri_")) {
+        if let Some(f) = input
+            .fields()
+            .iter()
+            .find(|f| f.name().starts_with("_hakiri_"))
+        {
             return Err(Error::InvalidInput(format!(
                 "the pipeline's SELECT returns a column named '{}': names starting with _hakiri_ are reserved for lineage columns; rename it with AS",
                 f.name()
@@ -183,11 +214,15 @@ impl Transform for LineageColumns {
         let n = batch.num_rows();
         let schema = self.output_schema(&batch.schema())?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(self.run_id.as_str(), n))));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(self.run_id.as_str(), n),
+        )));
         columns.push(Arc::new(
-            TimestampMicrosecondArray::from(vec![self.loaded_at.timestamp_micros(); n]).with_timezone("UTC"),
+            TimestampMicrosecondArray::from(vec![self.loaded_at.timestamp_micros(); n])
+                .with_timezone("UTC"),
         ));
-        RecordBatch::try_new(schema, columns).map_err(|e| Error::Internal(format!("adding lineage columns: {e}")))
+        RecordBatch::try_new(schema, columns)
+            .map_err(|e| Error::Internal(format!("adding lineage columns: {e}")))
     }
 }
 
@@ -196,7 +231,14 @@ pub fn schema_text(schema: &Schema) -> String {
     schema
         .fields()
         .iter()
-        .map(|f| format!("{} {}{}", f.name(), f.data_type(), if f.is_nullable() { "" } else { " NOT NULL" }))
+        .map(|f| {
+            format!(
+                "{} {}{}",
+                f.name(),
+                f.data_type(),
+                if f.is_nullable() { "" } else { " NOT NULL" }
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -233,7 +275,8 @@ impl ContextSchemaProvider {
         }
         let schema = Schema::try_merge(schemas)
             .map_err(|e| Error::Internal(format!("merging file schemas: {e}")))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(Arc::new(schema));
@@ -244,7 +287,10 @@ impl ContextSchemaProvider {
 #[async_trait]
 impl SchemaProvider for ContextSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.tables().map(|t| t.into_iter().map(|t| t.name).collect()).unwrap_or_default()
+        self.catalog
+            .tables()
+            .map(|t| t.into_iter().map(|t| t.name).collect())
+            .unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -256,7 +302,9 @@ impl SchemaProvider for ContextSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.table_files(name).map(|f| !f.is_empty()).unwrap_or(false)
+        self.catalog
+            .table_files(name)
+            .map(|f| !f.is_empty())
+            .unwrap_or(false)
     }
 }
-

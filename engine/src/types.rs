@@ -103,7 +103,11 @@ impl Origin {
         }
     }
     pub fn parse(s: &str) -> Self {
-        if s == "sql" { Origin::Sql } else { Origin::Manifest }
+        if s == "sql" {
+            Origin::Sql
+        } else {
+            Origin::Manifest
+        }
     }
 }
 
@@ -143,7 +147,12 @@ impl fmt::Display for PipelineSpec {
                 write!(f, " INITIAL '{}'", init.replace('\'', "''"))?;
             }
         }
-        write!(f, " MODE {} AS {}", self.mode.as_str().to_ascii_uppercase(), self.sql)
+        write!(
+            f,
+            " MODE {} AS {}",
+            self.mode.as_str().to_ascii_uppercase(),
+            self.sql
+        )
     }
 }
 

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hakiri_engine::sql::parse_pipeline_body;
-use hakiri_engine::types::{CursorKind, CursorSpec, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name};
+use hakiri_engine::types::{
+    CursorKind, CursorSpec, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name,
+};
 use hakiri_engine::{Error, Result};
 
 /// The manifest's file name.
@@ -34,7 +36,10 @@ pub struct Manifest {
 
 /// Finds the project folder: `start` or the nearest parent holding `hakiri.toml`.
 pub fn find_project(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|d| d.join(MANIFEST_FILE).is_file()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .find(|d| d.join(MANIFEST_FILE).is_file())
+        .map(Path::to_path_buf)
 }
 
 /// Reads and checks `<dir>/hakiri.toml`.
@@ -58,14 +63,21 @@ fn scalar_text(key: &str, v: &toml::Value) -> Result<String> {
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
-        other => Err(bad(format!("option '{key}' must be a string, number or boolean, found {}", other.type_str()))),
+        other => Err(bad(format!(
+            "option '{key}' must be a string, number or boolean, found {}",
+            other.type_str()
+        ))),
     }
 }
 
 /// Flattens nested tables into dotted option keys: `tables.anything.path`.
 fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) -> Result<()> {
     for (k, v) in table {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             toml::Value::Table(t) => flatten(&key, t, out)?,
             other => {
@@ -78,33 +90,47 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>
 
 /// Parses manifest text.
 pub fn parse(text: &str) -> Result<Manifest> {
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(format!("invalid TOML: {e}")))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| bad(format!("invalid TOML: {e}")))?;
     let mut m = Manifest::default();
     for (key, value) in &doc {
         match key.as_str() {
             "project" => {
-                let t = value.as_table().ok_or_else(|| bad("[project] must be a table"))?;
+                let t = value
+                    .as_table()
+                    .ok_or_else(|| bad("[project] must be a table"))?;
                 for (k, v) in t {
                     match k.as_str() {
                         "name" => m.project = scalar_text("project.name", v)?,
-                        other => return Err(bad(format!("unknown key 'project.{other}': valid keys are name"))),
+                        other => {
+                            return Err(bad(format!(
+                                "unknown key 'project.{other}': valid keys are name"
+                            )));
+                        }
                     }
                 }
             }
             "sources" => {
-                let t = value.as_table().ok_or_else(|| bad("[sources] must be a table of sources"))?;
+                let t = value
+                    .as_table()
+                    .ok_or_else(|| bad("[sources] must be a table of sources"))?;
                 for (name, body) in t {
                     m.sources.push(source(name, body)?);
                 }
             }
             "pipelines" => {
-                let t = value.as_table().ok_or_else(|| bad("[pipelines] must be a table of pipelines"))?;
+                let t = value
+                    .as_table()
+                    .ok_or_else(|| bad("[pipelines] must be a table of pipelines"))?;
                 for (name, body) in t {
                     m.pipelines.push(pipeline(name, body)?);
                 }
             }
             other => {
-                return Err(bad(format!("unknown section '{other}': valid sections are project, sources, pipelines")));
+                return Err(bad(format!(
+                    "unknown section '{other}': valid sections are project, sources, pipelines"
+                )));
             }
         }
     }
@@ -113,25 +139,39 @@ pub fn parse(text: &str) -> Result<Manifest> {
 
 fn source(name: &str, body: &toml::Value) -> Result<SourceSpec> {
     validate_name("source", name).map_err(|e| bad(e.to_string()))?;
-    let t = body.as_table().ok_or_else(|| bad(format!("[sources.{name}] must be a table")))?;
+    let t = body
+        .as_table()
+        .ok_or_else(|| bad(format!("[sources.{name}] must be a table")))?;
     let mut options = BTreeMap::new();
     flatten("", t, &mut options)?;
-    let connector = options
-        .remove("type")
-        .ok_or_else(|| bad(format!("source '{name}' needs a type, e.g. type = \"http\"")))?;
-    Ok(SourceSpec { name: name.to_string(), connector, options, origin: Origin::Manifest })
+    let connector = options.remove("type").ok_or_else(|| {
+        bad(format!(
+            "source '{name}' needs a type, e.g. type = \"http\""
+        ))
+    })?;
+    Ok(SourceSpec {
+        name: name.to_string(),
+        connector,
+        options,
+        origin: Origin::Manifest,
+    })
 }
 
 fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
     validate_name("pipeline", name).map_err(|e| bad(e.to_string()))?;
-    let t = body.as_table().ok_or_else(|| bad(format!("[pipelines.{name}] must be a table")))?;
+    let t = body
+        .as_table()
+        .ok_or_else(|| bad(format!("[pipelines.{name}] must be a table")))?;
     let mut sql = None;
     let mut cursor = None;
     let mut mode = WriteMode::Append;
     for (k, v) in t {
         match k.as_str() {
             "sql" => sql = Some(scalar_text("sql", v)?),
-            "mode" => mode = WriteMode::parse(&scalar_text("mode", v)?).map_err(|e| bad(format!("pipeline '{name}': {e}")))?,
+            "mode" => {
+                mode = WriteMode::parse(&scalar_text("mode", v)?)
+                    .map_err(|e| bad(format!("pipeline '{name}': {e}")))?
+            }
             "cursor" => {
                 let c = v.as_table().ok_or_else(|| {
                     bad(format!("pipeline '{name}': cursor must be a table, e.g. cursor = {{ kind = \"monotonic\", column = \"id\", initial = \"0\" }}"))
@@ -142,7 +182,12 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
                 for (ck, cv) in c {
                     let text = scalar_text(&format!("cursor.{ck}"), cv)?;
                     match ck.as_str() {
-                        "kind" => kind = Some(CursorKind::parse(&text).map_err(|e| bad(format!("pipeline '{name}': {e}")))?),
+                        "kind" => {
+                            kind = Some(
+                                CursorKind::parse(&text)
+                                    .map_err(|e| bad(format!("pipeline '{name}': {e}")))?,
+                            )
+                        }
                         "column" => column = Some(text),
                         "initial" => initial = Some(text),
                         other => {
@@ -159,10 +204,16 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
                         kind.as_str()
                     )));
                 }
-                cursor = Some(CursorSpec { kind, column, initial });
+                cursor = Some(CursorSpec {
+                    kind,
+                    column,
+                    initial,
+                });
             }
             other => {
-                return Err(bad(format!("pipeline '{name}': unknown key '{other}': valid keys are sql, cursor, mode")));
+                return Err(bad(format!(
+                    "pipeline '{name}': unknown key '{other}': valid keys are sql, cursor, mode"
+                )));
             }
         }
     }
@@ -170,7 +221,14 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
         bad(format!("pipeline '{name}' needs sql = \"INSERT INTO context.<table> SELECT ... FROM <source>.<table>\""))
     })?;
     let body = parse_pipeline_body(&sql).map_err(|e| bad(format!("pipeline '{name}': {e}")))?;
-    Ok(PipelineSpec { name: name.to_string(), sql, target: body.target, cursor, mode, origin: Origin::Manifest })
+    Ok(PipelineSpec {
+        name: name.to_string(),
+        sql,
+        target: body.target,
+        cursor,
+        mode,
+        origin: Origin::Manifest,
+    })
 }
 
 #[cfg(test)]
@@ -208,8 +266,13 @@ sql = "INSERT INTO context.events SELECT * FROM samples.events WHERE id > $curso
     #[test]
     fn errors_name_the_problem() {
         let e = parse("[pipelines.p]\nsqll = 'x'").unwrap_err().to_string();
-        assert!(e.contains("unknown key 'sqll'") && e.contains("valid keys are sql"), "{e}");
-        let e = parse("[sources.s]\nbase_url = 'x'").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown key 'sqll'") && e.contains("valid keys are sql"),
+            "{e}"
+        );
+        let e = parse("[sources.s]\nbase_url = 'x'")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs a type"), "{e}");
         let e = parse("[pipelines.p\nsql = 1").unwrap_err().to_string();
         assert!(e.contains("invalid TOML"), "{e}");

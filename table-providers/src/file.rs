@@ -10,7 +10,9 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::context::SessionContext;
 use hakiri_engine::ports::{OptionSpec, Source, validate_options};
 use hakiri_engine::sources::resolve_value;
@@ -19,9 +21,24 @@ use hakiri_engine::types::SourceSpec;
 use crate::error::{Error, Result};
 
 const OPTIONS: &[OptionSpec] = &[
-    OptionSpec { name: "path", required: false, secret: false, help: "default folder for relative table paths (default: the project folder)" },
-    OptionSpec { name: "format", required: false, secret: false, help: "csv | json | parquet, default for all tables (default: from the file extension)" },
-    OptionSpec { name: "tables.*", required: false, secret: false, help: "tables.<name>.path (file, folder or glob) and tables.<name>.format" },
+    OptionSpec {
+        name: "path",
+        required: false,
+        secret: false,
+        help: "default folder for relative table paths (default: the project folder)",
+    },
+    OptionSpec {
+        name: "format",
+        required: false,
+        secret: false,
+        help: "csv | json | parquet, default for all tables (default: from the file extension)",
+    },
+    OptionSpec {
+        name: "tables.*",
+        required: false,
+        secret: false,
+        help: "tables.<name>.path (file, folder or glob) and tables.<name>.format",
+    },
 ];
 
 /// The `file` connector type. Relative paths are read from the project folder.
@@ -32,7 +49,9 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn new(project_root: impl Into<std::path::PathBuf>) -> Self {
-        FileSource { root: project_root.into() }
+        FileSource {
+            root: project_root.into(),
+        }
     }
 }
 
@@ -40,7 +59,9 @@ fn tables(spec: &SourceSpec) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (k, v) in &spec.options {
         if let Some((table, opt)) = k.strip_prefix("tables.").and_then(|r| r.split_once('.')) {
-            out.entry(table.to_string()).or_default().insert(opt.to_string(), v.clone());
+            out.entry(table.to_string())
+                .or_default()
+                .insert(opt.to_string(), v.clone());
         }
     }
     out
@@ -51,7 +72,10 @@ fn format_for(name: &str, path: &str) -> Result<(Arc<dyn FileFormat>, &'static s
     let name = if name.is_empty() { ext.as_str() } else { name };
     Ok(match name {
         "csv" => (Arc::new(CsvFormat::default().with_has_header(true)), ".csv"),
-        "json" | "ndjson" | "jsonl" => (Arc::new(JsonFormat::default()), if ext == "json" { ".json" } else { "" }),
+        "json" | "ndjson" | "jsonl" => (
+            Arc::new(JsonFormat::default()),
+            if ext == "json" { ".json" } else { "" },
+        ),
         "parquet" => (Arc::new(ParquetFormat::default()), ".parquet"),
         other => {
             return Err(Error::InvalidInput(format!(
@@ -72,7 +96,11 @@ impl Source for FileSource {
     }
 
     fn validate(&self, spec: &SourceSpec) -> Result<()> {
-        validate_options(&format!("source '{}' (type file)", spec.name), OPTIONS, spec.options.keys())?;
+        validate_options(
+            &format!("source '{}' (type file)", spec.name),
+            OPTIONS,
+            spec.options.keys(),
+        )?;
         for (table, opts) in tables(spec) {
             hakiri_engine::types::validate_name("table", &table)?;
             for key in opts.keys() {
@@ -108,20 +136,41 @@ impl Source for FileSource {
             )));
         };
         let raw_path = resolve_value("path", &opts["path"])?;
-        let base = spec.options.get("path").map(|p| resolve_value("path", p)).transpose()?;
+        let base = spec
+            .options
+            .get("path")
+            .map(|p| resolve_value("path", p))
+            .transpose()?;
         let path = match base {
-            Some(b) if !raw_path.starts_with('/') => format!("{}/{raw_path}", b.trim_end_matches('/')),
+            Some(b) if !raw_path.starts_with('/') => {
+                format!("{}/{raw_path}", b.trim_end_matches('/'))
+            }
             _ => raw_path,
         };
-        let path = if path.starts_with('/') { path } else { self.root.join(&path).to_string_lossy().into_owned() };
-        let format = opts.get("format").or(spec.options.get("format")).cloned().unwrap_or_default();
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            self.root.join(&path).to_string_lossy().into_owned()
+        };
+        let format = opts
+            .get("format")
+            .or(spec.options.get("format"))
+            .cloned()
+            .unwrap_or_default();
         let (file_format, ext) = format_for(&format, &path)?;
         let url = ListingTableUrl::parse(&path)?;
         let options = ListingOptions::new(file_format).with_file_extension(ext);
         let state = SessionContext::new().state();
-        let config = ListingTableConfig::new(url).with_listing_options(options).infer_schema(&state).await.map_err(|e| {
-            Error::InvalidInput(format!("cannot read table '{}.{table}' from '{path}': {e}", spec.name))
-        })?;
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .infer_schema(&state)
+            .await
+            .map_err(|e| {
+                Error::InvalidInput(format!(
+                    "cannot read table '{}.{table}' from '{path}': {e}",
+                    spec.name
+                ))
+            })?;
         Ok(Arc::new(ListingTable::try_new(config)?))
     }
 }

@@ -14,7 +14,10 @@ use hakiri_engine::ports::Source;
 /// Every built-in connector, for `EngineOptions::connectors`; relative file paths are read
 /// from `project_root`.
 pub fn connectors(project_root: &std::path::Path) -> Vec<Arc<dyn Source>> {
-    vec![Arc::new(http::HttpSource), Arc::new(file::FileSource::new(project_root))]
+    vec![
+        Arc::new(http::HttpSource),
+        Arc::new(file::FileSource::new(project_root)),
+    ]
 }
 
 /// `CREATE EXTERNAL TABLE ... STORED AS <NAME>` factories, for `EngineOptions::table_factories`.

@@ -13,8 +13,17 @@ fn demo_httpbin_runs_twice_and_records_runs() {
     let env = [("HAKIRI_HTTPBIN_URL", url.as_str())];
 
     let first = hakiri(&demo, &["run", "httpbin"], &env).ok();
-    assert!(first.stdout.contains("httpbin: succeeded"), "{}", first.stdout);
-    let count = hakiri(&demo, &["query", "select count(*) from httpbin_anything"], &env).ok();
+    assert!(
+        first.stdout.contains("httpbin: succeeded"),
+        "{}",
+        first.stdout
+    );
+    let count = hakiri(
+        &demo,
+        &["query", "select count(*) from httpbin_anything"],
+        &env,
+    )
+    .ok();
     assert!(count.stdout.contains("| 1 "), "{}", count.stdout);
 
     // Append mode: the second run adds its row next to the first.
@@ -25,7 +34,10 @@ fn demo_httpbin_runs_twice_and_records_runs() {
         &env,
     )
     .ok();
-    assert_eq!(rows.stdout.lines().nth(1).unwrap(), format!("2,2,{url}/anything"));
+    assert_eq!(
+        rows.stdout.lines().nth(1).unwrap(),
+        format!("2,2,{url}/anything")
+    );
 
     let runs = hakiri(
         &demo,
@@ -33,7 +45,10 @@ fn demo_httpbin_runs_twice_and_records_runs() {
         &env,
     )
     .ok();
-    assert_eq!(runs.stdout, "status,rows_written,pages\nsucceeded,1,1\nsucceeded,1,1\n");
+    assert_eq!(
+        runs.stdout,
+        "status,rows_written,pages\nsucceeded,1,1\nsucceeded,1,1\n"
+    );
 }
 
 #[test]
@@ -42,25 +57,54 @@ fn demo_sample_pipeline_is_incremental_offline() {
     hakiri(work.path(), &["init", "demo"], &[]).ok();
     let demo = work.path().join("demo");
     let first = hakiri(&demo, &["run", "events"], &[]).ok();
-    assert!(first.stdout.contains("1000 rows written"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("1000 rows written"),
+        "{}",
+        first.stdout
+    );
     // Nothing new: the cursor stops a second load.
     let second = hakiri(&demo, &["run", "events"], &[]).ok();
-    assert!(second.stdout.contains("0 rows written"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("0 rows written"),
+        "{}",
+        second.stdout
+    );
     // New rows in the source are picked up once.
     let csv = demo.join("data/events.csv");
     let mut text = std::fs::read_to_string(&csv).unwrap();
-    text.push_str("1001,2026-02-01T00:00:00Z,ada,push,1.50\n1002,2026-02-01T00:01:00Z,ken,issue,2.50\n");
+    text.push_str(
+        "1001,2026-02-01T00:00:00Z,ada,push,1.50\n1002,2026-02-01T00:01:00Z,ken,issue,2.50\n",
+    );
     std::fs::write(&csv, text).unwrap();
     let third = hakiri(&demo, &["run", "events"], &[]).ok();
-    assert!(third.stdout.contains("2 rows written") && third.stdout.contains("cursor 1002"), "{}", third.stdout);
+    assert!(
+        third.stdout.contains("2 rows written") && third.stdout.contains("cursor 1002"),
+        "{}",
+        third.stdout
+    );
     let q = hakiri(
         &demo,
-        &["query", "--format", "csv", "select count(*), count(distinct id), max(id) from events"],
+        &[
+            "query",
+            "--format",
+            "csv",
+            "select count(*), count(distinct id), max(id) from events",
+        ],
         &[],
     )
     .ok();
     assert_eq!(q.stdout.lines().nth(1).unwrap(), "1002,1002,1002");
-    let cursor = hakiri(&demo, &["query", "--format", "csv", "select value from hakiri.cursors"], &[]).ok();
+    let cursor = hakiri(
+        &demo,
+        &[
+            "query",
+            "--format",
+            "csv",
+            "select value from hakiri.cursors",
+        ],
+        &[],
+    )
+    .ok();
     assert_eq!(cursor.stdout, "value\n1002\n");
 }
 
@@ -82,7 +126,15 @@ fn query_formats_and_lineage_columns() {
     assert_eq!(first["id"], 1);
     assert_eq!(first["stamped"], true);
     let list = hakiri(&p, &["pipeline", "list"], &[]).ok();
-    assert!(list.stdout.contains("events") && list.stdout.contains("succeeded"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("events") && list.stdout.contains("succeeded"),
+        "{}",
+        list.stdout
+    );
     let describe = hakiri(&p, &["pipeline", "describe", "events"], &[]).ok();
-    assert!(describe.stdout.contains("committed 1000"), "{}", describe.stdout);
+    assert!(
+        describe.stdout.contains("committed 1000"),
+        "{}",
+        describe.stdout
+    );
 }

@@ -14,39 +14,80 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         ("hakiri-mcp", vec!["hakiri-engine"]),
         (
             "hakiri",
-            vec!["hakiri-engine", "hakiri-udfs", "hakiri-table-providers", "hakiri-manifests", "hakiri-pgwire", "hakiri-mcp"],
+            vec![
+                "hakiri-engine",
+                "hakiri-udfs",
+                "hakiri-table-providers",
+                "hakiri-manifests",
+                "hakiri-pgwire",
+                "hakiri-mcp",
+            ],
         ),
-        ("hakiri-tests", vec!["hakiri-engine", "hakiri-udfs", "hakiri-table-providers", "hakiri-manifests"]),
+        (
+            "hakiri-tests",
+            vec![
+                "hakiri-engine",
+                "hakiri-udfs",
+                "hakiri-table-providers",
+                "hakiri-manifests",
+            ],
+        ),
     ])
 }
 
 #[test]
 fn no_forbidden_dependency_edges() {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(hakiri_tests::repo_root())
         .output()
         .expect("cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let allowed = allowed();
-    let members: Vec<&str> = meta["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let members: Vec<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     for m in &members {
-        assert!(allowed.contains_key(m), "crate {m} is not in the dependency table of this test: add it");
+        assert!(
+            allowed.contains_key(m),
+            "crate {m} is not in the dependency table of this test: add it"
+        );
     }
     let mut violations = Vec::new();
     for p in meta["packages"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
         for d in p["dependencies"].as_array().unwrap() {
             let dep = d["name"].as_str().unwrap();
-            if members.contains(&dep) && !allowed[name].contains(&dep) && !(name == "hakiri-tests") {
+            if members.contains(&dep) && !allowed[name].contains(&dep) && !(name == "hakiri-tests")
+            {
                 violations.push(format!("{name} -> {dep}"));
             }
         }
     }
-    assert!(violations.is_empty(), "forbidden edges (see ARCHITECTURE.md): {violations:?}");
+    assert!(
+        violations.is_empty(),
+        "forbidden edges (see ARCHITECTURE.md): {violations:?}"
+    );
     // The test checks itself: the edge table forbids what ARCHITECTURE.md forbids.
-    assert!(!allowed["hakiri-engine"].iter().any(|d| d.starts_with("hakiri")));
+    assert!(
+        !allowed["hakiri-engine"]
+            .iter()
+            .any(|d| d.starts_with("hakiri"))
+    );
     assert!(!allowed["hakiri-table-providers"].contains(&"hakiri-udfs"));
     assert!(allowed.values().all(|deps| !deps.contains(&"hakiri")));
 }
@@ -59,7 +100,16 @@ fn one_copy_of_the_core_crates() {
         .output()
         .expect("cargo tree");
     let text = String::from_utf8_lossy(&out.stdout);
-    for core in ["arrow ", "datafusion ", "parquet ", "object_store ", "reqwest "] {
-        assert!(!text.lines().any(|l| l.starts_with(core)), "two versions of {core}in the build:\n{text}");
+    for core in [
+        "arrow ",
+        "datafusion ",
+        "parquet ",
+        "object_store ",
+        "reqwest ",
+    ] {
+        assert!(
+            !text.lines().any(|l| l.starts_with(core)),
+            "two versions of {core}in the build:\n{text}"
+        );
     }
 }

@@ -21,7 +21,13 @@ fn project() -> Project {
 
 fn err(p: &Project, args: &[&str]) -> (i32, String) {
     let r = p.hakiri(args);
-    (r.code, r.stderr.replace(&p.path().display().to_string(), "<project>").trim_end().to_string())
+    (
+        r.code,
+        r.stderr
+            .replace(&p.path().display().to_string(), "<project>")
+            .trim_end()
+            .to_string(),
+    )
 }
 
 #[test]
@@ -49,7 +55,10 @@ fn unknown_source_table_and_column() {
 
     let (code, msg) = err(&p, &["query", "select nope from events"]);
     assert_eq!(code, 1);
-    assert!(msg.contains("nope") && msg.contains("Valid fields are"), "{msg}");
+    assert!(
+        msg.contains("nope") && msg.contains("Valid fields are"),
+        "{msg}"
+    );
 
     let (code, msg) = err(&p, &["run", "nosuch"]);
     assert_eq!(code, 1);
@@ -58,10 +67,15 @@ fn unknown_source_table_and_column() {
 
 #[test]
 fn invalid_manifests() {
-    let p = Project::new("[sources.s]\ntype = \"http\"\nbase_url = \"http://127.0.0.1:9\"\ntables.t.pathh = \"/x\"\n");
+    let p = Project::new(
+        "[sources.s]\ntype = \"http\"\nbase_url = \"http://127.0.0.1:9\"\ntables.t.pathh = \"/x\"\n",
+    );
     let (code, msg) = err(&p, &["pipeline", "list"]);
     assert_eq!(code, 2);
-    assert!(msg.contains("unknown option 'pathh' for table 's.t': valid options are path, url"), "{msg}");
+    assert!(
+        msg.contains("unknown option 'pathh' for table 's.t': valid options are path, url"),
+        "{msg}"
+    );
 
     let p = Project::new("[pipelines.p]\nsql = \"SELECT 1\"\n");
     let (code, msg) = err(&p, &["pipeline", "list"]);
@@ -84,20 +98,34 @@ fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let r = hakiri(dir.path(), &["query", "select 1"], &[]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("no hakiri.toml") && r.stderr.contains("hakiri init NAME"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no hakiri.toml") && r.stderr.contains("hakiri init NAME"),
+        "{}",
+        r.stderr
+    );
     let r = hakiri(dir.path(), &["frobnicate"], &[]);
     assert_eq!(r.code, 2);
     let p = project();
     let r = p.hakiri(&["run"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("pass --all; the pipelines are: events"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pass --all; the pipelines are: events"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn writes_outside_pipelines_are_refused() {
     let p = project();
-    let (code, msg) = err(&p, &["query", "insert into events values (3, 'x', 'r', now())"]);
+    let (code, msg) = err(
+        &p,
+        &["query", "insert into events values (3, 'x', 'r', now())"],
+    );
     assert_eq!(code, 1);
-    assert!(msg.contains("rows enter the context store only through pipelines"), "{msg}");
+    assert!(
+        msg.contains("rows enter the context store only through pipelines"),
+        "{msg}"
+    );
     assert_eq!(p.query_csv("select count(*) from events"), vec!["2"]);
 }

@@ -23,7 +23,9 @@ fn project(server: &Server, tables: &[(&str, &str)]) -> Project {
 
 fn loaded(p: &Project, table: &str) -> (String, String) {
     let r = p.hakiri(&["run", table]).ok();
-    let rows = p.query_csv(&format!("select count(*), count(distinct id), min(id), max(id) from {table}"));
+    let rows = p.query_csv(&format!(
+        "select count(*), count(distinct id), min(id), max(id) from {table}"
+    ));
     (rows[0].clone(), r.stdout)
 }
 
@@ -33,20 +35,35 @@ fn every_pagination_style_reads_every_record_once() {
     let p = project(
         &server,
         &[
-            ("next_url", "path = \"/next_url\"\nrecords = \"items\"\npagination = \"next_url\""),
+            (
+                "next_url",
+                "path = \"/next_url\"\nrecords = \"items\"\npagination = \"next_url\"",
+            ),
             ("link", "path = \"/link\"\npagination = \"link_header\""),
-            ("offset", "path = \"/offset\"\nrecords = \"data\"\npagination = \"offset\"\npage_size = 10"),
-            ("page", "path = \"/page\"\npagination = \"page\"\npage_size = 10"),
-            ("cursor", "path = \"/cursor\"\nrecords = \"items\"\npagination = \"cursor\"\ncursor_path = \"meta.next_cursor\"\ncursor_param = \"after\""),
+            (
+                "offset",
+                "path = \"/offset\"\nrecords = \"data\"\npagination = \"offset\"\npage_size = 10",
+            ),
+            (
+                "page",
+                "path = \"/page\"\npagination = \"page\"\npage_size = 10",
+            ),
+            (
+                "cursor",
+                "path = \"/cursor\"\nrecords = \"items\"\npagination = \"cursor\"\ncursor_path = \"meta.next_cursor\"\ncursor_param = \"after\"",
+            ),
         ],
     );
     for table in ["next_url", "link", "offset", "page", "cursor"] {
         let (counts, out) = loaded(&p, table);
         assert_eq!(counts, "25,25,1,25", "style {table}: {out}");
-        assert!(out.contains("3 pages"), "style {table} should read 3 pages: {out}");
+        assert!(
+            out.contains("3 pages"),
+            "style {table} should read 3 pages: {out}"
+        );
     }
     // Nested objects become structs, arrays lists.
-    let login = p.query_csv("select next_url.user.login from next_url where id = 4");
+    let login = p.query_csv("select \"user\"['login'] from next_url where id = 4");
     assert_eq!(login, vec!["u1"]);
 }
 
@@ -56,10 +73,22 @@ fn stop_rules_fire_in_their_documented_order() {
     let p = project(
         &server,
         &[
-            ("has_more", "path = \"/has_more\"\nrecords = \"items\"\npagination = \"page\"\npage_size = 10\nhas_more_path = \"has_more\""),
-            ("total", "path = \"/total\"\nrecords = \"items\"\npagination = \"next_url\"\ntotal_path = \"total\""),
-            ("endless", "path = \"/endless\"\nrecords = \"items\"\npagination = \"next_url\"\nmax_pages = 4"),
-            ("empty_last", "path = \"/empty_last\"\nrecords = \"items\"\npagination = \"next_url\""),
+            (
+                "has_more",
+                "path = \"/has_more\"\nrecords = \"items\"\npagination = \"page\"\npage_size = 10\nhas_more_path = \"has_more\"",
+            ),
+            (
+                "total",
+                "path = \"/total\"\nrecords = \"items\"\npagination = \"next_url\"\ntotal_path = \"total\"",
+            ),
+            (
+                "endless",
+                "path = \"/endless\"\nrecords = \"items\"\npagination = \"next_url\"\nmax_pages = 4",
+            ),
+            (
+                "empty_last",
+                "path = \"/empty_last\"\nrecords = \"items\"\npagination = \"next_url\"",
+            ),
         ],
     );
     // has_more false on page 2.
@@ -82,14 +111,23 @@ fn retries_429_with_retry_after_and_500() {
     let p = project(
         &server,
         &[
-            ("flaky429", "path = \"/flaky429\"\npagination = \"page\"\npage_size = 10"),
-            ("flaky500", "path = \"/flaky500\"\npagination = \"page\"\npage_size = 10"),
+            (
+                "flaky429",
+                "path = \"/flaky429\"\npagination = \"page\"\npage_size = 10",
+            ),
+            (
+                "flaky500",
+                "path = \"/flaky500\"\npagination = \"page\"\npage_size = 10",
+            ),
         ],
     );
     let t = std::time::Instant::now();
     assert_eq!(loaded(&p, "flaky429").0, "25,25,1,25");
     // Retry-After: 1 was honoured (the configured backoff is only 50 ms).
-    assert!(t.elapsed() >= std::time::Duration::from_secs(1), "Retry-After ignored");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After ignored"
+    );
     assert_eq!(loaded(&p, "flaky500").0, "25,25,1,25");
 }
 
@@ -99,33 +137,60 @@ fn failures_commit_nothing_and_keep_earlier_data() {
     let p = project(
         &server,
         &[
-            ("malformed", "path = \"/malformed\"\nrecords = \"items\"\npagination = \"next_url\"\nschema = \"id bigint, name text\""),
+            (
+                "malformed",
+                "path = \"/malformed\"\nrecords = \"items\"\npagination = \"next_url\"\nschema = \"id bigint, name text\"",
+            ),
             ("always500", "path = \"/always500\"\nschema = \"id bigint\""),
         ],
     );
     // A good run first: point the table at a healthy endpoint, then back at the broken one.
     let good = p.path().join("hakiri.toml");
     let manifest = std::fs::read_to_string(&good).unwrap();
-    std::fs::write(&good, manifest.replace("path = \"/malformed\"", "path = \"/page\"\nmax_pages = 1")).unwrap();
+    std::fs::write(
+        &good,
+        manifest.replace(
+            "path = \"/malformed\"",
+            "path = \"/next_url\"\nmax_pages = 1",
+        ),
+    )
+    .unwrap();
     p.hakiri(&["run", "malformed"]).ok();
     assert_eq!(p.query_csv("select count(*) from malformed"), vec!["10"]);
     std::fs::write(&good, &manifest).unwrap();
 
     let bad = p.hakiri(&["run", "malformed"]);
     assert_eq!(bad.code, 1, "{bad:?}");
-    assert!(bad.stderr.contains("page 2") && bad.stderr.contains("not valid JSON"), "{}", bad.stderr);
-    assert!(bad.stderr.contains("nothing from this run was committed"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("page 2") && bad.stderr.contains("not valid JSON"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr.contains("nothing from this run was committed"),
+        "{}",
+        bad.stderr
+    );
     // Page 1 of the failed run was not committed; the earlier run's rows are intact.
     assert_eq!(p.query_csv("select count(*) from malformed"), vec!["10"]);
-    let runs = p.query_csv("select status from hakiri.runs where pipeline = 'malformed' order by started_at");
+    let runs = p.query_csv(
+        "select status from hakiri.runs where pipeline = 'malformed' order by started_at",
+    );
     assert_eq!(runs, vec!["succeeded", "failed"]);
     // No staged file is left behind.
     let staging = p.path().join(".hakiri/store/malformed/_staging");
-    assert_eq!(std::fs::read_dir(staging).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::read_dir(staging).map(|d| d.count()).unwrap_or(0),
+        0
+    );
 
     let down = p.hakiri(&["run", "always500"]);
     assert_eq!(down.code, 1);
-    assert!(down.stderr.contains("failed after 4 attempts"), "{}", down.stderr);
+    assert!(
+        down.stderr.contains("failed after 4 attempts"),
+        "{}",
+        down.stderr
+    );
 }
 
 #[test]
@@ -148,11 +213,31 @@ sql = "INSERT INTO context.recent SELECT id, updated_at FROM api.items WHERE upd
     );
     let p = Project::new(&m);
     let plan = p.hakiri(&["plan", "recent"]).ok();
-    assert!(plan.stdout.contains("+ source api") && plan.stdout.contains("+ pipeline recent"), "{}", plan.stdout);
-    assert!(plan.stdout.contains(&format!("HttpExec: table=items, url={}/since", server.url())), "{}", plan.stdout);
-    assert!(plan.stdout.contains("pushed_filters=[since=2026-01-20T00:00:00Z"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("+ source api") && plan.stdout.contains("+ pipeline recent"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(&format!(
+            "HttpExec: table=items, url={}/since",
+            server.url()
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("pushed_filters=[since=2026-01-20T00:00:00Z"),
+        "{}",
+        plan.stdout
+    );
     // The pushed parameter really reaches the API: only ids past the 20th come back.
     let run = p.hakiri(&["run", "recent"]).ok();
     assert!(run.stdout.contains("5 rows written"), "{}", run.stdout);
-    assert!(run.stdout.contains("cursor 2026-01-25T00:00:00Z"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("cursor 2026-01-25T00:00:00Z"),
+        "{}",
+        run.stdout
+    );
 }

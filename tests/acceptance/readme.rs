@@ -7,7 +7,9 @@ fn readme_main_job_command_works_offline() {
     let root = hakiri_tests::repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let marker = "<!-- main-job -->";
-    let start = readme.find(marker).expect("README marks its main-job command with <!-- main-job -->");
+    let start = readme
+        .find(marker)
+        .expect("README marks its main-job command with <!-- main-job -->");
     let block = &readme[start + marker.len()..];
     let cmd = block
         .split("```sh")
@@ -24,7 +26,17 @@ fn readme_main_job_command_works_offline() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "`{cmd}` failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("events: succeeded") && stdout.contains("1000 rows written"), "{stdout}");
-    assert!(stdout.contains("pull_request"), "the demo query prints its result: {stdout}");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("events: succeeded") && stdout.contains("1000 rows written"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pull_request"),
+        "the demo query prints its result: {stdout}"
+    );
 }

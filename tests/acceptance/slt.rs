@@ -31,11 +31,17 @@ impl sqllogictest::AsyncDB for HakiriDb {
                         .fields()
                         .iter()
                         .map(|f| match f.data_type() {
-                            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt64 => {
-                                DefaultColumnType::Integer
+                            DataType::Int8
+                            | DataType::Int16
+                            | DataType::Int32
+                            | DataType::Int64
+                            | DataType::UInt64 => DefaultColumnType::Integer,
+                            DataType::Float32 | DataType::Float64 => {
+                                DefaultColumnType::FloatingPoint
                             }
-                            DataType::Float32 | DataType::Float64 => DefaultColumnType::FloatingPoint,
-                            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => DefaultColumnType::Text,
+                            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+                                DefaultColumnType::Text
+                            }
                             _ => DefaultColumnType::Any,
                         })
                         .collect();
@@ -94,7 +100,11 @@ async fn sqllogictests() {
         let db_dir = std::sync::Mutex::new(Some(dir));
         let mut runner = sqllogictest::Runner::new(|| {
             let engine = engine.clone();
-            let dir = db_dir.lock().unwrap().take().unwrap_or_else(|| tempfile::tempdir().unwrap());
+            let dir = db_dir
+                .lock()
+                .unwrap()
+                .take()
+                .unwrap_or_else(|| tempfile::tempdir().unwrap());
             async move { Ok(HakiriDb { engine, _dir: dir }) }
         });
         if let Err(e) = runner.run_file_async(&file).await {

@@ -29,7 +29,11 @@ mod tests {
             .collect()
             .await
             .unwrap();
-        let col = batches[0].column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let col = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(col.value(0), "octo");
     }
 }

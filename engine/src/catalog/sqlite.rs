@@ -125,7 +125,9 @@ impl SqliteCatalog {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteCatalog { conn: Mutex::new(conn) })
+        Ok(SqliteCatalog {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -157,27 +159,48 @@ impl Catalog for SqliteCatalog {
             "INSERT INTO sources (name, type, options, origin, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)
              ON CONFLICT(name) DO UPDATE SET type = ?2, options = ?3, origin = ?4, updated_at = ?5",
-            params![spec.name, spec.connector, options, spec.origin.as_str(), ts(now)],
+            params![
+                spec.name,
+                spec.connector,
+                options,
+                spec.origin.as_str(),
+                ts(now)
+            ],
         )?;
         Ok(())
     }
 
     fn drop_source(&self, name: &str) -> Result<bool> {
-        Ok(self.conn().execute("DELETE FROM sources WHERE name = ?1", [name])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM sources WHERE name = ?1", [name])?
+            > 0)
     }
 
     fn list_sources(&self) -> Result<Vec<SourceSpec>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, type, options, origin FROM sources ORDER BY name")?;
+        let mut stmt =
+            conn.prepare("SELECT name, type, options, origin FROM sources ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (name, connector, options, origin) = row?;
-            let options = serde_json::from_str(&options)
-                .map_err(|e| Error::Internal(format!("decoding options of source '{name}': {e}")))?;
-            out.push(SourceSpec { name, connector, options, origin: Origin::parse(&origin) });
+            let options = serde_json::from_str(&options).map_err(|e| {
+                Error::Internal(format!("decoding options of source '{name}': {e}"))
+            })?;
+            out.push(SourceSpec {
+                name,
+                connector,
+                options,
+                origin: Origin::parse(&origin),
+            });
         }
         Ok(out)
     }
@@ -222,7 +245,11 @@ impl Catalog for SqliteCatalog {
             let column: Option<String> = r.get("cursor_column")?;
             let initial: Option<String> = r.get("cursor_initial")?;
             if let Some(kind) = kind.and_then(|k| CursorKind::parse(&k).ok()) {
-                spec.cursor = Some(CursorSpec { kind, column, initial });
+                spec.cursor = Some(CursorSpec {
+                    kind,
+                    column,
+                    initial,
+                });
             }
             Ok(spec)
         })?;
@@ -232,7 +259,11 @@ impl Catalog for SqliteCatalog {
     fn cursor(&self, pipeline: &str) -> Result<Option<String>> {
         Ok(self
             .conn()
-            .query_row("SELECT value FROM cursors WHERE pipeline = ?1", [pipeline], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM cursors WHERE pipeline = ?1",
+                [pipeline],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten())
     }
@@ -318,7 +349,10 @@ impl Catalog for SqliteCatalog {
                 let (kind, message) = if v == 1 {
                     ("table_created", format!("table '{}' created", commit.table))
                 } else {
-                    ("schema_changed", format!("table '{}' schema version {v}", commit.table))
+                    (
+                        "schema_changed",
+                        format!("table '{}' schema version {v}", commit.table),
+                    )
                 };
                 tx.execute(
                     "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -384,7 +418,12 @@ impl Catalog for SqliteCatalog {
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, Option<String>>(4)?,
-                [r.get::<_, i64>(5)?, r.get::<_, i64>(6)?, r.get::<_, i64>(7)?, r.get::<_, i64>(8)?],
+                [
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                ],
                 r.get::<_, Option<String>>(9)?,
                 r.get::<_, Option<String>>(10)?,
                 r.get::<_, Option<String>>(11)?,
@@ -392,7 +431,8 @@ impl Catalog for SqliteCatalog {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (run_id, pipeline, status, started, ended, n, cursor_start, cursor_end, error) = row?;
+            let (run_id, pipeline, status, started, ended, n, cursor_start, cursor_end, error) =
+                row?;
             out.push(RunRecord {
                 run_id,
                 pipeline,
@@ -418,7 +458,8 @@ impl Catalog for SqliteCatalog {
         let tx = conn.transaction()?;
         let ids = {
             let mut stmt = tx.prepare("SELECT run_id FROM runs WHERE status = 'running'")?;
-            stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
         };
         for id in &ids {
             tx.execute(
@@ -492,7 +533,11 @@ impl Catalog for SqliteCatalog {
         if !STATE_TABLES.contains(&name) {
             return Err(Error::NotFound(format!(
                 "no state table 'hakiri.{name}': the state tables are {}",
-                STATE_TABLES.iter().map(|t| format!("hakiri.{t}")).collect::<Vec<_>>().join(", ")
+                STATE_TABLES
+                    .iter()
+                    .map(|t| format!("hakiri.{t}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let conn = self.conn();
@@ -532,6 +577,9 @@ impl Catalog for SqliteCatalog {
             }
             rows_out.push(vals);
         }
-        Ok(RawTable { columns, rows: rows_out })
+        Ok(RawTable {
+            columns,
+            rows: rows_out,
+        })
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
@@ -74,9 +76,9 @@ impl RawTable {
                     let mut b = TimestampMicrosecondBuilder::new().with_timezone(tz.clone());
                     for v in values {
                         b.append_option(match v {
-                            RawValue::Text(t) => {
-                                DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp_micros())
-                            }
+                            RawValue::Text(t) => DateTime::parse_from_rfc3339(t)
+                                .ok()
+                                .map(|t| t.timestamp_micros()),
                             _ => None,
                         });
                     }

@@ -3,4 +3,4 @@
 
 mod parser;
 
-pub use parser::{HakiriStatement, parse_pipeline_body, parse_statements, PipelineBody};
+pub use parser::{HakiriStatement, PipelineBody, parse_pipeline_body, parse_statements};

@@ -13,17 +13,26 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
-use crate::types::{CursorKind, CursorSpec, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name};
+use crate::types::{
+    CursorKind, CursorSpec, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name,
+};
 
 /// A parsed statement: one of Hakiri's, or a DataFusion statement.
 #[derive(Debug, Clone)]
 pub enum HakiriStatement {
     /// `CREATE [OR REPLACE] SOURCE [IF NOT EXISTS] name TYPE connector [OPTIONS (...)]`
-    CreateSource { spec: SourceSpec, or_replace: bool, if_not_exists: bool },
+    CreateSource {
+        spec: SourceSpec,
+        or_replace: bool,
+        if_not_exists: bool,
+    },
     /// `DROP SOURCE [IF EXISTS] name`
     DropSource { name: String, if_exists: bool },
     /// `CREATE [OR REPLACE] PIPELINE name [CURSOR ...] [MODE ...] AS INSERT INTO ... SELECT ...`
-    CreatePipeline { spec: PipelineSpec, or_replace: bool },
+    CreatePipeline {
+        spec: PipelineSpec,
+        or_replace: bool,
+    },
     /// `DROP PIPELINE [IF EXISTS] name`
     DropPipeline { name: String, if_exists: bool },
     /// `SHOW PIPELINES`
@@ -41,32 +50,56 @@ pub enum HakiriStatement {
 impl fmt::Display for HakiriStatement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HakiriStatement::CreateSource { spec, or_replace, if_not_exists } => {
-                write!(f, "CREATE {}SOURCE {}{} TYPE {}", if *or_replace { "OR REPLACE " } else { "" },
-                    if *if_not_exists { "IF NOT EXISTS " } else { "" }, spec.name, spec.connector)?;
+            HakiriStatement::CreateSource {
+                spec,
+                or_replace,
+                if_not_exists,
+            } => {
+                write!(
+                    f,
+                    "CREATE {}SOURCE {}{} TYPE {}",
+                    if *or_replace { "OR REPLACE " } else { "" },
+                    if *if_not_exists { "IF NOT EXISTS " } else { "" },
+                    spec.name,
+                    spec.connector
+                )?;
                 if !spec.options.is_empty() {
                     let opts: Vec<String> = spec
                         .options
                         .iter()
-                        .map(|(k, v)| format!("'{}' '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
+                        .map(|(k, v)| {
+                            format!("'{}' '{}'", k.replace('\'', "''"), v.replace('\'', "''"))
+                        })
                         .collect();
                     write!(f, " OPTIONS ({})", opts.join(", "))?;
                 }
                 Ok(())
             }
             HakiriStatement::DropSource { name, if_exists } => {
-                write!(f, "DROP SOURCE {}{name}", if *if_exists { "IF EXISTS " } else { "" })
+                write!(
+                    f,
+                    "DROP SOURCE {}{name}",
+                    if *if_exists { "IF EXISTS " } else { "" }
+                )
             }
             HakiriStatement::CreatePipeline { spec, or_replace } => {
                 let text = spec.to_string();
                 if *or_replace {
-                    write!(f, "CREATE OR REPLACE {}", text.trim_start_matches("CREATE "))
+                    write!(
+                        f,
+                        "CREATE OR REPLACE {}",
+                        text.trim_start_matches("CREATE ")
+                    )
                 } else {
                     write!(f, "{text}")
                 }
             }
             HakiriStatement::DropPipeline { name, if_exists } => {
-                write!(f, "DROP PIPELINE {}{name}", if *if_exists { "IF EXISTS " } else { "" })
+                write!(
+                    f,
+                    "DROP PIPELINE {}{name}",
+                    if *if_exists { "IF EXISTS " } else { "" }
+                )
             }
             HakiriStatement::ShowPipelines => write!(f, "SHOW PIPELINES"),
             HakiriStatement::ShowSources => write!(f, "SHOW SOURCES"),
@@ -83,7 +116,9 @@ impl fmt::Display for HakiriStatement {
 /// `InvalidInput` with the position and what was expected.
 pub fn parse_statements(sql: &str) -> Result<Vec<HakiriStatement>> {
     let dialect = GenericDialect {};
-    let mut p = HakiriParser { df: DFParserBuilder::new(sql).with_dialect(&dialect).build()? };
+    let mut p = HakiriParser {
+        df: DFParserBuilder::new(sql).with_dialect(&dialect).build()?,
+    };
     let mut out = Vec::new();
     loop {
         while p.df.parser.consume_token(&Token::SemiColon) {}
@@ -91,7 +126,9 @@ pub fn parse_statements(sql: &str) -> Result<Vec<HakiriStatement>> {
             break;
         }
         out.push(p.parse_statement()?);
-        if !p.df.parser.consume_token(&Token::SemiColon) && p.df.parser.peek_token().token != Token::EOF {
+        if !p.df.parser.consume_token(&Token::SemiColon)
+            && p.df.parser.peek_token().token != Token::EOF
+        {
             let t = p.df.parser.peek_token();
             return Err(Error::InvalidInput(format!(
                 "SQL error: expected ';' or the end of the statement, found '{}' at {}",
@@ -119,7 +156,10 @@ impl HakiriParser<'_> {
     }
 
     fn words_are(&self, words: &[&str]) -> bool {
-        words.iter().enumerate().all(|(i, w)| self.word(i).as_deref() == Some(*w))
+        words
+            .iter()
+            .enumerate()
+            .all(|(i, w)| self.word(i).as_deref() == Some(*w))
     }
 
     fn eat(&mut self, words: &[&str]) -> bool {
@@ -138,7 +178,10 @@ impl HakiriParser<'_> {
             Ok(())
         } else {
             let t = self.df.parser.peek_token();
-            Err(sql_err(format!("expected {word}, found '{}' at {}", t.token, t.span.start)))
+            Err(sql_err(format!(
+                "expected {word}, found '{}' at {}",
+                t.token, t.span.start
+            )))
         }
     }
 
@@ -154,7 +197,8 @@ impl HakiriParser<'_> {
 
     fn parse_statement(&mut self) -> Result<HakiriStatement> {
         let create_source = ["CREATE", "SOURCE"];
-        if self.words_are(&create_source) || self.words_are(&["CREATE", "OR", "REPLACE", "SOURCE"]) {
+        if self.words_are(&create_source) || self.words_are(&["CREATE", "OR", "REPLACE", "SOURCE"])
+        {
             self.eat(&["CREATE"]);
             let or_replace = self.eat(&["OR", "REPLACE"]);
             self.expect("SOURCE")?;
@@ -163,10 +207,21 @@ impl HakiriParser<'_> {
             self.expect("TYPE")?;
             let connector = self.name("connector type")?.to_ascii_lowercase();
             let options = self.options()?;
-            let spec = SourceSpec { name, connector, options, origin: Origin::Sql };
-            return Ok(HakiriStatement::CreateSource { spec, or_replace, if_not_exists });
+            let spec = SourceSpec {
+                name,
+                connector,
+                options,
+                origin: Origin::Sql,
+            };
+            return Ok(HakiriStatement::CreateSource {
+                spec,
+                or_replace,
+                if_not_exists,
+            });
         }
-        if self.words_are(&["CREATE", "PIPELINE"]) || self.words_are(&["CREATE", "OR", "REPLACE", "PIPELINE"]) {
+        if self.words_are(&["CREATE", "PIPELINE"])
+            || self.words_are(&["CREATE", "OR", "REPLACE", "PIPELINE"])
+        {
             self.eat(&["CREATE"]);
             let or_replace = self.eat(&["OR", "REPLACE"]);
             self.expect("PIPELINE")?;
@@ -190,12 +245,19 @@ impl HakiriParser<'_> {
             return Ok(HakiriStatement::ShowSources);
         }
         if self.eat(&["PLAN", "PIPELINE"]) || self.eat(&["EXPLAIN", "PIPELINE"]) {
-            return Ok(HakiriStatement::PlanPipeline { name: self.name("pipeline")? });
+            return Ok(HakiriStatement::PlanPipeline {
+                name: self.name("pipeline")?,
+            });
         }
         if self.eat(&["RUN", "PIPELINE"]) {
-            return Ok(HakiriStatement::RunPipeline { name: self.name("pipeline")? });
+            return Ok(HakiriStatement::RunPipeline {
+                name: self.name("pipeline")?,
+            });
         }
-        let stmt = self.df.parse_statement().map_err(|e| Error::InvalidInput(strip_df_prefix(&e.to_string())))?;
+        let stmt = self
+            .df
+            .parse_statement()
+            .map_err(|e| Error::InvalidInput(strip_df_prefix(&e.to_string())))?;
         Ok(HakiriStatement::DataFusion(Box::new(stmt)))
     }
 
@@ -205,14 +267,19 @@ impl HakiriParser<'_> {
         if !self.eat(&["OPTIONS"]) {
             return Ok(out);
         }
-        self.df.parser.expect_token(&Token::LParen).map_err(sql_err)?;
+        self.df
+            .parser
+            .expect_token(&Token::LParen)
+            .map_err(sql_err)?;
         if self.df.parser.consume_token(&Token::RParen) {
             return Ok(out);
         }
         loop {
             let key = self.df.parse_option_key()?;
             let value = match self.df.parse_option_value()? {
-                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) | Value::EscapedStringLiteral(s) => s,
+                Value::SingleQuotedString(s)
+                | Value::DoubleQuotedString(s)
+                | Value::EscapedStringLiteral(s) => s,
                 Value::Number(n, _) => n,
                 other => other.to_string(),
             };
@@ -222,7 +289,10 @@ impl HakiriParser<'_> {
             if self.df.parser.consume_token(&Token::RParen) {
                 return Ok(out);
             }
-            self.df.parser.expect_token(&Token::Comma).map_err(sql_err)?;
+            self.df
+                .parser
+                .expect_token(&Token::Comma)
+                .map_err(sql_err)?;
         }
     }
 
@@ -232,7 +302,9 @@ impl HakiriParser<'_> {
         let mut mode = WriteMode::Append;
         loop {
             if self.eat(&["CURSOR"]) {
-                let kind_word = self.word(0).ok_or_else(|| sql_err("expected a cursor kind after CURSOR: MONOTONIC"))?;
+                let kind_word = self
+                    .word(0)
+                    .ok_or_else(|| sql_err("expected a cursor kind after CURSOR: MONOTONIC"))?;
                 self.df.parser.next_token();
                 let kind = CursorKind::parse(&kind_word)?;
                 if kind != CursorKind::Monotonic {
@@ -241,13 +313,29 @@ impl HakiriParser<'_> {
                         kind.as_str()
                     )));
                 }
-                self.df.parser.expect_token(&Token::LParen).map_err(sql_err)?;
+                self.df
+                    .parser
+                    .expect_token(&Token::LParen)
+                    .map_err(sql_err)?;
                 let column = self.df.parser.parse_identifier().map_err(sql_err)?.value;
-                self.df.parser.expect_token(&Token::RParen).map_err(sql_err)?;
-                let initial = if self.eat(&["INITIAL"]) { Some(self.string()?) } else { None };
-                cursor = Some(CursorSpec { kind, column: Some(column), initial });
+                self.df
+                    .parser
+                    .expect_token(&Token::RParen)
+                    .map_err(sql_err)?;
+                let initial = if self.eat(&["INITIAL"]) {
+                    Some(self.string()?)
+                } else {
+                    None
+                };
+                cursor = Some(CursorSpec {
+                    kind,
+                    column: Some(column),
+                    initial,
+                });
             } else if self.eat(&["MODE"]) {
-                let w = self.word(0).ok_or_else(|| sql_err("expected a write mode after MODE: APPEND or REPLACE"))?;
+                let w = self.word(0).ok_or_else(|| {
+                    sql_err("expected a write mode after MODE: APPEND or REPLACE")
+                })?;
                 self.df.parser.next_token();
                 mode = WriteMode::parse(&w)?;
             } else {
@@ -257,14 +345,25 @@ impl HakiriParser<'_> {
         self.expect("AS")?;
         let stmt = self.df.parser.parse_statement().map_err(sql_err)?;
         let body = PipelineBody::from_statement(&stmt)?;
-        let spec = PipelineSpec { name, sql: stmt.to_string(), target: body.target, cursor, mode, origin: Origin::Sql };
+        let spec = PipelineSpec {
+            name,
+            sql: stmt.to_string(),
+            target: body.target,
+            cursor,
+            mode,
+            origin: Origin::Sql,
+        };
         Ok(HakiriStatement::CreatePipeline { spec, or_replace })
     }
 }
 
 fn strip_df_prefix(s: &str) -> String {
     let s = s.strip_prefix("SQL error: ").unwrap_or(s);
-    format!("SQL error: {}", s.trim_start_matches("ParserError(\"").trim_end_matches("\")"))
+    format!(
+        "SQL error: {}",
+        s.trim_start_matches("ParserError(\"")
+            .trim_end_matches("\")")
+    )
 }
 
 /// A pipeline body split into its target table and the query that feeds it.
@@ -282,14 +381,18 @@ impl PipelineBody {
             )));
         };
         let TableObject::TableName(name) = &insert.table else {
-            return Err(Error::InvalidInput("a pipeline inserts into a table name: INSERT INTO context.<table>".into()));
+            return Err(Error::InvalidInput(
+                "a pipeline inserts into a table name: INSERT INTO context.<table>".into(),
+            ));
         };
         let parts: Vec<String> = name
             .0
             .iter()
             .map(|p| match p {
                 ObjectNamePart::Identifier(i) => Ok(i.value.clone()),
-                other => Err(Error::InvalidInput(format!("unsupported table name part '{other}'"))),
+                other => Err(Error::InvalidInput(format!(
+                    "unsupported table name part '{other}'"
+                ))),
             })
             .collect::<Result<_>>()?;
         let target = match parts.as_slice() {
@@ -308,10 +411,15 @@ impl PipelineBody {
             ));
         }
         let query = insert.source.clone().ok_or_else(|| {
-            Error::InvalidInput("a pipeline body needs a query: INSERT INTO context.<table> SELECT ...".into())
+            Error::InvalidInput(
+                "a pipeline body needs a query: INSERT INTO context.<table> SELECT ...".into(),
+            )
         })?;
         if matches!(query.body.as_ref(), SetExpr::Values(_)) {
-            return Err(Error::InvalidInput("a pipeline reads from a source: use SELECT ... FROM <source>.<table>, not VALUES".into()));
+            return Err(Error::InvalidInput(
+                "a pipeline reads from a source: use SELECT ... FROM <source>.<table>, not VALUES"
+                    .into(),
+            ));
         }
         Ok(PipelineBody { target, query })
     }
@@ -357,7 +465,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(stmts.len(), 3);
-        let HakiriStatement::CreateSource { spec, .. } = &stmts[0] else { panic!() };
+        let HakiriStatement::CreateSource { spec, .. } = &stmts[0] else {
+            panic!()
+        };
         assert_eq!(spec.options["header.Accept"], "a/b");
         assert!(matches!(stmts[1], HakiriStatement::DataFusion(_)));
         assert!(matches!(stmts[2], HakiriStatement::ShowPipelines));
@@ -365,7 +475,11 @@ mod tests {
 
     #[test]
     fn bad_target_is_explained() {
-        let err = parse_statements("CREATE PIPELINE p AS INSERT INTO other.t SELECT 1").unwrap_err();
-        assert!(err.to_string().contains("INSERT INTO context.<table>"), "{err}");
+        let err =
+            parse_statements("CREATE PIPELINE p AS INSERT INTO other.t SELECT 1").unwrap_err();
+        assert!(
+            err.to_string().contains("INSERT INTO context.<table>"),
+            "{err}"
+        );
     }
 }

@@ -49,16 +49,20 @@ pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Re
                 let status = resp.status();
                 if status.is_success() {
                     let headers = resp.headers().clone();
-                    let body = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| upstream(format!("GET {url}: reading the response body failed: {e}")))?;
-                    return Ok(Page { body: body.to_vec(), headers });
+                    let body = resp.bytes().await.map_err(|e| {
+                        upstream(format!("GET {url}: reading the response body failed: {e}"))
+                    })?;
+                    return Ok(Page {
+                        body: body.to_vec(),
+                        headers,
+                    });
                 }
                 let after = retry_after(resp.headers());
                 let text = resp.text().await.unwrap_or_default();
                 let snippet: String = text.chars().take(200).collect();
-                if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+                if status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::SERVICE_UNAVAILABLE
+                {
                     if let Some(a) = after.filter(|a| *a > MAX_RETRY_AFTER) {
                         return Err(upstream(format!(
                             "GET {url} returned {status} with Retry-After {}s, longer than the {}s Hakiri waits; run again later",
@@ -75,12 +79,20 @@ pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Re
                         404 => "check the base_url and path options",
                         _ => "check the request options (query.*, header.*)",
                     };
-                    return Err(upstream(format!("GET {url} returned {status}: {snippet}; {hint}")));
+                    return Err(upstream(format!(
+                        "GET {url} returned {status}: {snippet}; {hint}"
+                    )));
                 }
             }
-            Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => {
-                (true, None, if e.is_timeout() { format!("timed out after {:?}", opts.timeout) } else { e.to_string() })
-            }
+            Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => (
+                true,
+                None,
+                if e.is_timeout() {
+                    format!("timed out after {:?}", opts.timeout)
+                } else {
+                    e.to_string()
+                },
+            ),
             Err(e) => return Err(upstream(format!("GET {url} failed: {e}"))),
         };
         debug_assert!(retryable);
@@ -90,7 +102,10 @@ pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Re
                 attempt + 1
             )));
         }
-        let backoff = opts.backoff.saturating_mul(2u32.saturating_pow(attempt)).min(Duration::from_secs(30));
+        let backoff = opts
+            .backoff
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(Duration::from_secs(30));
         let delay = wait.unwrap_or(backoff);
         tracing::warn!(%url, attempt, ?delay, "retrying after {why}");
         tokio::time::sleep(delay).await;

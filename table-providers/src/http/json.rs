@@ -61,8 +61,10 @@ fn merge(a: JType, b: JType) -> JType {
 }
 
 fn json_field(name: &str) -> Field {
-    Field::new(name, DataType::Utf8, true)
-        .with_metadata(HashMap::from([(JSON_TEXT_KEY.to_string(), "true".to_string())]))
+    Field::new(name, DataType::Utf8, true).with_metadata(HashMap::from([(
+        JSON_TEXT_KEY.to_string(),
+        "true".to_string(),
+    )]))
 }
 
 fn to_field(name: &str, t: &JType) -> Field {
@@ -72,9 +74,12 @@ fn to_field(name: &str, t: &JType) -> Field {
         JType::Float => DataType::Float64,
         JType::Str => DataType::Utf8,
         JType::List(inner) => DataType::List(Arc::new(to_field("item", inner))),
-        JType::Object(fields) if !fields.is_empty() => {
-            DataType::Struct(Fields::from(fields.iter().map(|(k, t)| to_field(k, t)).collect::<Vec<_>>()))
-        }
+        JType::Object(fields) if !fields.is_empty() => DataType::Struct(Fields::from(
+            fields
+                .iter()
+                .map(|(k, t)| to_field(k, t))
+                .collect::<Vec<_>>(),
+        )),
         // Never-seen values and empty objects have no columnar shape yet: JSON text.
         JType::Null | JType::Object(_) | JType::Json => return json_field(name),
     };
@@ -83,9 +88,18 @@ fn to_field(name: &str, t: &JType) -> Field {
 
 /// Infers a schema from records. A record that is not an object becomes `{"value": ...}`.
 pub fn infer_schema<'a>(records: impl IntoIterator<Item = &'a Value>) -> SchemaRef {
-    let merged = records.into_iter().fold(JType::Object(Vec::new()), |acc, r| merge(acc, of(r)));
-    let JType::Object(fields) = merged else { unreachable!("records are merged as objects") };
-    Arc::new(Schema::new(fields.iter().map(|(k, t)| to_field(k, t)).collect::<Vec<_>>()))
+    let merged = records
+        .into_iter()
+        .fold(JType::Object(Vec::new()), |acc, r| merge(acc, of(r)));
+    let JType::Object(fields) = merged else {
+        unreachable!("records are merged as objects")
+    };
+    Arc::new(Schema::new(
+        fields
+            .iter()
+            .map(|(k, t)| to_field(k, t))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Parses a declared schema: `name type, ...` with types bigint/int, double/float, text/
@@ -94,16 +108,20 @@ pub fn parse_declared_schema(text: &str) -> Result<SchemaRef> {
     let mut fields = Vec::new();
     for col in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         let (name, ty) = col.split_once(char::is_whitespace).ok_or_else(|| {
-            Error::InvalidInput(format!("schema column '{col}' needs a name and a type, e.g. 'id bigint'"))
+            Error::InvalidInput(format!(
+                "schema column '{col}' needs a name and a type, e.g. 'id bigint'"
+            ))
         })?;
         let field = match ty.trim().to_ascii_lowercase().as_str() {
             "bigint" | "int" | "integer" | "int64" => Field::new(name, DataType::Int64, true),
             "double" | "float" | "real" | "float64" => Field::new(name, DataType::Float64, true),
             "text" | "string" | "varchar" | "utf8" => Field::new(name, DataType::Utf8, true),
             "boolean" | "bool" => Field::new(name, DataType::Boolean, true),
-            "timestamp" | "timestamptz" => {
-                Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true)
-            }
+            "timestamp" | "timestamptz" => Field::new(
+                name,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
             "date" => Field::new(name, DataType::Date32, true),
             "json" => json_field(name),
             other => {
@@ -115,7 +133,9 @@ pub fn parse_declared_schema(text: &str) -> Result<SchemaRef> {
         fields.push(field);
     }
     if fields.is_empty() {
-        return Err(Error::InvalidInput("the schema option declares no columns".into()));
+        return Err(Error::InvalidInput(
+            "the schema option declares no columns".into(),
+        ));
     }
     Ok(Arc::new(Schema::new(fields)))
 }
@@ -182,7 +202,11 @@ pub fn decode(records: Vec<Value>, schema: &SchemaRef) -> Result<RecordBatch> {
     })?;
     let batch = decoder
         .flush()
-        .map_err(|e| Error::Upstream(format!("decoding records: {e}")))?
+        .map_err(|e| {
+            Error::Upstream(format!(
+                "records do not fit the table's schema: {e}; declare the column as json in the schema option, or fix the schema"
+            ))
+        })?
         .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
     Ok(batch)
 }
@@ -200,15 +224,38 @@ mod tests {
             json!({"id": 3, "amount": 1.5}),
         ];
         let schema = infer_schema(&rows);
-        assert_eq!(schema.field_with_name("id").unwrap().data_type(), &DataType::Int64);
-        assert!(matches!(schema.field_with_name("user").unwrap().data_type(), DataType::Struct(f) if f.len() == 2));
-        assert!(matches!(schema.field_with_name("tags").unwrap().data_type(), DataType::List(_)));
-        assert!(schema.field_with_name("v").unwrap().metadata().contains_key(JSON_TEXT_KEY));
-        assert!(schema.field_with_name("empty").unwrap().metadata().contains_key(JSON_TEXT_KEY));
+        assert_eq!(
+            schema.field_with_name("id").unwrap().data_type(),
+            &DataType::Int64
+        );
+        assert!(
+            matches!(schema.field_with_name("user").unwrap().data_type(), DataType::Struct(f) if f.len() == 2)
+        );
+        assert!(matches!(
+            schema.field_with_name("tags").unwrap().data_type(),
+            DataType::List(_)
+        ));
+        assert!(
+            schema
+                .field_with_name("v")
+                .unwrap()
+                .metadata()
+                .contains_key(JSON_TEXT_KEY)
+        );
+        assert!(
+            schema
+                .field_with_name("empty")
+                .unwrap()
+                .metadata()
+                .contains_key(JSON_TEXT_KEY)
+        );
         let batch = decode(rows, &schema).unwrap();
         assert_eq!(batch.num_rows(), 3);
         let v = batch.column_by_name("v").unwrap();
-        let v = v.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap();
+        let v = v
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
         assert_eq!(v.value(0), "1");
         assert_eq!(v.value(1), "\"one\"");
     }

@@ -19,14 +19,16 @@ use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{BinaryExpr, CreateExternalTable, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{
+    BinaryExpr, CreateExternalTable, Expr, Operator, TableProviderFilterPushDown, TableType,
+};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-    ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
 };
 use futures::stream;
 use hakiri_engine::ports::{OptionSpec, Source, validate_options};
@@ -43,11 +45,22 @@ pub struct HttpSource;
 
 fn all_source_options() -> &'static [OptionSpec] {
     static ALL: std::sync::OnceLock<Vec<OptionSpec>> = std::sync::OnceLock::new();
-    ALL.get_or_init(|| SOURCE_OPTIONS.iter().chain(TABLE_OPTIONS.iter()).copied().collect())
+    ALL.get_or_init(|| {
+        SOURCE_OPTIONS
+            .iter()
+            .chain(TABLE_OPTIONS.iter())
+            .copied()
+            .collect()
+    })
 }
 
 /// Splits a source's options into source-level defaults and per-table options.
-fn split_options(spec: &SourceSpec) -> (BTreeMap<String, String>, BTreeMap<String, BTreeMap<String, String>>) {
+fn split_options(
+    spec: &SourceSpec,
+) -> (
+    BTreeMap<String, String>,
+    BTreeMap<String, BTreeMap<String, String>>,
+) {
     let mut defaults = BTreeMap::new();
     let mut tables: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (k, v) in &spec.options {
@@ -96,11 +109,19 @@ impl Source for HttpSource {
             return Err(Error::NotFound(format!(
                 "source '{}' has no table '{table}': its tables are {}; declare it with tables.{table}.path",
                 spec.name,
-                if names.is_empty() { "none yet".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    names.join(", ")
+                }
             )));
         };
         raw.extend(own.clone());
-        let base = spec.options.get("base_url").map(|v| resolve_value("base_url", v)).transpose()?;
+        let base = spec
+            .options
+            .get("base_url")
+            .map(|v| resolve_value("base_url", v))
+            .transpose()?;
         let opts = HttpTableOptions::parse(table, base.as_deref(), &raw)?;
         Ok(Arc::new(HttpTable::try_new(table, opts).await?))
     }
@@ -141,17 +162,25 @@ impl HttpTable {
                 schema
             }
         };
-        Ok(HttpTable { name: name.to_string(), opts: Arc::new(opts), schema })
+        Ok(HttpTable {
+            name: name.to_string(),
+            opts: Arc::new(opts),
+            schema,
+        })
     }
 
     /// A filter this table can send as a query parameter: `col > v`, `col >= v`, `col = v`
     /// where `filter.<col>` names the parameter. Returns (parameter, value, description).
     fn pushable(&self, e: &Expr) -> Option<(String, String, String)> {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { return None };
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+            return None;
+        };
         if !matches!(op, Operator::Gt | Operator::GtEq | Operator::Eq) {
             return None;
         }
-        let (Expr::Column(c), Expr::Literal(v, _)) = (left.as_ref(), right.as_ref()) else { return None };
+        let (Expr::Column(c), Expr::Literal(v, _)) = (left.as_ref(), right.as_ref()) else {
+            return None;
+        };
         let param = self.opts.filters.get(&c.name)?;
         let value = scalar_text(v)?;
         Some((param.clone(), value, e.to_string()))
@@ -161,14 +190,20 @@ impl HttpTable {
 /// A literal as a query parameter value; timestamps as RFC 3339.
 fn scalar_text(v: &ScalarValue) -> Option<String> {
     use chrono::{DateTime, SecondsFormat};
-    let ts = |t: Option<DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    let ts = |t: Option<DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    };
     match v {
         _ if v.is_null() => None,
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
         ScalarValue::TimestampSecond(Some(x), _) => ts(DateTime::from_timestamp(*x, 0)),
         ScalarValue::TimestampMillisecond(Some(x), _) => ts(DateTime::from_timestamp_millis(*x)),
         ScalarValue::TimestampMicrosecond(Some(x), _) => ts(DateTime::from_timestamp_micros(*x)),
-        ScalarValue::TimestampNanosecond(Some(x), _) => ts(Some(DateTime::from_timestamp_nanos(*x))),
+        ScalarValue::TimestampNanosecond(Some(x), _) => {
+            ts(Some(DateTime::from_timestamp_nanos(*x)))
+        }
         other => Some(other.to_string()),
     }
 }
@@ -183,7 +218,10 @@ impl TableProvider for HttpTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         // Inexact: an API's parameter may be inclusive or coarser than the predicate, so
         // DataFusion still applies the filter to what comes back.
         Ok(filters
@@ -252,16 +290,29 @@ pub struct HttpExec {
 
 impl DisplayAs for HttpExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "HttpExec: table={}, url={}, pagination={}", self.table, self.opts.url, self.opts.pagination.name())?;
+        write!(
+            f,
+            "HttpExec: table={}, url={}, pagination={}",
+            self.table,
+            self.opts.url,
+            self.opts.pagination.name()
+        )?;
         if !self.pushed.is_empty() {
-            let p: Vec<String> = self.pushed.iter().map(|(k, v, e)| format!("{k}={v} ({e})")).collect();
+            let p: Vec<String> = self
+                .pushed
+                .iter()
+                .map(|(k, v, e)| format!("{k}={v} ({e})"))
+                .collect();
             write!(f, ", pushed_filters=[{}]", p.join(", "))?;
         }
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }
         if let Some(p) = &self.projection {
-            let names: Vec<&str> = p.iter().map(|i| self.schema.field(*i).name().as_str()).collect();
+            let names: Vec<&str> = p
+                .iter()
+                .map(|i| self.schema.field(*i).name().as_str())
+                .collect();
             write!(f, ", projection=[{}]", names.join(", "))?;
         }
         Ok(())
@@ -305,17 +356,31 @@ impl ExecutionPlan for HttpExec {
         Ok(self)
     }
 
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let client = client::build_client(&self.opts)?;
-        let extra = self.pushed.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+        let extra = self
+            .pushed
+            .iter()
+            .map(|(k, v, _)| (k.clone(), v.clone()))
+            .collect();
         let state = ScanState {
             pager: Pager::new(client, self.opts.clone(), extra)?,
             schema: self.schema.clone(),
@@ -358,14 +423,25 @@ pub struct HttpTableFactory;
 
 #[async_trait]
 impl TableProviderFactory for HttpTableFactory {
-    async fn create(&self, _state: &dyn Session, cmd: &CreateExternalTable) -> DfResult<Arc<dyn TableProvider>> {
+    async fn create(
+        &self,
+        _state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> DfResult<Arc<dyn TableProvider>> {
         let mut raw: BTreeMap<String, String> = cmd
             .options
             .iter()
-            .map(|(k, v)| (k.strip_prefix("format.").unwrap_or(k).to_string(), v.clone()))
+            .map(|(k, v)| {
+                (
+                    k.strip_prefix("format.").unwrap_or(k).to_string(),
+                    v.clone(),
+                )
+            })
             .collect();
         let location = cmd.locations.first().cloned().ok_or_else(|| {
-            DataFusionError::Plan("CREATE EXTERNAL TABLE ... STORED AS HTTP needs LOCATION 'https://...'".into())
+            DataFusionError::Plan(
+                "CREATE EXTERNAL TABLE ... STORED AS HTTP needs LOCATION 'https://...'".into(),
+            )
         })?;
         raw.insert("url".into(), location);
         let name = cmd.name.table().to_string();

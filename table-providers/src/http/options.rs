@@ -9,51 +9,167 @@ use hakiri_engine::sources::resolve_value;
 use crate::error::{Error, Result};
 
 const fn opt(name: &'static str, secret: bool, help: &'static str) -> OptionSpec {
-    OptionSpec { name, required: false, secret, help }
+    OptionSpec {
+        name,
+        required: false,
+        secret,
+        help,
+    }
 }
 
 /// Options a table accepts; on a source they are defaults for all of its tables.
 pub const TABLE_OPTIONS: &[OptionSpec] = &[
-    opt("path", false, "path appended to base_url (default: /<table>)"),
-    opt("url", false, "full URL of the endpoint; overrides base_url and path"),
-    opt("records", false, "dot path to the array of records in the body (default: the body itself; an object is one row)"),
-    opt("header.*", true, "an HTTP header, e.g. header.Authorization 'env:API_TOKEN'"),
-    opt("query.*", false, "a query parameter sent with every request"),
-    opt("pagination", false, "none | next_url | link_header | offset | page | cursor (default none)"),
-    opt("next_url_path", false, "next_url: dot path of the next page's URL in the body (default next)"),
-    opt("offset_param", false, "offset: query parameter for the offset (default offset)"),
-    opt("limit_param", false, "offset: query parameter for the page size (default limit)"),
-    opt("page_size", false, "offset/page: records per page (default 100)"),
-    opt("page_param", false, "page: query parameter for the page number (default page)"),
-    opt("page_size_param", false, "page: query parameter for the page size (not sent if unset)"),
-    opt("start_page", false, "page: number of the first page (default 1)"),
-    opt("cursor_path", false, "cursor: dot path of the next-page token in the body"),
-    opt("cursor_param", false, "cursor: query parameter the token is sent in"),
-    opt("has_more_path", false, "stop rule: dot path of a boolean; false stops"),
-    opt("total_path", false, "stop rule: dot path of the total record count; reaching it stops"),
+    opt(
+        "path",
+        false,
+        "path appended to base_url (default: /<table>)",
+    ),
+    opt(
+        "url",
+        false,
+        "full URL of the endpoint; overrides base_url and path",
+    ),
+    opt(
+        "records",
+        false,
+        "dot path to the array of records in the body (default: the body itself; an object is one row)",
+    ),
+    opt(
+        "header.*",
+        true,
+        "an HTTP header, e.g. header.Authorization 'env:API_TOKEN'",
+    ),
+    opt(
+        "query.*",
+        false,
+        "a query parameter sent with every request",
+    ),
+    opt(
+        "pagination",
+        false,
+        "none | next_url | link_header | offset | page | cursor (default none)",
+    ),
+    opt(
+        "next_url_path",
+        false,
+        "next_url: dot path of the next page's URL in the body (default next)",
+    ),
+    opt(
+        "offset_param",
+        false,
+        "offset: query parameter for the offset (default offset)",
+    ),
+    opt(
+        "limit_param",
+        false,
+        "offset: query parameter for the page size (default limit)",
+    ),
+    opt(
+        "page_size",
+        false,
+        "offset/page: records per page (default 100)",
+    ),
+    opt(
+        "page_param",
+        false,
+        "page: query parameter for the page number (default page)",
+    ),
+    opt(
+        "page_size_param",
+        false,
+        "page: query parameter for the page size (not sent if unset)",
+    ),
+    opt(
+        "start_page",
+        false,
+        "page: number of the first page (default 1)",
+    ),
+    opt(
+        "cursor_path",
+        false,
+        "cursor: dot path of the next-page token in the body",
+    ),
+    opt(
+        "cursor_param",
+        false,
+        "cursor: query parameter the token is sent in",
+    ),
+    opt(
+        "has_more_path",
+        false,
+        "stop rule: dot path of a boolean; false stops",
+    ),
+    opt(
+        "total_path",
+        false,
+        "stop rule: dot path of the total record count; reaching it stops",
+    ),
     opt("max_pages", false, "stop rule: stop after this many pages"),
-    opt("schema", false, "declared schema, e.g. 'id bigint, name text, tags json' (default: inferred)"),
-    opt("infer_pages", false, "pages read to infer the schema (default 1)"),
-    opt("max_retries", false, "retries on 5xx, 429 and timeouts (default 5)"),
-    opt("retry_backoff_ms", false, "first retry delay, doubled each retry (default 250)"),
+    opt(
+        "schema",
+        false,
+        "declared schema, e.g. 'id bigint, name text, tags json' (default: inferred)",
+    ),
+    opt(
+        "infer_pages",
+        false,
+        "pages read to infer the schema (default 1)",
+    ),
+    opt(
+        "max_retries",
+        false,
+        "retries on 5xx, 429 and timeouts (default 5)",
+    ),
+    opt(
+        "retry_backoff_ms",
+        false,
+        "first retry delay, doubled each retry (default 250)",
+    ),
     opt("timeout_ms", false, "request timeout (default 30000)"),
-    opt("filter.*", false, "push a filter into a query parameter: filter.<column> '<param>' sends col > v, >= v or = v as <param>=v"),
+    opt(
+        "filter.*",
+        false,
+        "push a filter into a query parameter: filter.<column> '<param>' sends col > v, >= v or = v as <param>=v",
+    ),
 ];
 
 /// Options only a source has.
 pub const SOURCE_OPTIONS: &[OptionSpec] = &[
-    OptionSpec { name: "base_url", required: true, secret: false, help: "the API's base URL, e.g. 'https://api.example.com' or '${API_URL:-https://api.example.com}'" },
-    opt("tables.*", false, "tables.<name>.<option>: declares table <name> with a table option"),
+    OptionSpec {
+        name: "base_url",
+        required: true,
+        secret: false,
+        help: "the API's base URL, e.g. 'https://api.example.com' or '${API_URL:-https://api.example.com}'",
+    },
+    opt(
+        "tables.*",
+        false,
+        "tables.<name>.<option>: declares table <name> with a table option",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pagination {
     None,
-    NextUrl { path: String },
+    NextUrl {
+        path: String,
+    },
     LinkHeader,
-    Offset { offset_param: String, limit_param: String, page_size: u64 },
-    Page { page_param: String, size_param: Option<String>, page_size: u64, start: u64 },
-    Cursor { path: String, param: String },
+    Offset {
+        offset_param: String,
+        limit_param: String,
+        page_size: u64,
+    },
+    Page {
+        page_param: String,
+        size_param: Option<String>,
+        page_size: u64,
+        start: u64,
+    },
+    Cursor {
+        path: String,
+        param: String,
+    },
 }
 
 impl Pagination {
@@ -99,13 +215,20 @@ fn num(key: &str, v: Option<&String>, default: u64) -> Result<u64> {
 }
 
 /// Checks raw option keys of a table.
-pub fn validate_table_keys<'a>(what: &str, keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
+pub fn validate_table_keys<'a>(
+    what: &str,
+    keys: impl IntoIterator<Item = &'a String>,
+) -> Result<()> {
     validate_options(what, TABLE_OPTIONS, keys)
 }
 
 impl HttpTableOptions {
     /// Resolves a table's options. `base_url` is used with `path` unless `url` is given.
-    pub fn parse(table: &str, base_url: Option<&str>, raw: &BTreeMap<String, String>) -> Result<Self> {
+    pub fn parse(
+        table: &str,
+        base_url: Option<&str>,
+        raw: &BTreeMap<String, String>,
+    ) -> Result<Self> {
         let get = |k: &str| -> Result<Option<String>> {
             raw.get(k).map(|v| resolve_value(k, v)).transpose()
         };
@@ -113,13 +236,23 @@ impl HttpTableOptions {
             Some(u) => u,
             None => {
                 let base = base_url.ok_or_else(|| {
-                    Error::InvalidInput(format!("HTTP table '{table}' needs a base_url on its source or a url option"))
+                    Error::InvalidInput(format!(
+                        "HTTP table '{table}' needs a base_url on its source or a url option"
+                    ))
                 })?;
                 let path = get("path")?.unwrap_or_else(|| format!("/{table}"));
-                format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+                format!(
+                    "{}/{}",
+                    base.trim_end_matches('/'),
+                    path.trim_start_matches('/')
+                )
             }
         };
-        url::Url::parse(&url).map_err(|e| Error::InvalidInput(format!("HTTP table '{table}': '{url}' is not a valid URL: {e}")))?;
+        url::Url::parse(&url).map_err(|e| {
+            Error::InvalidInput(format!(
+                "HTTP table '{table}': '{url}' is not a valid URL: {e}"
+            ))
+        })?;
         let mut headers = Vec::new();
         let mut query = Vec::new();
         let mut filters = BTreeMap::new();
@@ -171,11 +304,18 @@ impl HttpTableOptions {
             pagination,
             has_more_path: get("has_more_path")?,
             total_path: get("total_path")?,
-            max_pages: raw.get("max_pages").map(|_| num("max_pages", raw.get("max_pages"), 0)).transpose()?,
+            max_pages: raw
+                .get("max_pages")
+                .map(|_| num("max_pages", raw.get("max_pages"), 0))
+                .transpose()?,
             schema: get("schema")?,
             infer_pages: num("infer_pages", raw.get("infer_pages"), 1)?.max(1),
             max_retries: num("max_retries", raw.get("max_retries"), 5)? as u32,
-            backoff: Duration::from_millis(num("retry_backoff_ms", raw.get("retry_backoff_ms"), 250)?),
+            backoff: Duration::from_millis(num(
+                "retry_backoff_ms",
+                raw.get("retry_backoff_ms"),
+                250,
+            )?),
             timeout: Duration::from_millis(num("timeout_ms", raw.get("timeout_ms"), 30_000)?),
             filters,
         })

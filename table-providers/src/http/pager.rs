@@ -41,7 +41,9 @@ pub struct Pager {
 }
 
 fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').filter(|p| !p.is_empty()).try_fold(v, |v, p| v.get(p))
+    path.split('.')
+        .filter(|p| !p.is_empty())
+        .try_fold(v, |v, p| v.get(p))
 }
 
 /// The `rel="next"` target of a `Link` header.
@@ -55,7 +57,12 @@ fn link_next(headers: &HeaderMap) -> Option<String> {
                 let p = p.trim().replace(' ', "");
                 p == "rel=\"next\"" || p == "rel=next"
             }) {
-                return Some(target.trim_start_matches('<').trim_end_matches('>').to_string());
+                return Some(
+                    target
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string(),
+                );
             }
         }
     }
@@ -63,13 +70,28 @@ fn link_next(headers: &HeaderMap) -> Option<String> {
 }
 
 impl Pager {
-    pub fn new(client: Client, opts: Arc<HttpTableOptions>, extra: Vec<(String, String)>) -> Result<Self> {
-        let base = Url::parse(&opts.url).map_err(|e| Error::InvalidInput(format!("'{}' is not a valid URL: {e}", opts.url)))?;
+    pub fn new(
+        client: Client,
+        opts: Arc<HttpTableOptions>,
+        extra: Vec<(String, String)>,
+    ) -> Result<Self> {
+        let base = Url::parse(&opts.url)
+            .map_err(|e| Error::InvalidInput(format!("'{}' is not a valid URL: {e}", opts.url)))?;
         let start = match &opts.pagination {
             Pagination::Page { start, .. } => *start,
             _ => 0,
         };
-        let mut pager = Pager { client, opts, base, extra, next: None, pages: 0, records: 0, offset: 0, page: start };
+        let mut pager = Pager {
+            client,
+            opts,
+            base,
+            extra,
+            next: None,
+            pages: 0,
+            records: 0,
+            offset: 0,
+            page: start,
+        };
         pager.next = Some(pager.url_with_style());
         Ok(pager)
     }
@@ -86,11 +108,20 @@ impl Pager {
                 q.append_pair(k, v);
             }
             match &self.opts.pagination {
-                Pagination::Offset { offset_param, limit_param, page_size } => {
+                Pagination::Offset {
+                    offset_param,
+                    limit_param,
+                    page_size,
+                } => {
                     q.append_pair(offset_param, &self.offset.to_string());
                     q.append_pair(limit_param, &page_size.to_string());
                 }
-                Pagination::Page { page_param, size_param, page_size, .. } => {
+                Pagination::Page {
+                    page_param,
+                    size_param,
+                    page_size,
+                    ..
+                } => {
                     q.append_pair(page_param, &self.page.to_string());
                     if let Some(p) = size_param {
                         q.append_pair(p, &page_size.to_string());
@@ -107,7 +138,9 @@ impl Pager {
 
     /// Fetches the next page, or `None` when a stop rule has fired.
     pub async fn next_page(&mut self) -> Result<Option<PageRecords>> {
-        let Some(url) = self.next.take() else { return Ok(None) };
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
         let page = client::get(&self.client, &url, &self.opts).await?;
         self.pages += 1;
         let n = self.pages;
@@ -126,7 +159,10 @@ impl Pager {
             Some(obj @ Value::Object(_)) => vec![obj.clone()],
             Some(other) => vec![other.clone()],
             None if n == 1 => {
-                let keys = body.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                let keys = body
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
                 return Err(Error::InvalidInput(format!(
                     "records path '{}' is not in the response of GET {url}; the top-level keys are: {keys}; fix the records option",
                     self.opts.records.as_deref().unwrap_or("")
@@ -161,7 +197,9 @@ impl Pager {
                 _ => None,
             },
             Pagination::LinkHeader => match link_next(&page.headers) {
-                Some(s) => Some(url.join(&s).map_err(|e| upstream(format!("page {n}: Link next '{s}' is not a valid URL: {e}")))?),
+                Some(s) => Some(url.join(&s).map_err(|e| {
+                    upstream(format!("page {n}: Link next '{s}' is not a valid URL: {e}"))
+                })?),
                 None => None,
             },
             Pagination::Offset { page_size, .. } => {
