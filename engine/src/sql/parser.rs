@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     ObjectNamePart, Query, SetExpr, Statement as SQLStatement, TableObject, Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
@@ -117,7 +118,10 @@ impl fmt::Display for HakiriStatement {
 pub fn parse_statements(sql: &str) -> Result<Vec<HakiriStatement>> {
     let dialect = GenericDialect {};
     let mut p = HakiriParser {
-        df: DFParserBuilder::new(sql).with_dialect(&dialect).build()?,
+        df: DFParserBuilder::new(sql)
+            .with_dialect(&dialect)
+            .build()
+            .map_err(df_parse_err)?,
     };
     let mut out = Vec::new();
     loop {
@@ -145,6 +149,23 @@ struct HakiriParser<'a> {
 
 fn sql_err(e: impl fmt::Display) -> Error {
     Error::InvalidInput(format!("SQL error: {e}"))
+}
+
+/// A sqlparser error as one `SQL error: <what>` message, without the parser's own prefix.
+fn parse_err(e: ParserError) -> Error {
+    match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => sql_err(m),
+        ParserError::RecursionLimitExceeded => sql_err("the statement nests too deeply"),
+    }
+}
+
+/// A parse error raised through `DFParser` (possibly wrapped with a diagnostic), rendered
+/// like [`parse_err`].
+fn df_parse_err(e: DataFusionError) -> Error {
+    match e.find_root() {
+        DataFusionError::SQL(pe, _) => parse_err(pe.as_ref().clone()),
+        _ => e.into(),
+    }
 }
 
 impl HakiriParser<'_> {
@@ -186,13 +207,13 @@ impl HakiriParser<'_> {
     }
 
     fn name(&mut self, kind: &str) -> Result<String> {
-        let ident = self.df.parser.parse_identifier().map_err(sql_err)?;
+        let ident = self.df.parser.parse_identifier().map_err(parse_err)?;
         validate_name(kind, &ident.value)?;
         Ok(ident.value)
     }
 
     fn string(&mut self) -> Result<String> {
-        self.df.parser.parse_literal_string().map_err(sql_err)
+        self.df.parser.parse_literal_string().map_err(parse_err)
     }
 
     fn parse_statement(&mut self) -> Result<HakiriStatement> {
@@ -254,10 +275,7 @@ impl HakiriParser<'_> {
                 name: self.name("pipeline")?,
             });
         }
-        let stmt = self
-            .df
-            .parse_statement()
-            .map_err(|e| Error::InvalidInput(strip_df_prefix(&e.to_string())))?;
+        let stmt = self.df.parse_statement().map_err(df_parse_err)?;
         Ok(HakiriStatement::DataFusion(Box::new(stmt)))
     }
 
@@ -270,13 +288,13 @@ impl HakiriParser<'_> {
         self.df
             .parser
             .expect_token(&Token::LParen)
-            .map_err(sql_err)?;
+            .map_err(parse_err)?;
         if self.df.parser.consume_token(&Token::RParen) {
             return Ok(out);
         }
         loop {
-            let key = self.df.parse_option_key()?;
-            let value = match self.df.parse_option_value()? {
+            let key = self.df.parse_option_key().map_err(df_parse_err)?;
+            let value = match self.df.parse_option_value().map_err(df_parse_err)? {
                 Value::SingleQuotedString(s)
                 | Value::DoubleQuotedString(s)
                 | Value::EscapedStringLiteral(s) => s,
@@ -292,7 +310,7 @@ impl HakiriParser<'_> {
             self.df
                 .parser
                 .expect_token(&Token::Comma)
-                .map_err(sql_err)?;
+                .map_err(parse_err)?;
         }
     }
 
@@ -316,12 +334,12 @@ impl HakiriParser<'_> {
                 self.df
                     .parser
                     .expect_token(&Token::LParen)
-                    .map_err(sql_err)?;
-                let column = self.df.parser.parse_identifier().map_err(sql_err)?.value;
+                    .map_err(parse_err)?;
+                let column = self.df.parser.parse_identifier().map_err(parse_err)?.value;
                 self.df
                     .parser
                     .expect_token(&Token::RParen)
-                    .map_err(sql_err)?;
+                    .map_err(parse_err)?;
                 let initial = if self.eat(&["INITIAL"]) {
                     Some(self.string()?)
                 } else {
@@ -343,7 +361,7 @@ impl HakiriParser<'_> {
             }
         }
         self.expect("AS")?;
-        let stmt = self.df.parser.parse_statement().map_err(sql_err)?;
+        let stmt = self.df.parser.parse_statement().map_err(parse_err)?;
         let body = PipelineBody::from_statement(&stmt)?;
         let spec = PipelineSpec {
             name,
@@ -355,15 +373,6 @@ impl HakiriParser<'_> {
         };
         Ok(HakiriStatement::CreatePipeline { spec, or_replace })
     }
-}
-
-fn strip_df_prefix(s: &str) -> String {
-    let s = s.strip_prefix("SQL error: ").unwrap_or(s);
-    format!(
-        "SQL error: {}",
-        s.trim_start_matches("ParserError(\"")
-            .trim_end_matches("\")")
-    )
 }
 
 /// A pipeline body split into its target table and the query that feeds it.
@@ -428,7 +437,7 @@ impl PipelineBody {
 /// Parses a pipeline body (`INSERT INTO context.t SELECT ...`).
 pub fn parse_pipeline_body(sql: &str) -> Result<PipelineBody> {
     let dialect = GenericDialect {};
-    let mut stmts = Parser::parse_sql(&dialect, sql).map_err(sql_err)?;
+    let mut stmts = Parser::parse_sql(&dialect, sql).map_err(parse_err)?;
     if stmts.len() != 1 {
         return Err(Error::InvalidInput(format!(
             "a pipeline body is one INSERT INTO ... SELECT statement, found {}",
@@ -471,6 +480,18 @@ mod tests {
         assert_eq!(spec.options["header.Accept"], "a/b");
         assert!(matches!(stmts[1], HakiriStatement::DataFusion(_)));
         assert!(matches!(stmts[2], HakiriStatement::ShowPipelines));
+    }
+
+    #[test]
+    fn parse_errors_read_the_same_from_every_layer() {
+        for sql in [
+            "CREATE SOURCE 1x TYPE http",
+            "CREATE SOURCE s TYPE http OPTIONS (a)",
+            "selec 1",
+        ] {
+            let msg = parse_statements(sql).unwrap_err().to_string();
+            assert!(msg.starts_with("SQL error: Expected"), "{sql}: {msg}");
+        }
     }
 
     #[test]
