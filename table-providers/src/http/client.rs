@@ -44,7 +44,8 @@ pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Re
         for (k, v) in &opts.headers {
             req = req.header(k, v);
         }
-        let (retryable, wait, why) = match req.send().await {
+        // Everything that falls through this match is worth retrying.
+        let (wait, why) = match req.send().await {
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {
@@ -70,9 +71,9 @@ pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Re
                             MAX_RETRY_AFTER.as_secs()
                         )));
                     }
-                    (true, after, format!("{status}"))
+                    (after, format!("{status}"))
                 } else if status.is_server_error() {
-                    (true, None, format!("{status}: {snippet}"))
+                    (None, format!("{status}: {snippet}"))
                 } else {
                     let hint = match status.as_u16() {
                         401 | 403 => "check the credentials in the source's header options",
@@ -85,7 +86,6 @@ pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Re
                 }
             }
             Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => (
-                true,
                 None,
                 if e.is_timeout() {
                     format!("timed out after {:?}", opts.timeout)
@@ -95,7 +95,6 @@ pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Re
             ),
             Err(e) => return Err(upstream(format!("GET {url} failed: {e}"))),
         };
-        debug_assert!(retryable);
         if attempt >= opts.max_retries {
             return Err(upstream(format!(
                 "GET {url} failed after {} attempts: {why}; the API may be down: run again later or raise max_retries",

@@ -138,13 +138,13 @@ pub struct HttpTable {
 impl HttpTable {
     /// Builds the table, inferring the schema from the first pages unless one is declared.
     pub async fn try_new(name: &str, opts: HttpTableOptions) -> Result<Self> {
+        let opts = Arc::new(opts);
         let schema = match &opts.schema {
             Some(text) => json::parse_declared_schema(text)?,
             None => {
                 let client = client::build_client(&opts)?;
                 let pages = opts.infer_pages;
-                let opts_arc = Arc::new(opts.clone());
-                let mut pager = Pager::new(client, opts_arc, Vec::new())?;
+                let mut pager = Pager::new(client, Arc::clone(&opts), Vec::new())?;
                 let mut sample = Vec::new();
                 while pager.pages() < pages {
                     match pager.next_page().await? {
@@ -164,7 +164,7 @@ impl HttpTable {
         };
         Ok(HttpTable {
             name: name.to_string(),
-            opts: Arc::new(opts),
+            opts,
             schema,
         })
     }

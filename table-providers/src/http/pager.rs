@@ -46,6 +46,15 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
         .try_fold(v, |v, p| v.get(p))
 }
 
+/// Moves the value at `path` out of `v` (leaving null there).
+fn take(v: &mut Value, path: &str) -> Option<Value> {
+    let target = path
+        .split('.')
+        .filter(|p| !p.is_empty())
+        .try_fold(v, |v, p| v.get_mut(p))?;
+    Some(target.take())
+}
+
 /// The `rel="next"` target of a `Link` header.
 fn link_next(headers: &HeaderMap) -> Option<String> {
     for value in headers.get_all(LINK) {
@@ -144,59 +153,75 @@ impl Pager {
         let page = client::get(&self.client, &url, &self.opts).await?;
         self.pages += 1;
         let n = self.pages;
-        let body: Value = serde_json::from_slice(&page.body).map_err(|e| {
+        let mut body: Value = serde_json::from_slice(&page.body).map_err(|e| {
             upstream(format!(
                 "page {n} (GET {url}) is not valid JSON: {e}; check that the endpoint returns JSON"
             ))
         })?;
-        let records = match &self.opts.records {
-            None => Some(&body),
-            Some(path) => lookup(&body, path),
-        };
-        let records: Vec<Value> = match records {
-            Some(Value::Array(items)) => items.clone(),
-            Some(Value::Null) => Vec::new(),
-            Some(obj @ Value::Object(_)) => vec![obj.clone()],
-            Some(other) => vec![other.clone()],
+        let opts = Arc::clone(&self.opts);
+        let path = opts.records.as_deref().unwrap_or("");
+        let len = match lookup(&body, path) {
+            Some(Value::Array(items)) => items.len() as u64,
+            Some(Value::Null) => 0,
+            Some(_) => 1,
             None if n == 1 => {
                 let keys = body
                     .as_object()
                     .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
                     .unwrap_or_default();
                 return Err(Error::InvalidInput(format!(
-                    "records path '{}' is not in the response of GET {url}; the top-level keys are: {keys}; fix the records option",
-                    self.opts.records.as_deref().unwrap_or("")
+                    "records path '{path}' is not in the response of GET {url}; the top-level keys are: {keys}; fix the records option"
                 )));
             }
-            None => Vec::new(),
+            None => 0,
         };
-        let bytes = page.body.len() as u64;
-        self.records += records.len() as u64;
-        let len = records.len() as u64;
-        if len == 0 {
-            return Ok(Some(PageRecords { records, bytes }));
+        self.records += len;
+        if len > 0 {
+            self.next = self.next_url(&url, &page.headers, &body, len)?;
         }
+        // Decide the next page first, then move the records out of the body: no copy.
+        let records = match take(&mut body, path) {
+            Some(Value::Array(items)) => items,
+            Some(Value::Null) | None => Vec::new(),
+            Some(other) => vec![other],
+        };
+        Ok(Some(PageRecords {
+            records,
+            bytes: page.body.len() as u64,
+        }))
+    }
+
+    /// Applies stop rules 3 to 6 to a page of `len` (> 0) records.
+    fn next_url(
+        &mut self,
+        url: &Url,
+        headers: &HeaderMap,
+        body: &Value,
+        len: u64,
+    ) -> Result<Option<Url>> {
+        let n = self.pages;
         if let Some(p) = &self.opts.has_more_path {
-            if lookup(&body, p).and_then(Value::as_bool) == Some(false) {
-                return Ok(Some(PageRecords { records, bytes }));
+            if lookup(body, p).and_then(Value::as_bool) == Some(false) {
+                return Ok(None);
             }
         }
         if let Some(p) = &self.opts.total_path {
-            if let Some(total) = lookup(&body, p).and_then(Value::as_u64) {
-                if self.records >= total {
-                    return Ok(Some(PageRecords { records, bytes }));
-                }
+            if lookup(body, p)
+                .and_then(Value::as_u64)
+                .is_some_and(|total| self.records >= total)
+            {
+                return Ok(None);
             }
         }
         let next = match &self.opts.pagination {
             Pagination::None => None,
-            Pagination::NextUrl { path } => match lookup(&body, path) {
+            Pagination::NextUrl { path } => match lookup(body, path) {
                 Some(Value::String(s)) if !s.is_empty() => Some(url.join(s).map_err(|e| {
                     upstream(format!("page {n}: next URL '{s}' is not a valid URL: {e}"))
                 })?),
                 _ => None,
             },
-            Pagination::LinkHeader => match link_next(&page.headers) {
+            Pagination::LinkHeader => match link_next(headers) {
                 Some(s) => Some(url.join(&s).map_err(|e| {
                     upstream(format!("page {n}: Link next '{s}' is not a valid URL: {e}"))
                 })?),
@@ -211,7 +236,7 @@ impl Pager {
                 (len >= *page_size).then(|| self.url_with_style())
             }
             Pagination::Cursor { path, param } => {
-                let token = match lookup(&body, path) {
+                let token = match lookup(body, path) {
                     Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
                     Some(Value::Number(num)) => Some(num.to_string()),
                     _ => None,
@@ -224,9 +249,8 @@ impl Pager {
             }
         };
         if self.opts.max_pages.is_some_and(|m| self.pages >= m) {
-            return Ok(Some(PageRecords { records, bytes }));
+            return Ok(None);
         }
-        self.next = next;
-        Ok(Some(PageRecords { records, bytes }))
+        Ok(next)
     }
 }
