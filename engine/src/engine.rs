@@ -298,7 +298,7 @@ impl Engine {
     pub fn check_pipeline(&self, spec: &PipelineSpec) -> Result<()> {
         validate_name("pipeline", &spec.name)?;
         let body = parse_pipeline_body(&spec.sql)
-            .map_err(|e| Error::InvalidInput(format!("pipeline '{}': {e}", spec.name)))?;
+            .map_err(|e| e.context(|e| format!("pipeline '{}': {e}", spec.name)))?;
         if body.target != spec.target {
             return Err(Error::Internal(format!(
                 "pipeline '{}' target mismatch",
@@ -666,19 +666,14 @@ impl Engine {
                 elapsed: t0.elapsed(),
             }),
             Err(e) => {
-                let msg = format!(
-                    "pipeline '{}' run {run_id} failed: {e}; nothing from this run was committed",
-                    spec.name
-                );
                 self.catalog
                     .fail_run(&run_id, self.clock.now(), &counters, &e.to_string())?;
-                Err(match e.category() {
-                    crate::error::ErrorCategory::Upstream => Error::Upstream(msg),
-                    crate::error::ErrorCategory::NotFound => Error::NotFound(msg),
-                    crate::error::ErrorCategory::Config => Error::Config(msg),
-                    crate::error::ErrorCategory::Internal => Error::Internal(msg),
-                    _ => Error::InvalidInput(msg),
-                })
+                Err(e.context(|e| {
+                    format!(
+                        "pipeline '{}' run {run_id} failed: {e}; nothing from this run was committed",
+                        spec.name
+                    )
+                }))
             }
         }
     }

@@ -48,6 +48,12 @@ pub enum Error {
     DataFusion(Box<DataFusionError>),
     #[error("internal error: {0}. This is a bug in Hakiri; please report it")]
     Internal(String),
+    /// An error re-worded with where it happened; see [`Error::context`].
+    #[error("{message}")]
+    Context {
+        category: ErrorCategory,
+        message: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,6 +69,16 @@ impl Error {
             Error::Upstream(_) => ErrorCategory::Upstream,
             Error::Catalog(_) | Error::Io { .. } | Error::Internal(_) => ErrorCategory::Internal,
             Error::DataFusion(e) => datafusion_category(e),
+            Error::Context { category, .. } => *category,
+        }
+    }
+
+    /// Re-words the error with `f` (which sees the original) and keeps its category, so a
+    /// front end still maps it to the same exit code or SQLSTATE.
+    pub fn context(self, f: impl FnOnce(&Error) -> String) -> Error {
+        Error::Context {
+            category: self.category(),
+            message: f(&self),
         }
     }
 

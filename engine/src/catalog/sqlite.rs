@@ -135,22 +135,6 @@ impl SqliteCatalog {
     }
 }
 
-fn pipeline_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(PipelineSpec, Option<String>)> {
-    let kind: Option<String> = row.get("cursor_kind")?;
-    let mode: String = row.get("write_mode")?;
-    let origin: String = row.get("origin")?;
-    let spec = PipelineSpec {
-        name: row.get("name")?,
-        sql: row.get("sql")?,
-        target: row.get("target_table")?,
-        cursor: None,
-        mode: WriteMode::parse(&mode).unwrap_or_default(),
-        origin: Origin::parse(&origin),
-    };
-    let _ = &kind;
-    Ok((spec, kind))
-}
-
 impl Catalog for SqliteCatalog {
     fn upsert_source(&self, spec: &SourceSpec, now: DateTime<Utc>) -> Result<()> {
         let options = serde_json::to_string(&spec.options)
@@ -241,17 +225,23 @@ impl Catalog for SqliteCatalog {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT * FROM pipelines ORDER BY name")?;
         let rows = stmt.query_map([], |r| {
-            let (mut spec, kind) = pipeline_from_row(r)?;
-            let column: Option<String> = r.get("cursor_column")?;
-            let initial: Option<String> = r.get("cursor_initial")?;
-            if let Some(kind) = kind.and_then(|k| CursorKind::parse(&k).ok()) {
-                spec.cursor = Some(CursorSpec {
+            let kind: Option<String> = r.get("cursor_kind")?;
+            let cursor = match kind.and_then(|k| CursorKind::parse(&k).ok()) {
+                Some(kind) => Some(CursorSpec {
                     kind,
-                    column,
-                    initial,
-                });
-            }
-            Ok(spec)
+                    column: r.get("cursor_column")?,
+                    initial: r.get("cursor_initial")?,
+                }),
+                None => None,
+            };
+            Ok(PipelineSpec {
+                name: r.get("name")?,
+                sql: r.get("sql")?,
+                target: r.get("target_table")?,
+                cursor,
+                mode: WriteMode::parse(&r.get::<_, String>("write_mode")?).unwrap_or_default(),
+                origin: Origin::parse(&r.get::<_, String>("origin")?),
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
