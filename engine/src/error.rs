@@ -140,3 +140,19 @@ fn display_datafusion(e: &DataFusionError) -> String {
         None => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_the_category() {
+        let e = Error::Unsupported("merge".into()).context(|e| format!("run failed: {e}"));
+        assert_eq!(e.category(), ErrorCategory::Unsupported);
+        assert_eq!(e.to_string(), "run failed: merge");
+        let io =
+            Error::io("/x", std::io::Error::other("disk full")).context(|e| format!("run: {e}"));
+        assert_eq!(io.category(), ErrorCategory::Internal);
+        assert!(!io.to_string().contains("bug"), "{io}");
+    }
+}
