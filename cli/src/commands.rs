@@ -299,13 +299,20 @@ fn print_plan(p: &PlanReport) {
     );
     match (&spec.cursor, &p.cursor) {
         (Some(c), Some(v)) => println!(
-            "  cursor: {} on {}, the run starts from {v}{}",
+            "  cursor: {}{}, the run starts from {v}{}{}",
             c.kind.as_str(),
-            c.column.as_deref().unwrap_or("-"),
+            c.column
+                .as_deref()
+                .map(|col| format!(" on {col}"))
+                .unwrap_or_default(),
             if p.cursor_is_initial {
                 " (INITIAL: no committed cursor yet)"
             } else {
                 " (committed)"
+            },
+            match (&c.lag, p.cursor_is_initial) {
+                (Some(lag), false) => format!(", minus LAG {lag}"),
+                _ => String::new(),
             }
         ),
         (Some(c), None) => println!(
@@ -313,6 +320,23 @@ fn print_plan(p: &PlanReport) {
             c.kind.as_str()
         ),
         (None, _) => println!("  cursor: none: the run reads everything"),
+    }
+    if p.pushdown.is_empty() {
+        println!("  pushed into sources: nothing (every row is read, then filtered)");
+    } else {
+        println!("  pushed into sources:");
+        for f in &p.pushdown {
+            println!(
+                "    {}: {} ({})",
+                f.table,
+                f.filter,
+                if f.exact {
+                    "Exact: the source applies it"
+                } else {
+                    "Inexact: the source narrows the read, Hakiri filters again"
+                }
+            );
+        }
     }
     println!("  physical plan:");
     for line in p.physical_plan.lines() {

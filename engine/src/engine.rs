@@ -4,31 +4,29 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, ArrayRef};
-use datafusion::arrow::compute::{SortOptions, sort_to_indices};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProviderFactory;
-use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::{ExecutionPlan, displayable, execute_stream};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{LogicalPlan, TableProviderFilterPushDown};
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SQLStatement;
-use futures::StreamExt;
 
 use crate::catalog::state_tables::StateSchemaProvider;
-use crate::catalog::{Catalog, RunCommit, SqliteCatalog};
+use crate::catalog::{Catalog, SqliteCatalog};
 use crate::error::{Error, Result};
-use crate::ports::{Clock, Destination, Source, SystemClock, Transform};
+use crate::ports::{Clock, Source, SystemClock};
 use crate::sources::{RESERVED_SCHEMAS, SourceSchemaProvider};
 use crate::sql::{HakiriStatement, parse_pipeline_body, parse_statements};
-use crate::store::{ContextSchemaProvider, ContextStore, LineageColumns, schema_text};
-use crate::types::{CursorKind, PipelineSpec, RunCounters, RunStatus, SourceSpec, validate_name};
+use crate::store::{ContextSchemaProvider, ContextStore};
+use crate::types::{
+    CursorKind, PipelineSpec, RunCounters, RunStatus, SourceSpec, WriteMode, validate_name,
+};
 
 const CATALOG_NAME: &str = "datafusion";
 
@@ -90,8 +88,20 @@ pub struct PlanReport {
     /// The committed cursor value, or the INITIAL one for a first run.
     pub cursor: Option<String>,
     pub cursor_is_initial: bool,
+    /// Filters pushed into source scans, the cursor predicate among them.
+    pub pushdown: Vec<PushedFilter>,
     /// The physical plan, indented, with what is pushed into each source scan.
     pub physical_plan: String,
+}
+
+/// A filter a source scan receives.
+#[derive(Debug, Clone)]
+pub struct PushedFilter {
+    /// The scanned table, `source.table`.
+    pub table: String,
+    pub filter: String,
+    /// Exact: the source applies it fully; Inexact: Hakiri filters what comes back again.
+    pub exact: bool,
 }
 
 /// Differences between the manifest and the catalog.
@@ -122,7 +132,12 @@ pub struct Engine {
     pipelines: RwLock<BTreeMap<String, PipelineSpec>>,
     recovery: Recovery,
     root: PathBuf,
+    /// Schemas runs learned from source data (new fields, wider types), by `source.table`.
+    hints: SchemaHints,
 }
+
+/// Schemas learned from source data, shared with every source's schema provider.
+pub type SchemaHints = Arc<RwLock<HashMap<String, SchemaRef>>>;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,9 +164,14 @@ impl Engine {
         let store = ContextStore::open(dir.join("store"))?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
 
+        let now = clock.now();
+        let interrupted_runs = catalog.recover_runs(&|r| crate::run::holder_alive(r, now), now)?;
+        let grace = chrono::Duration::from_std(crate::run::RETIRED_GRACE).unwrap_or_default();
+        let mut removed_files = catalog.purge_retired(now - grace)?;
+        removed_files.extend(store.remove_orphans(&catalog.all_files()?)?);
         let recovery = Recovery {
-            interrupted_runs: catalog.recover_runs(RunStatus::PartialFailure, clock.now())?,
-            removed_files: store.remove_orphans(&catalog.all_files()?)?,
+            interrupted_runs,
+            removed_files,
         };
 
         let config = SessionConfig::new()
@@ -194,6 +214,7 @@ impl Engine {
             pipelines: RwLock::new(BTreeMap::new()),
             recovery,
             root: root.to_path_buf(),
+            hints: SchemaHints::default(),
         };
         for spec in engine.catalog.list_sources()? {
             // A source whose connector is not built in stays in the catalog but is not
@@ -218,6 +239,16 @@ impl Engine {
     }
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
+    }
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    pub fn store(&self) -> &ContextStore {
+        &self.store
+    }
+    /// Makes `source.table` cover `schema` from now on (learned from its data by a run).
+    pub(crate) fn set_schema_hint(&self, table: &str, schema: SchemaRef) {
+        write(&self.hints).insert(table.to_string(), schema);
     }
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
@@ -280,7 +311,11 @@ impl Engine {
             .ok_or_else(|| Error::Internal("default catalog missing".into()))?;
         cat.register_schema(
             &spec.name,
-            Arc::new(SourceSchemaProvider::new(spec.clone(), connector)),
+            Arc::new(SourceSchemaProvider::new(
+                spec.clone(),
+                connector,
+                self.hints.clone(),
+            )),
         )?;
         write(&self.sources).insert(spec.name.clone(), spec.clone());
         Ok(())
@@ -294,9 +329,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Validates a pipeline spec without I/O: name, body shape, cursor use.
+    /// Validates a pipeline spec without I/O: name, clauses, body shape.
     pub fn check_pipeline(&self, spec: &PipelineSpec) -> Result<()> {
-        validate_name("pipeline", &spec.name)?;
+        spec.check()?;
         let body = parse_pipeline_body(&spec.sql)
             .map_err(|e| e.context(|e| format!("pipeline '{}': {e}", spec.name)))?;
         if body.target != spec.target {
@@ -304,14 +339,6 @@ impl Engine {
                 "pipeline '{}' target mismatch",
                 spec.name
             )));
-        }
-        if let Some(c) = &spec.cursor {
-            if c.kind == CursorKind::Monotonic && c.column.is_none() {
-                return Err(Error::InvalidInput(format!(
-                    "pipeline '{}': a monotonic cursor needs a column: CURSOR MONOTONIC (column)",
-                    spec.name
-                )));
-            }
         }
         Ok(())
     }
@@ -464,6 +491,9 @@ impl Engine {
                 .query("SELECT name, type, origin FROM hakiri.sources ORDER BY name")
                 .await
                 .map(Output::Stream),
+            HakiriStatement::ShowCreatePipeline { name } => {
+                Ok(Output::Message(self.pipeline(&name)?.to_string()))
+            }
             HakiriStatement::PlanPipeline { name } => self.plan_pipeline(&name).await.map(Output::Plan),
             HakiriStatement::RunPipeline { name } => self.run_pipeline(&name, &|_| {}).await.map(Output::Run),
             HakiriStatement::DataFusion(stmt) => self.run_datafusion(*stmt).await.map(Output::Stream),
@@ -550,7 +580,7 @@ impl Engine {
     }
 
     /// The cursor value a run of `spec` would start from, and whether it is the INITIAL one.
-    fn start_cursor(&self, spec: &PipelineSpec) -> Result<(Option<String>, bool)> {
+    pub(crate) fn start_cursor(&self, spec: &PipelineSpec) -> Result<(Option<String>, bool)> {
         let Some(c) = &spec.cursor else {
             return Ok((None, false));
         };
@@ -560,13 +590,33 @@ impl Engine {
         }
     }
 
-    /// Plans the pipeline's query with `$cursor` bound to `cursor`.
-    async fn physical_plan(
+    /// The pipeline's query as a logical plan with `$cursor` bound to `cursor` (minus the
+    /// cursor's LAG when `apply_lag`). A monotonic cursor's predicate also lets rows with a
+    /// NULL cursor through, for the NULL rule to see them.
+    async fn logical_plan(
         &self,
         spec: &PipelineSpec,
         cursor: Option<&str>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let body = parse_pipeline_body(&spec.sql)?;
+        apply_lag: bool,
+    ) -> Result<LogicalPlan> {
+        let mut body = parse_pipeline_body(&spec.sql)?;
+        let monotonic = spec.cursor.as_ref().filter(|c| c.kind == CursorKind::Monotonic);
+        if let Some(c) = monotonic {
+            let boundaries = crate::cursor::rewrite_predicate(&mut body.query, &spec.name)?;
+            let col = c.column.as_deref().unwrap_or_default();
+            if boundaries.is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "pipeline '{}' declares CURSOR MONOTONIC ({col}) but its query never compares with $cursor, so every run would read everything again: add WHERE {col} > $cursor",
+                    spec.name
+                )));
+            }
+            if boundaries.contains(&crate::cursor::Boundary::Inclusive) && spec.mode != WriteMode::Merge {
+                return Err(Error::InvalidInput(format!(
+                    "pipeline '{}' reads rows with {col} >= $cursor, which reads the last run's boundary rows again: use > $cursor, or MODE MERGE KEY (...) so re-read rows replace themselves",
+                    spec.name
+                )));
+            }
+        }
         let state = self.ctx.state();
         let stmt = DFStatement::Statement(Box::new(SQLStatement::Query(body.query)));
         let plan = state
@@ -576,18 +626,18 @@ impl Engine {
         let params = plan.get_parameter_types()?;
         let mut plan = plan;
         for (name, ty) in params {
-            if name != "$cursor" {
+            if name != crate::cursor::PLACEHOLDER {
                 return Err(Error::InvalidInput(format!(
                     "pipeline '{}' uses placeholder {name}: the only placeholder a pipeline may use is $cursor",
                     spec.name
                 )));
             }
-            if spec.cursor.is_none() {
+            let Some(c) = monotonic else {
                 return Err(Error::InvalidInput(format!(
-                    "pipeline '{}' uses $cursor but declares no cursor: add CURSOR MONOTONIC (column) INITIAL '<value>'",
+                    "pipeline '{}' uses $cursor, which belongs to a monotonic cursor: declare CURSOR MONOTONIC (column) INITIAL '<value>' (a TOKEN or SNAPSHOT cursor is handled by the source and has no $cursor)",
                     spec.name
                 )));
-            }
+            };
             let value = cursor.ok_or_else(|| {
                 Error::InvalidInput(format!(
                     "pipeline '{}' uses $cursor but has no committed cursor and no INITIAL value: add INITIAL '<value>' to its CURSOR clause",
@@ -595,243 +645,68 @@ impl Engine {
                 ))
             })?;
             let ty = ty.unwrap_or(DataType::Utf8);
-            let scalar = ScalarValue::try_from_string(value.to_string(), &ty).map_err(|e| {
-                Error::InvalidInput(format!(
-                    "pipeline '{}': cursor value '{value}' is not a valid {ty}: {e}",
-                    spec.name
-                ))
-            })?;
+            let lag = c.lag.as_deref().filter(|_| apply_lag);
+            let scalar = crate::cursor::bind(value, &ty, lag, &spec.name)?;
             plan = plan.with_param_values(vec![("cursor", scalar)])?;
         }
-        Ok(state
+        Ok(plan)
+    }
+
+    /// Plans the pipeline's query with `$cursor` bound (see [`Self::logical_plan`]).
+    pub(crate) async fn physical_plan(
+        &self,
+        spec: &PipelineSpec,
+        cursor: Option<&str>,
+        apply_lag: bool,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.logical_plan(spec, cursor, apply_lag).await?;
+        Ok(self
+            .ctx
+            .state()
             .create_physical_plan(&plan)
             .await
             .map_err(|e| self.explain_error(e.into()))?)
     }
 
-    /// What a run of `name` would do: the cursor it starts from and its physical plan.
+    /// What a run of `name` would do: the cursor it starts from, what is pushed into each
+    /// source scan (Exact: the source applies it; Inexact: Hakiri filters again) and the
+    /// physical plan.
     pub async fn plan_pipeline(&self, name: &str) -> Result<PlanReport> {
         let spec = self.pipeline(name)?;
         let (cursor, cursor_is_initial) = self.start_cursor(&spec)?;
-        let plan = self.physical_plan(&spec, cursor.as_deref()).await?;
+        let logical = self
+            .logical_plan(&spec, cursor.as_deref(), !cursor_is_initial)
+            .await?;
+        let state = self.ctx.state();
+        let optimized = state.optimize(&logical)?;
+        let mut pushdown = Vec::new();
+        optimized.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                for f in &scan.filters {
+                    let how = match scan.source.supports_filters_pushdown(&[f])?.first() {
+                        Some(TableProviderFilterPushDown::Exact) => "Exact",
+                        Some(TableProviderFilterPushDown::Inexact) => "Inexact",
+                        _ => continue,
+                    };
+                    pushdown.push(PushedFilter {
+                        table: scan.table_name.to_string(),
+                        filter: f.to_string(),
+                        exact: how == "Exact",
+                    });
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let plan = state
+            .create_physical_plan(&optimized)
+            .await
+            .map_err(|e| self.explain_error(e.into()))?;
         Ok(PlanReport {
             physical_plan: displayable(plan.as_ref()).indent(true).to_string(),
             pipeline: spec,
             cursor,
             cursor_is_initial,
+            pushdown,
         })
     }
-
-    /// Runs a pipeline: streams its plan into a staged Parquet file and commits the file,
-    /// the cursor and the run's counters in one catalog transaction. On any error the
-    /// staged file is removed, the run is marked failed and nothing is committed.
-    pub async fn run_pipeline(
-        &self,
-        name: &str,
-        progress: &(dyn Fn(&RunProgress) + Send + Sync),
-    ) -> Result<RunSummary> {
-        let spec = self.pipeline(name)?;
-        let started_at = self.clock.now();
-        let run_id = format!(
-            "{}-{}-{}",
-            spec.name,
-            started_at.format("%Y%m%dT%H%M%S%3fZ"),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        let (cursor_start, _) = self.start_cursor(&spec)?;
-        self.catalog
-            .begin_run(&run_id, &spec.name, started_at, cursor_start.as_deref())?;
-        let t0 = Instant::now();
-        let mut counters = RunCounters::default();
-        match self
-            .stream_run(
-                &spec,
-                &run_id,
-                started_at,
-                cursor_start.as_deref(),
-                &mut counters,
-                t0,
-                progress,
-            )
-            .await
-        {
-            Ok(cursor_end) => Ok(RunSummary {
-                run_id,
-                pipeline: spec.name.clone(),
-                table: spec.target.clone(),
-                status: RunStatus::Succeeded,
-                counters,
-                cursor_start,
-                cursor_end,
-                elapsed: t0.elapsed(),
-            }),
-            Err(e) => {
-                self.catalog
-                    .fail_run(&run_id, self.clock.now(), &counters, &e.to_string())?;
-                Err(e.context(|e| {
-                    format!(
-                        "pipeline '{}' run {run_id} failed: {e}; nothing from this run was committed",
-                        spec.name
-                    )
-                }))
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn stream_run(
-        &self,
-        spec: &PipelineSpec,
-        run_id: &str,
-        started_at: DateTime<Utc>,
-        cursor_start: Option<&str>,
-        counters: &mut RunCounters,
-        t0: Instant,
-        progress: &(dyn Fn(&RunProgress) + Send + Sync),
-    ) -> Result<Option<String>> {
-        let plan = self.physical_plan(spec, cursor_start).await?;
-        let lineage = LineageColumns {
-            run_id: run_id.to_string(),
-            loaded_at: started_at,
-        };
-        let input_schema: SchemaRef = plan.schema();
-        let out_schema = lineage.output_schema(&input_schema)?;
-        let cursor_col = match &spec.cursor {
-            Some(c) if c.kind == CursorKind::Monotonic => {
-                let col = c.column.clone().unwrap_or_default();
-                let idx = input_schema.index_of(&col).map_err(|_| {
-                    Error::InvalidInput(format!(
-                        "pipeline '{}': cursor column '{col}' is not in the SELECT's output; valid columns are {}",
-                        spec.name,
-                        input_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-                    ))
-                })?;
-                Some(idx)
-            }
-            _ => None,
-        };
-        let mut max_cursor: Option<ScalarValue> = None;
-        let mut writer = self.store.begin(&spec.target, run_id, out_schema.clone())?;
-        let result: Result<()> = async {
-            let task_ctx = self.ctx.task_ctx();
-            let mut stream = execute_stream(plan.clone(), task_ctx)?;
-            let mut last_report = Instant::now();
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                counters.rows_read += batch.num_rows() as u64;
-                if let Some(idx) = cursor_col {
-                    if let Some(v) = column_max(batch.column(idx))? {
-                        if max_cursor
-                            .as_ref()
-                            .is_none_or(|m| v.partial_cmp(m) == Some(std::cmp::Ordering::Greater))
-                        {
-                            max_cursor = Some(v);
-                        }
-                    }
-                }
-                writer.write(&lineage.apply(&batch)?)?;
-                counters.rows_written += batch.num_rows() as u64;
-                if last_report.elapsed() >= Duration::from_millis(200) {
-                    last_report = Instant::now();
-                    let (pages, bytes) = source_metrics(&plan);
-                    progress(&RunProgress {
-                        pipeline: spec.name.clone(),
-                        rows: counters.rows_written,
-                        pages,
-                        bytes,
-                        elapsed: t0.elapsed(),
-                    });
-                }
-            }
-            Ok(())
-        }
-        .await;
-        let (pages, bytes) = source_metrics(&plan);
-        counters.pages = pages;
-        counters.bytes = bytes;
-        if let Err(e) = result {
-            writer.abort();
-            return Err(e);
-        }
-        let table_exists = !self.catalog.table_files(&spec.target)?.is_empty();
-        let replace = spec.mode == crate::types::WriteMode::Replace;
-        let files = if counters.rows_written == 0 && table_exists && !replace {
-            writer.abort();
-            Vec::new()
-        } else {
-            writer.finish()?
-        };
-        let cursor_end = match (&spec.cursor, max_cursor) {
-            (Some(_), Some(v)) => Some(v.to_string()),
-            (Some(_), None) => cursor_start.map(|s| s.to_string()),
-            (None, _) => None,
-        };
-        let commit = RunCommit {
-            run_id: run_id.to_string(),
-            pipeline: spec.name.clone(),
-            table: spec.target.clone(),
-            files: files.clone(),
-            replace,
-            cursor: match (&spec.cursor, &cursor_end) {
-                (Some(c), Some(v)) => Some((c.kind.as_str().to_string(), v.clone())),
-                _ => None,
-            },
-            schema: Some(schema_text(&out_schema)),
-            counters: counters.clone(),
-            ended_at: self.clock.now(),
-        };
-        let outcome = match self.catalog.commit_run(&commit) {
-            Ok(o) => o,
-            Err(e) => {
-                for f in &files {
-                    let _ = std::fs::remove_file(self.store.absolute(&f.path));
-                }
-                return Err(e);
-            }
-        };
-        for path in outcome.removed_files {
-            if !files.iter().any(|f| f.path == path) {
-                let _ = std::fs::remove_file(self.store.absolute(&path));
-            }
-        }
-        Ok(cursor_end)
-    }
-}
-
-/// The maximum non-null value of a column, found with a top-1 sort so any orderable type works.
-fn column_max(array: &ArrayRef) -> Result<Option<ScalarValue>> {
-    if array.len() == array.null_count() {
-        return Ok(None);
-    }
-    let opts = SortOptions {
-        descending: true,
-        nulls_first: false,
-    };
-    let idx = sort_to_indices(array.as_ref(), Some(opts), Some(1))
-        .map_err(|e| Error::InvalidInput(format!("cursor column cannot be ordered: {e}")))?;
-    Ok(Some(ScalarValue::try_from_array(
-        array,
-        idx.value(0) as usize,
-    )?))
-}
-
-/// Sums the `pages` and `bytes` metrics that source scans report.
-fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
-    let mut pages = 0;
-    let mut bytes = 0;
-    let mut stack = vec![plan.clone()];
-    while let Some(p) = stack.pop() {
-        if let Some(m) = p.metrics() {
-            pages += m
-                .sum_by_name("pages")
-                .map(|v| v.as_usize() as u64)
-                .unwrap_or(0);
-            bytes += m
-                .sum_by_name("bytes")
-                .map(|v| v.as_usize() as u64)
-                .unwrap_or(0);
-        }
-        stack.extend(p.children().into_iter().cloned());
-    }
-    (pages, bytes)
 }

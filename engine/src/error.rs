@@ -124,6 +124,12 @@ impl From<DataFusionError> for Error {
     }
 }
 
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Error::DataFusion(Box::new(DataFusionError::ArrowError(Box::new(e), None)))
+    }
+}
+
 impl From<Error> for DataFusionError {
     fn from(e: Error) -> Self {
         match e {

@@ -2,9 +2,12 @@
 //! and the context store. It depends on DataFusion and nothing of Hakiri's.
 
 pub mod catalog;
+pub mod cursor;
 pub mod engine;
 pub mod error;
 pub mod ports;
+mod run;
+pub mod schema;
 pub mod sources;
 pub mod sql;
 pub mod store;
@@ -14,3 +17,4 @@ pub use engine::{
     ChangeSet, Engine, EngineOptions, Output, PlanReport, Recovery, RunProgress, RunSummary,
 };
 pub use error::{Error, ErrorCategory, Result};
+pub use run::{LEASE, RETIRED_GRACE, holder_alive, this_holder};

@@ -14,7 +14,7 @@ use datafusion::catalog::TableProvider;
 pub use crate::catalog::Catalog;
 use crate::catalog::FileEntry;
 use crate::error::{Error, Result};
-use crate::types::SourceSpec;
+use crate::types::{SchemaPolicy, SourceSpec};
 
 /// One option a connector accepts, declared as data so `OPTIONS (...)` can be checked
 /// before any I/O and an unknown key answered with the list of valid ones.
@@ -82,11 +82,92 @@ pub trait Source: Debug + Send + Sync {
     }
     /// The table names the source declares.
     fn table_names(&self, spec: &SourceSpec) -> Vec<String>;
-    /// Builds the table provider for `table`; may do I/O (schema inference).
+    /// Builds the table provider for `table`; may do I/O (schema inference). `hint` is a
+    /// schema a pipeline run learned from the source's data (new fields, wider types) that
+    /// the table's own schema must cover.
     ///
     /// # Errors
     /// `NotFound` naming the declared tables when `table` is not one of them.
-    async fn table(&self, spec: &SourceSpec, table: &str) -> Result<Arc<dyn TableProvider>>;
+    async fn table(
+        &self,
+        spec: &SourceSpec,
+        table: &str,
+        hint: Option<SchemaRef>,
+    ) -> Result<Arc<dyn TableProvider>>;
+}
+
+/// What a pipeline run tells the source scans it executes, and what they report back. The
+/// engine puts it in the run's `SessionConfig` (`get_extension::<RunContext>()`); a scan
+/// outside a pipeline run finds none and behaves as a plain query.
+#[derive(Debug, Default)]
+pub struct RunContext {
+    /// Token cursor: the resume token to start from (`None`: the first page).
+    pub resume_token: Option<String>,
+    /// Token cursor: stop after this many pages, so the run can checkpoint.
+    pub page_budget: Option<u64>,
+    /// Snapshot cursor: the committed snapshot id, for a conditional request.
+    pub snapshot_id: Option<String>,
+    /// What to do with values that do not fit the table's types.
+    pub schema_policy: SchemaPolicy,
+    report: Mutex<RunReport>,
+}
+
+/// What source scans reported during one execution of a run's plan.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    /// The token to resume from after the pages read so far.
+    pub token: Option<String>,
+    /// The source has no page after the ones read.
+    pub exhausted: bool,
+    /// The source's id of the snapshot it returned (an ETag, a snapshot id).
+    pub snapshot_id: Option<String>,
+    /// The source says the snapshot is the committed one (for example HTTP 304).
+    pub unchanged: bool,
+    /// Schema drift that stopped a scan: the run plans again with these schemas.
+    pub drift: Vec<SourceDrift>,
+    /// Records a scan left out under `ON SCHEMA CHANGE DISCARD`.
+    pub rows_discarded: u64,
+}
+
+/// A source table whose data outgrew the schema the run was planned with.
+#[derive(Debug, Clone)]
+pub struct SourceDrift {
+    /// `<source>.<table>`.
+    pub table: String,
+    /// The schema that covers the data seen.
+    pub evolved: SchemaRef,
+    /// What changed, one line each (`new field 'x' (Utf8) on page 3`).
+    pub changes: Vec<String>,
+}
+
+impl RunContext {
+    pub fn new(
+        resume_token: Option<String>,
+        page_budget: Option<u64>,
+        snapshot_id: Option<String>,
+        schema_policy: SchemaPolicy,
+    ) -> Self {
+        RunContext {
+            resume_token,
+            page_budget,
+            snapshot_id,
+            schema_policy,
+            report: Mutex::default(),
+        }
+    }
+
+    /// The run context of a scan's session, if it runs inside a pipeline run.
+    pub fn of(config: &datafusion::execution::config::SessionConfig) -> Option<Arc<RunContext>> {
+        config.get_extension::<RunContext>()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut RunReport)) {
+        f(&mut self.report.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn report(&self) -> RunReport {
+        self.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A staged write into the destination: nothing is visible until the catalog commit that
@@ -101,7 +182,15 @@ pub trait StagedWrite: Send {
 
 /// Where a run's rows go: the context store.
 pub trait Destination: Debug + Send + Sync {
-    fn begin(&self, table: &str, run_id: &str, schema: SchemaRef) -> Result<Box<dyn StagedWrite>>;
+    /// Starts part `part` of a run's output for `table` (a run that checkpoints writes
+    /// several parts).
+    fn begin(
+        &self,
+        table: &str,
+        run_id: &str,
+        part: u32,
+        schema: SchemaRef,
+    ) -> Result<Box<dyn StagedWrite>>;
 }
 
 /// A per-batch transformation applied between the plan's output and the destination.

@@ -68,11 +68,16 @@ pub fn resolve_value(option: &str, value: &str) -> Result<String> {
 pub struct SourceSchemaProvider {
     spec: SourceSpec,
     connector: Arc<dyn Source>,
+    hints: crate::engine::SchemaHints,
 }
 
 impl SourceSchemaProvider {
-    pub fn new(spec: SourceSpec, connector: Arc<dyn Source>) -> Self {
-        SourceSchemaProvider { spec, connector }
+    pub fn new(spec: SourceSpec, connector: Arc<dyn Source>, hints: crate::engine::SchemaHints) -> Self {
+        SourceSchemaProvider {
+            spec,
+            connector,
+            hints,
+        }
     }
 }
 
@@ -83,7 +88,13 @@ impl SchemaProvider for SourceSchemaProvider {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(Some(self.connector.table(&self.spec, name).await?))
+        let hint = self
+            .hints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&format!("{}.{name}", self.spec.name))
+            .cloned();
+        Ok(Some(self.connector.table(&self.spec, name, hint).await?))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -1,9 +1,10 @@
 //! The context store: Parquet files under `.hakiri/store/<table>/`, visible only once a
 //! catalog transaction names them (ARCHITECTURE.md, commit protocol).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,12 +38,68 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 #[derive(Debug, Clone)]
 pub struct ContextStore {
     root: PathBuf,
+    /// Each committed file's schema, read once from its Parquet footer (files never change).
+    schemas: Arc<Mutex<HashMap<String, SchemaRef>>>,
 }
 
 impl ContextStore {
     pub fn open(root: PathBuf) -> Result<Self> {
         fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-        Ok(ContextStore { root })
+        Ok(ContextStore {
+            root,
+            schemas: Arc::default(),
+        })
+    }
+
+    /// The Arrow schema of a committed file.
+    pub fn file_schema(&self, relative: &str) -> Result<SchemaRef> {
+        if let Some(s) = self.schemas.lock().unwrap_or_else(|e| e.into_inner()).get(relative) {
+            return Ok(s.clone());
+        }
+        let path = self.absolute(relative);
+        let file = File::open(&path).map_err(|e| {
+            Error::Internal(format!(
+                "committed file {} is missing: {e}; the context store was changed outside Hakiri",
+                path.display()
+            ))
+        })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| Error::Internal(format!("reading {}: {e}", path.display())))?;
+        let schema = builder.schema().clone();
+        self.schemas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(relative.to_string(), schema.clone());
+        Ok(schema)
+    }
+
+    /// A table's schema: its files' schemas folded in commit order (see [`crate::schema`]).
+    pub fn table_schema(&self, files: &[FileEntry]) -> Result<Option<Schema>> {
+        let schemas = files
+            .iter()
+            .map(|f| self.file_schema(&f.path))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::schema::fold(schemas))
+    }
+
+    /// A table over an explicit list of committed files, read with the table's schema
+    /// (DataFusion casts each file's columns to it).
+    pub fn table_provider(&self, files: &[FileEntry]) -> Result<Arc<dyn TableProvider>> {
+        let schema = self
+            .table_schema(files)?
+            .ok_or_else(|| Error::Internal("a table needs at least one file".into()))?;
+        let urls = files
+            .iter()
+            .map(|f| {
+                ListingTableUrl::parse(self.absolute(&f.path).to_string_lossy()).map_err(Error::from)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(Arc::new(schema));
+        Ok(Arc::new(ListingTable::try_new(config)?))
     }
 
     pub fn root(&self) -> &Path {
@@ -96,11 +153,21 @@ impl ContextStore {
 }
 
 impl Destination for ContextStore {
-    fn begin(&self, table: &str, run_id: &str, schema: SchemaRef) -> Result<Box<dyn StagedWrite>> {
+    fn begin(
+        &self,
+        table: &str,
+        run_id: &str,
+        part: u32,
+        schema: SchemaRef,
+    ) -> Result<Box<dyn StagedWrite>> {
         let dir = self.root.join(table);
         let staging = dir.join("_staging");
         fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-        let name = format!("{run_id}.parquet");
+        let name = if part == 0 {
+            format!("{run_id}.parquet")
+        } else {
+            format!("{run_id}-{part:04}.parquet")
+        };
         let staged = staging.join(format!("{name}.tmp"));
         let file = File::create(&staged).map_err(|e| Error::io(&staged, e))?;
         let props = WriterProperties::builder()
@@ -255,33 +322,6 @@ impl ContextSchemaProvider {
     pub fn new(catalog: Arc<dyn Catalog>, store: ContextStore) -> Self {
         ContextSchemaProvider { catalog, store }
     }
-
-    /// Builds a table over an explicit list of committed files.
-    pub fn table_over_files(&self, files: &[FileEntry]) -> Result<Arc<dyn TableProvider>> {
-        let mut schemas = Vec::new();
-        let mut urls = Vec::new();
-        for f in files {
-            let path = self.store.absolute(&f.path);
-            let file = File::open(&path).map_err(|e| {
-                Error::Internal(format!(
-                    "committed file {} is missing: {e}; the context store was changed outside Hakiri",
-                    path.display()
-                ))
-            })?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| Error::Internal(format!("reading {}: {e}", path.display())))?;
-            schemas.push(builder.schema().as_ref().clone());
-            urls.push(ListingTableUrl::parse(path.to_string_lossy()).map_err(Error::from)?);
-        }
-        let schema = Schema::try_merge(schemas)
-            .map_err(|e| Error::Internal(format!("merging file schemas: {e}")))?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(Arc::new(schema));
-        Ok(Arc::new(ListingTable::try_new(config)?))
-    }
 }
 
 #[async_trait]
@@ -298,7 +338,7 @@ impl SchemaProvider for ContextSchemaProvider {
         if files.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.table_over_files(&files)?))
+        Ok(Some(self.store.table_provider(&files)?))
     }
 
     fn table_exist(&self, name: &str) -> bool {

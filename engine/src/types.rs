@@ -6,9 +6,10 @@ use std::fmt;
 use crate::error::{Error, Result};
 
 /// How a pipeline remembers where it stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CursorKind {
     /// A column whose committed maximum is stored; the next run reads rows past it.
+    #[default]
     Monotonic,
     /// A resume token handed back by the source (next-page token, sync token).
     OpaqueToken,
@@ -25,6 +26,15 @@ impl CursorKind {
         }
     }
 
+    /// The keyword in `CREATE PIPELINE ... CURSOR <keyword>`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            CursorKind::Monotonic => "MONOTONIC",
+            CursorKind::OpaqueToken => "TOKEN",
+            CursorKind::SnapshotId => "SNAPSHOT",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().replace('-', "_").as_str() {
             "monotonic" => Ok(CursorKind::Monotonic),
@@ -37,14 +47,90 @@ impl CursorKind {
     }
 }
 
+/// What a monotonic cursor does with rows whose cursor column is NULL. Such rows never
+/// compare greater than a cursor, so without a rule they would vanish; Hakiri lets them
+/// through the cursor predicate and applies the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NullRule {
+    /// The run fails, naming how many rows had a NULL cursor (the default).
+    #[default]
+    Fail,
+    /// The rows are left out, counted in `hakiri.runs.rows_skipped` and reported in an event.
+    Skip,
+    /// The rows are loaded; they do not move the cursor (every run loads them again, so use
+    /// it with MODE MERGE).
+    Load,
+}
+
+impl NullRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NullRule::Fail => "fail",
+            NullRule::Skip => "skip",
+            NullRule::Load => "load",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fail" => Ok(NullRule::Fail),
+            "skip" => Ok(NullRule::Skip),
+            "load" => Ok(NullRule::Load),
+            other => Err(Error::InvalidInput(format!(
+                "unknown NULL cursor rule '{other}': valid rules are fail, skip, load"
+            ))),
+        }
+    }
+}
+
 /// A pipeline's cursor declaration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CursorSpec {
     pub kind: CursorKind,
-    /// For `Monotonic`: the column whose maximum is stored.
+    /// For `Monotonic`: the column of the SELECT's output whose maximum is stored.
     pub column: Option<String>,
     /// The value bound to `$cursor` before the first committed run.
     pub initial: Option<String>,
+    /// For `Monotonic`: `$cursor` is bound to the committed value minus this (a number, or an
+    /// interval such as '1 hour' for timestamps), so a window is read again.
+    pub lag: Option<String>,
+    /// For `Monotonic`: what happens to rows whose cursor is NULL.
+    pub on_null: NullRule,
+}
+
+/// What a run does when its rows do not fit the context table's column types. New columns
+/// are always added and widening changes (int to bigint, int to double) always applied;
+/// the policy decides the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaPolicy {
+    /// The column becomes a variant: JSON text holding every value (the default).
+    #[default]
+    Evolve,
+    /// The run fails and nothing is committed.
+    Freeze,
+    /// Rows whose value does not fit are left out and counted in `rows_discarded`.
+    Discard,
+}
+
+impl SchemaPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaPolicy::Evolve => "evolve",
+            SchemaPolicy::Freeze => "freeze",
+            SchemaPolicy::Discard => "discard",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "evolve" => Ok(SchemaPolicy::Evolve),
+            "freeze" => Ok(SchemaPolicy::Freeze),
+            "discard" => Ok(SchemaPolicy::Discard),
+            other => Err(Error::InvalidInput(format!(
+                "unknown schema change policy '{other}': valid policies are evolve, freeze, discard"
+            ))),
+        }
+    }
 }
 
 /// A cursor's committed state.
@@ -61,6 +147,9 @@ pub enum WriteMode {
     /// New rows are added next to the existing ones.
     #[default]
     Append,
+    /// Rows are merged on the pipeline's key: the latest row of a key wins, also among
+    /// duplicates within one run.
+    Merge,
     /// The run's rows replace the table's contents in one catalog transaction.
     Replace,
 }
@@ -69,6 +158,7 @@ impl WriteMode {
     pub fn as_str(self) -> &'static str {
         match self {
             WriteMode::Append => "append",
+            WriteMode::Merge => "merge",
             WriteMode::Replace => "replace",
         }
     }
@@ -77,11 +167,9 @@ impl WriteMode {
         match s.to_ascii_lowercase().as_str() {
             "append" => Ok(WriteMode::Append),
             "replace" => Ok(WriteMode::Replace),
-            "merge" => Err(Error::Unsupported(
-                "write mode 'merge' is not available yet: use 'append' or 'replace'".into(),
-            )),
+            "merge" => Ok(WriteMode::Merge),
             other => Err(Error::InvalidInput(format!(
-                "unknown write mode '{other}': valid modes are append, replace"
+                "unknown write mode '{other}': valid modes are append, merge, replace"
             ))),
         }
     }
@@ -131,28 +219,103 @@ pub struct PipelineSpec {
     pub target: String,
     pub cursor: Option<CursorSpec>,
     pub mode: WriteMode,
+    /// For `Merge`: the columns that identify a row.
+    pub key: Vec<String>,
+    pub on_schema_change: SchemaPolicy,
+    /// For a token cursor: commit data and token every this many pages (default 10).
+    pub checkpoint_pages: Option<u64>,
     pub origin: Origin,
 }
+
+impl PipelineSpec {
+    /// Checks the clauses fit together (no I/O, no look at the query's tables).
+    pub fn check(&self) -> Result<()> {
+        validate_name("pipeline", &self.name)?;
+        let err = |m: String| Err(Error::InvalidInput(format!("pipeline '{}': {m}", self.name)));
+        match (self.mode, self.key.is_empty()) {
+            (WriteMode::Merge, true) => {
+                return err("MODE MERGE needs the columns that identify a row: MODE MERGE KEY (id)".into());
+            }
+            (m, false) if m != WriteMode::Merge => {
+                return err("KEY (...) goes with MODE MERGE only".into());
+            }
+            _ => {}
+        }
+        let kind = self.cursor.as_ref().map(|c| c.kind);
+        if self.checkpoint_pages.is_some() && kind != Some(CursorKind::OpaqueToken) {
+            return err("CHECKPOINT EVERY n PAGES goes with CURSOR TOKEN: only a token cursor can resume in the middle of a run".into());
+        }
+        let Some(c) = &self.cursor else {
+            return Ok(());
+        };
+        match c.kind {
+            CursorKind::Monotonic => {
+                if c.column.is_none() {
+                    return err("a monotonic cursor needs a column: CURSOR MONOTONIC (column)".into());
+                }
+                if c.lag.is_some() && self.mode != WriteMode::Merge {
+                    return err("LAG reads rows again, which would duplicate them: use it with MODE MERGE KEY (...)".into());
+                }
+            }
+            CursorKind::OpaqueToken | CursorKind::SnapshotId => {
+                if c.lag.is_some() || c.on_null != NullRule::Fail || c.column.is_some() {
+                    return err(format!(
+                        "a {} cursor takes no column, LAG or ON NULL: those belong to CURSOR MONOTONIC (column)",
+                        c.kind.keyword()
+                    ));
+                }
+            }
+        }
+        if c.kind == CursorKind::SnapshotId {
+            if self.mode != WriteMode::Replace {
+                return err("a snapshot cursor replaces the table on every changed snapshot: use MODE REPLACE (or leave MODE out)".into());
+            }
+            if c.initial.is_some() {
+                return err("a snapshot cursor takes no INITIAL value".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pages per checkpoint of a token-cursor run when the pipeline does not say.
+pub const DEFAULT_CHECKPOINT_PAGES: u64 = 10;
 
 impl fmt::Display for PipelineSpec {
     /// Renders the spec as the `CREATE PIPELINE` statement that recreates it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CREATE PIPELINE {}", self.name)?;
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
         if let Some(c) = &self.cursor {
-            write!(f, " CURSOR {}", c.kind.as_str().to_ascii_uppercase())?;
+            write!(f, " CURSOR {}", c.kind.keyword())?;
             if let Some(col) = &c.column {
                 write!(f, " ({col})")?;
             }
             if let Some(init) = &c.initial {
-                write!(f, " INITIAL '{}'", init.replace('\'', "''"))?;
+                write!(f, " INITIAL {}", quote(init))?;
+            }
+            if let Some(lag) = &c.lag {
+                write!(f, " LAG {}", quote(lag))?;
+            }
+            if c.kind == CursorKind::Monotonic && c.on_null != NullRule::Fail {
+                write!(f, " ON NULL {}", c.on_null.as_str().to_ascii_uppercase())?;
             }
         }
-        write!(
-            f,
-            " MODE {} AS {}",
-            self.mode.as_str().to_ascii_uppercase(),
-            self.sql
-        )
+        if let Some(n) = self.checkpoint_pages {
+            write!(f, " CHECKPOINT EVERY {n} PAGES")?;
+        }
+        write!(f, " MODE {}", self.mode.as_str().to_ascii_uppercase())?;
+        if !self.key.is_empty() {
+            write!(f, " KEY ({})", self.key.join(", "))?;
+        }
+        if self.on_schema_change != SchemaPolicy::Evolve {
+            write!(
+                f,
+                " ON SCHEMA CHANGE {}",
+                self.on_schema_change.as_str().to_ascii_uppercase()
+            )?;
+        }
+        write!(f, " AS {}", self.sql)
     }
 }
 
@@ -162,8 +325,11 @@ pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
-    /// A run whose process died while it was running, found at the next open.
+    /// A run whose process died while it was running, found at the next open. Checkpoints
+    /// it committed before dying stay.
     PartialFailure,
+    /// A snapshot run that found the source unchanged and wrote nothing.
+    Skipped,
 }
 
 impl RunStatus {
@@ -173,6 +339,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::PartialFailure => "partial_failure",
+            RunStatus::Skipped => "skipped",
         }
     }
 }
@@ -184,6 +351,10 @@ pub struct RunCounters {
     pub rows_written: u64,
     pub pages: u64,
     pub bytes: u64,
+    /// Rows left out by `ON NULL SKIP`.
+    pub rows_skipped: u64,
+    /// Rows left out by `ON SCHEMA CHANGE DISCARD`.
+    pub rows_discarded: u64,
 }
 
 /// Validates an identifier used as a source, table or pipeline name: it ends up in paths

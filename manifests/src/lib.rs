@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use hakiri_engine::sql::parse_pipeline_body;
 use hakiri_engine::types::{
-    CursorKind, CursorSpec, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name,
+    CursorKind, CursorSpec, NullRule, SchemaPolicy, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name,
 };
 use hakiri_engine::{Error, Result};
 
@@ -162,57 +162,61 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
     let t = body
         .as_table()
         .ok_or_else(|| bad(format!("[pipelines.{name}] must be a table")))?;
+    let in_pipeline = |e: Error| bad(format!("pipeline '{name}': {e}"));
     let mut sql = None;
-    let mut cursor = None;
-    let mut mode = WriteMode::Append;
+    let mut cursor: Option<CursorSpec> = None;
+    let mut mode = None;
+    let mut key = Vec::new();
+    let mut on_schema_change = SchemaPolicy::Evolve;
+    let mut checkpoint_pages = None;
     for (k, v) in t {
         match k.as_str() {
             "sql" => sql = Some(scalar_text("sql", v)?),
-            "mode" => {
-                mode = WriteMode::parse(&scalar_text("mode", v)?)
-                    .map_err(|e| bad(format!("pipeline '{name}': {e}")))?
+            "mode" => mode = Some(WriteMode::parse(&scalar_text("mode", v)?).map_err(in_pipeline)?),
+            "key" => {
+                key = match v {
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| scalar_text("key", i))
+                        .collect::<Result<Vec<_>>>()?,
+                    other => vec![scalar_text("key", other)?],
+                }
+            }
+            "on_schema_change" => {
+                on_schema_change = SchemaPolicy::parse(&scalar_text("on_schema_change", v)?)
+                    .map_err(in_pipeline)?
+            }
+            "checkpoint_pages" => {
+                let text = scalar_text("checkpoint_pages", v)?;
+                checkpoint_pages = Some(text.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(
+                    || bad(format!("pipeline '{name}': checkpoint_pages must be a positive whole number, got '{text}'")),
+                )?);
             }
             "cursor" => {
                 let c = v.as_table().ok_or_else(|| {
                     bad(format!("pipeline '{name}': cursor must be a table, e.g. cursor = {{ kind = \"monotonic\", column = \"id\", initial = \"0\" }}"))
                 })?;
-                let mut kind = None;
-                let mut column = None;
-                let mut initial = None;
+                let mut spec = CursorSpec::default();
                 for (ck, cv) in c {
                     let text = scalar_text(&format!("cursor.{ck}"), cv)?;
                     match ck.as_str() {
-                        "kind" => {
-                            kind = Some(
-                                CursorKind::parse(&text)
-                                    .map_err(|e| bad(format!("pipeline '{name}': {e}")))?,
-                            )
-                        }
-                        "column" => column = Some(text),
-                        "initial" => initial = Some(text),
+                        "kind" => spec.kind = CursorKind::parse(&text).map_err(in_pipeline)?,
+                        "column" => spec.column = Some(text),
+                        "initial" => spec.initial = Some(text),
+                        "lag" => spec.lag = Some(text),
+                        "on_null" => spec.on_null = NullRule::parse(&text).map_err(in_pipeline)?,
                         other => {
                             return Err(bad(format!(
-                                "pipeline '{name}': unknown cursor key '{other}': valid keys are kind, column, initial"
+                                "pipeline '{name}': unknown cursor key '{other}': valid keys are kind, column, initial, lag, on_null"
                             )));
                         }
                     }
                 }
-                let kind = kind.unwrap_or(CursorKind::Monotonic);
-                if kind != CursorKind::Monotonic {
-                    return Err(Error::Unsupported(format!(
-                        "pipeline '{name}': cursor kind {} is not available yet: use kind = \"monotonic\"",
-                        kind.as_str()
-                    )));
-                }
-                cursor = Some(CursorSpec {
-                    kind,
-                    column,
-                    initial,
-                });
+                cursor = Some(spec);
             }
             other => {
                 return Err(bad(format!(
-                    "pipeline '{name}': unknown key '{other}': valid keys are sql, cursor, mode"
+                    "pipeline '{name}': unknown key '{other}': valid keys are sql, cursor, mode, key, on_schema_change, checkpoint_pages"
                 )));
             }
         }
@@ -220,15 +224,21 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
     let sql = sql.ok_or_else(|| {
         bad(format!("pipeline '{name}' needs sql = \"INSERT INTO context.<table> SELECT ... FROM <source>.<table>\""))
     })?;
-    let body = parse_pipeline_body(&sql).map_err(|e| bad(format!("pipeline '{name}': {e}")))?;
-    Ok(PipelineSpec {
+    let body = parse_pipeline_body(&sql).map_err(in_pipeline)?;
+    let snapshot = cursor.as_ref().is_some_and(|c| c.kind == CursorKind::SnapshotId);
+    let spec = PipelineSpec {
         name: name.to_string(),
         sql,
         target: body.target,
         cursor,
-        mode,
+        mode: mode.unwrap_or(if snapshot { WriteMode::Replace } else { WriteMode::Append }),
+        key,
+        on_schema_change,
+        checkpoint_pages,
         origin: Origin::Manifest,
-    })
+    };
+    spec.check().map_err(|e| bad(e.to_string()))?;
+    Ok(spec)
 }
 
 #[cfg(test)]

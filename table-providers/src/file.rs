@@ -125,7 +125,13 @@ impl Source for FileSource {
         tables(spec).into_keys().collect()
     }
 
-    async fn table(&self, spec: &SourceSpec, table: &str) -> Result<Arc<dyn TableProvider>> {
+    /// Files carry their own schema, so a schema hint has nothing to add.
+    async fn table(
+        &self,
+        spec: &SourceSpec,
+        table: &str,
+        _hint: Option<datafusion::arrow::datatypes::SchemaRef>,
+    ) -> Result<Arc<dyn TableProvider>> {
         let all = tables(spec);
         let Some(opts) = all.get(table) else {
             let names: Vec<&str> = all.keys().map(|s| s.as_str()).collect();

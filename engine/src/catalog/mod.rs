@@ -1,9 +1,12 @@
 //! The `Catalog` port: all of Hakiri's state (sources, pipelines, runs, cursors, tables,
 //! files, schema versions, events) as SQL tables, plus the one-transaction run commit.
 
+pub mod conformance;
+mod memory;
 mod sqlite;
 pub mod state_tables;
 
+pub use memory::MemoryCatalog;
 pub use sqlite::SqliteCatalog;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +20,7 @@ pub const STATE_TABLES: &[&str] = &[
     "pipelines",
     "runs",
     "cursors",
+    "cursor_history",
     "tables",
     "files",
     "schema_versions",
@@ -34,6 +38,23 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
+/// The process running a run: it holds the pipeline's run lock while the run is `running`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunHolder {
+    pub pid: u32,
+    pub host: String,
+}
+
+/// A run about to start.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub run_id: String,
+    pub pipeline: String,
+    pub started_at: DateTime<Utc>,
+    pub cursor_start: Option<String>,
+    pub holder: RunHolder,
+}
+
 /// One run as stored in `hakiri.runs`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
@@ -46,32 +67,43 @@ pub struct RunRecord {
     pub cursor_start: Option<String>,
     pub cursor_end: Option<String>,
     pub error: Option<String>,
+    pub holder: RunHolder,
+    /// Last sign of life from the holder (start, checkpoints and a periodic heartbeat).
+    pub heartbeat_at: DateTime<Utc>,
 }
 
-/// Everything a successful run commits, applied in one catalog transaction: the files, the
-/// cursor, the table's schema and the run's final state. Nothing else advances a cursor.
+/// Says whether a `running` run's holder is still alive; decided by the engine (process
+/// table, heartbeat age), applied by the adapter inside its transaction.
+pub type IsAlive<'a> = &'a (dyn Fn(&RunRecord) -> bool + Send + Sync);
+
+/// Everything a commit applies in one catalog transaction: the files, the cursor, the
+/// table's schema, events and the run's counters. Nothing else advances a cursor.
 #[derive(Debug, Clone)]
 pub struct RunCommit {
     pub run_id: String,
     pub pipeline: String,
     pub table: String,
     pub files: Vec<FileEntry>,
-    /// When true the table's earlier files leave the manifest (write mode replace).
+    /// When true the table's earlier files leave the manifest (replace, merge).
     pub replace: bool,
-    /// The new cursor value; `None` leaves the cursor as it is.
+    /// The new cursor (kind, value); `None` leaves the cursor as it is.
     pub cursor: Option<(String, String)>,
-    /// The table's Arrow schema rendered as text, recorded as a new schema version if it
-    /// differs from the latest one.
+    /// The table's schema rendered as text, recorded as a new schema version if it differs
+    /// from the latest one.
     pub schema: Option<String>,
+    /// Events recorded with this commit: (kind, message), for example one per column added.
+    pub events: Vec<(String, String)>,
+    /// The run's counters so far (they replace the stored ones).
     pub counters: RunCounters,
-    pub ended_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+    /// `Some(status)` ends the run (succeeded or skipped); `None` is a checkpoint and the
+    /// run stays `running`.
+    pub finish: Option<RunStatus>,
 }
 
-/// What `RunCommit` left behind that the caller must clean up after the transaction.
+/// What a commit left behind for the caller.
 #[derive(Debug, Default)]
 pub struct CommitOutcome {
-    /// Files that left the manifest (replace) and can be deleted from disk.
-    pub removed_files: Vec<String>,
     /// The schema version recorded by this commit, if the schema changed.
     pub new_schema_version: Option<i64>,
 }
@@ -84,28 +116,41 @@ pub struct TableEntry {
     pub files: u64,
 }
 
-/// The catalog port. Every method is one transaction.
+/// A row of `hakiri.cursor_history`: one per committed cursor value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorEntry {
+    pub pipeline: String,
+    pub kind: String,
+    pub value: String,
+    pub run_id: String,
+}
+
+/// The catalog port. Every method is one transaction; an adapter passes the conformance
+/// suite in [`conformance`].
 pub trait Catalog: std::fmt::Debug + Send + Sync {
     fn upsert_source(&self, spec: &SourceSpec, now: DateTime<Utc>) -> Result<()>;
     fn drop_source(&self, name: &str) -> Result<bool>;
     fn list_sources(&self) -> Result<Vec<SourceSpec>>;
 
     fn upsert_pipeline(&self, spec: &PipelineSpec, now: DateTime<Utc>) -> Result<()>;
+    /// Drops a pipeline and its cursor (its runs stay as history).
     fn drop_pipeline(&self, name: &str) -> Result<bool>;
     fn list_pipelines(&self) -> Result<Vec<PipelineSpec>>;
 
-    /// The committed cursor value of a pipeline, if any run committed one.
+    /// The committed cursor value of a pipeline, if any commit set one.
     fn cursor(&self, pipeline: &str) -> Result<Option<String>>;
+    /// Every value the pipeline's cursor took, oldest first.
+    fn cursor_history(&self, pipeline: &str) -> Result<Vec<CursorEntry>>;
 
-    /// Records a new run in state `running`.
-    fn begin_run(
-        &self,
-        run_id: &str,
-        pipeline: &str,
-        started_at: DateTime<Utc>,
-        cursor_start: Option<&str>,
-    ) -> Result<()>;
-    /// Ends a run that failed: no file, no cursor change.
+    /// Records a new run in state `running`: the pipeline's run lock. If another run of the
+    /// pipeline is `running` and `is_alive` says its holder lives, nothing is written and
+    /// the error (`AlreadyExists`) names that run and its holder; a dead holder's run is
+    /// marked `partial_failure` first.
+    fn begin_run(&self, run: &NewRun, is_alive: IsAlive<'_>) -> Result<()>;
+    /// Renews the holder's heartbeat of a running run.
+    fn heartbeat(&self, run_id: &str, at: DateTime<Utc>) -> Result<()>;
+    /// Ends a run that failed. Checkpoints it committed stay; the counters are stored as
+    /// given.
     fn fail_run(
         &self,
         run_id: &str,
@@ -113,18 +158,23 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
         counters: &RunCounters,
         error: &str,
     ) -> Result<()>;
-    /// Commits a successful run in one transaction (see [`RunCommit`]).
-    fn commit_run(&self, commit: &RunCommit) -> Result<CommitOutcome>;
+    /// Applies a commit in one transaction (see [`RunCommit`]). Refused, with nothing
+    /// applied, when the run is no longer `running` (another process judged it dead).
+    fn commit(&self, commit: &RunCommit) -> Result<CommitOutcome>;
     fn runs(&self, pipeline: Option<&str>) -> Result<Vec<RunRecord>>;
 
-    /// Marks runs left `running` by a dead process as `status` and returns their ids.
-    fn recover_runs(&self, status: RunStatus, now: DateTime<Utc>) -> Result<Vec<String>>;
+    /// Marks `running` runs whose holder `is_alive` says is dead as `partial_failure` and
+    /// returns their ids.
+    fn recover_runs(&self, is_alive: IsAlive<'_>, now: DateTime<Utc>) -> Result<Vec<String>>;
 
     fn tables(&self) -> Result<Vec<TableEntry>>;
-    /// The committed files of a table, oldest first.
+    /// The committed, current files of a table, oldest first.
     fn table_files(&self, table: &str) -> Result<Vec<FileEntry>>;
-    /// Every committed file path (for removing orphans).
+    /// Every file path the catalog names: current ones and those retired by a replace
+    /// or merge but not purged yet (a reader may still be reading them).
     fn all_files(&self) -> Result<Vec<String>>;
+    /// Forgets files retired before `before` and returns their paths, to delete from disk.
+    fn purge_retired(&self, before: DateTime<Utc>) -> Result<Vec<String>>;
 
     fn add_event(
         &self,
@@ -138,4 +188,20 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
     /// The rows of one state table (one of [`STATE_TABLES`]) as strings, integers, floats
     /// or nulls, with the column names, for exposing it through DataFusion.
     fn state_table(&self, name: &str) -> Result<state_tables::RawTable>;
+}
+
+/// The error text of a run found dead.
+pub const DEAD_RUN_ERROR: &str = "the process running this run stopped before the run ended; its committed checkpoints stay, nothing after them was committed";
+
+/// The error for a pipeline whose run lock is held by a live run.
+pub fn already_running(r: &RunRecord) -> crate::error::Error {
+    crate::error::Error::AlreadyExists(format!(
+        "pipeline '{}' is already running: run {} started at {} by process {} on host '{}' (last heartbeat {}); wait for it to end, or stop that process (a run whose process is gone is taken over automatically)",
+        r.pipeline,
+        r.run_id,
+        r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        r.holder.pid,
+        r.holder.host,
+        r.heartbeat_at.format("%Y-%m-%d %H:%M:%S UTC"),
+    ))
 }

@@ -4,14 +4,15 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, params};
 
 use super::state_tables::{ColumnType, RawTable, RawValue};
-use super::{Catalog, CommitOutcome, FileEntry, RunCommit, RunRecord, STATE_TABLES, TableEntry};
-use crate::error::{Error, Result};
-use crate::types::{
-    CursorKind, CursorSpec, Origin, PipelineSpec, RunCounters, RunStatus, SourceSpec, WriteMode,
+use super::{
+    Catalog, CommitOutcome, CursorEntry, FileEntry, IsAlive, NewRun, RunCommit, RunHolder,
+    RunRecord, STATE_TABLES, TableEntry, already_running,
 };
+use crate::error::{Error, Result};
+use crate::types::{Origin, PipelineSpec, RunCounters, SourceSpec};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS sources (
@@ -29,7 +30,10 @@ CREATE TABLE IF NOT EXISTS pipelines (
     cursor_column TEXT,
     cursor_initial TEXT,
     write_mode TEXT NOT NULL,
+    merge_key TEXT,
+    on_schema_change TEXT,
     sql TEXT NOT NULL,
+    definition TEXT,
     origin TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
@@ -44,9 +48,23 @@ CREATE TABLE IF NOT EXISTS runs (
     rows_written INTEGER NOT NULL DEFAULT 0,
     pages INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0,
+    rows_skipped INTEGER NOT NULL DEFAULT 0,
+    rows_discarded INTEGER NOT NULL DEFAULT 0,
     cursor_start TEXT,
     cursor_end TEXT,
-    error TEXT
+    error TEXT,
+    pid INTEGER NOT NULL DEFAULT 0,
+    host TEXT NOT NULL DEFAULT '',
+    heartbeat_at TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, status);
+CREATE TABLE IF NOT EXISTS cursor_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipeline TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    committed_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cursors (
     pipeline TEXT PRIMARY KEY,
@@ -69,7 +87,8 @@ CREATE TABLE IF NOT EXISTS files (
     run_id TEXT NOT NULL,
     rows INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    retired_at TEXT
 );
 CREATE TABLE IF NOT EXISTS schema_versions (
     table_name TEXT NOT NULL,
@@ -88,6 +107,19 @@ CREATE TABLE IF NOT EXISTS events (
     run_id TEXT
 );
 "#;
+
+/// Columns added after the first release: added to an older catalog when it is opened.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("pipelines", "merge_key", "TEXT"),
+    ("pipelines", "on_schema_change", "TEXT"),
+    ("pipelines", "definition", "TEXT"),
+    ("runs", "rows_skipped", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "rows_discarded", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "pid", "INTEGER NOT NULL DEFAULT 0"),
+    ("runs", "host", "TEXT NOT NULL DEFAULT ''"),
+    ("runs", "heartbeat_at", "TEXT"),
+    ("files", "retired_at", "TEXT"),
+];
 
 /// Timestamps are stored as RFC 3339 text with microseconds, so the database is readable
 /// with the `sqlite3` shell and sorts correctly as text.
@@ -125,6 +157,16 @@ impl SqliteCatalog {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        for (table, column, decl) in ADDED_COLUMNS {
+            let exists: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                params![table, column],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
+        }
         Ok(SqliteCatalog {
             conn: Mutex::new(conn),
         })
@@ -193,10 +235,12 @@ impl Catalog for SqliteCatalog {
         let c = spec.cursor.as_ref();
         self.conn().execute(
             "INSERT INTO pipelines (name, target_table, cursor_kind, cursor_column, cursor_initial,
-                                    write_mode, sql, origin, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+                                    write_mode, merge_key, on_schema_change, sql, definition,
+                                    origin, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
              ON CONFLICT(name) DO UPDATE SET target_table = ?2, cursor_kind = ?3, cursor_column = ?4,
-                 cursor_initial = ?5, write_mode = ?6, sql = ?7, origin = ?8, updated_at = ?9",
+                 cursor_initial = ?5, write_mode = ?6, merge_key = ?7, on_schema_change = ?8,
+                 sql = ?9, definition = ?10, origin = ?11, updated_at = ?12",
             params![
                 spec.name,
                 spec.target,
@@ -204,7 +248,10 @@ impl Catalog for SqliteCatalog {
                 c.and_then(|c| c.column.clone()),
                 c.and_then(|c| c.initial.clone()),
                 spec.mode.as_str(),
+                (!spec.key.is_empty()).then(|| spec.key.join(", ")),
+                spec.on_schema_change.as_str(),
                 spec.sql,
+                spec.to_string(),
                 spec.origin.as_str(),
                 ts(now)
             ],
@@ -223,27 +270,51 @@ impl Catalog for SqliteCatalog {
 
     fn list_pipelines(&self) -> Result<Vec<PipelineSpec>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT * FROM pipelines ORDER BY name")?;
+        let mut stmt = conn.prepare(
+            "SELECT name, definition, origin, cursor_kind, cursor_column, cursor_initial, write_mode, sql
+             FROM pipelines ORDER BY name",
+        )?;
         let rows = stmt.query_map([], |r| {
-            let kind: Option<String> = r.get("cursor_kind")?;
-            let cursor = match kind.and_then(|k| CursorKind::parse(&k).ok()) {
-                Some(kind) => Some(CursorSpec {
-                    kind,
-                    column: r.get("cursor_column")?,
-                    initial: r.get("cursor_initial")?,
-                }),
-                None => None,
-            };
-            Ok(PipelineSpec {
-                name: r.get("name")?,
-                sql: r.get("sql")?,
-                target: r.get("target_table")?,
-                cursor,
-                mode: WriteMode::parse(&r.get::<_, String>("write_mode")?).unwrap_or_default(),
-                origin: Origin::parse(&r.get::<_, String>("origin")?),
-            })
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+            ))
         })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, definition, origin, kind, column, initial, mode, sql) = row?;
+            // The definition is the CREATE PIPELINE text; a catalog from before it existed
+            // has only the first columns, which say the same for the clauses of that time.
+            let definition = definition.unwrap_or_else(|| {
+                let cursor = match (kind, column) {
+                    (Some(_), Some(col)) => format!(
+                        " CURSOR MONOTONIC ({col}){}",
+                        initial
+                            .map(|i| format!(" INITIAL '{}'", i.replace('\'', "''")))
+                            .unwrap_or_default()
+                    ),
+                    _ => String::new(),
+                };
+                format!("CREATE PIPELINE {name}{cursor} MODE {mode} AS {sql}")
+            });
+            let mut spec = match crate::sql::parse_statements(&definition)?.pop() {
+                Some(crate::sql::HakiriStatement::CreatePipeline { spec, .. }) => spec,
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "pipeline '{name}' in the catalog has a definition that is not CREATE PIPELINE: {definition}"
+                    )));
+                }
+            };
+            spec.origin = Origin::parse(&origin);
+            out.push(spec);
+        }
+        Ok(out)
     }
 
     fn cursor(&self, pipeline: &str) -> Result<Option<String>> {
@@ -258,16 +329,59 @@ impl Catalog for SqliteCatalog {
             .flatten())
     }
 
-    fn begin_run(
-        &self,
-        run_id: &str,
-        pipeline: &str,
-        started_at: DateTime<Utc>,
-        cursor_start: Option<&str>,
-    ) -> Result<()> {
+    fn cursor_history(&self, pipeline: &str) -> Result<Vec<CursorEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT pipeline, kind, value, run_id FROM cursor_history WHERE pipeline = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([pipeline], |r| {
+            Ok(CursorEntry {
+                pipeline: r.get(0)?,
+                kind: r.get(1)?,
+                value: r.get(2)?,
+                run_id: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn begin_run(&self, run: &NewRun, is_alive: IsAlive<'_>) -> Result<()> {
+        let mut conn = self.conn();
+        // IMMEDIATE takes the write lock first, so two processes cannot both see the
+        // pipeline free and both start.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let running = select_runs(
+            &tx,
+            "WHERE pipeline = ?1 AND status = 'running'",
+            [&run.pipeline],
+        )?;
+        let now = ts(run.started_at);
+        for r in running {
+            if is_alive(&r) {
+                return Err(already_running(&r));
+            }
+            mark_dead(&tx, &r.run_id, &now)?;
+        }
+        tx.execute(
+            "INSERT INTO runs (run_id, pipeline, status, started_at, cursor_start, pid, host, heartbeat_at)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?3)",
+            params![
+                run.run_id,
+                run.pipeline,
+                now,
+                run.cursor_start,
+                run.holder.pid,
+                run.holder.host
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn heartbeat(&self, run_id: &str, at: DateTime<Utc>) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO runs (run_id, pipeline, status, started_at, cursor_start) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![run_id, pipeline, RunStatus::Running.as_str(), ts(started_at), cursor_start],
+            "UPDATE runs SET heartbeat_at = ?2 WHERE run_id = ?1 AND status = 'running'",
+            params![run_id, ts(at)],
         )?;
         Ok(())
     }
@@ -280,34 +394,51 @@ impl Catalog for SqliteCatalog {
         error: &str,
     ) -> Result<()> {
         self.conn().execute(
-            "UPDATE runs SET status = ?2, ended_at = ?3, rows_read = ?4, rows_written = 0, pages = ?5,
-                 bytes = ?6, error = ?7 WHERE run_id = ?1",
+            "UPDATE runs SET status = 'failed', ended_at = ?2, rows_read = ?3, rows_written = ?4,
+                 pages = ?5, bytes = ?6, rows_skipped = ?7, rows_discarded = ?8, error = ?9
+             WHERE run_id = ?1 AND status = 'running'",
             params![
                 run_id,
-                RunStatus::Failed.as_str(),
                 ts(ended_at),
                 c.rows_read as i64,
+                c.rows_written as i64,
                 c.pages as i64,
                 c.bytes as i64,
+                c.rows_skipped as i64,
+                c.rows_discarded as i64,
                 error
             ],
         )?;
         Ok(())
     }
 
-    fn commit_run(&self, commit: &RunCommit) -> Result<CommitOutcome> {
+    fn commit(&self, commit: &RunCommit) -> Result<CommitOutcome> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let now = ts(commit.ended_at);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = ts(commit.at);
         let mut outcome = CommitOutcome::default();
 
+        let status: Option<String> = tx
+            .query_row(
+                "SELECT status FROM runs WHERE run_id = ?1",
+                [&commit.run_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if status.as_deref() != Some("running") {
+            // Another process judged this run dead: its commit must not land.
+            return Err(Error::Internal(format!(
+                "run {} is {} in the catalog, not running; its commit was abandoned",
+                commit.run_id,
+                status.unwrap_or_else(|| "missing".into())
+            )));
+        }
+
         if commit.replace {
-            let mut stmt = tx.prepare("SELECT path FROM files WHERE table_name = ?1")?;
-            outcome.removed_files = stmt
-                .query_map([&commit.table], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            drop(stmt);
-            tx.execute("DELETE FROM files WHERE table_name = ?1", [&commit.table])?;
+            tx.execute(
+                "UPDATE files SET retired_at = ?2 WHERE table_name = ?1 AND retired_at IS NULL",
+                params![commit.table, now],
+            )?;
         }
         for f in &commit.files {
             tx.execute(
@@ -317,7 +448,7 @@ impl Catalog for SqliteCatalog {
         }
 
         let (rows, files): (i64, i64) = tx.query_row(
-            "SELECT COALESCE(SUM(rows), 0), COUNT(*) FROM files WHERE table_name = ?1",
+            "SELECT COALESCE(SUM(rows), 0), COUNT(*) FROM files WHERE table_name = ?1 AND retired_at IS NULL",
             [&commit.table],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -329,6 +460,12 @@ impl Catalog for SqliteCatalog {
             )
             .optional()?;
         let mut version = latest.as_ref().map(|(v, _)| *v);
+        let add_event = |kind: &str, message: &str| {
+            tx.execute(
+                "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now, kind, commit.table, message, commit.run_id],
+            )
+        };
         if let Some(schema) = &commit.schema {
             if latest.as_ref().map(|(_, s)| s) != Some(schema) {
                 let v = version.unwrap_or(0) + 1;
@@ -336,21 +473,15 @@ impl Catalog for SqliteCatalog {
                     "INSERT INTO schema_versions (table_name, version, schema, run_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![commit.table, v, schema, commit.run_id, now],
                 )?;
-                let (kind, message) = if v == 1 {
-                    ("table_created", format!("table '{}' created", commit.table))
-                } else {
-                    (
-                        "schema_changed",
-                        format!("table '{}' schema version {v}", commit.table),
-                    )
-                };
-                tx.execute(
-                    "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![now, kind, commit.table, message, commit.run_id],
-                )?;
+                if v == 1 {
+                    add_event("table_created", &format!("table '{}' created", commit.table))?;
+                }
                 version = Some(v);
                 outcome.new_schema_version = Some(v);
             }
+        }
+        for (kind, message) in &commit.events {
+            add_event(kind, message)?;
         }
         if files > 0 || version.is_some() {
             tx.execute(
@@ -367,28 +498,34 @@ impl Catalog for SqliteCatalog {
                  ON CONFLICT(pipeline) DO UPDATE SET kind = ?2, value = ?3, run_id = ?4, updated_at = ?5",
                 params![commit.pipeline, kind, value, commit.run_id, now],
             )?;
+            tx.execute(
+                "INSERT INTO cursor_history (pipeline, kind, value, run_id, committed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![commit.pipeline, kind, value, commit.run_id, now],
+            )?;
         }
         let c = &commit.counters;
-        let changed = tx.execute(
-            "UPDATE runs SET status = ?2, ended_at = ?3, rows_read = ?4, rows_written = ?5, pages = ?6,
-                 bytes = ?7, cursor_end = ?8 WHERE run_id = ?1 AND status = 'running'",
+        tx.execute(
+            "UPDATE runs SET rows_read = ?2, rows_written = ?3, pages = ?4, bytes = ?5, rows_skipped = ?6,
+                 rows_discarded = ?7, cursor_end = COALESCE(?8, cursor_end), heartbeat_at = ?9
+             WHERE run_id = ?1",
             params![
                 commit.run_id,
-                RunStatus::Succeeded.as_str(),
-                now,
                 c.rows_read as i64,
                 c.rows_written as i64,
                 c.pages as i64,
                 c.bytes as i64,
-                commit.cursor.as_ref().map(|(_, v)| v.clone())
+                c.rows_skipped as i64,
+                c.rows_discarded as i64,
+                commit.cursor.as_ref().map(|(_, v)| v.clone()),
+                now
             ],
         )?;
-        if changed != 1 {
-            // The run was marked dead by another process's recovery: do not commit.
-            return Err(Error::Internal(format!(
-                "run {} is no longer 'running' in the catalog; its commit was abandoned",
-                commit.run_id
-            )));
+        if let Some(status) = commit.finish {
+            tx.execute(
+                "UPDATE runs SET status = ?2, ended_at = ?3, cursor_end = COALESCE(cursor_end, cursor_start)
+                 WHERE run_id = ?1",
+                params![commit.run_id, status.as_str(), now],
+            )?;
         }
         tx.commit()?;
         Ok(outcome)
@@ -396,72 +533,21 @@ impl Catalog for SqliteCatalog {
 
     fn runs(&self, pipeline: Option<&str>) -> Result<Vec<RunRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT run_id, pipeline, status, started_at, ended_at, rows_read, rows_written, pages, bytes,
-                    cursor_start, cursor_end, error
-             FROM runs WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY started_at, rowid",
-        )?;
-        let rows = stmt.query_map([pipeline], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                [
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                ],
-                r.get::<_, Option<String>>(9)?,
-                r.get::<_, Option<String>>(10)?,
-                r.get::<_, Option<String>>(11)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (run_id, pipeline, status, started, ended, n, cursor_start, cursor_end, error) =
-                row?;
-            out.push(RunRecord {
-                run_id,
-                pipeline,
-                status,
-                started_at: parse_ts(&started)?,
-                ended_at: ended.as_deref().map(parse_ts).transpose()?,
-                counters: RunCounters {
-                    rows_read: n[0] as u64,
-                    rows_written: n[1] as u64,
-                    pages: n[2] as u64,
-                    bytes: n[3] as u64,
-                },
-                cursor_start,
-                cursor_end,
-                error,
-            });
-        }
-        Ok(out)
+        select_runs(
+            &conn,
+            "WHERE ?1 IS NULL OR pipeline = ?1 ORDER BY started_at, rowid",
+            [pipeline],
+        )
     }
 
-    fn recover_runs(&self, status: RunStatus, now: DateTime<Utc>) -> Result<Vec<String>> {
+    fn recover_runs(&self, is_alive: IsAlive<'_>, now: DateTime<Utc>) -> Result<Vec<String>> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let ids = {
-            let mut stmt = tx.prepare("SELECT run_id FROM runs WHERE status = 'running'")?;
-            stmt.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        for id in &ids {
-            tx.execute(
-                "UPDATE runs SET status = ?2, ended_at = ?3,
-                     error = 'the process running this run stopped before it committed; nothing of it was committed'
-                 WHERE run_id = ?1",
-                params![id, status.as_str(), ts(now)],
-            )?;
-            tx.execute(
-                "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, 'run_recovered', ?2, ?3, ?2)",
-                params![ts(now), id, format!("run marked {}", status.as_str())],
-            )?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let running = select_runs(&tx, "WHERE status = 'running'", [])?;
+        let mut ids = Vec::new();
+        for r in running.iter().filter(|r| !is_alive(r)) {
+            mark_dead(&tx, &r.run_id, &ts(now))?;
+            ids.push(r.run_id.clone());
         }
         tx.commit()?;
         Ok(ids)
@@ -483,7 +569,8 @@ impl Catalog for SqliteCatalog {
     fn table_files(&self, table: &str) -> Result<Vec<FileEntry>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT path, table_name, run_id, rows, bytes FROM files WHERE table_name = ?1 ORDER BY created_at, path",
+            "SELECT path, table_name, run_id, rows, bytes FROM files
+             WHERE table_name = ?1 AND retired_at IS NULL ORDER BY created_at, path",
         )?;
         let rows = stmt.query_map([table], |r| {
             Ok(FileEntry {
@@ -502,6 +589,19 @@ impl Catalog for SqliteCatalog {
         let mut stmt = conn.prepare("SELECT path FROM files")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn purge_retired(&self, before: DateTime<Utc>) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let paths = {
+            let mut stmt = tx.prepare("SELECT path FROM files WHERE retired_at < ?1")?;
+            stmt.query_map([ts(before)], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.execute("DELETE FROM files WHERE retired_at < ?1", [ts(before)])?;
+        tx.commit()?;
+        Ok(paths)
     }
 
     fn add_event(
@@ -572,4 +672,58 @@ impl Catalog for SqliteCatalog {
             rows: rows_out,
         })
     }
+}
+
+/// Reads runs with a `WHERE ...` tail.
+fn select_runs(conn: &Connection, tail: &str, p: impl Params) -> Result<Vec<RunRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT run_id, pipeline, status, started_at, ended_at, rows_read, rows_written, pages, bytes,
+                rows_skipped, rows_discarded, cursor_start, cursor_end, error, pid, host, heartbeat_at
+         FROM runs {tail}"
+    ))?;
+    let mut rows = stmt.query(p)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+        let started: String = r.get(3)?;
+        let ended: Option<String> = r.get(4)?;
+        let heartbeat: Option<String> = r.get(16)?;
+        out.push(RunRecord {
+            run_id: r.get(0)?,
+            pipeline: r.get(1)?,
+            status: r.get(2)?,
+            started_at: parse_ts(&started)?,
+            ended_at: ended.as_deref().map(parse_ts).transpose()?,
+            counters: RunCounters {
+                rows_read: n(5)?,
+                rows_written: n(6)?,
+                pages: n(7)?,
+                bytes: n(8)?,
+                rows_skipped: n(9)?,
+                rows_discarded: n(10)?,
+            },
+            cursor_start: r.get(11)?,
+            cursor_end: r.get(12)?,
+            error: r.get(13)?,
+            holder: RunHolder {
+                pid: r.get::<_, i64>(14)? as u32,
+                host: r.get(15)?,
+            },
+            heartbeat_at: parse_ts(heartbeat.as_deref().unwrap_or(&started))?,
+        });
+    }
+    Ok(out)
+}
+
+/// Marks a run whose holder died as `partial_failure`, with an event.
+fn mark_dead(conn: &Connection, run_id: &str, now: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE runs SET status = 'partial_failure', ended_at = ?2, error = ?3 WHERE run_id = ?1",
+        params![run_id, now, super::DEAD_RUN_ERROR],
+    )?;
+    conn.execute(
+        "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, 'run_recovered', ?2, ?3, ?2)",
+        params![now, run_id, "run marked partial_failure: its process stopped before the run ended"],
+    )?;
+    Ok(())
 }

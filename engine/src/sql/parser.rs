@@ -15,7 +15,8 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
 use crate::types::{
-    CursorKind, CursorSpec, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name,
+    CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, SchemaPolicy, SourceSpec, WriteMode,
+    validate_name,
 };
 
 /// A parsed statement: one of Hakiri's, or a DataFusion statement.
@@ -40,6 +41,8 @@ pub enum HakiriStatement {
     ShowPipelines,
     /// `SHOW SOURCES`
     ShowSources,
+    /// `SHOW CREATE PIPELINE name`: the statement that recreates the pipeline.
+    ShowCreatePipeline { name: String },
     /// `PLAN PIPELINE name` (also `EXPLAIN PIPELINE name`)
     PlanPipeline { name: String },
     /// `RUN PIPELINE name`
@@ -104,6 +107,7 @@ impl fmt::Display for HakiriStatement {
             }
             HakiriStatement::ShowPipelines => write!(f, "SHOW PIPELINES"),
             HakiriStatement::ShowSources => write!(f, "SHOW SOURCES"),
+            HakiriStatement::ShowCreatePipeline { name } => write!(f, "SHOW CREATE PIPELINE {name}"),
             HakiriStatement::PlanPipeline { name } => write!(f, "PLAN PIPELINE {name}"),
             HakiriStatement::RunPipeline { name } => write!(f, "RUN PIPELINE {name}"),
             HakiriStatement::DataFusion(s) => write!(f, "{s}"),
@@ -265,6 +269,11 @@ impl HakiriParser<'_> {
         if self.eat(&["SHOW", "SOURCES"]) {
             return Ok(HakiriStatement::ShowSources);
         }
+        if self.eat(&["SHOW", "CREATE", "PIPELINE"]) {
+            return Ok(HakiriStatement::ShowCreatePipeline {
+                name: self.name("pipeline")?,
+            });
+        }
         if self.eat(&["PLAN", "PIPELINE"]) || self.eat(&["EXPLAIN", "PIPELINE"]) {
             return Ok(HakiriStatement::PlanPipeline {
                 name: self.name("pipeline")?,
@@ -314,48 +323,98 @@ impl HakiriParser<'_> {
         }
     }
 
+    fn identifier_list(&mut self) -> Result<Vec<String>> {
+        self.df
+            .parser
+            .expect_token(&Token::LParen)
+            .map_err(parse_err)?;
+        let mut out = Vec::new();
+        loop {
+            out.push(self.df.parser.parse_identifier().map_err(parse_err)?.value);
+            if self.df.parser.consume_token(&Token::RParen) {
+                return Ok(out);
+            }
+            self.df
+                .parser
+                .expect_token(&Token::Comma)
+                .map_err(parse_err)?;
+        }
+    }
+
+    /// The next word, upper-cased, or an error saying what was expected after `after`.
+    fn keyword(&mut self, after: &str, expected: &str) -> Result<String> {
+        let w = self.word(0).ok_or_else(|| {
+            let t = self.df.parser.peek_token();
+            sql_err(format!(
+                "expected {expected} after {after}, found '{}' at {}",
+                t.token, t.span.start
+            ))
+        })?;
+        self.df.parser.next_token();
+        Ok(w)
+    }
+
+    /// `CREATE PIPELINE name [CURSOR ...] [CHECKPOINT EVERY n PAGES] [MODE ...]
+    /// [ON SCHEMA CHANGE ...] AS INSERT INTO context.t SELECT ...`; clauses in any order.
     fn create_pipeline(&mut self, or_replace: bool) -> Result<HakiriStatement> {
         let name = self.name("pipeline")?;
-        let mut cursor = None;
-        let mut mode = WriteMode::Append;
+        let mut cursor: Option<CursorSpec> = None;
+        let mut mode = None;
+        let mut key = Vec::new();
+        let mut on_schema_change = SchemaPolicy::Evolve;
+        let mut checkpoint_pages = None;
         loop {
             if self.eat(&["CURSOR"]) {
-                let kind_word = self
-                    .word(0)
-                    .ok_or_else(|| sql_err("expected a cursor kind after CURSOR: MONOTONIC"))?;
-                self.df.parser.next_token();
-                let kind = CursorKind::parse(&kind_word)?;
-                if kind != CursorKind::Monotonic {
-                    return Err(Error::Unsupported(format!(
-                        "cursor kind {} is not available yet: use CURSOR MONOTONIC (column)",
-                        kind.as_str()
-                    )));
-                }
-                self.df
-                    .parser
-                    .expect_token(&Token::LParen)
-                    .map_err(parse_err)?;
-                let column = self.df.parser.parse_identifier().map_err(parse_err)?.value;
-                self.df
-                    .parser
-                    .expect_token(&Token::RParen)
-                    .map_err(parse_err)?;
-                let initial = if self.eat(&["INITIAL"]) {
-                    Some(self.string()?)
-                } else {
-                    None
-                };
-                cursor = Some(CursorSpec {
+                let kind =
+                    CursorKind::parse(&self.keyword("CURSOR", "MONOTONIC, TOKEN or SNAPSHOT")?)?;
+                let mut c = CursorSpec {
                     kind,
-                    column: Some(column),
-                    initial,
-                });
+                    ..CursorSpec::default()
+                };
+                if kind == CursorKind::Monotonic {
+                    let cols = self.identifier_list()?;
+                    if cols.len() != 1 {
+                        return Err(sql_err(
+                            "a monotonic cursor names one column: CURSOR MONOTONIC (column)",
+                        ));
+                    }
+                    c.column = cols.into_iter().next();
+                }
+                loop {
+                    if self.eat(&["INITIAL"]) {
+                        c.initial = Some(self.string()?);
+                    } else if self.eat(&["LAG"]) {
+                        c.lag = Some(self.string()?);
+                    } else if self.eat(&["ON", "NULL"]) {
+                        c.on_null = NullRule::parse(&self.keyword("ON NULL", "FAIL, SKIP or LOAD")?)?;
+                    } else {
+                        break;
+                    }
+                }
+                cursor = Some(c);
+            } else if self.eat(&["CHECKPOINT", "EVERY"]) {
+                let n = match self.df.parser.next_token().token {
+                    Token::Number(n, _) => n.parse::<u64>().ok().filter(|n| *n > 0),
+                    _ => None,
+                }
+                .ok_or_else(|| sql_err("expected a page count: CHECKPOINT EVERY 10 PAGES"))?;
+                self.expect("PAGES")?;
+                checkpoint_pages = Some(n);
             } else if self.eat(&["MODE"]) {
-                let w = self.word(0).ok_or_else(|| {
-                    sql_err("expected a write mode after MODE: APPEND or REPLACE")
-                })?;
-                self.df.parser.next_token();
-                mode = WriteMode::parse(&w)?;
+                let m = WriteMode::parse(&self.keyword("MODE", "APPEND, MERGE or REPLACE")?)?;
+                if m == WriteMode::Merge {
+                    if !self.eat(&["KEY"]) {
+                        return Err(sql_err(
+                            "MODE MERGE needs the columns that identify a row: MODE MERGE KEY (id)",
+                        ));
+                    }
+                    key = self.identifier_list()?;
+                }
+                mode = Some(m);
+            } else if self.eat(&["ON", "SCHEMA", "CHANGE"]) {
+                on_schema_change = SchemaPolicy::parse(
+                    &self.keyword("ON SCHEMA CHANGE", "EVOLVE, FREEZE or DISCARD")?,
+                )?;
             } else {
                 break;
             }
@@ -363,14 +422,25 @@ impl HakiriParser<'_> {
         self.expect("AS")?;
         let stmt = self.df.parser.parse_statement().map_err(parse_err)?;
         let body = PipelineBody::from_statement(&stmt)?;
+        // A snapshot replaces the table: that is its only sensible write mode.
+        let snapshot = cursor.as_ref().is_some_and(|c| c.kind == CursorKind::SnapshotId);
+        let mode = mode.unwrap_or(if snapshot {
+            WriteMode::Replace
+        } else {
+            WriteMode::Append
+        });
         let spec = PipelineSpec {
             name,
             sql: stmt.to_string(),
             target: body.target,
             cursor,
             mode,
+            key,
+            on_schema_change,
+            checkpoint_pages,
             origin: Origin::Sql,
         };
+        spec.check()?;
         Ok(HakiriStatement::CreatePipeline { spec, or_replace })
     }
 }

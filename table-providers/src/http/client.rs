@@ -16,6 +16,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 pub struct Page {
     pub body: Vec<u8>,
     pub headers: HeaderMap,
+    /// `304 Not Modified` to a conditional request: the body is empty.
+    pub not_modified: bool,
 }
 
 pub fn build_client(opts: &HttpTableOptions) -> Result<Client> {
@@ -36,18 +38,34 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// GETs `url` with the table's headers, retrying what can succeed later.
-pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Result<Page> {
+/// GETs `url` with the table's headers, retrying what can succeed later. With
+/// `if_none_match` the request is conditional and a 304 comes back as `not_modified`.
+pub async fn get(
+    client: &Client,
+    url: &url::Url,
+    opts: &HttpTableOptions,
+    if_none_match: Option<&str>,
+) -> Result<Page> {
     let mut attempt: u32 = 0;
     loop {
         let mut req = client.get(url.clone());
         for (k, v) in &opts.headers {
             req = req.header(k, v);
         }
+        if let Some(etag) = if_none_match {
+            req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
         // Everything that falls through this match is worth retrying.
         let (wait, why) = match req.send().await {
             Ok(resp) => {
                 let status = resp.status();
+                if status == StatusCode::NOT_MODIFIED && if_none_match.is_some() {
+                    return Ok(Page {
+                        body: Vec::new(),
+                        headers: resp.headers().clone(),
+                        not_modified: true,
+                    });
+                }
                 if status.is_success() {
                     let headers = resp.headers().clone();
                     let body = resp.bytes().await.map_err(|e| {
@@ -56,6 +74,7 @@ pub async fn get(client: &Client, url: &url::Url, opts: &HttpTableOptions) -> Re
                     return Ok(Page {
                         body: body.to_vec(),
                         headers,
+                        not_modified: false,
                     });
                 }
                 let after = retry_after(resp.headers());

@@ -102,6 +102,147 @@ pub fn infer_schema<'a>(records: impl IntoIterator<Item = &'a Value>) -> SchemaR
     ))
 }
 
+/// A field's type as the JSON lattice sees it; declared types JSON has no literal for
+/// (timestamps, dates) come from strings.
+fn jtype_of_field(f: &Field) -> JType {
+    if f.metadata().contains_key(JSON_TEXT_KEY) {
+        return JType::Json;
+    }
+    match f.data_type() {
+        DataType::Boolean => JType::Bool,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => JType::Int,
+        DataType::Float32 | DataType::Float64 => JType::Float,
+        DataType::List(item) => JType::List(Box::new(jtype_of_field(item))),
+        DataType::Struct(fields) => JType::Object(
+            fields.iter().map(|f| (f.name().clone(), jtype_of_field(f))).collect(),
+        ),
+        _ => JType::Str,
+    }
+}
+
+fn describe(t: &JType) -> &'static str {
+    match t {
+        JType::Null => "null",
+        JType::Bool => "boolean",
+        JType::Int => "integer",
+        JType::Float => "number",
+        JType::Str => "string",
+        JType::List(_) => "array",
+        JType::Object(_) => "object",
+        JType::Json => "mixed JSON",
+    }
+}
+
+/// What a page's records mean for the table's schema, under a pipeline's policy.
+#[derive(Debug, Default)]
+pub struct PageCheck {
+    /// Records that fit (all of them unless the policy discards some).
+    pub records: Vec<Value>,
+    pub discarded: u64,
+    /// New fields or wider types: the schema that covers this page, and what changed.
+    pub evolved: Option<(SchemaRef, Vec<String>)>,
+}
+
+/// Compares a page's records with the table's schema. New fields and widening changes
+/// (integer to number, a struct gaining a field) evolve the schema; a value of another
+/// kind (a string where numbers were) follows `policy`: evolve into a JSON-text variant
+/// column, freeze (an error), or discard the records that do not fit.
+pub fn check_page(
+    records: Vec<Value>,
+    schema: &SchemaRef,
+    policy: hakiri_engine::types::SchemaPolicy,
+    page: u64,
+) -> Result<PageCheck> {
+    use hakiri_engine::types::SchemaPolicy;
+    let page_type = records
+        .iter()
+        .fold(JType::Object(Vec::new()), |acc, r| merge(acc, of(&as_object(r))));
+    let JType::Object(page_fields) = page_type else {
+        unreachable!("records are merged as objects")
+    };
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut changes = Vec::new();
+    let mut misfits: Vec<(String, JType)> = Vec::new();
+    for (name, t) in &page_fields {
+        match fields.iter_mut().find(|f| f.name() == name) {
+            None if *t == JType::Null => {}
+            None => {
+                let f = to_field(name, t);
+                changes.push(format!("new field '{name}' ({}) on page {page}", f.data_type()));
+                fields.push(f);
+            }
+            Some(f) => {
+                let was = jtype_of_field(f);
+                let merged = merge(was.clone(), t.clone());
+                if merged == was {
+                    continue;
+                }
+                if merged == JType::Json {
+                    match policy {
+                        SchemaPolicy::Evolve => {
+                            changes.push(format!(
+                                "field '{name}' holds {} values on page {page} where it held {}: it becomes a JSON text (variant) column",
+                                describe(t),
+                                describe(&was)
+                            ));
+                            *f = json_field(name);
+                        }
+                        SchemaPolicy::Freeze => {
+                            return Err(Error::InvalidInput(format!(
+                                "page {page}: field '{name}' holds {} values but the table has {} ({}); ON SCHEMA CHANGE FREEZE fails the run: fix the source, or use EVOLVE or DISCARD",
+                                describe(t),
+                                f.data_type(),
+                                describe(&was)
+                            )));
+                        }
+                        SchemaPolicy::Discard => misfits.push((name.clone(), was)),
+                    }
+                } else {
+                    let widened = to_field(name, &merged);
+                    changes.push(format!(
+                        "field '{name}' widened from {} to {} on page {page}",
+                        f.data_type(),
+                        widened.data_type()
+                    ));
+                    *f = widened;
+                }
+            }
+        }
+    }
+    let evolved =
+        (!changes.is_empty()).then(|| (Arc::new(Schema::new(fields)) as SchemaRef, changes));
+    let mut discarded = 0;
+    let records = if misfits.is_empty() {
+        records
+    } else {
+        records
+            .into_iter()
+            .filter(|r| {
+                let fits = misfits.iter().all(|(name, was)| {
+                    r.get(name)
+                        .is_none_or(|v| merge(was.clone(), of(v)) == *was)
+                });
+                if !fits {
+                    discarded += 1;
+                }
+                fits
+            })
+            .collect()
+    };
+    Ok(PageCheck {
+        records,
+        discarded,
+        evolved,
+    })
+}
+
+fn as_object(r: &Value) -> Value {
+    match r {
+        Value::Object(_) => r.clone(),
+        other => Value::Object(Map::from_iter([("value".to_string(), other.clone())])),
+    }
+}
+
 /// Parses a declared schema: `name type, ...` with types bigint/int, double/float, text/
 /// string/varchar, boolean, timestamp, date, json.
 pub fn parse_declared_schema(text: &str) -> Result<SchemaRef> {
@@ -214,7 +355,28 @@ pub fn decode(records: Vec<Value>, schema: &SchemaRef) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hakiri_engine::types::SchemaPolicy;
     use serde_json::json;
+
+    #[test]
+    fn page_drift_follows_the_policy() {
+        let schema = infer_schema(&[json!({"id": 1, "score": 2})]);
+        // A new field and a widened type evolve whatever the policy.
+        let c = check_page(vec![json!({"id": 2, "score": 2.5, "extra": "x"})], &schema, SchemaPolicy::Freeze, 2).unwrap();
+        let (evolved, changes) = c.evolved.unwrap();
+        assert_eq!(evolved.field_with_name("score").unwrap().data_type(), &DataType::Float64);
+        assert_eq!(evolved.field_with_name("extra").unwrap().data_type(), &DataType::Utf8);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        // Same kinds of values: nothing to do.
+        assert!(check_page(vec![json!({"id": 3, "score": null})], &schema, SchemaPolicy::Freeze, 2).unwrap().evolved.is_none());
+        let bad = vec![json!({"id": 4, "score": "n/a"}), json!({"id": 5, "score": 7})];
+        assert!(check_page(bad.clone(), &schema, SchemaPolicy::Freeze, 3).is_err());
+        let d = check_page(bad.clone(), &schema, SchemaPolicy::Discard, 3).unwrap();
+        assert_eq!((d.records.len(), d.discarded), (1, 1));
+        let e = check_page(bad, &schema, SchemaPolicy::Evolve, 3).unwrap();
+        let (evolved, _) = e.evolved.unwrap();
+        assert!(evolved.field_with_name("score").unwrap().metadata().contains_key(JSON_TEXT_KEY));
+    }
 
     #[test]
     fn infers_nested_and_conflicting() {

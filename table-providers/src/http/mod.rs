@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -31,12 +31,12 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use futures::stream;
-use hakiri_engine::ports::{OptionSpec, Source, validate_options};
+use hakiri_engine::ports::{OptionSpec, RunContext, Source, SourceDrift, validate_options};
 use hakiri_engine::sources::resolve_value;
 use hakiri_engine::types::SourceSpec;
 
 use crate::error::{Error, Result};
-use options::{HttpTableOptions, SOURCE_OPTIONS, TABLE_OPTIONS, validate_table_keys};
+use options::{HttpTableOptions, Pagination, SOURCE_OPTIONS, TABLE_OPTIONS, validate_table_keys};
 use pager::Pager;
 
 /// The `http` connector type.
@@ -102,7 +102,12 @@ impl Source for HttpSource {
         split_options(spec).1.into_keys().collect()
     }
 
-    async fn table(&self, spec: &SourceSpec, table: &str) -> Result<Arc<dyn TableProvider>> {
+    async fn table(
+        &self,
+        spec: &SourceSpec,
+        table: &str,
+        hint: Option<SchemaRef>,
+    ) -> Result<Arc<dyn TableProvider>> {
         let (mut raw, tables) = split_options(spec);
         let Some(own) = tables.get(table) else {
             let names: Vec<&str> = tables.keys().map(|s| s.as_str()).collect();
@@ -123,21 +128,39 @@ impl Source for HttpSource {
             .map(|v| resolve_value("base_url", v))
             .transpose()?;
         let opts = HttpTableOptions::parse(table, base.as_deref(), &raw)?;
-        Ok(Arc::new(HttpTable::try_new(table, opts).await?))
+        Ok(Arc::new(
+            HttpTable::try_new(&format!("{}.{table}", spec.name), opts, hint).await?,
+        ))
     }
 }
 
 /// One endpoint as a table.
 #[derive(Debug)]
 pub struct HttpTable {
+    /// `source.table`.
     name: String,
     opts: Arc<HttpTableOptions>,
     schema: SchemaRef,
 }
 
+/// `schema` with the fields of `hint` (learned by a run from later pages) replacing or
+/// joining its own.
+fn with_hint(schema: SchemaRef, hint: Option<SchemaRef>) -> SchemaRef {
+    let Some(hint) = hint else { return schema };
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for h in hint.fields() {
+        match fields.iter_mut().find(|f| f.name() == h.name()) {
+            Some(f) => *f = h.as_ref().clone(),
+            None => fields.push(h.as_ref().clone()),
+        }
+    }
+    Arc::new(Schema::new(fields))
+}
+
 impl HttpTable {
-    /// Builds the table, inferring the schema from the first pages unless one is declared.
-    pub async fn try_new(name: &str, opts: HttpTableOptions) -> Result<Self> {
+    /// Builds the table `name` (`source.table`), inferring the schema from the first pages
+    /// unless one is declared, and covering `hint`.
+    pub async fn try_new(name: &str, opts: HttpTableOptions, hint: Option<SchemaRef>) -> Result<Self> {
         let opts = Arc::new(opts);
         let schema = match &opts.schema {
             Some(text) => json::parse_declared_schema(text)?,
@@ -165,14 +188,28 @@ impl HttpTable {
         Ok(HttpTable {
             name: name.to_string(),
             opts,
-            schema,
+            schema: with_hint(schema, hint),
         })
     }
 
-    /// A filter this table can send as a query parameter: `col > v`, `col >= v`, `col = v`
-    /// where `filter.<col>` names the parameter. Returns (parameter, value, description).
-    fn pushable(&self, e: &Expr) -> Option<(String, String, String)> {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+    /// A filter this table can send as a query parameter: `col > v`, `col >= v` or
+    /// `col = v` where `filter.<col>` names the parameter, also in the form a monotonic
+    /// cursor takes (`col > v OR col IS NULL`).
+    fn pushable(&self, e: &Expr) -> Option<Pushed> {
+        let cmp = match e {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+                match (left.as_ref(), right.as_ref()) {
+                    (cmp @ Expr::BinaryExpr(BinaryExpr { left: c, .. }), Expr::IsNull(n))
+                        if c == n =>
+                    {
+                        cmp
+                    }
+                    _ => return None,
+                }
+            }
+            other => other,
+        };
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = cmp else {
             return None;
         };
         if !matches!(op, Operator::Gt | Operator::GtEq | Operator::Eq) {
@@ -181,17 +218,37 @@ impl HttpTable {
         let (Expr::Column(c), Expr::Literal(v, _)) = (left.as_ref(), right.as_ref()) else {
             return None;
         };
-        let param = self.opts.filters.get(&c.name)?;
-        let value = scalar_text(v)?;
-        Some((param.clone(), value, e.to_string()))
+        let f = self.opts.filters.get(&c.name)?;
+        Some(Pushed {
+            param: f.param.clone(),
+            value: scalar_text(v, f.format.as_deref())?,
+            predicate: e.to_string(),
+            exact: f.exact,
+        })
     }
 }
 
-/// A literal as a query parameter value; timestamps as RFC 3339.
-fn scalar_text(v: &ScalarValue) -> Option<String> {
+/// A filter sent as a query parameter.
+#[derive(Debug, Clone)]
+struct Pushed {
+    param: String,
+    value: String,
+    predicate: String,
+    exact: bool,
+}
+
+/// A literal as a query parameter value; timestamps as RFC 3339 unless `format` says
+/// `unix`, `unix_ms`, `date` or gives a strftime pattern.
+fn scalar_text(v: &ScalarValue, format: Option<&str>) -> Option<String> {
     use chrono::{DateTime, SecondsFormat};
     let ts = |t: Option<DateTime<chrono::Utc>>| {
-        t.map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        t.map(|t| match format {
+            None | Some("rfc3339") => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            Some("unix") => t.timestamp().to_string(),
+            Some("unix_ms") => t.timestamp_millis().to_string(),
+            Some("date") => t.format("%Y-%m-%d").to_string(),
+            Some(pattern) => t.format(pattern).to_string(),
+        })
     };
     match v {
         _ if v.is_null() => None,
@@ -222,16 +279,14 @@ impl TableProvider for HttpTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Inexact: an API's parameter may be inclusive or coarser than the predicate, so
-        // DataFusion still applies the filter to what comes back.
+        // Inexact unless declared exact: an API's parameter may be inclusive or coarser
+        // than the predicate, so DataFusion still applies the filter to what comes back.
         Ok(filters
             .iter()
-            .map(|f| {
-                if self.pushable(f).is_some() {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
+            .map(|f| match self.pushable(f) {
+                Some(p) if p.exact => TableProviderFilterPushDown::Exact,
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
     }
@@ -243,10 +298,10 @@ impl TableProvider for HttpTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let mut pushed: Vec<(String, String, String)> = Vec::new();
+        let mut pushed: Vec<Pushed> = Vec::new();
         for f in filters {
             if let Some(p) = self.pushable(f) {
-                if !pushed.iter().any(|(param, _, _)| *param == p.0) {
+                if !pushed.iter().any(|q| q.param == p.param) {
                     pushed.push(p);
                 }
             }
@@ -281,8 +336,7 @@ pub struct HttpExec {
     opts: Arc<HttpTableOptions>,
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
-    /// (query parameter, value, the predicate it came from)
-    pushed: Vec<(String, String, String)>,
+    pushed: Vec<Pushed>,
     limit: Option<usize>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -301,7 +355,10 @@ impl DisplayAs for HttpExec {
             let p: Vec<String> = self
                 .pushed
                 .iter()
-                .map(|(k, v, e)| format!("{k}={v} ({e})"))
+                .map(|p| {
+                    let how = if p.exact { "Exact" } else { "Inexact" };
+                    format!("{}={} ({}; {how})", p.param, p.value, p.predicate)
+                })
                 .collect();
             write!(f, ", pushed_filters=[{}]", p.join(", "))?;
         }
@@ -321,6 +378,11 @@ impl DisplayAs for HttpExec {
 
 struct ScanState {
     pager: Pager,
+    table: String,
+    /// Set when the scan runs inside a pipeline run.
+    run: Option<Arc<RunContext>>,
+    /// Pages this execution may still read (a token run's page group).
+    budget: Option<u64>,
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
     remaining: Option<usize>,
@@ -373,16 +435,30 @@ impl ExecutionPlan for HttpExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let client = client::build_client(&self.opts)?;
         let extra = self
             .pushed
             .iter()
-            .map(|(k, v, _)| (k.clone(), v.clone()))
+            .map(|p| (p.param.clone(), p.value.clone()))
             .collect();
+        let mut pager = Pager::new(client, self.opts.clone(), extra)?;
+        let run = RunContext::of(context.session_config());
+        if let Some(rc) = &run {
+            if let Some(token) = &rc.resume_token {
+                pager.resume(token)?;
+            }
+            let etag = rc.snapshot_id.as_deref().and_then(|s| s.strip_prefix("etag:"));
+            if let (Some(etag), Pagination::None) = (etag, &self.opts.pagination) {
+                pager.if_none_match(etag);
+            }
+        }
         let state = ScanState {
-            pager: Pager::new(client, self.opts.clone(), extra)?,
+            pager,
+            table: self.table.clone(),
+            budget: run.as_ref().and_then(|rc| rc.page_budget),
+            run,
             schema: self.schema.clone(),
             projection: self.projection.clone(),
             remaining: self.limit,
@@ -391,16 +467,56 @@ impl ExecutionPlan for HttpExec {
         };
         let out_schema = self.props.eq_properties.schema().clone();
         let s = stream::try_unfold(state, |mut st| async move {
-            if st.remaining == Some(0) {
+            if st.remaining == Some(0) || st.budget == Some(0) {
                 return Ok(None);
             }
             let Some(page) = st.pager.next_page().await.map_err(DataFusionError::from)? else {
+                if let Some(rc) = &st.run {
+                    let unchanged = st.pager.not_modified();
+                    rc.update(|r| {
+                        r.exhausted = true;
+                        r.unchanged = unchanged;
+                    });
+                }
                 return Ok(None);
             };
             st.pages.add(1);
             st.bytes.add(page.bytes as usize);
-            let mut batch = json::decode(page.records, &st.schema).map_err(|e| {
-                DataFusionError::from(Error::Upstream(format!("page {}: {e}", st.pager.pages())))
+            let n = st.pager.pages();
+            let mut records = page.records;
+            if let Some(rc) = &st.run {
+                let check = json::check_page(records, &st.schema, rc.schema_policy, n)?;
+                if let Some((evolved, changes)) = check.evolved {
+                    let msg = format!("{}: {}", st.table, changes.join("; "));
+                    rc.update(|r| {
+                        r.drift.push(SourceDrift {
+                            table: st.table.clone(),
+                            evolved,
+                            changes,
+                        })
+                    });
+                    return Err(DataFusionError::from(Error::Upstream(format!(
+                        "the data outgrew the table's schema: {msg}"
+                    ))));
+                }
+                records = check.records;
+                let (token, exhausted, etag) = (
+                    st.pager.token().map(str::to_string),
+                    st.pager.exhausted(),
+                    st.pager.etag().map(|e| format!("etag:{e}")),
+                );
+                rc.update(|r| {
+                    r.rows_discarded += check.discarded;
+                    r.token = token.or(r.token.take());
+                    r.exhausted = exhausted;
+                    r.snapshot_id = etag.or(r.snapshot_id.take());
+                });
+                if let Some(b) = st.budget.as_mut() {
+                    *b -= 1;
+                }
+            }
+            let mut batch = json::decode(records, &st.schema).map_err(|e| {
+                DataFusionError::from(Error::Upstream(format!("page {n}: {e}")))
             })?;
             if let Some(p) = &st.projection {
                 batch = batch.project(p)?;
@@ -447,6 +563,6 @@ impl TableProviderFactory for HttpTableFactory {
         let name = cmd.name.table().to_string();
         validate_table_keys(&format!("external table '{name}'"), raw.keys())?;
         let opts = HttpTableOptions::parse(&name, None, &raw)?;
-        Ok(Arc::new(HttpTable::try_new(&name, opts).await?))
+        Ok(Arc::new(HttpTable::try_new(&name, opts, None).await?))
     }
 }

@@ -129,7 +129,7 @@ pub const TABLE_OPTIONS: &[OptionSpec] = &[
     opt(
         "filter.*",
         false,
-        "push a filter into a query parameter: filter.<column> '<param>' sends col > v, >= v or = v as <param>=v",
+        "push a filter into a query parameter: filter.<column> '<param>' sends col > v, >= v or = v as <param>=v; filter.<column>.format 'rfc3339|unix|unix_ms|date|<strftime>' formats a timestamp value; filter.<column>.exact 'true' says the API applies the predicate exactly (reported Exact, not filtered again)",
     ),
 ];
 
@@ -201,8 +201,18 @@ pub struct HttpTableOptions {
     pub max_retries: u32,
     pub backoff: Duration,
     pub timeout: Duration,
-    /// column -> query parameter for pushed filters.
-    pub filters: BTreeMap<String, String>,
+    /// column -> how a filter on it becomes a query parameter.
+    pub filters: BTreeMap<String, FilterParam>,
+}
+
+/// How a filter on a column is sent as a query parameter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterParam {
+    pub param: String,
+    /// rfc3339 (default), unix, unix_ms, date, or a strftime pattern, for timestamps.
+    pub format: Option<String>,
+    /// The API applies the predicate exactly as written (DataFusion need not filter again).
+    pub exact: bool,
 }
 
 fn num(key: &str, v: Option<&String>, default: u64) -> Result<u64> {
@@ -262,8 +272,32 @@ impl HttpTableOptions {
             } else if let Some(q) = k.strip_prefix("query.") {
                 query.push((q.to_string(), resolve_value(k, v)?));
             } else if let Some(c) = k.strip_prefix("filter.") {
-                filters.insert(c.to_string(), v.clone());
+                let (col, attr) = match c.rsplit_once('.') {
+                    Some((col, a @ ("format" | "exact"))) => (col, Some(a)),
+                    _ => (c, None),
+                };
+                let entry: &mut FilterParam = filters.entry(col.to_string()).or_default();
+                match attr {
+                    None => entry.param = v.clone(),
+                    Some("format") => entry.format = Some(v.clone()),
+                    _ => {
+                        entry.exact = match v.to_ascii_lowercase().as_str() {
+                            "true" | "yes" | "1" => true,
+                            "false" | "no" | "0" => false,
+                            other => {
+                                return Err(Error::InvalidInput(format!(
+                                    "option '{k}' must be true or false, got '{other}'"
+                                )));
+                            }
+                        }
+                    }
+                }
             }
+        }
+        if let Some((col, _)) = filters.iter().find(|(_, f)| f.param.is_empty()) {
+            return Err(Error::InvalidInput(format!(
+                "HTTP table '{table}': filter.{col}.format or .exact is set but filter.{col} (the query parameter's name) is not"
+            )));
         }
         let page_size = num("page_size", raw.get("page_size"), 100)?;
         let style = get("pagination")?.unwrap_or_else(|| "none".into());

@@ -9,6 +9,13 @@
 //!    in the `Link` header (`link_header`), a short page with fewer than `page_size` records
 //!    (`offset`, `page`), no token in the body (`cursor`); `none` always stops here;
 //! 6. `max_pages` pages read stops.
+//!
+//! Resume tokens (for `CURSOR TOKEN` pipelines): after each page the pager knows the token
+//! that fetches the page after it: the body's token (`cursor`), the next URL (`next_url`,
+//! `link_header`), or the next offset or page number (`offset`, `page`). When the source
+//! gives none (the last page of `next_url`, `link_header`, `cursor`), the token stays the
+//! one that fetched the last page, so the next run reads that page again: use MODE MERGE
+//! with those styles, or an API whose last page still hands out a token.
 
 use std::sync::Arc;
 
@@ -38,6 +45,13 @@ pub struct Pager {
     records: u64,
     offset: u64,
     page: u64,
+    /// The token that resumes after the pages read so far.
+    token: Option<String>,
+    /// ETag of a committed snapshot: the first request is conditional.
+    if_none_match: Option<String>,
+    /// The first response's ETag.
+    etag: Option<String>,
+    not_modified: bool,
 }
 
 fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -100,6 +114,10 @@ impl Pager {
             records: 0,
             offset: 0,
             page: start,
+            token: None,
+            if_none_match: None,
+            etag: None,
+            not_modified: false,
         };
         pager.next = Some(pager.url_with_style());
         Ok(pager)
@@ -107,6 +125,83 @@ impl Pager {
 
     pub fn pages(&self) -> u64 {
         self.pages
+    }
+
+    /// The token that resumes after the pages read so far.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Whether a stop rule has fired: no page follows.
+    pub fn exhausted(&self) -> bool {
+        self.next.is_none()
+    }
+
+    /// The first response's ETag, as a snapshot id.
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
+    /// Whether the conditional first request came back `304 Not Modified`.
+    pub fn not_modified(&self) -> bool {
+        self.not_modified
+    }
+
+    /// Makes the first request conditional on the snapshot's ETag.
+    pub fn if_none_match(&mut self, etag: &str) {
+        self.if_none_match = Some(etag.to_string());
+    }
+
+    /// Starts from a resume token instead of the first page.
+    pub fn resume(&mut self, token: &str) -> Result<()> {
+        let bad = |e: String| {
+            Error::InvalidInput(format!(
+                "resume token '{token}' does not fit pagination '{}': {e}; reset the pipeline's cursor if the table's pagination changed",
+                self.opts.pagination.name()
+            ))
+        };
+        self.next = Some(match &self.opts.pagination {
+            Pagination::Cursor { param, .. } => {
+                let mut u = self.url_with_style();
+                u.query_pairs_mut().append_pair(param, token);
+                u
+            }
+            Pagination::NextUrl { .. } | Pagination::LinkHeader => {
+                Url::parse(token).map_err(|e| bad(e.to_string()))?
+            }
+            Pagination::Offset { .. } => {
+                self.offset = token.parse().map_err(|e| bad(format!("{e}")))?;
+                self.url_with_style()
+            }
+            Pagination::Page { .. } => {
+                self.page = token.parse().map_err(|e| bad(format!("{e}")))?;
+                self.url_with_style()
+            }
+            Pagination::None => return Err(bad("a single request has nothing to resume".into())),
+        });
+        self.token = Some(token.to_string());
+        Ok(())
+    }
+
+    /// The token that fetches the page after this one, if the source gives one.
+    fn token_after(&self, url: &Url, headers: &HeaderMap, body: &Value) -> Option<String> {
+        match &self.opts.pagination {
+            Pagination::None => None,
+            Pagination::Cursor { path, .. } => match lookup(body, path) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            },
+            Pagination::NextUrl { path } => match lookup(body, path) {
+                Some(Value::String(s)) if !s.is_empty() => url.join(s).ok().map(|u| u.to_string()),
+                _ => None,
+            },
+            Pagination::LinkHeader => link_next(headers)
+                .and_then(|s| url.join(&s).ok())
+                .map(|u| u.to_string()),
+            Pagination::Offset { .. } => Some(self.offset.to_string()),
+            Pagination::Page { .. } => Some(self.page.to_string()),
+        }
     }
 
     fn url_with_style(&self) -> Url {
@@ -150,7 +245,23 @@ impl Pager {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
-        let page = client::get(&self.client, &url, &self.opts).await?;
+        let conditional = if self.pages == 0 {
+            self.if_none_match.clone()
+        } else {
+            None
+        };
+        let page = client::get(&self.client, &url, &self.opts, conditional.as_deref()).await?;
+        if page.not_modified {
+            self.not_modified = true;
+            return Ok(None);
+        }
+        if self.pages == 0 {
+            self.etag = page
+                .headers
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+        }
         self.pages += 1;
         let n = self.pages;
         let mut body: Value = serde_json::from_slice(&page.body).map_err(|e| {
@@ -178,6 +289,9 @@ impl Pager {
         self.records += len;
         if len > 0 {
             self.next = self.next_url(&url, &page.headers, &body, len)?;
+            if let Some(t) = self.token_after(&url, &page.headers, &body) {
+                self.token = Some(t);
+            }
         }
         // Decide the next page first, then move the records out of the body: no copy.
         let records = match take(&mut body, path) {

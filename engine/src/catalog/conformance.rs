@@ -1,0 +1,327 @@
+//! The `Catalog` conformance suite: what every adapter must do, written once over the port.
+//!
+//! An adapter joins with one line, in any crate's tests:
+//!
+//! ```ignore
+//! hakiri_engine::catalog_conformance!(postgres, PostgresCatalog::connect(...).unwrap());
+//! ```
+//!
+//! which expands to one `#[test]` per check below, each on a fresh catalog.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, STATE_TABLES};
+use crate::error::Error;
+use crate::types::{
+    CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, RunCounters, RunStatus,
+    SchemaPolicy, SourceSpec, WriteMode,
+};
+
+/// Generates the suite's tests for an adapter: `catalog_conformance!(name, constructor)`.
+#[macro_export]
+macro_rules! catalog_conformance {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::catalog_conformance!(@tests $make;
+                sources_round_trip, pipelines_round_trip, run_lock_names_a_live_holder,
+                dead_holder_is_taken_over, commit_applies_everything_at_once,
+                commit_after_recovery_is_refused, checkpoints_advance_the_cursor,
+                replace_retires_files_until_purged, schema_versions_and_events,
+                failed_run_keeps_the_cursor, state_tables_have_their_columns);
+        }
+    };
+    (@tests $make:expr; $($check:ident),*) => {
+        $(
+            #[test]
+            fn $check() {
+                let catalog = $make;
+                $crate::catalog::conformance::$check(&catalog);
+            }
+        )*
+    };
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_790_000_000 + secs, 0).unwrap()
+}
+
+fn holder(pid: u32) -> RunHolder {
+    RunHolder {
+        pid,
+        host: "conformance".into(),
+    }
+}
+
+fn new_run(id: &str, pipeline: &str, at: i64, pid: u32) -> NewRun {
+    NewRun {
+        run_id: id.into(),
+        pipeline: pipeline.into(),
+        started_at: t(at),
+        cursor_start: None,
+        holder: holder(pid),
+    }
+}
+
+fn alive(_: &super::RunRecord) -> bool {
+    true
+}
+fn dead(_: &super::RunRecord) -> bool {
+    false
+}
+
+fn file(table: &str, run: &str, rows: u64) -> FileEntry {
+    FileEntry {
+        path: format!("{table}/{run}.parquet"),
+        table: table.into(),
+        run_id: run.into(),
+        rows,
+        bytes: rows * 10,
+    }
+}
+
+fn commit(run: &str, table: &str, files: Vec<FileEntry>, cursor: Option<&str>) -> RunCommit {
+    RunCommit {
+        run_id: run.into(),
+        pipeline: "p".into(),
+        table: table.into(),
+        files,
+        replace: false,
+        cursor: cursor.map(|c| ("monotonic".into(), c.into())),
+        schema: Some("id Int64".into()),
+        events: Vec::new(),
+        counters: RunCounters {
+            rows_read: 3,
+            rows_written: 3,
+            pages: 1,
+            bytes: 30,
+            ..RunCounters::default()
+        },
+        at: t(10),
+        finish: Some(RunStatus::Succeeded),
+    }
+}
+
+fn status(c: &dyn Catalog, run: &str) -> String {
+    c.runs(None)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.run_id == run)
+        .map(|r| r.status)
+        .unwrap_or_default()
+}
+
+pub fn sources_round_trip(c: &dyn Catalog) {
+    let spec = SourceSpec {
+        name: "api".into(),
+        connector: "http".into(),
+        options: BTreeMap::from([("base_url".into(), "http://x".into())]),
+        origin: Origin::Sql,
+    };
+    c.upsert_source(&spec, t(0)).unwrap();
+    assert_eq!(c.list_sources().unwrap(), vec![spec.clone()]);
+    let mut changed = spec.clone();
+    changed.options.insert("header.A".into(), "env:TOKEN".into());
+    c.upsert_source(&changed, t(1)).unwrap();
+    assert_eq!(c.list_sources().unwrap(), vec![changed]);
+    assert!(c.drop_source("api").unwrap());
+    assert!(!c.drop_source("api").unwrap());
+    assert!(c.list_sources().unwrap().is_empty());
+}
+
+pub fn pipelines_round_trip(c: &dyn Catalog) {
+    let spec = PipelineSpec {
+        name: "p".into(),
+        sql: "INSERT INTO context.t SELECT * FROM s.t WHERE id >= $cursor".into(),
+        target: "t".into(),
+        cursor: Some(CursorSpec {
+            kind: CursorKind::Monotonic,
+            column: Some("id".into()),
+            initial: Some("0".into()),
+            lag: Some("5".into()),
+            on_null: NullRule::Skip,
+        }),
+        mode: WriteMode::Merge,
+        key: vec!["id".into(), "region".into()],
+        on_schema_change: SchemaPolicy::Discard,
+        checkpoint_pages: None,
+        origin: Origin::Manifest,
+    };
+    let token = PipelineSpec {
+        name: "q".into(),
+        sql: "INSERT INTO context.u SELECT * FROM s.u".into(),
+        target: "u".into(),
+        cursor: Some(CursorSpec {
+            kind: CursorKind::OpaqueToken,
+            ..CursorSpec::default()
+        }),
+        mode: WriteMode::Append,
+        key: Vec::new(),
+        on_schema_change: SchemaPolicy::Freeze,
+        checkpoint_pages: Some(3),
+        origin: Origin::Sql,
+    };
+    c.upsert_pipeline(&spec, t(0)).unwrap();
+    c.upsert_pipeline(&token, t(0)).unwrap();
+    assert_eq!(c.list_pipelines().unwrap(), vec![spec, token]);
+    assert!(c.drop_pipeline("q").unwrap());
+    assert_eq!(c.list_pipelines().unwrap().len(), 1);
+}
+
+pub fn run_lock_names_a_live_holder(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 4242), &alive).unwrap();
+    let err = c.begin_run(&new_run("r2", "p", 1, 7), &alive).unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("r1") && msg.contains("4242") && msg.contains("conformance"), "{msg}");
+    assert_eq!(status(c, "r1"), "running");
+    assert!(c.runs(None).unwrap().iter().all(|r| r.run_id != "r2"));
+    // Another pipeline is not blocked.
+    c.begin_run(&new_run("r3", "other", 1, 7), &alive).unwrap();
+}
+
+pub fn dead_holder_is_taken_over(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 4242), &alive).unwrap();
+    c.begin_run(&new_run("r2", "p", 1, 7), &dead).unwrap();
+    assert_eq!(status(c, "r1"), "partial_failure");
+    assert_eq!(status(c, "r2"), "running");
+    let runs = c.runs(Some("p")).unwrap();
+    assert_eq!(runs[1].holder, holder(7));
+    c.heartbeat("r2", t(5)).unwrap();
+    assert_eq!(c.runs(Some("p")).unwrap()[1].heartbeat_at, t(5));
+    // Recovery only touches runs whose holder is dead.
+    assert!(c.recover_runs(&alive, t(6)).unwrap().is_empty());
+    assert_eq!(c.recover_runs(&dead, t(6)).unwrap(), vec!["r2".to_string()]);
+    assert_eq!(status(c, "r2"), "partial_failure");
+}
+
+pub fn commit_applies_everything_at_once(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7"))).unwrap();
+    assert_eq!(c.table_files("t").unwrap(), vec![file("t", "r1", 3)]);
+    assert_eq!(c.cursor("p").unwrap().as_deref(), Some("7"));
+    let tables = c.tables().unwrap();
+    assert_eq!((tables[0].name.as_str(), tables[0].rows, tables[0].files), ("t", 3, 1));
+    let run = &c.runs(Some("p")).unwrap()[0];
+    assert_eq!(run.status, "succeeded");
+    assert_eq!(run.counters.rows_written, 3);
+    assert_eq!(run.cursor_end.as_deref(), Some("7"));
+    assert_eq!(run.ended_at, Some(t(10)));
+}
+
+pub fn commit_after_recovery_is_refused(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    c.recover_runs(&dead, t(1)).unwrap();
+    assert!(c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7"))).is_err());
+    assert!(c.table_files("t").unwrap().is_empty());
+    assert_eq!(c.cursor("p").unwrap(), None);
+    assert!(c.tables().unwrap().is_empty());
+    assert_eq!(status(c, "r1"), "partial_failure");
+}
+
+pub fn checkpoints_advance_the_cursor(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    for (i, token) in ["a", "b"].iter().enumerate() {
+        let mut ck = commit("r1", "t", vec![file("t", &format!("r1-{i}"), 2)], Some(token));
+        ck.finish = None;
+        c.commit(&ck).unwrap();
+        assert_eq!(status(c, "r1"), "running");
+        assert_eq!(c.cursor("p").unwrap().as_deref(), Some(*token));
+    }
+    let mut last = commit("r1", "t", Vec::new(), None);
+    last.at = t(20);
+    c.commit(&last).unwrap();
+    assert_eq!(status(c, "r1"), "succeeded");
+    assert_eq!(c.table_files("t").unwrap().len(), 2);
+    let history: Vec<String> = c.cursor_history("p").unwrap().into_iter().map(|e| e.value).collect();
+    assert_eq!(history, vec!["a", "b"]);
+    assert_eq!(c.runs(Some("p")).unwrap()[0].cursor_end.as_deref(), Some("b"));
+}
+
+pub fn replace_retires_files_until_purged(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], None)).unwrap();
+    c.begin_run(&new_run("r2", "p", 1, 1), &alive).unwrap();
+    let mut rep = commit("r2", "t", vec![file("t", "r2", 5)], None);
+    rep.replace = true;
+    rep.at = t(20);
+    c.commit(&rep).unwrap();
+    assert_eq!(c.table_files("t").unwrap(), vec![file("t", "r2", 5)]);
+    assert_eq!(c.tables().unwrap()[0].rows, 5);
+    let mut all = c.all_files().unwrap();
+    all.sort();
+    assert_eq!(all, vec!["t/r1.parquet", "t/r2.parquet"]);
+    assert!(c.purge_retired(t(20)).unwrap().is_empty());
+    assert_eq!(c.purge_retired(t(21)).unwrap(), vec!["t/r1.parquet"]);
+    assert_eq!(c.all_files().unwrap(), vec!["t/r2.parquet"]);
+}
+
+pub fn schema_versions_and_events(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    let first = c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], None)).unwrap();
+    assert_eq!(first.new_schema_version, Some(1));
+    c.begin_run(&new_run("r2", "p", 1, 1), &alive).unwrap();
+    let same = c.commit(&commit("r2", "t", vec![file("t", "r2", 3)], None)).unwrap();
+    assert_eq!(same.new_schema_version, None);
+    c.begin_run(&new_run("r3", "p", 2, 1), &alive).unwrap();
+    let mut wider = commit("r3", "t", vec![file("t", "r3", 3)], None);
+    wider.schema = Some("id Int64, name Utf8".into());
+    wider.events = vec![("column_added".into(), "column name Utf8 added".into())];
+    assert_eq!(c.commit(&wider).unwrap().new_schema_version, Some(2));
+    let events = c.state_table("events").unwrap();
+    let kinds: Vec<String> = events
+        .rows
+        .iter()
+        .map(|r| match &r[2] {
+            super::state_tables::RawValue::Text(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, vec!["table_created", "column_added"]);
+    assert_eq!(c.state_table("schema_versions").unwrap().rows.len(), 2);
+}
+
+pub fn failed_run_keeps_the_cursor(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7"))).unwrap();
+    c.begin_run(&new_run("r2", "p", 1, 1), &alive).unwrap();
+    c.fail_run("r2", t(30), &RunCounters::default(), "boom").unwrap();
+    assert_eq!(c.cursor("p").unwrap().as_deref(), Some("7"));
+    let run = &c.runs(Some("p")).unwrap()[1];
+    assert_eq!((run.status.as_str(), run.error.as_deref()), ("failed", Some("boom")));
+    // The lock is free again.
+    c.begin_run(&new_run("r3", "p", 2, 1), &alive).unwrap();
+}
+
+pub fn state_tables_have_their_columns(c: &dyn Catalog) {
+    let expected: &[(&str, &[&str])] = &[
+        ("sources", &["name", "type", "options", "origin", "created_at", "updated_at"]),
+        ("runs", &["run_id", "pipeline", "status", "started_at", "ended_at", "rows_read", "rows_written", "pages", "bytes", "rows_skipped", "rows_discarded", "cursor_start", "cursor_end", "error", "pid", "host", "heartbeat_at"]),
+        ("cursors", &["pipeline", "kind", "value", "run_id", "updated_at"]),
+        ("cursor_history", &["id", "pipeline", "kind", "value", "run_id", "committed_at"]),
+        ("tables", &["name", "rows", "files", "schema_version", "created_at", "updated_at"]),
+        ("files", &["path", "table_name", "run_id", "rows", "bytes", "created_at", "retired_at"]),
+        ("schema_versions", &["table_name", "version", "schema", "run_id", "created_at"]),
+        ("events", &["id", "at", "kind", "subject", "message", "run_id"]),
+    ];
+    for name in STATE_TABLES {
+        let table = c.state_table(name).unwrap();
+        if let Some((_, cols)) = expected.iter().find(|(n, _)| n == name) {
+            let got: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
+            assert_eq!(&got, cols, "columns of hakiri.{name}");
+        }
+        table.to_record_batch().unwrap();
+    }
+    assert!(matches!(c.state_table("nope"), Err(Error::NotFound(_))));
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::{MemoryCatalog, SqliteCatalog};
+
+    crate::catalog_conformance!(sqlite, SqliteCatalog::open_in_memory().unwrap());
+    crate::catalog_conformance!(memory, MemoryCatalog::new());
+}

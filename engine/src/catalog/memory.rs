@@ -1,0 +1,556 @@
+//! A `Catalog` adapter holding everything in memory: for tests and throwaway sessions, and
+//! the second adapter that keeps the port honest (both pass [`super::conformance`]).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::state_tables::{ColumnType, RawTable, RawValue};
+use super::{
+    Catalog, CommitOutcome, CursorEntry, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun, RunCommit,
+    RunRecord, STATE_TABLES, TableEntry, already_running,
+};
+use crate::error::{Error, Result};
+use crate::types::{PipelineSpec, RunCounters, RunStatus, SourceSpec};
+
+#[derive(Debug, Default)]
+pub struct MemoryCatalog {
+    state: Mutex<State>,
+}
+
+struct Stamped<T> {
+    value: T,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+struct File {
+    entry: FileEntry,
+    created_at: DateTime<Utc>,
+    retired_at: Option<DateTime<Utc>>,
+}
+
+struct Event {
+    at: DateTime<Utc>,
+    kind: String,
+    subject: String,
+    message: String,
+    run_id: Option<String>,
+}
+
+struct CursorRow {
+    kind: String,
+    value: String,
+    run_id: String,
+    at: DateTime<Utc>,
+}
+
+struct TableRow {
+    rows: u64,
+    files: u64,
+    schema_version: Option<i64>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+struct SchemaVersion {
+    table: String,
+    version: i64,
+    schema: String,
+    run_id: String,
+    at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct State {
+    sources: BTreeMap<String, Stamped<SourceSpec>>,
+    pipelines: BTreeMap<String, Stamped<PipelineSpec>>,
+    runs: Vec<RunRecord>,
+    cursors: BTreeMap<String, CursorRow>,
+    cursor_history: Vec<(CursorEntry, DateTime<Utc>)>,
+    tables: BTreeMap<String, TableRow>,
+    files: Vec<File>,
+    schema_versions: Vec<SchemaVersion>,
+    events: Vec<Event>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").finish_non_exhaustive()
+    }
+}
+
+impl State {
+    fn run_mut(&mut self, run_id: &str) -> Option<&mut RunRecord> {
+        self.runs.iter_mut().find(|r| r.run_id == run_id)
+    }
+
+    fn mark_dead(&mut self, run_id: &str, now: DateTime<Utc>) {
+        if let Some(r) = self.run_mut(run_id) {
+            r.status = RunStatus::PartialFailure.as_str().into();
+            r.ended_at = Some(now);
+            r.error = Some(DEAD_RUN_ERROR.into());
+        }
+        self.event(
+            now,
+            "run_recovered",
+            run_id,
+            "run marked partial_failure: its process stopped before the run ended",
+            Some(run_id),
+        );
+    }
+
+    fn event(&mut self, at: DateTime<Utc>, kind: &str, subject: &str, msg: &str, run: Option<&str>) {
+        self.events.push(Event {
+            at,
+            kind: kind.into(),
+            subject: subject.into(),
+            message: msg.into(),
+            run_id: run.map(str::to_string),
+        });
+    }
+}
+
+impl MemoryCatalog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Catalog for MemoryCatalog {
+    fn upsert_source(&self, spec: &SourceSpec, now: DateTime<Utc>) -> Result<()> {
+        let mut st = self.state();
+        let created_at = st.sources.get(&spec.name).map_or(now, |s| s.created_at);
+        st.sources.insert(
+            spec.name.clone(),
+            Stamped {
+                value: spec.clone(),
+                created_at,
+                updated_at: now,
+            },
+        );
+        Ok(())
+    }
+
+    fn drop_source(&self, name: &str) -> Result<bool> {
+        Ok(self.state().sources.remove(name).is_some())
+    }
+
+    fn list_sources(&self) -> Result<Vec<SourceSpec>> {
+        Ok(self.state().sources.values().map(|s| s.value.clone()).collect())
+    }
+
+    fn upsert_pipeline(&self, spec: &PipelineSpec, now: DateTime<Utc>) -> Result<()> {
+        let mut st = self.state();
+        let created_at = st.pipelines.get(&spec.name).map_or(now, |s| s.created_at);
+        st.pipelines.insert(
+            spec.name.clone(),
+            Stamped {
+                value: spec.clone(),
+                created_at,
+                updated_at: now,
+            },
+        );
+        Ok(())
+    }
+
+    fn drop_pipeline(&self, name: &str) -> Result<bool> {
+        let mut st = self.state();
+        st.cursors.remove(name);
+        Ok(st.pipelines.remove(name).is_some())
+    }
+
+    fn list_pipelines(&self) -> Result<Vec<PipelineSpec>> {
+        Ok(self.state().pipelines.values().map(|s| s.value.clone()).collect())
+    }
+
+    fn cursor(&self, pipeline: &str) -> Result<Option<String>> {
+        Ok(self.state().cursors.get(pipeline).map(|c| c.value.clone()))
+    }
+
+    fn cursor_history(&self, pipeline: &str) -> Result<Vec<CursorEntry>> {
+        Ok(self
+            .state()
+            .cursor_history
+            .iter()
+            .filter(|(c, _)| c.pipeline == pipeline)
+            .map(|(c, _)| c.clone())
+            .collect())
+    }
+
+    fn begin_run(&self, run: &NewRun, is_alive: IsAlive<'_>) -> Result<()> {
+        let mut st = self.state();
+        let running: Vec<RunRecord> = st
+            .runs
+            .iter()
+            .filter(|r| r.pipeline == run.pipeline && r.status == "running")
+            .cloned()
+            .collect();
+        for r in &running {
+            if is_alive(r) {
+                return Err(already_running(r));
+            }
+        }
+        for r in &running {
+            st.mark_dead(&r.run_id, run.started_at);
+        }
+        st.runs.push(RunRecord {
+            run_id: run.run_id.clone(),
+            pipeline: run.pipeline.clone(),
+            status: RunStatus::Running.as_str().into(),
+            started_at: run.started_at,
+            ended_at: None,
+            counters: RunCounters::default(),
+            cursor_start: run.cursor_start.clone(),
+            cursor_end: None,
+            error: None,
+            holder: run.holder.clone(),
+            heartbeat_at: run.started_at,
+        });
+        Ok(())
+    }
+
+    fn heartbeat(&self, run_id: &str, at: DateTime<Utc>) -> Result<()> {
+        if let Some(r) = self.state().run_mut(run_id).filter(|r| r.status == "running") {
+            r.heartbeat_at = at;
+        }
+        Ok(())
+    }
+
+    fn fail_run(
+        &self,
+        run_id: &str,
+        ended_at: DateTime<Utc>,
+        counters: &RunCounters,
+        error: &str,
+    ) -> Result<()> {
+        if let Some(r) = self.state().run_mut(run_id).filter(|r| r.status == "running") {
+            r.status = RunStatus::Failed.as_str().into();
+            r.ended_at = Some(ended_at);
+            r.counters = counters.clone();
+            r.error = Some(error.into());
+        }
+        Ok(())
+    }
+
+    fn commit(&self, c: &RunCommit) -> Result<CommitOutcome> {
+        let mut st = self.state();
+        let status = st
+            .runs
+            .iter()
+            .find(|r| r.run_id == c.run_id)
+            .map(|r| r.status.clone());
+        if status.as_deref() != Some("running") {
+            return Err(Error::Internal(format!(
+                "run {} is {} in the catalog, not running; its commit was abandoned",
+                c.run_id,
+                status.unwrap_or_else(|| "missing".into())
+            )));
+        }
+        let mut outcome = CommitOutcome::default();
+        if c.replace {
+            for f in st
+                .files
+                .iter_mut()
+                .filter(|f| f.entry.table == c.table && f.retired_at.is_none())
+            {
+                f.retired_at = Some(c.at);
+            }
+        }
+        for f in &c.files {
+            st.files.push(File {
+                entry: f.clone(),
+                created_at: c.at,
+                retired_at: None,
+            });
+        }
+        let active = st
+            .files
+            .iter()
+            .filter(|f| f.entry.table == c.table && f.retired_at.is_none());
+        let (rows, files) = active.fold((0, 0), |(r, n), f| (r + f.entry.rows, n + 1));
+        let latest = st
+            .schema_versions
+            .iter()
+            .filter(|v| v.table == c.table)
+            .max_by_key(|v| v.version)
+            .map(|v| (v.version, v.schema.clone()));
+        let mut version = latest.as_ref().map(|(v, _)| *v);
+        if let Some(schema) = &c.schema {
+            if latest.as_ref().map(|(_, s)| s) != Some(schema) {
+                let v = version.unwrap_or(0) + 1;
+                st.schema_versions.push(SchemaVersion {
+                    table: c.table.clone(),
+                    version: v,
+                    schema: schema.clone(),
+                    run_id: c.run_id.clone(),
+                    at: c.at,
+                });
+                if v == 1 {
+                    let msg = format!("table '{}' created", c.table);
+                    st.event(c.at, "table_created", &c.table, &msg, Some(&c.run_id));
+                }
+                version = Some(v);
+                outcome.new_schema_version = Some(v);
+            }
+        }
+        for (kind, msg) in &c.events {
+            st.event(c.at, kind, &c.table, msg, Some(&c.run_id));
+        }
+        if files > 0 || version.is_some() {
+            let created_at = st.tables.get(&c.table).map_or(c.at, |t| t.created_at);
+            st.tables.insert(
+                c.table.clone(),
+                TableRow {
+                    rows,
+                    files,
+                    schema_version: version,
+                    created_at,
+                    updated_at: c.at,
+                },
+            );
+        }
+        if let Some((kind, value)) = &c.cursor {
+            st.cursors.insert(
+                c.pipeline.clone(),
+                CursorRow {
+                    kind: kind.clone(),
+                    value: value.clone(),
+                    run_id: c.run_id.clone(),
+                    at: c.at,
+                },
+            );
+            let entry = CursorEntry {
+                pipeline: c.pipeline.clone(),
+                kind: kind.clone(),
+                value: value.clone(),
+                run_id: c.run_id.clone(),
+            };
+            st.cursor_history.push((entry, c.at));
+        }
+        let r = st.run_mut(&c.run_id).expect("checked above");
+        r.counters = c.counters.clone();
+        r.heartbeat_at = c.at;
+        if let Some((_, v)) = &c.cursor {
+            r.cursor_end = Some(v.clone());
+        }
+        if let Some(status) = c.finish {
+            r.status = status.as_str().into();
+            r.ended_at = Some(c.at);
+            if r.cursor_end.is_none() {
+                r.cursor_end = r.cursor_start.clone();
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn runs(&self, pipeline: Option<&str>) -> Result<Vec<RunRecord>> {
+        let mut runs: Vec<RunRecord> = self
+            .state()
+            .runs
+            .iter()
+            .filter(|r| pipeline.is_none_or(|p| r.pipeline == p))
+            .cloned()
+            .collect();
+        runs.sort_by_key(|r| r.started_at);
+        Ok(runs)
+    }
+
+    fn recover_runs(&self, is_alive: IsAlive<'_>, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let mut st = self.state();
+        let dead: Vec<String> = st
+            .runs
+            .iter()
+            .filter(|r| r.status == "running" && !is_alive(r))
+            .map(|r| r.run_id.clone())
+            .collect();
+        for id in &dead {
+            st.mark_dead(id, now);
+        }
+        Ok(dead)
+    }
+
+    fn tables(&self) -> Result<Vec<TableEntry>> {
+        Ok(self
+            .state()
+            .tables
+            .iter()
+            .map(|(name, t)| TableEntry {
+                name: name.clone(),
+                rows: t.rows,
+                files: t.files,
+            })
+            .collect())
+    }
+
+    fn table_files(&self, table: &str) -> Result<Vec<FileEntry>> {
+        Ok(self
+            .state()
+            .files
+            .iter()
+            .filter(|f| f.entry.table == table && f.retired_at.is_none())
+            .map(|f| f.entry.clone())
+            .collect())
+    }
+
+    fn all_files(&self) -> Result<Vec<String>> {
+        Ok(self.state().files.iter().map(|f| f.entry.path.clone()).collect())
+    }
+
+    fn purge_retired(&self, before: DateTime<Utc>) -> Result<Vec<String>> {
+        let mut st = self.state();
+        let (gone, kept): (Vec<File>, Vec<File>) = std::mem::take(&mut st.files)
+            .into_iter()
+            .partition(|f| f.retired_at.is_some_and(|t| t < before));
+        st.files = kept;
+        Ok(gone.into_iter().map(|f| f.entry.path).collect())
+    }
+
+    fn add_event(
+        &self,
+        at: DateTime<Utc>,
+        kind: &str,
+        subject: &str,
+        message: &str,
+        run_id: Option<&str>,
+    ) -> Result<()> {
+        self.state().event(at, kind, subject, message, run_id);
+        Ok(())
+    }
+
+    fn state_table(&self, name: &str) -> Result<RawTable> {
+        use ColumnType::{Int, Text, Timestamp};
+        if !STATE_TABLES.contains(&name) {
+            return Err(Error::NotFound(format!(
+                "no state table 'hakiri.{name}': the state tables are {}",
+                STATE_TABLES
+                    .iter()
+                    .map(|t| format!("hakiri.{t}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let st = self.state();
+        let t = |s: &str| RawValue::Text(s.to_string());
+        let ot = |s: Option<&str>| s.map_or(RawValue::Null, |s| RawValue::Text(s.to_string()));
+        let time = |d: DateTime<Utc>| RawValue::Text(d.to_rfc3339_opts(SecondsFormat::Micros, true));
+        let otime = |d: Option<DateTime<Utc>>| d.map_or(RawValue::Null, time);
+        let n = |v: u64| RawValue::Int(v as i64);
+        let (columns, rows): (Vec<(&str, ColumnType)>, Vec<Vec<RawValue>>) = match name {
+            "sources" => (
+                vec![("name", Text), ("type", Text), ("options", Text), ("origin", Text), ("created_at", Timestamp), ("updated_at", Timestamp)],
+                st.sources
+                    .values()
+                    .map(|s| {
+                        let options = serde_json::to_string(&s.value.options).unwrap_or_default();
+                        vec![t(&s.value.name), t(&s.value.connector), t(&options), t(s.value.origin.as_str()), time(s.created_at), time(s.updated_at)]
+                    })
+                    .collect(),
+            ),
+            "pipelines" => (
+                vec![
+                    ("name", Text), ("target_table", Text), ("cursor_kind", Text), ("cursor_column", Text),
+                    ("cursor_initial", Text), ("write_mode", Text), ("merge_key", Text), ("on_schema_change", Text),
+                    ("sql", Text), ("definition", Text), ("origin", Text), ("created_at", Timestamp), ("updated_at", Timestamp),
+                ],
+                st.pipelines
+                    .values()
+                    .map(|s| {
+                        let p = &s.value;
+                        let c = p.cursor.as_ref();
+                        let key = (!p.key.is_empty()).then(|| p.key.join(", "));
+                        vec![
+                            t(&p.name), t(&p.target), ot(c.map(|c| c.kind.as_str())), ot(c.and_then(|c| c.column.as_deref())),
+                            ot(c.and_then(|c| c.initial.as_deref())), t(p.mode.as_str()), ot(key.as_deref()),
+                            t(p.on_schema_change.as_str()), t(&p.sql), t(&p.to_string()), t(p.origin.as_str()),
+                            time(s.created_at), time(s.updated_at),
+                        ]
+                    })
+                    .collect(),
+            ),
+            "runs" => (
+                vec![
+                    ("run_id", Text), ("pipeline", Text), ("status", Text), ("started_at", Timestamp), ("ended_at", Timestamp),
+                    ("rows_read", Int), ("rows_written", Int), ("pages", Int), ("bytes", Int), ("rows_skipped", Int),
+                    ("rows_discarded", Int), ("cursor_start", Text), ("cursor_end", Text), ("error", Text), ("pid", Int),
+                    ("host", Text), ("heartbeat_at", Timestamp),
+                ],
+                st.runs
+                    .iter()
+                    .map(|r| {
+                        let c = &r.counters;
+                        vec![
+                            t(&r.run_id), t(&r.pipeline), t(&r.status), time(r.started_at), otime(r.ended_at),
+                            n(c.rows_read), n(c.rows_written), n(c.pages), n(c.bytes), n(c.rows_skipped),
+                            n(c.rows_discarded), ot(r.cursor_start.as_deref()), ot(r.cursor_end.as_deref()),
+                            ot(r.error.as_deref()), n(r.holder.pid as u64), t(&r.holder.host), time(r.heartbeat_at),
+                        ]
+                    })
+                    .collect(),
+            ),
+            "cursors" => (
+                vec![("pipeline", Text), ("kind", Text), ("value", Text), ("run_id", Text), ("updated_at", Timestamp)],
+                st.cursors
+                    .iter()
+                    .map(|(p, c)| vec![t(p), t(&c.kind), t(&c.value), t(&c.run_id), time(c.at)])
+                    .collect(),
+            ),
+            "cursor_history" => (
+                vec![("id", Int), ("pipeline", Text), ("kind", Text), ("value", Text), ("run_id", Text), ("committed_at", Timestamp)],
+                st.cursor_history
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, at))| {
+                        vec![n(i as u64 + 1), t(&c.pipeline), t(&c.kind), t(&c.value), t(&c.run_id), time(*at)]
+                    })
+                    .collect(),
+            ),
+            "tables" => (
+                vec![("name", Text), ("rows", Int), ("files", Int), ("schema_version", Int), ("created_at", Timestamp), ("updated_at", Timestamp)],
+                st.tables
+                    .iter()
+                    .map(|(name, r)| {
+                        let v = r.schema_version.map_or(RawValue::Null, RawValue::Int);
+                        vec![t(name), n(r.rows), n(r.files), v, time(r.created_at), time(r.updated_at)]
+                    })
+                    .collect(),
+            ),
+            "files" => (
+                vec![("path", Text), ("table_name", Text), ("run_id", Text), ("rows", Int), ("bytes", Int), ("created_at", Timestamp), ("retired_at", Timestamp)],
+                st.files
+                    .iter()
+                    .map(|f| {
+                        let e = &f.entry;
+                        vec![t(&e.path), t(&e.table), t(&e.run_id), n(e.rows), n(e.bytes), time(f.created_at), otime(f.retired_at)]
+                    })
+                    .collect(),
+            ),
+            "schema_versions" => (
+                vec![("table_name", Text), ("version", Int), ("schema", Text), ("run_id", Text), ("created_at", Timestamp)],
+                st.schema_versions
+                    .iter()
+                    .map(|v| vec![t(&v.table), RawValue::Int(v.version), t(&v.schema), t(&v.run_id), time(v.at)])
+                    .collect(),
+            ),
+            _ => (
+                vec![("id", Int), ("at", Timestamp), ("kind", Text), ("subject", Text), ("message", Text), ("run_id", Text)],
+                st.events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        vec![n(i as u64 + 1), time(e.at), t(&e.kind), t(&e.subject), t(&e.message), ot(e.run_id.as_deref())]
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(RawTable {
+            columns: columns.into_iter().map(|(c, ty)| (c.to_string(), ty)).collect(),
+            rows,
+        })
+    }
+}

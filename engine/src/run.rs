@@ -1,0 +1,640 @@
+//! Pipeline runs: the run lock, the stream from the physical plan into staged Parquet, and
+//! the commits (ARCHITECTURE.md, commit protocol). A monotonic or snapshot run commits once
+//! at its end; a token run commits a checkpoint after every page group, so a run killed at
+//! page 900 resumes at page 900.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::compute::{filter_record_batch, is_not_null};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+
+use crate::catalog::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, RunRecord};
+use crate::cursor::{ContentHash, column_max};
+use crate::engine::{Engine, RunProgress, RunSummary};
+use crate::error::{Error, Result};
+use crate::ports::{Clock, Destination, RunContext, Transform};
+use crate::schema::{self, Conform};
+use crate::store::{LineageColumns, schema_text};
+use crate::types::{
+    CursorKind, DEFAULT_CHECKPOINT_PAGES, NullRule, PipelineSpec, RunCounters, RunStatus,
+    WriteMode,
+};
+
+/// How long a run's holder may go without a heartbeat before another process may take the
+/// run over. Heartbeats come every [`HEARTBEAT_EVERY`].
+pub const LEASE: Duration = Duration::from_secs(60);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// Files retired by a replace or merge stay on disk this long for readers that planned
+/// before the swap.
+pub const RETIRED_GRACE: Duration = Duration::from_secs(600);
+/// How often a run plans again after its source's data outgrew the schema.
+const MAX_DRIFT_REPLANS: usize = 8;
+/// Column numbering a merge run's rows in arrival order: the last one of a key wins.
+const SEQ_COLUMN: &str = "__hakiri_seq";
+
+/// This process as a run holder.
+pub fn this_holder() -> RunHolder {
+    RunHolder {
+        pid: std::process::id(),
+        host: hostname(),
+    }
+}
+
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether a `running` run's holder is alive: its heartbeat is recent and, on this host,
+/// its process exists (a zombie counts as dead).
+pub fn holder_alive(r: &RunRecord, now: DateTime<Utc>) -> bool {
+    let age = (now - r.heartbeat_at).to_std().unwrap_or_default();
+    if age > LEASE {
+        return false;
+    }
+    if r.holder.host != hostname() || r.holder.pid == std::process::id() {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{}/stat", r.holder.pid)) {
+        // The state letter follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        // No /proc at all (not Linux): rely on the heartbeat.
+        Err(_) => !Path::new("/proc/self").exists(),
+    }
+}
+
+/// Renews the run's heartbeat until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(catalog: Arc<dyn Catalog>, clock: Arc<dyn Clock>, run_id: String) -> Self {
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                let _ = catalog.heartbeat(&run_id, clock.now());
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A run in progress.
+struct Run {
+    spec: PipelineSpec,
+    run_id: String,
+    started_at: DateTime<Utc>,
+    /// The committed cursor (or INITIAL before the first commit).
+    cursor: Option<String>,
+    cursor_is_initial: bool,
+    counters: RunCounters,
+    /// Rows in committed checkpoints.
+    committed_rows: u64,
+    checkpoints: u32,
+    part: u32,
+    status: RunStatus,
+    t0: Instant,
+}
+
+/// What the plan's stream produced in one execution.
+struct Part {
+    files: Vec<FileEntry>,
+    rows: u64,
+    max: Option<ScalarValue>,
+    hash: Option<String>,
+    null_cursor_rows: u64,
+}
+
+impl Engine {
+    /// Runs a pipeline. On an error nothing after the last committed checkpoint is kept,
+    /// the run is marked failed and the error says what was committed.
+    pub async fn run_pipeline(
+        &self,
+        name: &str,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<RunSummary> {
+        let spec = self.pipeline(name)?;
+        let started_at = self.clock().now();
+        let run_id = format!(
+            "{}-{}-{}",
+            spec.name,
+            started_at.format("%Y%m%dT%H%M%S%3fZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let (cursor, cursor_is_initial) = self.start_cursor(&spec)?;
+        let now = self.clock().now();
+        self.catalog().begin_run(
+            &NewRun {
+                run_id: run_id.clone(),
+                pipeline: spec.name.clone(),
+                started_at,
+                cursor_start: cursor.clone(),
+                holder: this_holder(),
+            },
+            &|r| holder_alive(r, now),
+        )?;
+        let _heartbeat = Heartbeat::start(self.catalog().clone(), self.clock().clone(), run_id.clone());
+        let mut run = Run {
+            spec,
+            run_id,
+            started_at,
+            cursor: cursor.clone(),
+            cursor_is_initial,
+            counters: RunCounters::default(),
+            committed_rows: 0,
+            checkpoints: 0,
+            part: 0,
+            status: RunStatus::Succeeded,
+            t0: Instant::now(),
+        };
+        match self.drive(&mut run, progress).await {
+            Ok(()) => Ok(RunSummary {
+                run_id: run.run_id,
+                pipeline: run.spec.name.clone(),
+                table: run.spec.target.clone(),
+                status: run.status,
+                counters: run.counters,
+                cursor_start: cursor,
+                cursor_end: run.cursor,
+                elapsed: run.t0.elapsed(),
+            }),
+            Err(e) => {
+                let mut counters = run.counters.clone();
+                counters.rows_written = run.committed_rows;
+                self.catalog()
+                    .fail_run(&run.run_id, self.clock().now(), &counters, &e.to_string())?;
+                let kept = if run.checkpoints == 0 {
+                    "nothing from this run was committed".to_string()
+                } else {
+                    format!(
+                        "its {} committed checkpoint(s) with {} rows stay, and the next run resumes after them",
+                        run.checkpoints, run.committed_rows
+                    )
+                };
+                Err(e.context(|e| {
+                    format!("pipeline '{}' run {} failed: {e}; {kept}", run.spec.name, run.run_id)
+                }))
+            }
+        }
+    }
+
+    /// Plans the run and executes it part by part, planning again when a source reports
+    /// that its data outgrew the schema.
+    async fn drive(&self, run: &mut Run, progress: &(dyn Fn(&RunProgress) + Send + Sync)) -> Result<()> {
+        let mut replans = 0;
+        'plan: loop {
+            let plan = self
+                .physical_plan(&run.spec, run.cursor.as_deref(), !run.cursor_is_initial)
+                .await?;
+            loop {
+                let rc = Arc::new(self.run_context(run));
+                match self.run_part(run, &plan, &rc, progress).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => continue,
+                    Err(e) => {
+                        let drift = rc.report().drift;
+                        if drift.is_empty() || replans >= MAX_DRIFT_REPLANS {
+                            return Err(e);
+                        }
+                        replans += 1;
+                        for d in drift {
+                            let msg = format!(
+                                "{}: {}; the run plans again with the evolved schema",
+                                d.table,
+                                d.changes.join("; ")
+                            );
+                            self.catalog().add_event(
+                                self.clock().now(),
+                                "schema_drift",
+                                &run.spec.target,
+                                &msg,
+                                Some(&run.run_id),
+                            )?;
+                            self.set_schema_hint(&d.table, d.evolved);
+                        }
+                        continue 'plan;
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_context(&self, run: &Run) -> RunContext {
+        let kind = run.spec.cursor.as_ref().map(|c| c.kind);
+        let token = kind == Some(CursorKind::OpaqueToken);
+        let snapshot = kind == Some(CursorKind::SnapshotId);
+        RunContext::new(
+            run.cursor.clone().filter(|_| token),
+            token.then(|| run.spec.checkpoint_pages.unwrap_or(DEFAULT_CHECKPOINT_PAGES)),
+            run.cursor.clone().filter(|_| snapshot),
+            run.spec.on_schema_change,
+        )
+    }
+
+    /// Executes the plan once (a whole run, or one page group of a token run) and commits
+    /// what it produced. Returns whether the run is over.
+    async fn run_part(
+        &self,
+        run: &mut Run,
+        plan: &Arc<dyn ExecutionPlan>,
+        rc: &Arc<RunContext>,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<bool> {
+        let spec = run.spec.clone();
+        let kind = spec.cursor.as_ref().map(|c| c.kind);
+        let old_files = self.catalog().table_files(&spec.target)?;
+        let table_schema = self.store().table_schema(&old_files)?;
+        let (pages_before, bytes_before) = source_metrics(plan);
+        let discarded_before = run.counters.rows_discarded;
+        let part = self.stream_part(run, plan, rc, table_schema.as_ref(), progress).await?;
+        let (pages, bytes) = source_metrics(plan);
+        let report = rc.report();
+        run.counters.pages += pages - pages_before;
+        run.counters.bytes += bytes - bytes_before;
+        run.counters.rows_discarded += report.rows_discarded;
+        let now = self.clock().now();
+        let mut events = Vec::new();
+
+        // Where the cursor goes, and whether the run is over.
+        let (cursor, done) = match kind {
+            Some(CursorKind::SnapshotId) => {
+                let id = report.snapshot_id.clone().or(part.hash.clone()).unwrap_or_default();
+                if report.unchanged || run.cursor.as_deref() == Some(id.as_str()) {
+                    self.remove_files(&part.files);
+                    let commit = RunCommit {
+                        run_id: run.run_id.clone(),
+                        pipeline: spec.name.clone(),
+                        table: spec.target.clone(),
+                        files: Vec::new(),
+                        replace: false,
+                        cursor: None,
+                        schema: None,
+                        events: vec![(
+                            "snapshot_unchanged".into(),
+                            format!("pipeline '{}': snapshot {id} is the committed one; the run wrote nothing", spec.name),
+                        )],
+                        counters: run.counters.clone(),
+                        at: now,
+                        finish: Some(RunStatus::Skipped),
+                    };
+                    self.catalog().commit(&commit)?;
+                    run.status = RunStatus::Skipped;
+                    return Ok(true);
+                }
+                (Some(id), true)
+            }
+            Some(CursorKind::OpaqueToken) => {
+                let done = report.exhausted || pages == pages_before;
+                if !done && report.token.is_none() {
+                    self.remove_files(&part.files);
+                    return Err(Error::InvalidInput(format!(
+                        "pipeline '{}' has CURSOR TOKEN but its source gave no resume token after {} page(s): the source table needs token pagination (pagination cursor, next_url or link_header)",
+                        spec.name,
+                        pages - pages_before
+                    )));
+                }
+                (report.token.clone().or(run.cursor.clone()), done)
+            }
+            Some(CursorKind::Monotonic) => (self.advance(run, part.max.as_ref()), true),
+            None => (None, true),
+        };
+        if part.null_cursor_rows > 0 {
+            let rule = spec.cursor.as_ref().map(|c| c.on_null).unwrap_or_default();
+            let what = if rule == NullRule::Skip { "skipped" } else { "loaded" };
+            events.push((
+                format!("null_cursor_rows_{what}"),
+                format!(
+                    "pipeline '{}': {} row(s) with a NULL cursor {what} (ON NULL {})",
+                    spec.name,
+                    part.null_cursor_rows,
+                    rule.as_str().to_ascii_uppercase()
+                ),
+            ));
+        }
+        if run.counters.rows_discarded > discarded_before {
+            events.push((
+                "rows_discarded".into(),
+                format!(
+                    "pipeline '{}': {} row(s) did not fit the table's column types and were discarded (ON SCHEMA CHANGE DISCARD)",
+                    spec.name,
+                    run.counters.rows_discarded - discarded_before
+                ),
+            ));
+        }
+
+        // Merge rewrites the table: the old rows and this part's, the last row of a key kept.
+        let mut files = part.files;
+        let replace = match spec.mode {
+            WriteMode::Merge if !files.is_empty() => {
+                let input = files;
+                let merged = self.merge(run, &old_files, &input).await;
+                self.remove_files(&input);
+                files = merged?;
+                true
+            }
+            WriteMode::Merge | WriteMode::Append => false,
+            WriteMode::Replace => true,
+        };
+        let new_schema = match files.first() {
+            Some(f) => Some(self.store().file_schema(&f.path)?),
+            None => None,
+        };
+        let (table_after, changes) = match (&table_schema, &new_schema) {
+            (Some(old), Some(new)) => {
+                let (merged, changes) = schema::merge(old, new);
+                (Some(if replace { new.as_ref().clone() } else { merged }), changes)
+            }
+            (None, Some(new)) => (Some(new.as_ref().clone()), Vec::new()),
+            (old, None) => (old.clone(), Vec::new()),
+        };
+        events.extend(changes.iter().map(|c| c.event(&spec.target)));
+
+        run.counters.rows_written = run.committed_rows + part.rows;
+        let commit = RunCommit {
+            run_id: run.run_id.clone(),
+            pipeline: spec.name.clone(),
+            table: spec.target.clone(),
+            files: files.clone(),
+            replace,
+            cursor: match (kind, &cursor) {
+                (Some(k), Some(v)) if run.cursor.as_deref() != Some(v) || run.cursor_is_initial => {
+                    Some((k.as_str().to_string(), v.clone()))
+                }
+                _ => None,
+            },
+            schema: table_after.as_ref().map(schema_text),
+            events,
+            counters: run.counters.clone(),
+            at: now,
+            finish: done.then_some(RunStatus::Succeeded),
+        };
+        if let Err(e) = self.catalog().commit(&commit) {
+            self.remove_files(&files);
+            return Err(e);
+        }
+        if commit.cursor.is_some() {
+            run.cursor_is_initial = false;
+        }
+        run.cursor = cursor.or(run.cursor.take());
+        run.committed_rows += part.rows;
+        run.checkpoints += 1;
+        // Files retired long enough ago that no reader can still be reading them.
+        let grace = chrono::Duration::from_std(RETIRED_GRACE).unwrap_or_default();
+        if let Ok(paths) = self.catalog().purge_retired(now - grace) {
+            for p in paths {
+                let _ = std::fs::remove_file(self.store().absolute(&p));
+            }
+        }
+        Ok(done)
+    }
+
+    /// The new monotonic cursor: the largest of the committed one and what the run saw
+    /// (with LAG a run reads below the committed value and must not move it back).
+    fn advance(&self, run: &Run, max: Option<&ScalarValue>) -> Option<String> {
+        let Some(max) = max else {
+            return run.cursor.clone();
+        };
+        if let Some(committed) = run.cursor.as_deref().filter(|_| !run.cursor_is_initial) {
+            if let Ok(c) = ScalarValue::try_from_string(committed.to_string(), &max.data_type()) {
+                if c.partial_cmp(max) == Some(std::cmp::Ordering::Greater) {
+                    return Some(committed.to_string());
+                }
+            }
+        }
+        Some(max.to_string())
+    }
+
+    /// Streams one execution of the plan into a staged file.
+    async fn stream_part(
+        &self,
+        run: &mut Run,
+        plan: &Arc<dyn ExecutionPlan>,
+        rc: &Arc<RunContext>,
+        table_schema: Option<&Schema>,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<Part> {
+        let spec = run.spec.clone();
+        let input_schema: SchemaRef = plan.schema();
+        let column_index = |col: &str, what: &str| {
+            input_schema.index_of(col).map_err(|_| {
+                Error::InvalidInput(format!(
+                    "pipeline '{}': {what} column '{col}' is not in the SELECT's output; its columns are {}",
+                    spec.name,
+                    input_schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })
+        };
+        let cursor_col = match &spec.cursor {
+            Some(c) if c.kind == CursorKind::Monotonic => {
+                Some((column_index(c.column.as_deref().unwrap_or_default(), "cursor")?, c.on_null))
+            }
+            _ => None,
+        };
+        let key_cols = spec
+            .key
+            .iter()
+            .map(|k| column_index(k, "key"))
+            .collect::<Result<Vec<_>>>()?;
+        let conform = Conform::plan(table_schema, &input_schema, spec.on_schema_change, &spec.name)?;
+        let lineage = LineageColumns {
+            run_id: run.run_id.clone(),
+            loaded_at: run.started_at,
+        };
+        let merge = spec.mode == WriteMode::Merge;
+        let mut out_schema = lineage.output_schema(&conform.schema)?;
+        if merge {
+            let mut fields: Vec<Field> = out_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
+            out_schema = Arc::new(Schema::new(fields));
+        }
+        // A merge run's rows are staged as input to the merge, under their own name.
+        let file_run = if merge { format!("{}-input", run.run_id) } else { run.run_id.clone() };
+        let mut writer = self.store().begin(&spec.target, &file_run, run.part, out_schema.clone())?;
+        run.part += 1;
+
+        let config = self.session().copied_config().with_extension(rc.clone());
+        let task_ctx = Arc::new(TaskContext::from(&self.session().state()).with_session_config(config));
+        let snapshot = spec.cursor.as_ref().is_some_and(|c| c.kind == CursorKind::SnapshotId);
+        let mut hash = snapshot.then(ContentHash::new);
+        let mut max: Option<ScalarValue> = None;
+        let (mut rows, mut nulls, mut seq) = (0u64, 0u64, 0i64);
+        let result: Result<()> = async {
+            let mut stream = execute_stream(plan.clone(), task_ctx)?;
+            let mut last_report = Instant::now();
+            while let Some(batch) = stream.next().await {
+                let mut batch = batch?;
+                run.counters.rows_read += batch.num_rows() as u64;
+                if let Some((idx, rule)) = cursor_col {
+                    let n = batch.column(idx).null_count() as u64;
+                    if n > 0 {
+                        match rule {
+                            NullRule::Fail => {
+                                return Err(Error::InvalidInput(format!(
+                                    "pipeline '{}': {n} row(s) have a NULL cursor column '{}'; a NULL cannot be compared with the cursor. Choose what happens to them: CURSOR MONOTONIC ({}) ... ON NULL SKIP (leave them out, counted) or ON NULL LOAD (load them), or COALESCE the column in the SELECT",
+                                    spec.name,
+                                    input_schema.field(idx).name(),
+                                    input_schema.field(idx).name()
+                                )));
+                            }
+                            NullRule::Skip => {
+                                let keep = is_not_null(batch.column(idx).as_ref())?;
+                                batch = filter_record_batch(&batch, &keep)?;
+                                run.counters.rows_skipped += n;
+                            }
+                            NullRule::Load => {}
+                        }
+                        nulls += n;
+                    }
+                    if let Some(v) = column_max(batch.column(idx))? {
+                        if max.as_ref().is_none_or(|m| v.partial_cmp(m) == Some(std::cmp::Ordering::Greater)) {
+                            max = Some(v);
+                        }
+                    }
+                }
+                for &k in &key_cols {
+                    let n = batch.column(k).null_count();
+                    if n > 0 {
+                        return Err(Error::InvalidInput(format!(
+                            "pipeline '{}': {n} row(s) have a NULL in key column '{}'; MODE MERGE needs every key value to identify its row: filter them out or COALESCE the key in the SELECT",
+                            spec.name,
+                            input_schema.field(k).name()
+                        )));
+                    }
+                }
+                let (batch, dropped) = conform.apply(batch)?;
+                run.counters.rows_discarded += dropped;
+                if let Some(h) = hash.as_mut() {
+                    h.update(&batch)?;
+                }
+                let mut out = lineage.apply(&batch)?;
+                if merge {
+                    let n = out.num_rows() as i64;
+                    let mut columns = out.columns().to_vec();
+                    columns.push(Arc::new(Int64Array::from_iter_values(seq..seq + n)));
+                    seq += n;
+                    out = RecordBatch::try_new(out_schema.clone(), columns)
+                        .map_err(|e| Error::Internal(format!("numbering merge rows: {e}")))?;
+                }
+                writer.write(&out)?;
+                rows += out.num_rows() as u64;
+                if last_report.elapsed() >= Duration::from_millis(200) {
+                    last_report = Instant::now();
+                    let (pages, bytes) = source_metrics(plan);
+                    progress(&RunProgress {
+                        pipeline: spec.name.clone(),
+                        rows: run.committed_rows + rows,
+                        pages,
+                        bytes,
+                        elapsed: run.t0.elapsed(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            writer.abort();
+            return Err(e);
+        }
+        let table_exists = table_schema.is_some();
+        let files = if rows == 0 && table_exists && spec.mode != WriteMode::Replace {
+            writer.abort();
+            Vec::new()
+        } else {
+            writer.finish()?
+        };
+        Ok(Part {
+            files,
+            rows,
+            max,
+            hash: hash.map(|h| h.finish()),
+            null_cursor_rows: nulls,
+        })
+    }
+
+    /// The table after merging `input` (this part's rows, numbered) into `old`: one row per
+    /// key, the last one delivered. Written as a new file that replaces the table's files.
+    async fn merge(&self, run: &Run, old: &[FileEntry], input: &[FileEntry]) -> Result<Vec<FileEntry>> {
+        let spec = &run.spec;
+        let all: Vec<FileEntry> = old.iter().chain(input).cloned().collect();
+        let provider = self.store().table_provider(&all)?;
+        let schema = provider.schema();
+        let ctx = SessionContext::new();
+        ctx.register_table("merge_input", provider)?;
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != SEQ_COLUMN)
+            .map(|f| quote(f.name()))
+            .collect();
+        let keys: Vec<String> = spec.key.iter().map(|k| quote(k)).collect();
+        let sql = format!(
+            "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC NULLS LAST) AS __hakiri_rn FROM merge_input) WHERE __hakiri_rn = 1",
+            cols = columns.join(", "),
+            keys = keys.join(", "),
+            seq = quote(SEQ_COLUMN),
+        );
+        let df = ctx.sql(&sql).await?;
+        let out_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut writer = self
+            .store()
+            .begin(&spec.target, &run.run_id, run.part + 10_000, out_schema)?;
+        let result: Result<()> = async {
+            let mut stream = df.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                writer.write(&batch?)?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => writer.finish(),
+            Err(e) => {
+                writer.abort();
+                Err(e.context(|e| format!("merging into context table '{}': {e}", spec.target)))
+            }
+        }
+    }
+
+    fn remove_files(&self, files: &[FileEntry]) {
+        for f in files {
+            let _ = std::fs::remove_file(self.store().absolute(&f.path));
+        }
+    }
+}
+
+/// Sums the `pages` and `bytes` metrics that source scans report.
+pub(crate) fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
+    let mut pages = 0;
+    let mut bytes = 0;
+    let mut stack = vec![plan.clone()];
+    while let Some(p) = stack.pop() {
+        if let Some(m) = p.metrics() {
+            pages += m.sum_by_name("pages").map(|v| v.as_usize() as u64).unwrap_or(0);
+            bytes += m.sum_by_name("bytes").map(|v| v.as_usize() as u64).unwrap_or(0);
+        }
+        stack.extend(p.children().into_iter().cloned());
+    }
+    (pages, bytes)
+}
