@@ -44,15 +44,23 @@ pub fn rewrite_predicate(query: &mut Query, pipeline: &str) -> Result<Vec<Bounda
             return ControlFlow::<()>::Continue(());
         };
         let boundary = match (is_placeholder(left), is_placeholder(right), &*op) {
-            (false, true, BinaryOperator::Gt) | (true, false, BinaryOperator::Lt) => Boundary::Exclusive,
-            (false, true, BinaryOperator::GtEq) | (true, false, BinaryOperator::LtEq) => Boundary::Inclusive,
+            (false, true, BinaryOperator::Gt) | (true, false, BinaryOperator::Lt) => {
+                Boundary::Exclusive
+            }
+            (false, true, BinaryOperator::GtEq) | (true, false, BinaryOperator::LtEq) => {
+                Boundary::Inclusive
+            }
             (false, false, _) => return ControlFlow::Continue(()),
             _ => {
                 bad = Some(e.to_string());
                 return ControlFlow::Break(());
             }
         };
-        let col = if is_placeholder(right) { left.as_ref().clone() } else { right.as_ref().clone() };
+        let col = if is_placeholder(right) {
+            left.as_ref().clone()
+        } else {
+            right.as_ref().clone()
+        };
         found.push(boundary);
         let cmp = e.clone();
         *e = Expr::Nested(Box::new(Expr::BinaryOp {
@@ -172,7 +180,10 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn query(sql: &str) -> Query {
-        match Parser::parse_sql(&GenericDialect {}, sql).unwrap().remove(0) {
+        match Parser::parse_sql(&GenericDialect {}, sql)
+            .unwrap()
+            .remove(0)
+        {
             datafusion::sql::sqlparser::ast::Statement::Query(q) => *q,
             _ => panic!(),
         }
@@ -181,20 +192,40 @@ mod tests {
     #[test]
     fn predicate_lets_nulls_through_and_reports_the_boundary() {
         let mut q = query("SELECT * FROM s.t WHERE id >= $cursor AND x = 1");
-        assert_eq!(rewrite_predicate(&mut q, "p").unwrap(), vec![Boundary::Inclusive]);
-        assert_eq!(q.to_string(), "SELECT * FROM s.t WHERE (id >= $cursor OR id IS NULL) AND x = 1");
+        assert_eq!(
+            rewrite_predicate(&mut q, "p").unwrap(),
+            vec![Boundary::Inclusive]
+        );
+        assert_eq!(
+            q.to_string(),
+            "SELECT * FROM s.t WHERE (id >= $cursor OR id IS NULL) AND x = 1"
+        );
         let mut q = query("SELECT * FROM s.t WHERE $cursor < ts");
-        assert_eq!(rewrite_predicate(&mut q, "p").unwrap(), vec![Boundary::Exclusive]);
+        assert_eq!(
+            rewrite_predicate(&mut q, "p").unwrap(),
+            vec![Boundary::Exclusive]
+        );
         let mut q = query("SELECT * FROM s.t WHERE id < $cursor");
         assert!(rewrite_predicate(&mut q, "p").is_err());
     }
 
     #[test]
     fn lag_is_subtracted_in_the_cursor_type() {
-        assert_eq!(bind("100", &DataType::Int64, Some("10"), "p").unwrap(), ScalarValue::Int64(Some(90)));
-        let ts = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(
+            bind("100", &DataType::Int64, Some("10"), "p").unwrap(),
+            ScalarValue::Int64(Some(90))
+        );
+        let ts = DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        );
         let v = bind("2026-01-05T10:00:00Z", &ts, Some("1 hour"), "p").unwrap();
-        assert_eq!(v.to_string(), bind("2026-01-05T09:00:00Z", &ts, None, "p").unwrap().to_string());
+        assert_eq!(
+            v.to_string(),
+            bind("2026-01-05T09:00:00Z", &ts, None, "p")
+                .unwrap()
+                .to_string()
+        );
         assert!(bind("abc", &DataType::Int64, None, "p").is_err());
     }
 
@@ -203,7 +234,8 @@ mod tests {
         use datafusion::arrow::array::Int64Array;
         use std::sync::Arc;
         let b = |v: Vec<i64>| {
-            RecordBatch::try_from_iter(vec![("a", Arc::new(Int64Array::from(v)) as ArrayRef)]).unwrap()
+            RecordBatch::try_from_iter(vec![("a", Arc::new(Int64Array::from(v)) as ArrayRef)])
+                .unwrap()
         };
         let mut h1 = ContentHash::new();
         h1.update(&b(vec![1, 2, 3])).unwrap();

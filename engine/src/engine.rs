@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProviderFactory;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -168,7 +168,15 @@ impl Engine {
         let interrupted_runs = catalog.recover_runs(&|r| crate::run::holder_alive(r, now), now)?;
         let grace = chrono::Duration::from_std(crate::run::RETIRED_GRACE).unwrap_or_default();
         let mut removed_files = catalog.purge_retired(now - grace)?;
-        removed_files.extend(store.remove_orphans(&catalog.all_files()?)?);
+        removed_files.extend(store.remove_orphans(|| {
+            let live = catalog
+                .runs(None)?
+                .into_iter()
+                .filter(|r| r.status == RunStatus::Running.as_str())
+                .map(|r| r.run_id)
+                .collect();
+            Ok((catalog.all_files()?, live))
+        })?);
         let recovery = Recovery {
             interrupted_runs,
             removed_files,
@@ -492,7 +500,13 @@ impl Engine {
                 .await
                 .map(Output::Stream),
             HakiriStatement::ShowCreatePipeline { name } => {
-                Ok(Output::Message(self.pipeline(&name)?.to_string()))
+                self.pipeline(&name)?;
+                // `name` passed validate_name in the parser: safe to splice.
+                self.query(&format!(
+                    "SELECT definition FROM hakiri.pipelines WHERE name = '{name}'"
+                ))
+                .await
+                .map(Output::Stream)
             }
             HakiriStatement::PlanPipeline { name } => self.plan_pipeline(&name).await.map(Output::Plan),
             HakiriStatement::RunPipeline { name } => self.run_pipeline(&name, &|_| {}).await.map(Output::Run),
@@ -590,6 +604,15 @@ impl Engine {
         }
     }
 
+    /// The session state pipelines are planned with: one partition, so rows reach the run
+    /// in the order the source delivers them (merge keeps the last row of a key) and a
+    /// token run's page groups follow each other.
+    fn pipeline_state(&self) -> datafusion::execution::SessionState {
+        let mut state = self.ctx.state();
+        state.config_mut().options_mut().execution.target_partitions = 1;
+        state
+    }
+
     /// The pipeline's query as a logical plan with `$cursor` bound to `cursor` (minus the
     /// cursor's LAG when `apply_lag`). A monotonic cursor's predicate also lets rows with a
     /// NULL cursor through, for the NULL rule to see them.
@@ -600,7 +623,10 @@ impl Engine {
         apply_lag: bool,
     ) -> Result<LogicalPlan> {
         let mut body = parse_pipeline_body(&spec.sql)?;
-        let monotonic = spec.cursor.as_ref().filter(|c| c.kind == CursorKind::Monotonic);
+        let monotonic = spec
+            .cursor
+            .as_ref()
+            .filter(|c| c.kind == CursorKind::Monotonic);
         if let Some(c) = monotonic {
             let boundaries = crate::cursor::rewrite_predicate(&mut body.query, &spec.name)?;
             let col = c.column.as_deref().unwrap_or_default();
@@ -610,14 +636,16 @@ impl Engine {
                     spec.name
                 )));
             }
-            if boundaries.contains(&crate::cursor::Boundary::Inclusive) && spec.mode != WriteMode::Merge {
+            if boundaries.contains(&crate::cursor::Boundary::Inclusive)
+                && spec.mode != WriteMode::Merge
+            {
                 return Err(Error::InvalidInput(format!(
                     "pipeline '{}' reads rows with {col} >= $cursor, which reads the last run's boundary rows again: use > $cursor, or MODE MERGE KEY (...) so re-read rows replace themselves",
                     spec.name
                 )));
             }
         }
-        let state = self.ctx.state();
+        let state = self.pipeline_state();
         let stmt = DFStatement::Statement(Box::new(SQLStatement::Query(body.query)));
         let plan = state
             .statement_to_plan(stmt)
@@ -661,8 +689,7 @@ impl Engine {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = self.logical_plan(spec, cursor, apply_lag).await?;
         Ok(self
-            .ctx
-            .state()
+            .pipeline_state()
             .create_physical_plan(&plan)
             .await
             .map_err(|e| self.explain_error(e.into()))?)
@@ -677,7 +704,7 @@ impl Engine {
         let logical = self
             .logical_plan(&spec, cursor.as_deref(), !cursor_is_initial)
             .await?;
-        let state = self.ctx.state();
+        let state = self.pipeline_state();
         let optimized = state.optimize(&logical)?;
         let mut pushdown = Vec::new();
         optimized.apply(|node| {

@@ -166,7 +166,10 @@ impl RunContext {
     }
 
     pub fn report(&self) -> RunReport {
-        self.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

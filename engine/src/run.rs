@@ -26,8 +26,7 @@ use crate::ports::{Clock, Destination, RunContext, Transform};
 use crate::schema::{self, Conform};
 use crate::store::{LineageColumns, schema_text};
 use crate::types::{
-    CursorKind, DEFAULT_CHECKPOINT_PAGES, NullRule, PipelineSpec, RunCounters, RunStatus,
-    WriteMode,
+    CursorKind, DEFAULT_CHECKPOINT_PAGES, NullRule, PipelineSpec, RunCounters, RunStatus, WriteMode,
 };
 
 /// How long a run's holder may go without a heartbeat before another process may take the
@@ -153,7 +152,8 @@ impl Engine {
             },
             &|r| holder_alive(r, now),
         )?;
-        let _heartbeat = Heartbeat::start(self.catalog().clone(), self.clock().clone(), run_id.clone());
+        let _heartbeat =
+            Heartbeat::start(self.catalog().clone(), self.clock().clone(), run_id.clone());
         let mut run = Run {
             spec,
             run_id,
@@ -181,8 +181,6 @@ impl Engine {
             Err(e) => {
                 let mut counters = run.counters.clone();
                 counters.rows_written = run.committed_rows;
-                self.catalog()
-                    .fail_run(&run.run_id, self.clock().now(), &counters, &e.to_string())?;
                 let kept = if run.checkpoints == 0 {
                     "nothing from this run was committed".to_string()
                 } else {
@@ -191,16 +189,30 @@ impl Engine {
                         run.checkpoints, run.committed_rows
                     )
                 };
-                Err(e.context(|e| {
-                    format!("pipeline '{}' run {} failed: {e}; {kept}", run.spec.name, run.run_id)
-                }))
+                let e = e.context(|e| {
+                    format!(
+                        "pipeline '{}' run {} failed: {e}; {kept}",
+                        run.spec.name, run.run_id
+                    )
+                });
+                self.catalog().fail_run(
+                    &run.run_id,
+                    self.clock().now(),
+                    &counters,
+                    &e.to_string(),
+                )?;
+                Err(e)
             }
         }
     }
 
     /// Plans the run and executes it part by part, planning again when a source reports
     /// that its data outgrew the schema.
-    async fn drive(&self, run: &mut Run, progress: &(dyn Fn(&RunProgress) + Send + Sync)) -> Result<()> {
+    async fn drive(
+        &self,
+        run: &mut Run,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<()> {
         let mut replans = 0;
         'plan: loop {
             let plan = self
@@ -245,7 +257,11 @@ impl Engine {
         let snapshot = kind == Some(CursorKind::SnapshotId);
         RunContext::new(
             run.cursor.clone().filter(|_| token),
-            token.then(|| run.spec.checkpoint_pages.unwrap_or(DEFAULT_CHECKPOINT_PAGES)),
+            token.then(|| {
+                run.spec
+                    .checkpoint_pages
+                    .unwrap_or(DEFAULT_CHECKPOINT_PAGES)
+            }),
             run.cursor.clone().filter(|_| snapshot),
             run.spec.on_schema_change,
         )
@@ -266,7 +282,9 @@ impl Engine {
         let table_schema = self.store().table_schema(&old_files)?;
         let (pages_before, bytes_before) = source_metrics(plan);
         let discarded_before = run.counters.rows_discarded;
-        let part = self.stream_part(run, plan, rc, table_schema.as_ref(), progress).await?;
+        let part = self
+            .stream_part(run, plan, rc, table_schema.as_ref(), progress)
+            .await?;
         let (pages, bytes) = source_metrics(plan);
         let report = rc.report();
         run.counters.pages += pages - pages_before;
@@ -278,7 +296,11 @@ impl Engine {
         // Where the cursor goes, and whether the run is over.
         let (cursor, done) = match kind {
             Some(CursorKind::SnapshotId) => {
-                let id = report.snapshot_id.clone().or(part.hash.clone()).unwrap_or_default();
+                let id = report
+                    .snapshot_id
+                    .clone()
+                    .or(part.hash.clone())
+                    .unwrap_or_default();
                 if report.unchanged || run.cursor.as_deref() == Some(id.as_str()) {
                     self.remove_files(&part.files);
                     let commit = RunCommit {
@@ -291,7 +313,10 @@ impl Engine {
                         schema: None,
                         events: vec![(
                             "snapshot_unchanged".into(),
-                            format!("pipeline '{}': snapshot {id} is the committed one; the run wrote nothing", spec.name),
+                            format!(
+                                "pipeline '{}': snapshot {id} is the committed one; the run wrote nothing",
+                                spec.name
+                            ),
                         )],
                         counters: run.counters.clone(),
                         at: now,
@@ -320,7 +345,11 @@ impl Engine {
         };
         if part.null_cursor_rows > 0 {
             let rule = spec.cursor.as_ref().map(|c| c.on_null).unwrap_or_default();
-            let what = if rule == NullRule::Skip { "skipped" } else { "loaded" };
+            let what = if rule == NullRule::Skip {
+                "skipped"
+            } else {
+                "loaded"
+            };
             events.push((
                 format!("null_cursor_rows_{what}"),
                 format!(
@@ -362,7 +391,14 @@ impl Engine {
         let (table_after, changes) = match (&table_schema, &new_schema) {
             (Some(old), Some(new)) => {
                 let (merged, changes) = schema::merge(old, new);
-                (Some(if replace { new.as_ref().clone() } else { merged }), changes)
+                (
+                    Some(if replace {
+                        new.as_ref().clone()
+                    } else {
+                        merged
+                    }),
+                    changes,
+                )
             }
             (None, Some(new)) => (Some(new.as_ref().clone()), Vec::new()),
             (old, None) => (old.clone(), Vec::new()),
@@ -445,9 +481,10 @@ impl Engine {
             })
         };
         let cursor_col = match &spec.cursor {
-            Some(c) if c.kind == CursorKind::Monotonic => {
-                Some((column_index(c.column.as_deref().unwrap_or_default(), "cursor")?, c.on_null))
-            }
+            Some(c) if c.kind == CursorKind::Monotonic => Some((
+                column_index(c.column.as_deref().unwrap_or_default(), "cursor")?,
+                c.on_null,
+            )),
             _ => None,
         };
         let key_cols = spec
@@ -455,7 +492,12 @@ impl Engine {
             .iter()
             .map(|k| column_index(k, "key"))
             .collect::<Result<Vec<_>>>()?;
-        let conform = Conform::plan(table_schema, &input_schema, spec.on_schema_change, &spec.name)?;
+        let conform = Conform::plan(
+            table_schema,
+            &input_schema,
+            spec.on_schema_change,
+            &spec.name,
+        )?;
         let lineage = LineageColumns {
             run_id: run.run_id.clone(),
             loaded_at: run.started_at,
@@ -463,18 +505,32 @@ impl Engine {
         let merge = spec.mode == WriteMode::Merge;
         let mut out_schema = lineage.output_schema(&conform.schema)?;
         if merge {
-            let mut fields: Vec<Field> = out_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut fields: Vec<Field> = out_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
             fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
             out_schema = Arc::new(Schema::new(fields));
         }
         // A merge run's rows are staged as input to the merge, under their own name.
-        let file_run = if merge { format!("{}-input", run.run_id) } else { run.run_id.clone() };
-        let mut writer = self.store().begin(&spec.target, &file_run, run.part, out_schema.clone())?;
+        let file_run = if merge {
+            format!("{}-input", run.run_id)
+        } else {
+            run.run_id.clone()
+        };
+        let mut writer =
+            self.store()
+                .begin(&spec.target, &file_run, run.part, out_schema.clone())?;
         run.part += 1;
 
         let config = self.session().copied_config().with_extension(rc.clone());
-        let task_ctx = Arc::new(TaskContext::from(&self.session().state()).with_session_config(config));
-        let snapshot = spec.cursor.as_ref().is_some_and(|c| c.kind == CursorKind::SnapshotId);
+        let task_ctx =
+            Arc::new(TaskContext::from(&self.session().state()).with_session_config(config));
+        let snapshot = spec
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.kind == CursorKind::SnapshotId);
         let mut hash = snapshot.then(ContentHash::new);
         let mut max: Option<ScalarValue> = None;
         let (mut rows, mut nulls, mut seq) = (0u64, 0u64, 0i64);
@@ -574,7 +630,12 @@ impl Engine {
 
     /// The table after merging `input` (this part's rows, numbered) into `old`: one row per
     /// key, the last one delivered. Written as a new file that replaces the table's files.
-    async fn merge(&self, run: &Run, old: &[FileEntry], input: &[FileEntry]) -> Result<Vec<FileEntry>> {
+    async fn merge(
+        &self,
+        run: &Run,
+        old: &[FileEntry],
+        input: &[FileEntry],
+    ) -> Result<Vec<FileEntry>> {
         let spec = &run.spec;
         let all: Vec<FileEntry> = old.iter().chain(input).cloned().collect();
         let provider = self.store().table_provider(&all)?;
@@ -597,9 +658,9 @@ impl Engine {
         );
         let df = ctx.sql(&sql).await?;
         let out_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut writer = self
-            .store()
-            .begin(&spec.target, &run.run_id, run.part + 10_000, out_schema)?;
+        let mut writer =
+            self.store()
+                .begin(&spec.target, &run.run_id, run.part + 10_000, out_schema)?;
         let result: Result<()> = async {
             let mut stream = df.execute_stream().await?;
             while let Some(batch) = stream.next().await {
@@ -631,8 +692,14 @@ pub(crate) fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
     let mut stack = vec![plan.clone()];
     while let Some(p) = stack.pop() {
         if let Some(m) = p.metrics() {
-            pages += m.sum_by_name("pages").map(|v| v.as_usize() as u64).unwrap_or(0);
-            bytes += m.sum_by_name("bytes").map(|v| v.as_usize() as u64).unwrap_or(0);
+            pages += m
+                .sum_by_name("pages")
+                .map(|v| v.as_usize() as u64)
+                .unwrap_or(0);
+            bytes += m
+                .sum_by_name("bytes")
+                .map(|v| v.as_usize() as u64)
+                .unwrap_or(0);
         }
         stack.extend(p.children().into_iter().cloned());
     }

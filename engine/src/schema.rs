@@ -30,11 +30,15 @@ pub fn widen(a: &DataType, b: &DataType) -> Option<DataType> {
     };
     match (a, b) {
         (Null, x) | (x, Null) => Some(x.clone()),
-        _ if int_rank(a).is_some() && int_rank(b).is_some() => {
-            Some(if int_rank(a) > int_rank(b) { a.clone() } else { b.clone() })
-        }
+        _ if int_rank(a).is_some() && int_rank(b).is_some() => Some(if int_rank(a) > int_rank(b) {
+            a.clone()
+        } else {
+            b.clone()
+        }),
         (Float32 | Float64, Float32 | Float64) => Some(Float64),
-        _ if (int_rank(a).is_some() && b.is_floating()) || (a.is_floating() && int_rank(b).is_some()) => {
+        _ if (int_rank(a).is_some() && b.is_floating())
+            || (a.is_floating() && int_rank(b).is_some()) =>
+        {
             Some(Float64)
         }
         (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) => Some(Utf8),
@@ -45,16 +49,28 @@ pub fn widen(a: &DataType, b: &DataType) -> Option<DataType> {
 /// Whether values of `from` can be stored in a column of `to` without losing anything:
 /// `to` is as wide, or it is text (every value has a text form).
 fn fits(from: &DataType, to: &DataType) -> bool {
-    widen(to, from).as_ref() == Some(to) || (matches!(to, DataType::Utf8) && can_cast_types(from, to))
+    widen(to, from).as_ref() == Some(to)
+        || (matches!(to, DataType::Utf8) && can_cast_types(from, to))
 }
 
 /// One change to a table's schema.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    Added { column: String, ty: DataType },
-    Widened { column: String, from: DataType, to: DataType },
+    Added {
+        column: String,
+        ty: DataType,
+    },
+    Widened {
+        column: String,
+        from: DataType,
+        to: DataType,
+    },
     /// An incompatible change turned the column into JSON text.
-    Variant { column: String, from: DataType, to: DataType },
+    Variant {
+        column: String,
+        from: DataType,
+        to: DataType,
+    },
 }
 
 impl Change {
@@ -63,7 +79,9 @@ impl Change {
         match self {
             Change::Added { column, ty } => (
                 "column_added".into(),
-                format!("table '{table}': column '{column}' ({ty}) added; older rows read it as NULL"),
+                format!(
+                    "table '{table}': column '{column}' ({ty}) added; older rows read it as NULL"
+                ),
             ),
             Change::Widened { column, from, to } => (
                 "column_widened".into(),
@@ -92,7 +110,12 @@ pub fn merge(table: &Schema, incoming: &Schema) -> (Schema, Vec<Change>) {
                     column: f.name().clone(),
                     ty: f.data_type().clone(),
                 });
-                fields.push(f.as_ref().clone().with_nullable(true));
+                // New columns go before the lineage columns, which stay last.
+                let at = fields
+                    .iter()
+                    .position(|t| t.name().starts_with("_hakiri_"))
+                    .unwrap_or(fields.len());
+                fields.insert(at, f.as_ref().clone().with_nullable(true));
             }
             Some(t) if fits(f.data_type(), t.data_type()) => {}
             Some(t) => {
@@ -128,10 +151,12 @@ pub fn merge(table: &Schema, incoming: &Schema) -> (Schema, Vec<Change>) {
 
 /// A table's schema from its files' schemas, oldest first.
 pub fn fold(schemas: impl IntoIterator<Item = SchemaRef>) -> Option<Schema> {
-    schemas.into_iter().fold(None, |acc: Option<Schema>, s| match acc {
-        None => Some(s.as_ref().clone()),
-        Some(t) => Some(merge(&t, &s).0),
-    })
+    schemas
+        .into_iter()
+        .fold(None, |acc: Option<Schema>, s| match acc {
+            None => Some(s.as_ref().clone()),
+            Some(t) => Some(merge(&t, &s).0),
+        })
 }
 
 /// How a run's batches are made to fit its table under the pipeline's policy.
@@ -149,12 +174,23 @@ impl Conform {
     ///
     /// # Errors
     /// `InvalidInput` under `FREEZE` when a column's type cannot hold the new values.
-    pub fn plan(table: Option<&Schema>, incoming: &SchemaRef, policy: SchemaPolicy, pipeline: &str) -> Result<Self> {
+    pub fn plan(
+        table: Option<&Schema>,
+        incoming: &SchemaRef,
+        policy: SchemaPolicy,
+        pipeline: &str,
+    ) -> Result<Self> {
         let mut casts = Vec::new();
-        let mut fields: Vec<Field> = incoming.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = incoming
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         if let Some(table) = table {
             for (i, f) in incoming.fields().iter().enumerate() {
-                let Ok(t) = table.field_with_name(f.name()) else { continue };
+                let Ok(t) = table.field_with_name(f.name()) else {
+                    continue;
+                };
                 let (from, to) = (f.data_type(), t.data_type());
                 if fits(from, to) || widen(to, from).is_some() {
                     continue;
@@ -186,7 +222,10 @@ impl Conform {
             }
         }
         Ok(Conform {
-            schema: Arc::new(Schema::new_with_metadata(fields, incoming.metadata().clone())),
+            schema: Arc::new(Schema::new_with_metadata(
+                fields,
+                incoming.metadata().clone(),
+            )),
             casts,
         })
     }
@@ -231,16 +270,37 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, StringArray};
 
     fn schema(fields: &[(&str, DataType)]) -> Schema {
-        Schema::new(fields.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>())
+        Schema::new(
+            fields
+                .iter()
+                .map(|(n, t)| Field::new(*n, t.clone(), true))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[test]
     fn merge_adds_widens_and_turns_conflicts_into_text() {
-        let old = schema(&[("id", DataType::Int32), ("score", DataType::Int64), ("tag", DataType::Int64)]);
-        let new = schema(&[("id", DataType::Int64), ("score", DataType::Float64), ("tag", DataType::Utf8), ("extra", DataType::Boolean)]);
+        let old = schema(&[
+            ("id", DataType::Int32),
+            ("score", DataType::Int64),
+            ("tag", DataType::Int64),
+        ]);
+        let new = schema(&[
+            ("id", DataType::Int64),
+            ("score", DataType::Float64),
+            ("tag", DataType::Utf8),
+            ("extra", DataType::Boolean),
+        ]);
         let (merged, changes) = merge(&old, &new);
-        let types: Vec<String> = merged.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect();
-        assert_eq!(types, ["id Int64", "score Float64", "tag Utf8", "extra Boolean"]);
+        let types: Vec<String> = merged
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect();
+        assert_eq!(
+            types,
+            ["id Int64", "score Float64", "tag Utf8", "extra Boolean"]
+        );
         assert_eq!(changes.len(), 4);
         // A narrower type fits a wider column: no change.
         assert!(merge(&merged, &old).1.is_empty());
@@ -252,7 +312,12 @@ mod tests {
         let incoming: SchemaRef = Arc::new(schema(&[("score", DataType::Utf8)]));
         let batch = RecordBatch::try_new(
             incoming.clone(),
-            vec![Arc::new(StringArray::from(vec![Some("1"), Some("n/a"), None, Some("3")]))],
+            vec![Arc::new(StringArray::from(vec![
+                Some("1"),
+                Some("n/a"),
+                None,
+                Some("3"),
+            ]))],
         )
         .unwrap();
         let c = Conform::plan(Some(&table), &incoming, SchemaPolicy::Discard, "p").unwrap();
@@ -262,7 +327,10 @@ mod tests {
         assert_eq!(v.iter().collect::<Vec<_>>(), vec![Some(1), None, Some(3)]);
         let err = Conform::plan(Some(&table), &incoming, SchemaPolicy::Freeze, "p").unwrap_err();
         assert!(err.to_string().contains("FREEZE"), "{err}");
-        let (text, dropped) = Conform::plan(Some(&table), &incoming, SchemaPolicy::Evolve, "p").unwrap().apply(batch).unwrap();
+        let (text, dropped) = Conform::plan(Some(&table), &incoming, SchemaPolicy::Evolve, "p")
+            .unwrap()
+            .apply(batch)
+            .unwrap();
         assert_eq!((text.num_rows(), dropped), (4, 0));
     }
 }

@@ -72,7 +72,11 @@ pub struct SourceSchemaProvider {
 }
 
 impl SourceSchemaProvider {
-    pub fn new(spec: SourceSpec, connector: Arc<dyn Source>, hints: crate::engine::SchemaHints) -> Self {
+    pub fn new(
+        spec: SourceSpec,
+        connector: Arc<dyn Source>,
+        hints: crate::engine::SchemaHints,
+    ) -> Self {
         SourceSchemaProvider {
             spec,
             connector,

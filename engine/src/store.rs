@@ -53,7 +53,12 @@ impl ContextStore {
 
     /// The Arrow schema of a committed file.
     pub fn file_schema(&self, relative: &str) -> Result<SchemaRef> {
-        if let Some(s) = self.schemas.lock().unwrap_or_else(|e| e.into_inner()).get(relative) {
+        if let Some(s) = self
+            .schemas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(relative)
+        {
             return Ok(s.clone());
         }
         let path = self.absolute(relative);
@@ -91,7 +96,8 @@ impl ContextStore {
         let urls = files
             .iter()
             .map(|f| {
-                ListingTableUrl::parse(self.absolute(&f.path).to_string_lossy()).map_err(Error::from)
+                ListingTableUrl::parse(self.absolute(&f.path).to_string_lossy())
+                    .map_err(Error::from)
             })
             .collect::<Result<Vec<_>>>()?;
         let options =
@@ -110,42 +116,47 @@ impl ContextStore {
         self.root.join(relative)
     }
 
-    /// Deletes files under the store that no committed manifest row names, and every
-    /// staging file. Returns the paths removed, relative to the store root.
-    pub fn remove_orphans(&self, committed: &[String]) -> Result<Vec<String>> {
-        let committed: std::collections::HashSet<&str> =
-            committed.iter().map(|s| s.as_str()).collect();
-        let mut removed = Vec::new();
+    /// Deletes files under the store that the catalog does not name and no live run is
+    /// writing. `catalog_view` returns the named files and the ids of live runs; it is
+    /// called after the folders are listed, so a run that wrote a listed file had begun by
+    /// then and is among the live ones. Returns the paths removed, relative to the store.
+    pub fn remove_orphans(
+        &self,
+        catalog_view: impl FnOnce() -> Result<(Vec<String>, Vec<String>)>,
+    ) -> Result<Vec<String>> {
+        let mut found = Vec::new();
         let Ok(tables) = fs::read_dir(&self.root) else {
-            return Ok(removed);
+            return Ok(Vec::new());
         };
         for table in tables.flatten() {
             if !table.path().is_dir() {
                 continue;
             }
             let tname = table.file_name().to_string_lossy().into_owned();
-            let staging = table.path().join("_staging");
-            if staging.is_dir() {
-                for f in fs::read_dir(&staging)
-                    .map_err(|e| Error::io(&staging, e))?
-                    .flatten()
-                {
-                    let _ = fs::remove_file(f.path());
-                    removed.push(format!(
-                        "{tname}/_staging/{}",
-                        f.file_name().to_string_lossy()
-                    ));
+            for dir in [table.path(), table.path().join("_staging")] {
+                let Ok(entries) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                for f in entries.flatten().filter(|f| f.path().is_file()) {
+                    let rel = f
+                        .path()
+                        .strip_prefix(&self.root)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| format!("{tname}/{}", f.file_name().to_string_lossy()));
+                    found.push((rel, f.file_name().to_string_lossy().into_owned(), f.path()));
                 }
             }
-            for f in fs::read_dir(table.path())
-                .map_err(|e| Error::io(table.path(), e))?
-                .flatten()
-            {
-                let rel = format!("{tname}/{}", f.file_name().to_string_lossy());
-                if f.path().is_file() && !committed.contains(rel.as_str()) {
-                    fs::remove_file(f.path()).map_err(|e| Error::io(f.path(), e))?;
-                    removed.push(rel);
-                }
+        }
+        let (committed, live_runs) = catalog_view()?;
+        let committed: std::collections::HashSet<&str> =
+            committed.iter().map(|s| s.as_str()).collect();
+        let mut removed = Vec::new();
+        for (rel, name, path) in found {
+            // Run files are named after their run: `<run_id>[-part].parquet[.tmp]`.
+            let live = live_runs.iter().any(|r| name.starts_with(r.as_str()));
+            if !committed.contains(rel.as_str()) && !live {
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                removed.push(rel);
             }
         }
         Ok(removed)

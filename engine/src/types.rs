@@ -41,7 +41,7 @@ impl CursorKind {
             "opaque_token" | "token" => Ok(CursorKind::OpaqueToken),
             "snapshot_id" | "snapshot" => Ok(CursorKind::SnapshotId),
             other => Err(Error::InvalidInput(format!(
-                "unknown cursor kind '{other}': valid kinds are monotonic, opaque_token, snapshot_id"
+                "unknown cursor kind '{other}': valid kinds are monotonic, token (also opaque_token) and snapshot (also snapshot_id)"
             ))),
         }
     }
@@ -231,10 +231,17 @@ impl PipelineSpec {
     /// Checks the clauses fit together (no I/O, no look at the query's tables).
     pub fn check(&self) -> Result<()> {
         validate_name("pipeline", &self.name)?;
-        let err = |m: String| Err(Error::InvalidInput(format!("pipeline '{}': {m}", self.name)));
+        let err = |m: String| {
+            Err(Error::InvalidInput(format!(
+                "pipeline '{}': {m}",
+                self.name
+            )))
+        };
         match (self.mode, self.key.is_empty()) {
             (WriteMode::Merge, true) => {
-                return err("MODE MERGE needs the columns that identify a row: MODE MERGE KEY (id)".into());
+                return err(
+                    "MODE MERGE needs the columns that identify a row: MODE MERGE KEY (id)".into(),
+                );
             }
             (m, false) if m != WriteMode::Merge => {
                 return err("KEY (...) goes with MODE MERGE only".into());
@@ -251,7 +258,9 @@ impl PipelineSpec {
         match c.kind {
             CursorKind::Monotonic => {
                 if c.column.is_none() {
-                    return err("a monotonic cursor needs a column: CURSOR MONOTONIC (column)".into());
+                    return err(
+                        "a monotonic cursor needs a column: CURSOR MONOTONIC (column)".into(),
+                    );
                 }
                 if c.lag.is_some() && self.mode != WriteMode::Merge {
                     return err("LAG reads rows again, which would duplicate them: use it with MODE MERGE KEY (...)".into());

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 use hakiri_engine::sql::parse_pipeline_body;
 use hakiri_engine::types::{
-    CursorKind, CursorSpec, NullRule, SchemaPolicy, Origin, PipelineSpec, SourceSpec, WriteMode, validate_name,
+    CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, SchemaPolicy, SourceSpec, WriteMode,
+    validate_name,
 };
 use hakiri_engine::{Error, Result};
 
@@ -225,13 +226,19 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
         bad(format!("pipeline '{name}' needs sql = \"INSERT INTO context.<table> SELECT ... FROM <source>.<table>\""))
     })?;
     let body = parse_pipeline_body(&sql).map_err(in_pipeline)?;
-    let snapshot = cursor.as_ref().is_some_and(|c| c.kind == CursorKind::SnapshotId);
+    let snapshot = cursor
+        .as_ref()
+        .is_some_and(|c| c.kind == CursorKind::SnapshotId);
     let spec = PipelineSpec {
         name: name.to_string(),
         sql,
         target: body.target,
         cursor,
-        mode: mode.unwrap_or(if snapshot { WriteMode::Replace } else { WriteMode::Append }),
+        mode: mode.unwrap_or(if snapshot {
+            WriteMode::Replace
+        } else {
+            WriteMode::Append
+        }),
         key,
         on_schema_change,
         checkpoint_pages,

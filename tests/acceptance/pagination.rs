@@ -220,7 +220,7 @@ sql = "INSERT INTO context.recent SELECT id, updated_at FROM api.items WHERE upd
     );
     assert!(
         plan.stdout.contains(&format!(
-            "HttpExec: table=items, url={}/since",
+            "HttpExec: table=api.items, url={}/since",
             server.url()
         )),
         "{}",

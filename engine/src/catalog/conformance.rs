@@ -15,8 +15,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, STATE_TABLES};
 use crate::error::Error;
 use crate::types::{
-    CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, RunCounters, RunStatus,
-    SchemaPolicy, SourceSpec, WriteMode,
+    CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, RunCounters, RunStatus, SchemaPolicy,
+    SourceSpec, WriteMode,
 };
 
 /// Generates the suite's tests for an adapter: `catalog_conformance!(name, constructor)`.
@@ -124,7 +124,9 @@ pub fn sources_round_trip(c: &dyn Catalog) {
     c.upsert_source(&spec, t(0)).unwrap();
     assert_eq!(c.list_sources().unwrap(), vec![spec.clone()]);
     let mut changed = spec.clone();
-    changed.options.insert("header.A".into(), "env:TOKEN".into());
+    changed
+        .options
+        .insert("header.A".into(), "env:TOKEN".into());
     c.upsert_source(&changed, t(1)).unwrap();
     assert_eq!(c.list_sources().unwrap(), vec![changed]);
     assert!(c.drop_source("api").unwrap());
@@ -176,7 +178,10 @@ pub fn run_lock_names_a_live_holder(c: &dyn Catalog) {
     let err = c.begin_run(&new_run("r2", "p", 1, 7), &alive).unwrap_err();
     assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("r1") && msg.contains("4242") && msg.contains("conformance"), "{msg}");
+    assert!(
+        msg.contains("r1") && msg.contains("4242") && msg.contains("conformance"),
+        "{msg}"
+    );
     assert_eq!(status(c, "r1"), "running");
     assert!(c.runs(None).unwrap().iter().all(|r| r.run_id != "r2"));
     // Another pipeline is not blocked.
@@ -200,11 +205,15 @@ pub fn dead_holder_is_taken_over(c: &dyn Catalog) {
 
 pub fn commit_applies_everything_at_once(c: &dyn Catalog) {
     c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
-    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7"))).unwrap();
+    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7")))
+        .unwrap();
     assert_eq!(c.table_files("t").unwrap(), vec![file("t", "r1", 3)]);
     assert_eq!(c.cursor("p").unwrap().as_deref(), Some("7"));
     let tables = c.tables().unwrap();
-    assert_eq!((tables[0].name.as_str(), tables[0].rows, tables[0].files), ("t", 3, 1));
+    assert_eq!(
+        (tables[0].name.as_str(), tables[0].rows, tables[0].files),
+        ("t", 3, 1)
+    );
     let run = &c.runs(Some("p")).unwrap()[0];
     assert_eq!(run.status, "succeeded");
     assert_eq!(run.counters.rows_written, 3);
@@ -215,7 +224,10 @@ pub fn commit_applies_everything_at_once(c: &dyn Catalog) {
 pub fn commit_after_recovery_is_refused(c: &dyn Catalog) {
     c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
     c.recover_runs(&dead, t(1)).unwrap();
-    assert!(c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7"))).is_err());
+    assert!(
+        c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7")))
+            .is_err()
+    );
     assert!(c.table_files("t").unwrap().is_empty());
     assert_eq!(c.cursor("p").unwrap(), None);
     assert!(c.tables().unwrap().is_empty());
@@ -225,7 +237,12 @@ pub fn commit_after_recovery_is_refused(c: &dyn Catalog) {
 pub fn checkpoints_advance_the_cursor(c: &dyn Catalog) {
     c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
     for (i, token) in ["a", "b"].iter().enumerate() {
-        let mut ck = commit("r1", "t", vec![file("t", &format!("r1-{i}"), 2)], Some(token));
+        let mut ck = commit(
+            "r1",
+            "t",
+            vec![file("t", &format!("r1-{i}"), 2)],
+            Some(token),
+        );
         ck.finish = None;
         c.commit(&ck).unwrap();
         assert_eq!(status(c, "r1"), "running");
@@ -236,14 +253,23 @@ pub fn checkpoints_advance_the_cursor(c: &dyn Catalog) {
     c.commit(&last).unwrap();
     assert_eq!(status(c, "r1"), "succeeded");
     assert_eq!(c.table_files("t").unwrap().len(), 2);
-    let history: Vec<String> = c.cursor_history("p").unwrap().into_iter().map(|e| e.value).collect();
+    let history: Vec<String> = c
+        .cursor_history("p")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.value)
+        .collect();
     assert_eq!(history, vec!["a", "b"]);
-    assert_eq!(c.runs(Some("p")).unwrap()[0].cursor_end.as_deref(), Some("b"));
+    assert_eq!(
+        c.runs(Some("p")).unwrap()[0].cursor_end.as_deref(),
+        Some("b")
+    );
 }
 
 pub fn replace_retires_files_until_purged(c: &dyn Catalog) {
     c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
-    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], None)).unwrap();
+    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], None))
+        .unwrap();
     c.begin_run(&new_run("r2", "p", 1, 1), &alive).unwrap();
     let mut rep = commit("r2", "t", vec![file("t", "r2", 5)], None);
     rep.replace = true;
@@ -261,10 +287,14 @@ pub fn replace_retires_files_until_purged(c: &dyn Catalog) {
 
 pub fn schema_versions_and_events(c: &dyn Catalog) {
     c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
-    let first = c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], None)).unwrap();
+    let first = c
+        .commit(&commit("r1", "t", vec![file("t", "r1", 3)], None))
+        .unwrap();
     assert_eq!(first.new_schema_version, Some(1));
     c.begin_run(&new_run("r2", "p", 1, 1), &alive).unwrap();
-    let same = c.commit(&commit("r2", "t", vec![file("t", "r2", 3)], None)).unwrap();
+    let same = c
+        .commit(&commit("r2", "t", vec![file("t", "r2", 3)], None))
+        .unwrap();
     assert_eq!(same.new_schema_version, None);
     c.begin_run(&new_run("r3", "p", 2, 1), &alive).unwrap();
     let mut wider = commit("r3", "t", vec![file("t", "r3", 3)], None);
@@ -286,26 +316,95 @@ pub fn schema_versions_and_events(c: &dyn Catalog) {
 
 pub fn failed_run_keeps_the_cursor(c: &dyn Catalog) {
     c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
-    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7"))).unwrap();
+    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("7")))
+        .unwrap();
     c.begin_run(&new_run("r2", "p", 1, 1), &alive).unwrap();
-    c.fail_run("r2", t(30), &RunCounters::default(), "boom").unwrap();
+    c.fail_run("r2", t(30), &RunCounters::default(), "boom")
+        .unwrap();
     assert_eq!(c.cursor("p").unwrap().as_deref(), Some("7"));
     let run = &c.runs(Some("p")).unwrap()[1];
-    assert_eq!((run.status.as_str(), run.error.as_deref()), ("failed", Some("boom")));
+    assert_eq!(
+        (run.status.as_str(), run.error.as_deref()),
+        ("failed", Some("boom"))
+    );
     // The lock is free again.
     c.begin_run(&new_run("r3", "p", 2, 1), &alive).unwrap();
 }
 
 pub fn state_tables_have_their_columns(c: &dyn Catalog) {
     let expected: &[(&str, &[&str])] = &[
-        ("sources", &["name", "type", "options", "origin", "created_at", "updated_at"]),
-        ("runs", &["run_id", "pipeline", "status", "started_at", "ended_at", "rows_read", "rows_written", "pages", "bytes", "rows_skipped", "rows_discarded", "cursor_start", "cursor_end", "error", "pid", "host", "heartbeat_at"]),
-        ("cursors", &["pipeline", "kind", "value", "run_id", "updated_at"]),
-        ("cursor_history", &["id", "pipeline", "kind", "value", "run_id", "committed_at"]),
-        ("tables", &["name", "rows", "files", "schema_version", "created_at", "updated_at"]),
-        ("files", &["path", "table_name", "run_id", "rows", "bytes", "created_at", "retired_at"]),
-        ("schema_versions", &["table_name", "version", "schema", "run_id", "created_at"]),
-        ("events", &["id", "at", "kind", "subject", "message", "run_id"]),
+        (
+            "sources",
+            &[
+                "name",
+                "type",
+                "options",
+                "origin",
+                "created_at",
+                "updated_at",
+            ],
+        ),
+        (
+            "runs",
+            &[
+                "run_id",
+                "pipeline",
+                "status",
+                "started_at",
+                "ended_at",
+                "rows_read",
+                "rows_written",
+                "pages",
+                "bytes",
+                "rows_skipped",
+                "rows_discarded",
+                "cursor_start",
+                "cursor_end",
+                "error",
+                "pid",
+                "host",
+                "heartbeat_at",
+            ],
+        ),
+        (
+            "cursors",
+            &["pipeline", "kind", "value", "run_id", "updated_at"],
+        ),
+        (
+            "cursor_history",
+            &["id", "pipeline", "kind", "value", "run_id", "committed_at"],
+        ),
+        (
+            "tables",
+            &[
+                "name",
+                "rows",
+                "files",
+                "schema_version",
+                "created_at",
+                "updated_at",
+            ],
+        ),
+        (
+            "files",
+            &[
+                "path",
+                "table_name",
+                "run_id",
+                "rows",
+                "bytes",
+                "created_at",
+                "retired_at",
+            ],
+        ),
+        (
+            "schema_versions",
+            &["table_name", "version", "schema", "run_id", "created_at"],
+        ),
+        (
+            "events",
+            &["id", "at", "kind", "subject", "message", "run_id"],
+        ),
     ];
     for name in STATE_TABLES {
         let table = c.state_table(name).unwrap();

@@ -101,7 +101,14 @@ impl State {
         );
     }
 
-    fn event(&mut self, at: DateTime<Utc>, kind: &str, subject: &str, msg: &str, run: Option<&str>) {
+    fn event(
+        &mut self,
+        at: DateTime<Utc>,
+        kind: &str,
+        subject: &str,
+        msg: &str,
+        run: Option<&str>,
+    ) {
         self.events.push(Event {
             at,
             kind: kind.into(),
@@ -142,7 +149,12 @@ impl Catalog for MemoryCatalog {
     }
 
     fn list_sources(&self) -> Result<Vec<SourceSpec>> {
-        Ok(self.state().sources.values().map(|s| s.value.clone()).collect())
+        Ok(self
+            .state()
+            .sources
+            .values()
+            .map(|s| s.value.clone())
+            .collect())
     }
 
     fn upsert_pipeline(&self, spec: &PipelineSpec, now: DateTime<Utc>) -> Result<()> {
@@ -166,7 +178,12 @@ impl Catalog for MemoryCatalog {
     }
 
     fn list_pipelines(&self) -> Result<Vec<PipelineSpec>> {
-        Ok(self.state().pipelines.values().map(|s| s.value.clone()).collect())
+        Ok(self
+            .state()
+            .pipelines
+            .values()
+            .map(|s| s.value.clone())
+            .collect())
     }
 
     fn cursor(&self, pipeline: &str) -> Result<Option<String>> {
@@ -216,7 +233,11 @@ impl Catalog for MemoryCatalog {
     }
 
     fn heartbeat(&self, run_id: &str, at: DateTime<Utc>) -> Result<()> {
-        if let Some(r) = self.state().run_mut(run_id).filter(|r| r.status == "running") {
+        if let Some(r) = self
+            .state()
+            .run_mut(run_id)
+            .filter(|r| r.status == "running")
+        {
             r.heartbeat_at = at;
         }
         Ok(())
@@ -229,7 +250,11 @@ impl Catalog for MemoryCatalog {
         counters: &RunCounters,
         error: &str,
     ) -> Result<()> {
-        if let Some(r) = self.state().run_mut(run_id).filter(|r| r.status == "running") {
+        if let Some(r) = self
+            .state()
+            .run_mut(run_id)
+            .filter(|r| r.status == "running")
+        {
             r.status = RunStatus::Failed.as_str().into();
             r.ended_at = Some(ended_at);
             r.counters = counters.clone();
@@ -399,7 +424,12 @@ impl Catalog for MemoryCatalog {
     }
 
     fn all_files(&self) -> Result<Vec<String>> {
-        Ok(self.state().files.iter().map(|f| f.entry.path.clone()).collect())
+        Ok(self
+            .state()
+            .files
+            .iter()
+            .map(|f| f.entry.path.clone())
+            .collect())
     }
 
     fn purge_retired(&self, before: DateTime<Utc>) -> Result<Vec<String>> {
@@ -438,25 +468,50 @@ impl Catalog for MemoryCatalog {
         let st = self.state();
         let t = |s: &str| RawValue::Text(s.to_string());
         let ot = |s: Option<&str>| s.map_or(RawValue::Null, |s| RawValue::Text(s.to_string()));
-        let time = |d: DateTime<Utc>| RawValue::Text(d.to_rfc3339_opts(SecondsFormat::Micros, true));
+        let time =
+            |d: DateTime<Utc>| RawValue::Text(d.to_rfc3339_opts(SecondsFormat::Micros, true));
         let otime = |d: Option<DateTime<Utc>>| d.map_or(RawValue::Null, time);
         let n = |v: u64| RawValue::Int(v as i64);
         let (columns, rows): (Vec<(&str, ColumnType)>, Vec<Vec<RawValue>>) = match name {
             "sources" => (
-                vec![("name", Text), ("type", Text), ("options", Text), ("origin", Text), ("created_at", Timestamp), ("updated_at", Timestamp)],
+                vec![
+                    ("name", Text),
+                    ("type", Text),
+                    ("options", Text),
+                    ("origin", Text),
+                    ("created_at", Timestamp),
+                    ("updated_at", Timestamp),
+                ],
                 st.sources
                     .values()
                     .map(|s| {
                         let options = serde_json::to_string(&s.value.options).unwrap_or_default();
-                        vec![t(&s.value.name), t(&s.value.connector), t(&options), t(s.value.origin.as_str()), time(s.created_at), time(s.updated_at)]
+                        vec![
+                            t(&s.value.name),
+                            t(&s.value.connector),
+                            t(&options),
+                            t(s.value.origin.as_str()),
+                            time(s.created_at),
+                            time(s.updated_at),
+                        ]
                     })
                     .collect(),
             ),
             "pipelines" => (
                 vec![
-                    ("name", Text), ("target_table", Text), ("cursor_kind", Text), ("cursor_column", Text),
-                    ("cursor_initial", Text), ("write_mode", Text), ("merge_key", Text), ("on_schema_change", Text),
-                    ("sql", Text), ("definition", Text), ("origin", Text), ("created_at", Timestamp), ("updated_at", Timestamp),
+                    ("name", Text),
+                    ("target_table", Text),
+                    ("cursor_kind", Text),
+                    ("cursor_column", Text),
+                    ("cursor_initial", Text),
+                    ("write_mode", Text),
+                    ("merge_key", Text),
+                    ("on_schema_change", Text),
+                    ("sql", Text),
+                    ("definition", Text),
+                    ("origin", Text),
+                    ("created_at", Timestamp),
+                    ("updated_at", Timestamp),
                 ],
                 st.pipelines
                     .values()
@@ -465,91 +520,207 @@ impl Catalog for MemoryCatalog {
                         let c = p.cursor.as_ref();
                         let key = (!p.key.is_empty()).then(|| p.key.join(", "));
                         vec![
-                            t(&p.name), t(&p.target), ot(c.map(|c| c.kind.as_str())), ot(c.and_then(|c| c.column.as_deref())),
-                            ot(c.and_then(|c| c.initial.as_deref())), t(p.mode.as_str()), ot(key.as_deref()),
-                            t(p.on_schema_change.as_str()), t(&p.sql), t(&p.to_string()), t(p.origin.as_str()),
-                            time(s.created_at), time(s.updated_at),
+                            t(&p.name),
+                            t(&p.target),
+                            ot(c.map(|c| c.kind.as_str())),
+                            ot(c.and_then(|c| c.column.as_deref())),
+                            ot(c.and_then(|c| c.initial.as_deref())),
+                            t(p.mode.as_str()),
+                            ot(key.as_deref()),
+                            t(p.on_schema_change.as_str()),
+                            t(&p.sql),
+                            t(&p.to_string()),
+                            t(p.origin.as_str()),
+                            time(s.created_at),
+                            time(s.updated_at),
                         ]
                     })
                     .collect(),
             ),
             "runs" => (
                 vec![
-                    ("run_id", Text), ("pipeline", Text), ("status", Text), ("started_at", Timestamp), ("ended_at", Timestamp),
-                    ("rows_read", Int), ("rows_written", Int), ("pages", Int), ("bytes", Int), ("rows_skipped", Int),
-                    ("rows_discarded", Int), ("cursor_start", Text), ("cursor_end", Text), ("error", Text), ("pid", Int),
-                    ("host", Text), ("heartbeat_at", Timestamp),
+                    ("run_id", Text),
+                    ("pipeline", Text),
+                    ("status", Text),
+                    ("started_at", Timestamp),
+                    ("ended_at", Timestamp),
+                    ("rows_read", Int),
+                    ("rows_written", Int),
+                    ("pages", Int),
+                    ("bytes", Int),
+                    ("rows_skipped", Int),
+                    ("rows_discarded", Int),
+                    ("cursor_start", Text),
+                    ("cursor_end", Text),
+                    ("error", Text),
+                    ("pid", Int),
+                    ("host", Text),
+                    ("heartbeat_at", Timestamp),
                 ],
                 st.runs
                     .iter()
                     .map(|r| {
                         let c = &r.counters;
                         vec![
-                            t(&r.run_id), t(&r.pipeline), t(&r.status), time(r.started_at), otime(r.ended_at),
-                            n(c.rows_read), n(c.rows_written), n(c.pages), n(c.bytes), n(c.rows_skipped),
-                            n(c.rows_discarded), ot(r.cursor_start.as_deref()), ot(r.cursor_end.as_deref()),
-                            ot(r.error.as_deref()), n(r.holder.pid as u64), t(&r.holder.host), time(r.heartbeat_at),
+                            t(&r.run_id),
+                            t(&r.pipeline),
+                            t(&r.status),
+                            time(r.started_at),
+                            otime(r.ended_at),
+                            n(c.rows_read),
+                            n(c.rows_written),
+                            n(c.pages),
+                            n(c.bytes),
+                            n(c.rows_skipped),
+                            n(c.rows_discarded),
+                            ot(r.cursor_start.as_deref()),
+                            ot(r.cursor_end.as_deref()),
+                            ot(r.error.as_deref()),
+                            n(r.holder.pid as u64),
+                            t(&r.holder.host),
+                            time(r.heartbeat_at),
                         ]
                     })
                     .collect(),
             ),
             "cursors" => (
-                vec![("pipeline", Text), ("kind", Text), ("value", Text), ("run_id", Text), ("updated_at", Timestamp)],
+                vec![
+                    ("pipeline", Text),
+                    ("kind", Text),
+                    ("value", Text),
+                    ("run_id", Text),
+                    ("updated_at", Timestamp),
+                ],
                 st.cursors
                     .iter()
                     .map(|(p, c)| vec![t(p), t(&c.kind), t(&c.value), t(&c.run_id), time(c.at)])
                     .collect(),
             ),
             "cursor_history" => (
-                vec![("id", Int), ("pipeline", Text), ("kind", Text), ("value", Text), ("run_id", Text), ("committed_at", Timestamp)],
+                vec![
+                    ("id", Int),
+                    ("pipeline", Text),
+                    ("kind", Text),
+                    ("value", Text),
+                    ("run_id", Text),
+                    ("committed_at", Timestamp),
+                ],
                 st.cursor_history
                     .iter()
                     .enumerate()
                     .map(|(i, (c, at))| {
-                        vec![n(i as u64 + 1), t(&c.pipeline), t(&c.kind), t(&c.value), t(&c.run_id), time(*at)]
+                        vec![
+                            n(i as u64 + 1),
+                            t(&c.pipeline),
+                            t(&c.kind),
+                            t(&c.value),
+                            t(&c.run_id),
+                            time(*at),
+                        ]
                     })
                     .collect(),
             ),
             "tables" => (
-                vec![("name", Text), ("rows", Int), ("files", Int), ("schema_version", Int), ("created_at", Timestamp), ("updated_at", Timestamp)],
+                vec![
+                    ("name", Text),
+                    ("rows", Int),
+                    ("files", Int),
+                    ("schema_version", Int),
+                    ("created_at", Timestamp),
+                    ("updated_at", Timestamp),
+                ],
                 st.tables
                     .iter()
                     .map(|(name, r)| {
                         let v = r.schema_version.map_or(RawValue::Null, RawValue::Int);
-                        vec![t(name), n(r.rows), n(r.files), v, time(r.created_at), time(r.updated_at)]
+                        vec![
+                            t(name),
+                            n(r.rows),
+                            n(r.files),
+                            v,
+                            time(r.created_at),
+                            time(r.updated_at),
+                        ]
                     })
                     .collect(),
             ),
             "files" => (
-                vec![("path", Text), ("table_name", Text), ("run_id", Text), ("rows", Int), ("bytes", Int), ("created_at", Timestamp), ("retired_at", Timestamp)],
+                vec![
+                    ("path", Text),
+                    ("table_name", Text),
+                    ("run_id", Text),
+                    ("rows", Int),
+                    ("bytes", Int),
+                    ("created_at", Timestamp),
+                    ("retired_at", Timestamp),
+                ],
                 st.files
                     .iter()
                     .map(|f| {
                         let e = &f.entry;
-                        vec![t(&e.path), t(&e.table), t(&e.run_id), n(e.rows), n(e.bytes), time(f.created_at), otime(f.retired_at)]
+                        vec![
+                            t(&e.path),
+                            t(&e.table),
+                            t(&e.run_id),
+                            n(e.rows),
+                            n(e.bytes),
+                            time(f.created_at),
+                            otime(f.retired_at),
+                        ]
                     })
                     .collect(),
             ),
             "schema_versions" => (
-                vec![("table_name", Text), ("version", Int), ("schema", Text), ("run_id", Text), ("created_at", Timestamp)],
+                vec![
+                    ("table_name", Text),
+                    ("version", Int),
+                    ("schema", Text),
+                    ("run_id", Text),
+                    ("created_at", Timestamp),
+                ],
                 st.schema_versions
                     .iter()
-                    .map(|v| vec![t(&v.table), RawValue::Int(v.version), t(&v.schema), t(&v.run_id), time(v.at)])
+                    .map(|v| {
+                        vec![
+                            t(&v.table),
+                            RawValue::Int(v.version),
+                            t(&v.schema),
+                            t(&v.run_id),
+                            time(v.at),
+                        ]
+                    })
                     .collect(),
             ),
             _ => (
-                vec![("id", Int), ("at", Timestamp), ("kind", Text), ("subject", Text), ("message", Text), ("run_id", Text)],
+                vec![
+                    ("id", Int),
+                    ("at", Timestamp),
+                    ("kind", Text),
+                    ("subject", Text),
+                    ("message", Text),
+                    ("run_id", Text),
+                ],
                 st.events
                     .iter()
                     .enumerate()
                     .map(|(i, e)| {
-                        vec![n(i as u64 + 1), time(e.at), t(&e.kind), t(&e.subject), t(&e.message), ot(e.run_id.as_deref())]
+                        vec![
+                            n(i as u64 + 1),
+                            time(e.at),
+                            t(&e.kind),
+                            t(&e.subject),
+                            t(&e.message),
+                            ot(e.run_id.as_deref()),
+                        ]
                     })
                     .collect(),
             ),
         };
         Ok(RawTable {
-            columns: columns.into_iter().map(|(c, ty)| (c.to_string(), ty)).collect(),
+            columns: columns
+                .into_iter()
+                .map(|(c, ty)| (c.to_string(), ty))
+                .collect(),
             rows,
         })
     }

@@ -474,7 +474,10 @@ impl Catalog for SqliteCatalog {
                     params![commit.table, v, schema, commit.run_id, now],
                 )?;
                 if v == 1 {
-                    add_event("table_created", &format!("table '{}' created", commit.table))?;
+                    add_event(
+                        "table_created",
+                        &format!("table '{}' created", commit.table),
+                    )?;
                 }
                 version = Some(v);
                 outcome.new_schema_version = Some(v);

@@ -107,7 +107,9 @@ impl fmt::Display for HakiriStatement {
             }
             HakiriStatement::ShowPipelines => write!(f, "SHOW PIPELINES"),
             HakiriStatement::ShowSources => write!(f, "SHOW SOURCES"),
-            HakiriStatement::ShowCreatePipeline { name } => write!(f, "SHOW CREATE PIPELINE {name}"),
+            HakiriStatement::ShowCreatePipeline { name } => {
+                write!(f, "SHOW CREATE PIPELINE {name}")
+            }
             HakiriStatement::PlanPipeline { name } => write!(f, "PLAN PIPELINE {name}"),
             HakiriStatement::RunPipeline { name } => write!(f, "RUN PIPELINE {name}"),
             HakiriStatement::DataFusion(s) => write!(f, "{s}"),
@@ -386,7 +388,8 @@ impl HakiriParser<'_> {
                     } else if self.eat(&["LAG"]) {
                         c.lag = Some(self.string()?);
                     } else if self.eat(&["ON", "NULL"]) {
-                        c.on_null = NullRule::parse(&self.keyword("ON NULL", "FAIL, SKIP or LOAD")?)?;
+                        c.on_null =
+                            NullRule::parse(&self.keyword("ON NULL", "FAIL, SKIP or LOAD")?)?;
                     } else {
                         break;
                     }
@@ -423,7 +426,9 @@ impl HakiriParser<'_> {
         let stmt = self.df.parser.parse_statement().map_err(parse_err)?;
         let body = PipelineBody::from_statement(&stmt)?;
         // A snapshot replaces the table: that is its only sensible write mode.
-        let snapshot = cursor.as_ref().is_some_and(|c| c.kind == CursorKind::SnapshotId);
+        let snapshot = cursor
+            .as_ref()
+            .is_some_and(|c| c.kind == CursorKind::SnapshotId);
         let mode = mode.unwrap_or(if snapshot {
             WriteMode::Replace
         } else {

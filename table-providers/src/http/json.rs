@@ -114,7 +114,10 @@ fn jtype_of_field(f: &Field) -> JType {
         DataType::Float32 | DataType::Float64 => JType::Float,
         DataType::List(item) => JType::List(Box::new(jtype_of_field(item))),
         DataType::Struct(fields) => JType::Object(
-            fields.iter().map(|f| (f.name().clone(), jtype_of_field(f))).collect(),
+            fields
+                .iter()
+                .map(|f| (f.name().clone(), jtype_of_field(f)))
+                .collect(),
         ),
         _ => JType::Str,
     }
@@ -154,9 +157,9 @@ pub fn check_page(
     page: u64,
 ) -> Result<PageCheck> {
     use hakiri_engine::types::SchemaPolicy;
-    let page_type = records
-        .iter()
-        .fold(JType::Object(Vec::new()), |acc, r| merge(acc, of(&as_object(r))));
+    let page_type = records.iter().fold(JType::Object(Vec::new()), |acc, r| {
+        merge(acc, of(&as_object(r)))
+    });
     let JType::Object(page_fields) = page_type else {
         unreachable!("records are merged as objects")
     };
@@ -168,7 +171,10 @@ pub fn check_page(
             None if *t == JType::Null => {}
             None => {
                 let f = to_field(name, t);
-                changes.push(format!("new field '{name}' ({}) on page {page}", f.data_type()));
+                changes.push(format!(
+                    "new field '{name}' ({}) on page {page}",
+                    f.data_type()
+                ));
                 fields.push(f);
             }
             Some(f) => {
@@ -362,20 +368,51 @@ mod tests {
     fn page_drift_follows_the_policy() {
         let schema = infer_schema(&[json!({"id": 1, "score": 2})]);
         // A new field and a widened type evolve whatever the policy.
-        let c = check_page(vec![json!({"id": 2, "score": 2.5, "extra": "x"})], &schema, SchemaPolicy::Freeze, 2).unwrap();
+        let c = check_page(
+            vec![json!({"id": 2, "score": 2.5, "extra": "x"})],
+            &schema,
+            SchemaPolicy::Freeze,
+            2,
+        )
+        .unwrap();
         let (evolved, changes) = c.evolved.unwrap();
-        assert_eq!(evolved.field_with_name("score").unwrap().data_type(), &DataType::Float64);
-        assert_eq!(evolved.field_with_name("extra").unwrap().data_type(), &DataType::Utf8);
+        assert_eq!(
+            evolved.field_with_name("score").unwrap().data_type(),
+            &DataType::Float64
+        );
+        assert_eq!(
+            evolved.field_with_name("extra").unwrap().data_type(),
+            &DataType::Utf8
+        );
         assert_eq!(changes.len(), 2, "{changes:?}");
         // Same kinds of values: nothing to do.
-        assert!(check_page(vec![json!({"id": 3, "score": null})], &schema, SchemaPolicy::Freeze, 2).unwrap().evolved.is_none());
-        let bad = vec![json!({"id": 4, "score": "n/a"}), json!({"id": 5, "score": 7})];
+        assert!(
+            check_page(
+                vec![json!({"id": 3, "score": null})],
+                &schema,
+                SchemaPolicy::Freeze,
+                2
+            )
+            .unwrap()
+            .evolved
+            .is_none()
+        );
+        let bad = vec![
+            json!({"id": 4, "score": "n/a"}),
+            json!({"id": 5, "score": 7}),
+        ];
         assert!(check_page(bad.clone(), &schema, SchemaPolicy::Freeze, 3).is_err());
         let d = check_page(bad.clone(), &schema, SchemaPolicy::Discard, 3).unwrap();
         assert_eq!((d.records.len(), d.discarded), (1, 1));
         let e = check_page(bad, &schema, SchemaPolicy::Evolve, 3).unwrap();
         let (evolved, _) = e.evolved.unwrap();
-        assert!(evolved.field_with_name("score").unwrap().metadata().contains_key(JSON_TEXT_KEY));
+        assert!(
+            evolved
+                .field_with_name("score")
+                .unwrap()
+                .metadata()
+                .contains_key(JSON_TEXT_KEY)
+        );
     }
 
     #[test]

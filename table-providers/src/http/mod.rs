@@ -160,7 +160,11 @@ fn with_hint(schema: SchemaRef, hint: Option<SchemaRef>) -> SchemaRef {
 impl HttpTable {
     /// Builds the table `name` (`source.table`), inferring the schema from the first pages
     /// unless one is declared, and covering `hint`.
-    pub async fn try_new(name: &str, opts: HttpTableOptions, hint: Option<SchemaRef>) -> Result<Self> {
+    pub async fn try_new(
+        name: &str,
+        opts: HttpTableOptions,
+        hint: Option<SchemaRef>,
+    ) -> Result<Self> {
         let opts = Arc::new(opts);
         let schema = match &opts.schema {
             Some(text) => json::parse_declared_schema(text)?,
@@ -197,16 +201,16 @@ impl HttpTable {
     /// cursor takes (`col > v OR col IS NULL`).
     fn pushable(&self, e: &Expr) -> Option<Pushed> {
         let cmp = match e {
-            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-                match (left.as_ref(), right.as_ref()) {
-                    (cmp @ Expr::BinaryExpr(BinaryExpr { left: c, .. }), Expr::IsNull(n))
-                        if c == n =>
-                    {
-                        cmp
-                    }
-                    _ => return None,
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Or,
+                right,
+            }) => match (left.as_ref(), right.as_ref()) {
+                (cmp @ Expr::BinaryExpr(BinaryExpr { left: c, .. }), Expr::IsNull(n)) if c == n => {
+                    cmp
                 }
-            }
+                _ => return None,
+            },
             other => other,
         };
         let Expr::BinaryExpr(BinaryExpr { left, op, right }) = cmp else {
@@ -449,7 +453,10 @@ impl ExecutionPlan for HttpExec {
             if let Some(token) = &rc.resume_token {
                 pager.resume(token)?;
             }
-            let etag = rc.snapshot_id.as_deref().and_then(|s| s.strip_prefix("etag:"));
+            let etag = rc
+                .snapshot_id
+                .as_deref()
+                .and_then(|s| s.strip_prefix("etag:"));
             if let (Some(etag), Pagination::None) = (etag, &self.opts.pagination) {
                 pager.if_none_match(etag);
             }
@@ -515,9 +522,8 @@ impl ExecutionPlan for HttpExec {
                     *b -= 1;
                 }
             }
-            let mut batch = json::decode(records, &st.schema).map_err(|e| {
-                DataFusionError::from(Error::Upstream(format!("page {n}: {e}")))
-            })?;
+            let mut batch = json::decode(records, &st.schema)
+                .map_err(|e| DataFusionError::from(Error::Upstream(format!("page {n}: {e}"))))?;
             if let Some(p) = &st.projection {
                 batch = batch.project(p)?;
             }
