@@ -171,6 +171,20 @@ impl Server {
     }
 }
 
+impl Server {
+    /// GETs `path` from the server (HTTP/1.0, no keep-alive) and returns the body.
+    pub fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        assert!(head.contains(" 200 "), "GET {path}: {head}");
+        body.to_string()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

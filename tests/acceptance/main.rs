@@ -1,9 +1,11 @@
 //! End-to-end tests with real servers and the real `hakiri` binary. One test binary with
 //! modules keeps link time down.
 
+mod crash;
 mod demo;
 mod depcheck;
 mod errors;
+mod incremental;
 mod pagination;
 mod readme;
 mod slt;

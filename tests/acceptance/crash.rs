@@ -1,0 +1,214 @@
+//! Kill-at-random: `hakiri run` is killed with SIGKILL at seeded random moments during a
+//! slow multi-page run (tests/fixtures/paged_server.py adds a delay per page), then run to
+//! completion. The table must equal the source exactly, the catalog must be intact, killed
+//! runs must show `partial_failure` and no orphan file may remain.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hakiri_tests::{Project, Server, hakiri_bin};
+use serde_json::Value;
+
+const ROWS: u64 = 1500;
+
+/// xorshift64: a seeded sequence of kill moments, the same on every run of the test.
+struct Moments(u64);
+
+impl Moments {
+    fn next_ms(&mut self, min: u64, max: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        min + self.0 % (max - min)
+    }
+}
+
+/// Starts `hakiri run pipeline` `kills` times and SIGKILLs it at a random moment.
+fn kill_at_random(p: &Project, pipeline: &str, seed: u64, kills: usize, window_ms: (u64, u64)) {
+    let mut moments = Moments(seed);
+    for _ in 0..kills {
+        let mut child = Command::new(hakiri_bin())
+            .current_dir(p.path())
+            .args(["run", pipeline])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hakiri run");
+        std::thread::sleep(Duration::from_millis(
+            moments.next_ms(window_ms.0, window_ms.1),
+        ));
+        // SIGKILL: no destructor, no cleanup, like a power cut for the process.
+        let _ = child.kill();
+        child.wait().expect("reap the killed run");
+    }
+}
+
+/// What every crash test checks once the pipeline has run to completion.
+fn assert_intact(p: &Project, table: &str) -> Vec<(String, Option<String>)> {
+    let rows = p.query_csv(&format!(
+        "select count(*), count(distinct id), min(id), max(id), sum(id) from {table}"
+    ));
+    assert_eq!(
+        rows,
+        vec![format!("{ROWS},{ROWS},1,{ROWS},{}", ROWS * (ROWS + 1) / 2)],
+        "the table must hold every source row exactly once"
+    );
+    let db = rusqlite::Connection::open(p.path().join(".hakiri/catalog.db")).expect("open catalog");
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+    let runs: Vec<(String, Option<String>)> = {
+        let mut stmt = db
+            .prepare("SELECT status, cursor_start FROM runs ORDER BY started_at, rowid")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let killed = runs.iter().filter(|(s, _)| s == "partial_failure").count();
+    assert!(
+        killed >= 8,
+        "only {killed} runs were killed while running: {runs:?}"
+    );
+    assert!(
+        runs.iter()
+            .all(|(s, _)| s == "partial_failure" || s == "succeeded"),
+        "{runs:?}"
+    );
+    assert_eq!(runs.last().map(|r| r.0.as_str()), Some("succeeded"));
+    // No orphans: the files on disk are exactly the ones the catalog names.
+    let named: BTreeSet<String> = p
+        .query_csv("select path from hakiri.files")
+        .into_iter()
+        .collect();
+    let mut on_disk = BTreeSet::new();
+    collect_files(
+        &p.path().join(".hakiri/store"),
+        &p.path().join(".hakiri/store"),
+        &mut on_disk,
+    );
+    assert_eq!(on_disk, named, "files on disk vs files in the catalog");
+    runs
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(root, &path, out);
+        } else {
+            out.insert(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+}
+
+#[test]
+fn monotonic_pipeline_survives_kills_at_random_moments() {
+    let server = Server::paged();
+    server.get(&format!("/admin/grow?n={ROWS}"));
+    let p = Project::new(&format!(
+        r#"
+[sources.api]
+type = "http"
+base_url = "{}"
+
+[sources.api.tables.grow]
+path = "/grow"
+records = "items"
+pagination = "next_url"
+query = {{ size = "25", delay_ms = "20" }}
+filter = {{ id = "since_id" }}
+schema = "id bigint, name text, amount bigint"
+
+[pipelines.grow]
+cursor = {{ kind = "monotonic", column = "id", initial = "0" }}
+sql = "INSERT INTO context.grow SELECT * FROM api.grow WHERE id > $cursor"
+"#,
+        server.url()
+    ));
+    kill_at_random(&p, "grow", 0x9E37_79B9_7F4A_7C15, 22, (40, 1200));
+    p.hakiri(&["run", "grow"]).ok();
+    assert_intact(&p, "grow");
+}
+
+#[test]
+fn token_pipeline_survives_kills_and_resumes_where_it_stopped() {
+    let server = Server::paged();
+    server.get(&format!("/admin/grow?n={ROWS}"));
+    let p = Project::new(&format!(
+        r#"
+[sources.api]
+type = "http"
+base_url = "{}"
+
+[sources.api.tables.feed]
+path = "/feed"
+records = "items"
+pagination = "cursor"
+cursor_path = "next_cursor"
+cursor_param = "after"
+has_more_path = "has_more"
+query = {{ size = "25", delay_ms = "40" }}
+schema = "id bigint, name text, amount bigint"
+
+[pipelines.feed]
+cursor = {{ kind = "token" }}
+checkpoint_pages = 2
+sql = "INSERT INTO context.feed SELECT * FROM api.feed"
+"#,
+        server.url()
+    ));
+    kill_at_random(&p, "feed", 0xD1B5_4A32_D192_ED03, 22, (40, 500));
+    p.hakiri(&["run", "feed"]).ok();
+    let runs = assert_intact(&p, "feed");
+
+    // Resumed runs started from their committed token, not from the first page: only runs
+    // with no committed token yet asked for the first page (a request without `after`).
+    let requests: Vec<Value> = serde_json::from_str(&server.get("/admin/log?path=/feed")).unwrap();
+    let first_page_requests = requests
+        .iter()
+        .filter(|r| r["query"]["after"].is_null())
+        .count();
+    let fresh_runs = runs.iter().filter(|(_, start)| start.is_none()).count();
+    assert!(
+        first_page_requests <= fresh_runs,
+        "{first_page_requests} first-page requests for {fresh_runs} runs without a token"
+    );
+    let resumed: Vec<&String> = runs
+        .iter()
+        .filter_map(|(_, start)| start.as_ref())
+        .collect();
+    assert!(
+        resumed.len() >= 10,
+        "only {} runs resumed from a token: {runs:?}",
+        resumed.len()
+    );
+    for token in &resumed {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r["query"]["after"].as_str() == Some(token.as_str())),
+            "no request resumed at token {token}"
+        );
+    }
+    // Work lost to kills is bounded by a page group per kill, not the whole feed.
+    let pages = ROWS.div_ceil(25) as usize + 1;
+    assert!(
+        requests.len() <= pages + 3 * runs.len(),
+        "{} requests for {pages} pages over {} runs",
+        requests.len(),
+        runs.len()
+    );
+    let checkpoints =
+        p.query_csv("select count(*) > 20 from hakiri.cursor_history where pipeline = 'feed'");
+    assert_eq!(checkpoints, vec!["true"]);
+}
