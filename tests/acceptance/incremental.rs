@@ -309,24 +309,31 @@ fn a_second_run_of_a_running_pipeline_names_the_holder() {
 path = "/grow"
 records = "items"
 pagination = "next_url"
-query = { size = "10", delay_ms = "200" }
+query = { size = "10", delay_ms = "500" }
 schema = "id bigint, name text, amount bigint"
 
 [pipelines.slow]
 sql = "INSERT INTO context.slow SELECT * FROM api.grow"
 "#,
     );
+    let stderr = p.path().join("first.stderr");
     let mut first = Command::new(hakiri_bin())
         .current_dir(p.path())
         .args(["run", "slow"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
         .spawn()
         .expect("start hakiri run");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while p.query_csv("select count(*) from hakiri.runs where status = 'running'") != vec!["1"] {
-        assert!(Instant::now() < deadline, "the first run never started");
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            Instant::now() < deadline && first.try_wait().expect("try_wait").is_none(),
+            "the first run was never seen running: {:?}, {}, runs {:?}",
+            first.try_wait(),
+            std::fs::read_to_string(&stderr).unwrap_or_default(),
+            p.query_csv("select status, error from hakiri.runs")
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     let second = p.hakiri(&["run", "slow"]);
     assert_eq!(second.code, 1, "{}", second.stderr);

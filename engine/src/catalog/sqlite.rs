@@ -152,21 +152,25 @@ impl SqliteCatalog {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self> {
+    fn init(mut conn: Connection) -> Result<Self> {
+        // The busy timeout first: another process may be opening the same catalog, and
+        // switching to WAL or creating the tables waits for its lock.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
         for (table, column, decl) in ADDED_COLUMNS {
-            let exists: bool = conn.query_row(
+            let exists: bool = tx.query_row(
                 "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
                 params![table, column],
                 |r| r.get(0),
             )?;
             if !exists {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
             }
         }
+        tx.commit()?;
         Ok(SqliteCatalog {
             conn: Mutex::new(conn),
         })
@@ -596,7 +600,9 @@ impl Catalog for SqliteCatalog {
 
     fn purge_retired(&self, before: DateTime<Utc>) -> Result<Vec<String>> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: a read-then-write transaction must hold the write lock from the start,
+        // or a concurrent commit makes it fail at once with "database is locked".
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let paths = {
             let mut stmt = tx.prepare("SELECT path FROM files WHERE retired_at < ?1")?;
             stmt.query_map([ts(before)], |r| r.get::<_, String>(0))?
