@@ -43,10 +43,27 @@ query = { size = "10" }
 filter = { id = "since_id" }
 schema = "id bigint, name text, amount bigint"
 
+[sources.api.tables.grow_exact]
+path = "/grow"
+records = "items"
+pagination = "next_url"
+filter = { id = "since_id", "id.exact" = "true" }
+schema = "id bigint, name text, amount bigint"
+
 [pipelines.grow]
 cursor = { kind = "monotonic", column = "id", initial = "0" }
 sql = "INSERT INTO context.grow SELECT * FROM api.grow WHERE id > $cursor"
+
+[pipelines.grow_exact]
+cursor = { kind = "monotonic", column = "id", initial = "0" }
+sql = "INSERT INTO context.grow_exact SELECT * FROM api.grow_exact WHERE id > $cursor"
 "#,
+    );
+    // A filter declared exact is left to the API: no FilterExec above the scan.
+    let plan = p.hakiri(&["plan", "grow_exact"]).ok().stdout;
+    assert!(
+        plan.contains("(Exact: the source applies it)") && !plan.contains("FilterExec"),
+        "{plan}"
     );
     let mut total = 0u64;
     for (new_rows, expect_since) in [(20u64, "0"), (15, "20"), (7, "35")] {
@@ -69,15 +86,18 @@ sql = "INSERT INTO context.grow SELECT * FROM api.grow WHERE id > $cursor"
         }
     }
     let runs = p.query_csv(
-        "select rows_written, cursor_start, cursor_end from hakiri.runs order by started_at",
+        "select rows_written, cursor_start, cursor_end from hakiri.runs where pipeline = 'grow' order by started_at",
     );
     assert_eq!(runs, vec!["20,0,20", "15,20,35", "7,35,42"]);
-    let history = p.query_csv("select value from hakiri.cursor_history order by id");
+    let history =
+        p.query_csv("select value from hakiri.cursor_history where pipeline = 'grow' order by id");
     assert_eq!(history, vec!["20", "35", "42"]);
     // The plan reports the pushdown and whether it is exact.
     let plan = p.hakiri(&["plan", "grow"]).ok().stdout;
     assert!(
-        plan.contains("api.grow.id > Int64(42)") && plan.contains("Inexact"),
+        plan.contains("api.grow.id > Int64(42)")
+            && plan.contains("Inexact")
+            && plan.contains("FilterExec"),
         "{plan}"
     );
 }
@@ -156,8 +176,9 @@ sql = "INSERT INTO context.hashed SELECT * FROM api.hashed"
             .as_str()
             .is_some_and(|s| s.starts_with('"'))
     );
-    let cursors =
-        p.query_csv("select pipeline, split_part(value, ':', 1) from hakiri.cursors order by pipeline");
+    let cursors = p.query_csv(
+        "select pipeline, split_part(value, ':', 1) from hakiri.cursors order by pipeline",
+    );
     assert_eq!(cursors, vec!["hashed,xxh64", "snap,etag"]);
     let statuses =
         p.query_csv("select pipeline, status from hakiri.runs order by pipeline, started_at");

@@ -572,3 +572,25 @@ impl TableProviderFactory for HttpTableFactory {
         Ok(Arc::new(HttpTable::try_new(&name, opts, None).await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::scalar_text;
+    use datafusion::common::ScalarValue;
+
+    #[test]
+    fn pushed_timestamps_take_the_declared_format() {
+        // 2026-01-05T10:00:00Z
+        let v = ScalarValue::TimestampMicrosecond(Some(1_767_607_200_000_000), Some("UTC".into()));
+        assert_eq!(scalar_text(&v, None).unwrap(), "2026-01-05T10:00:00Z");
+        assert_eq!(scalar_text(&v, Some("unix")).unwrap(), "1767607200");
+        assert_eq!(scalar_text(&v, Some("unix_ms")).unwrap(), "1767607200000");
+        assert_eq!(scalar_text(&v, Some("date")).unwrap(), "2026-01-05");
+        assert_eq!(scalar_text(&v, Some("%Y%m%d%H")).unwrap(), "2026010510");
+        assert_eq!(
+            scalar_text(&ScalarValue::Int64(Some(42)), Some("unix")).unwrap(),
+            "42"
+        );
+        assert!(scalar_text(&ScalarValue::Int64(None), None).is_none());
+    }
+}
