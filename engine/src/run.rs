@@ -658,9 +658,11 @@ impl Engine {
         );
         let df = ctx.sql(&sql).await?;
         let out_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut writer =
-            self.store()
-                .begin(&spec.target, &run.run_id, run.part + 10_000, out_schema)?;
+        // The same part number as its input (`<run>-input...`), under the run's own name.
+        let part = run.part.saturating_sub(1);
+        let mut writer = self
+            .store()
+            .begin(&spec.target, &run.run_id, part, out_schema)?;
         let result: Result<()> = async {
             let mut stream = df.execute_stream().await?;
             while let Some(batch) = stream.next().await {
