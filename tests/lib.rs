@@ -200,3 +200,162 @@ pub fn python() -> &'static str {
         "python3"
     }
 }
+
+/// A throwaway PostgreSQL cluster (the machine's initdb/pg_ctl) on 127.0.0.1 and a free
+/// port, with user `hakiri` and password [`PgCluster::PASSWORD`]; stopped and deleted on
+/// drop. As root, the server runs as the `postgres` user (PostgreSQL refuses root).
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl PgCluster {
+    pub const PASSWORD: &'static str = "hakiri-secret";
+
+    fn bin(name: &str) -> PathBuf {
+        let in_path = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        in_path
+            .or_else(|| {
+                let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.path().join("bin").join(name))
+                    .filter(|p| p.exists())
+                    .collect();
+                dirs.sort();
+                dirs.pop()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name} not found: install the PostgreSQL server (Debian package postgresql)"
+                )
+            })
+    }
+
+    fn run_as_server_user(dir: &Path, bin: &Path, args: &[&str]) -> Output {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        cmd.args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run a PostgreSQL program")
+    }
+
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        std::fs::write(dir.path().join("pw"), Self::PASSWORD).expect("pwfile");
+        if root {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown")
+                .success();
+            assert!(ok, "chown the cluster folder to postgres");
+        }
+        let data = dir.path().join("data");
+        let out = Self::run_as_server_user(
+            dir.path(),
+            &Self::bin("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "hakiri",
+                "--auth=scram-sha-256",
+                "--pwfile",
+                dir.path().join("pw").to_str().unwrap(),
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().display()
+        );
+        let out = Self::run_as_server_user(
+            dir.path(),
+            &Self::bin("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                dir.path().join("log").to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        PgCluster { dir, port }
+    }
+
+    /// `postgres://hakiri@127.0.0.1:<port>/postgres` (the password goes separately).
+    pub fn url(&self) -> String {
+        format!("postgres://hakiri@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs SQL with psql (the real client) and returns its output; panics on an error.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg(self.url())
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-A", "-t", "-c", sql])
+            .env("PGPASSWORD", Self::PASSWORD)
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = Self::run_as_server_user(
+            self.dir.path(),
+            &Self::bin("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use hakiri_engine::{ChangeSet, Engine, EngineOptions, Error, Output, PlanReport, RunSummary};
 
 use crate::output::{Format, print_stream};
-use crate::{Cli, Command, Failure, PipelineCommand};
+use crate::{Cli, Command, Failure, PipelineCommand, SourceCommand};
 
 fn config_err(msg: String) -> Failure {
     Failure {
@@ -156,6 +156,30 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             for name in names {
                 println!();
                 print_plan(&engine.plan_pipeline(&name).await?);
+            }
+            Ok(())
+        }
+        Command::Source { command } => {
+            let (engine, _) = open(&root, true)?;
+            match command {
+                SourceCommand::List => {
+                    for s in engine.sources() {
+                        println!("{}\t{}\t{}", s.name, s.connector, s.origin.as_str());
+                    }
+                }
+                SourceCommand::Tables { name } => {
+                    for t in engine.source_tables(&name).await? {
+                        println!("{t}");
+                    }
+                }
+                SourceCommand::Sample {
+                    table,
+                    limit,
+                    format,
+                } => {
+                    let stream = engine.sample(&table, limit).await?;
+                    print_stream(stream, format).await?;
+                }
             }
             Ok(())
         }

@@ -50,6 +50,28 @@ enum Command {
         #[command(subcommand)]
         command: PipelineCommand,
     },
+    /// Discover sources: their tables and sample rows.
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SourceCommand {
+    /// List sources with their connector type.
+    List,
+    /// The tables of a source (a database's are discovered from the server).
+    Tables { name: String },
+    /// The first rows of a source table, read live.
+    Sample {
+        /// SOURCE.TABLE
+        table: String,
+        #[arg(long, short, default_value_t = 10)]
+        limit: usize,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -27,6 +27,41 @@ fn arrow_err(e: impl std::fmt::Display) -> Failure {
     }
 }
 
+/// CSV has no nested values: lists, structs and maps are written as their display text
+/// (`[1, 2]`, `{a: 1}`), the same the table format shows.
+fn nested_as_text(batch: RecordBatch) -> Result<RecordBatch, Failure> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    use std::sync::Arc;
+    let nested = |t: &DataType| t.is_nested();
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| nested(f.data_type()))
+    {
+        return Ok(batch);
+    }
+    let opts = FormatOptions::default();
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if nested(f.data_type()) {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &opts).map_err(arrow_err)?;
+            let text: StringArray = (0..c.len())
+                .map(|i| c.is_valid(i).then(|| fmt.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            columns.push(Arc::new(text));
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err)
+}
+
 /// Writes a query's rows to stdout and returns the row count.
 pub async fn print_stream(
     mut stream: SendableRecordBatchStream,
@@ -57,7 +92,7 @@ pub async fn print_stream(
             while let Some(b) = stream.next().await {
                 let b = b.map_err(Error::from)?;
                 rows += b.num_rows();
-                writer.write(&b).map_err(arrow_err)?;
+                writer.write(&nested_as_text(b)?).map_err(arrow_err)?;
             }
         }
         Format::Json => {

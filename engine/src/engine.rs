@@ -274,6 +274,42 @@ impl Engine {
         read(&self.pipelines).values().cloned().collect()
     }
 
+    /// Looks a source up, or says which ones exist.
+    pub fn source(&self, name: &str) -> Result<SourceSpec> {
+        let sources = read(&self.sources);
+        sources.get(name).cloned().ok_or_else(|| {
+            let names: Vec<&str> = sources.keys().map(|s| s.as_str()).collect();
+            Error::NotFound(format!(
+                "no source named '{name}': the sources are {}",
+                if names.is_empty() {
+                    "none yet (declare one in hakiri.toml or with CREATE SOURCE)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// The tables of a source, asking the remote system where it can tell.
+    pub async fn source_tables(&self, name: &str) -> Result<Vec<String>> {
+        let spec = self.source(name)?;
+        let connector = self.check_source(&spec)?;
+        connector.discover(&spec).await
+    }
+
+    /// The first `limit` rows of `source.table`, read live.
+    pub async fn sample(&self, table: &str, limit: usize) -> Result<SendableRecordBatchStream> {
+        let (source, name) = table.split_once('.').ok_or_else(|| {
+            Error::InvalidInput(format!("'{table}' is not SOURCE.TABLE, e.g. github.issues"))
+        })?;
+        self.source(source)?;
+        validate_name("table", name)?;
+        self.query(&format!(
+            "SELECT * FROM \"{source}\".\"{name}\" LIMIT {limit}"
+        ))
+        .await
+    }
+
     /// Looks a pipeline up, or says which ones exist.
     pub fn pipeline(&self, name: &str) -> Result<PipelineSpec> {
         let pipelines = read(&self.pipelines);

@@ -80,8 +80,13 @@ pub trait Source: Debug + Send + Sync {
             spec.options.keys(),
         )
     }
-    /// The table names the source declares.
+    /// The table names the source declares (no I/O).
     fn table_names(&self, spec: &SourceSpec) -> Vec<String>;
+    /// The tables the source has, asking the remote system where it can tell (a database's
+    /// catalog); by default the declared ones.
+    async fn discover(&self, spec: &SourceSpec) -> Result<Vec<String>> {
+        Ok(self.table_names(spec))
+    }
     /// Builds the table provider for `table`; may do I/O (schema inference). `hint` is a
     /// schema a pipeline run learned from the source's data (new fields, wider types) that
     /// the table's own schema must cover.

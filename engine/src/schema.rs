@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::kernels::cast::{can_cast_types, cast};
 use datafusion::arrow::compute::{and, filter_record_batch, is_not_null, is_null};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
@@ -219,6 +219,17 @@ impl Conform {
                         }
                     }
                 }
+            }
+        }
+        // Parquet has no month-day-nanosecond interval: such columns are stored as text.
+        for (i, f) in incoming.fields().iter().enumerate() {
+            if matches!(
+                f.data_type(),
+                DataType::Interval(IntervalUnit::MonthDayNano)
+            ) && !casts.iter().any(|(c, _, _)| *c == i)
+            {
+                casts.push((i, DataType::Utf8, false));
+                fields[i] = fields[i].clone().with_data_type(DataType::Utf8);
             }
         }
         Ok(Conform {

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod file;
 pub mod http;
+pub mod postgres;
 
 use std::sync::Arc;
 
@@ -17,10 +18,17 @@ pub fn connectors(project_root: &std::path::Path) -> Vec<Arc<dyn Source>> {
     vec![
         Arc::new(http::HttpSource),
         Arc::new(file::FileSource::new(project_root)),
+        Arc::new(postgres::PostgresSource),
     ]
 }
 
 /// `CREATE EXTERNAL TABLE ... STORED AS <NAME>` factories, for `EngineOptions::table_factories`.
 pub fn table_factories() -> Vec<(String, Arc<dyn TableProviderFactory>)> {
-    vec![("HTTP".to_string(), Arc::new(http::HttpTableFactory))]
+    vec![
+        ("HTTP".to_string(), Arc::new(http::HttpTableFactory)),
+        (
+            "POSTGRES".to_string(),
+            Arc::new(postgres::PostgresTableFactory),
+        ),
+    ]
 }

@@ -7,5 +7,6 @@ mod depcheck;
 mod errors;
 mod incremental;
 mod pagination;
+mod postgres;
 mod readme;
 mod slt;

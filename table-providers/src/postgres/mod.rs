@@ -1,0 +1,702 @@
+//! The `postgres` connector: the tables of one schema of a PostgreSQL database, discovered
+//! from the server's catalog. Projection, filters and limit are pushed into the `SELECT`
+//! (filters as an exact `WHERE`), each scan reads one `REPEATABLE READ` snapshot, and rows
+//! stream through binary `COPY ... TO STDOUT` into Arrow batches of `batch_size` rows.
+
+mod types;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{
+    BinaryExpr, CreateExternalTable, Expr, Operator, TableProviderFilterPushDown, TableType,
+};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use futures::{StreamExt, stream};
+use hakiri_engine::ports::{OptionSpec, Source, validate_options};
+use hakiri_engine::sources::resolve_value;
+use hakiri_engine::types::SourceSpec;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::{Error, Result};
+use types::{Builder, PgColumn, quote_ident};
+
+const fn opt(name: &'static str, secret: bool, help: &'static str) -> OptionSpec {
+    OptionSpec {
+        name,
+        required: false,
+        secret,
+        help,
+    }
+}
+
+const OPTIONS: &[OptionSpec] = &[
+    opt(
+        "url",
+        false,
+        "postgres://user@host:port/dbname (or give host, port, user, dbname)",
+    ),
+    opt("host", false, "server host (default 127.0.0.1)"),
+    opt("port", false, "server port (default 5432)"),
+    opt("user", false, "user name"),
+    opt(
+        "password",
+        true,
+        "password, as a secret reference: 'env:PGPASSWORD'",
+    ),
+    opt("dbname", false, "database (default: the user name)"),
+    opt(
+        "schema",
+        false,
+        "the schema whose tables are read (default public)",
+    ),
+    opt("batch_size", false, "rows per Arrow batch (default 8192)"),
+    opt(
+        "connect_timeout_ms",
+        false,
+        "connection timeout (default 10000)",
+    ),
+];
+
+/// Connection settings of a source, secrets resolved.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// The source's name, for messages.
+    source: String,
+    config: Config,
+    schema: String,
+    batch_size: usize,
+}
+
+impl fmt::Debug for PgOptions {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("source", &self.source)
+            .field("endpoint", &self.endpoint())
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl PgOptions {
+    fn parse(source: &str, raw: &std::collections::BTreeMap<String, String>) -> Result<Self> {
+        let get = |k: &str| raw.get(k).map(|v| resolve_value(k, v)).transpose();
+        let mut config = match get("url")? {
+            Some(url) => url.parse::<Config>().map_err(|e| {
+                Error::InvalidInput(format!(
+                    "source '{source}': url is not a PostgreSQL connection URL ({e}); write postgres://user@host:5432/dbname"
+                ))
+            })?,
+            None => Config::new(),
+        };
+        if config.get_hosts().is_empty() || raw.contains_key("host") {
+            config.host(get("host")?.as_deref().unwrap_or("127.0.0.1"));
+        }
+        if let Some(p) = get("port")? {
+            config.port(p.parse().map_err(|_| {
+                Error::InvalidInput(format!(
+                    "source '{source}': port must be a number, got '{p}'"
+                ))
+            })?);
+        }
+        if let Some(u) = get("user")? {
+            config.user(u);
+        }
+        if config.get_user().is_none() {
+            return Err(Error::InvalidInput(format!(
+                "source '{source}' (type postgres) needs a user: set the user option or put it in the url"
+            )));
+        }
+        if let Some(p) = get("password")? {
+            config.password(p);
+        }
+        if let Some(d) = get("dbname")? {
+            config.dbname(d);
+        }
+        let num = |k: &str, default: u64| -> Result<u64> {
+            get(k)?.map_or(Ok(default), |v| {
+                v.parse().map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "source '{source}': {k} must be a whole number, got '{v}'"
+                    ))
+                })
+            })
+        };
+        config.connect_timeout(Duration::from_millis(num("connect_timeout_ms", 10_000)?));
+        config.application_name("hakiri");
+        Ok(PgOptions {
+            source: source.to_string(),
+            config,
+            schema: get("schema")?.unwrap_or_else(|| "public".into()),
+            batch_size: num("batch_size", 8192)?.max(1) as usize,
+        })
+    }
+
+    fn endpoint(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "?".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "{}@{host}:{port}/{}",
+            self.config.get_user().unwrap_or("?"),
+            self.config
+                .get_dbname()
+                .unwrap_or(self.config.get_user().unwrap_or("?"))
+        )
+    }
+
+    /// A connection whose errors say what to fix.
+    async fn connect(&self) -> Result<Client> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.explain(e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!("postgres connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    fn explain(&self, e: tokio_postgres::Error) -> Error {
+        let source = &self.source;
+        let endpoint = self.endpoint();
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            let fix = match code {
+                "28P01" | "28000" => {
+                    "check the user and the password option (a secret reference such as 'env:PGPASSWORD')"
+                }
+                "3D000" => "check the dbname option",
+                "42501" => "grant the user SELECT on the table",
+                _ => "check the source's options",
+            };
+            return Error::Upstream(format!(
+                "source '{source}' (postgres {endpoint}): {} (SQLSTATE {code}); {fix}",
+                db.message()
+            ));
+        }
+        let detail = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        Error::Upstream(format!(
+            "source '{source}': cannot reach PostgreSQL at {endpoint}: {e}{}; check host and port, and that the server accepts TCP connections",
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            }
+        ))
+    }
+
+    /// The tables and views of the schema.
+    async fn discover(&self) -> Result<Vec<String>> {
+        let client = self.connect().await?;
+        let rows = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+                &[&self.schema],
+            )
+            .await
+            .map_err(|e| self.explain(e))?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    async fn columns(&self, client: &Client, table: &str) -> Result<Vec<PgColumn>> {
+        let rows = client
+            .query(
+                "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), a.attnotnull
+                 FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attnum",
+                &[&self.schema, &table],
+            )
+            .await
+            .map_err(|e| self.explain(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                PgColumn::new(
+                    &r.get::<_, String>(0),
+                    r.get::<_, i64>(1) as u32,
+                    &r.get::<_, String>(2),
+                    r.get::<_, bool>(3),
+                )
+            })
+            .collect())
+    }
+}
+
+/// The `postgres` connector type.
+#[derive(Debug, Default)]
+pub struct PostgresSource;
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn connector(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+
+    fn validate(&self, spec: &SourceSpec) -> Result<()> {
+        validate_options(
+            &format!("source '{}' (type postgres)", spec.name),
+            OPTIONS,
+            spec.options.keys(),
+        )?;
+        if !spec.options.contains_key("url") && !spec.options.contains_key("user") {
+            return Err(Error::InvalidInput(format!(
+                "source '{}' (type postgres) needs a url ('postgres://user@host:5432/db') or a user option",
+                spec.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Tables are discovered from the server; nothing is declared.
+    fn table_names(&self, _spec: &SourceSpec) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn discover(&self, spec: &SourceSpec) -> Result<Vec<String>> {
+        PgOptions::parse(&spec.name, &spec.options)?
+            .discover()
+            .await
+    }
+
+    async fn table(
+        &self,
+        spec: &SourceSpec,
+        table: &str,
+        _hint: Option<SchemaRef>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let opts = PgOptions::parse(&spec.name, &spec.options)?;
+        Ok(Arc::new(PostgresTable::try_new(opts, table).await?))
+    }
+}
+
+/// A table (or view) of the database.
+#[derive(Debug)]
+pub struct PostgresTable {
+    opts: PgOptions,
+    table: String,
+    columns: Arc<Vec<PgColumn>>,
+    schema: SchemaRef,
+}
+
+impl PostgresTable {
+    pub async fn try_new(opts: PgOptions, table: &str) -> Result<Self> {
+        let client = opts.connect().await?;
+        let columns = opts.columns(&client, table).await?;
+        if columns.is_empty() {
+            let tables = opts.discover().await.unwrap_or_default();
+            return Err(Error::NotFound(format!(
+                "source '{}' has no table '{table}' in schema '{}': its tables are {}",
+                opts.source,
+                opts.schema,
+                if tables.is_empty() {
+                    "none".to_string()
+                } else {
+                    tables.join(", ")
+                }
+            )));
+        }
+        let schema = Arc::new(Schema::new(
+            columns.iter().map(|c| c.field.clone()).collect::<Vec<_>>(),
+        ));
+        Ok(PostgresTable {
+            opts,
+            table: table.to_string(),
+            columns: Arc::new(columns),
+            schema,
+        })
+    }
+
+    /// A filter as SQL, if PostgreSQL evaluates it exactly as DataFusion would.
+    fn filter_sql(&self, e: &Expr) -> Option<String> {
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let op = match op {
+                    Operator::And => "AND",
+                    Operator::Or => "OR",
+                    Operator::Eq => "=",
+                    Operator::NotEq => "<>",
+                    Operator::Lt => "<",
+                    Operator::LtEq => "<=",
+                    Operator::Gt => ">",
+                    Operator::GtEq => ">=",
+                    _ => return None,
+                };
+                Some(format!(
+                    "({} {op} {})",
+                    self.filter_sql(left)?,
+                    self.filter_sql(right)?
+                ))
+            }
+            Expr::Not(x) => Some(format!("(NOT {})", self.filter_sql(x)?)),
+            Expr::IsNull(x) => Some(format!("({} IS NULL)", self.filter_sql(x)?)),
+            Expr::IsNotNull(x) => Some(format!("({} IS NOT NULL)", self.filter_sql(x)?)),
+            Expr::Column(c) => self
+                .columns
+                .iter()
+                .find(|col| col.name == c.name && col.filterable)
+                .map(|col| quote_ident(&col.name)),
+            Expr::Literal(v, _) => literal_sql(v),
+            _ => None,
+        }
+    }
+}
+
+/// A literal as SQL text; timestamps and dates typed.
+fn literal_sql(v: &ScalarValue) -> Option<String> {
+    use chrono::{DateTime, SecondsFormat};
+    let text = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let ts = |t: Option<DateTime<chrono::Utc>>, tz: bool| {
+        t.map(|t| {
+            if tz {
+                format!(
+                    "'{}'::timestamptz",
+                    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+                )
+            } else {
+                format!("'{}'::timestamp", t.naive_utc())
+            }
+        })
+    };
+    Some(match v {
+        _ if v.is_null() => return None,
+        ScalarValue::Boolean(Some(b)) => b.to_string(),
+        ScalarValue::Int8(Some(x)) => x.to_string(),
+        ScalarValue::Int16(Some(x)) => x.to_string(),
+        ScalarValue::Int32(Some(x)) => x.to_string(),
+        ScalarValue::Int64(Some(x)) => x.to_string(),
+        ScalarValue::UInt8(Some(x)) => x.to_string(),
+        ScalarValue::UInt16(Some(x)) => x.to_string(),
+        ScalarValue::UInt32(Some(x)) => x.to_string(),
+        ScalarValue::UInt64(Some(x)) => x.to_string(),
+        ScalarValue::Float32(Some(x)) if x.is_finite() => format!("{x:?}::float4"),
+        ScalarValue::Float64(Some(x)) if x.is_finite() => format!("{x:?}::float8"),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => text(s),
+        ScalarValue::Date32(Some(d)) => {
+            let date =
+                chrono::NaiveDate::from_ymd_opt(1970, 1, 1)? + chrono::Duration::days(*d as i64);
+            format!("'{date}'::date")
+        }
+        ScalarValue::TimestampSecond(Some(x), tz) => {
+            ts(DateTime::from_timestamp(*x, 0), tz.is_some())?
+        }
+        ScalarValue::TimestampMillisecond(Some(x), tz) => {
+            ts(DateTime::from_timestamp_millis(*x), tz.is_some())?
+        }
+        ScalarValue::TimestampMicrosecond(Some(x), tz) => {
+            ts(DateTime::from_timestamp_micros(*x), tz.is_some())?
+        }
+        ScalarValue::TimestampNanosecond(Some(x), tz) => {
+            ts(Some(DateTime::from_timestamp_nanos(*x)), tz.is_some())?
+        }
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl TableProvider for PostgresTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Exact: PostgreSQL applies the WHERE, DataFusion need not filter again.
+        Ok(filters
+            .iter()
+            .map(|f| match self.filter_sql(f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let indices: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.columns.len()).collect(),
+        };
+        let selected: Vec<PgColumn> = indices.iter().map(|i| self.columns[*i].clone()).collect();
+        let exprs: Vec<String> = selected.iter().map(PgColumn::select_expr).collect();
+        let wheres: Vec<String> = filters.iter().filter_map(|f| self.filter_sql(f)).collect();
+        let mut sql = format!(
+            "SELECT {} FROM {}.{}",
+            if exprs.is_empty() {
+                "NULL".to_string()
+            } else {
+                exprs.join(", ")
+            },
+            quote_ident(&self.opts.schema),
+            quote_ident(&self.table)
+        );
+        if !wheres.is_empty() {
+            sql.push_str(&format!(" WHERE {}", wheres.join(" AND ")));
+        }
+        if let Some(n) = limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        let schema = Arc::new(self.schema.project(&indices)?);
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Arc::new(PostgresExec {
+            opts: self.opts.clone(),
+            table: format!("{}.{}", self.opts.schema, self.table),
+            sql,
+            columns: Arc::new(selected),
+            schema,
+            props: Arc::new(props),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+}
+
+/// Streams a `SELECT` through binary `COPY` in one read-only `REPEATABLE READ` snapshot.
+#[derive(Debug)]
+pub struct PostgresExec {
+    opts: PgOptions,
+    table: String,
+    sql: String,
+    columns: Arc<Vec<PgColumn>>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DisplayAs for PostgresExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PostgresExec: table={}, sql={}", self.table, self.sql)
+    }
+}
+
+impl ExecutionPlan for PostgresExec {
+    fn name(&self) -> &str {
+        "PostgresExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let opts = self.opts.clone();
+        let sql = self.sql.clone();
+        let columns = self.columns.clone();
+        let schema = self.schema.clone();
+        let rows_metric = MetricBuilder::new(&self.metrics).counter("rows", partition);
+        let batch_size = opts.batch_size;
+        let wire: Vec<_> = columns.iter().map(|c| c.wire.clone()).collect();
+        let start = async move {
+            let client = opts.connect().await?;
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(|e| opts.explain(e))?;
+            let copy = client
+                .copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
+                .await
+                .map_err(|e| opts.explain(e))?;
+            let rows = Box::pin(BinaryCopyOutStream::new(copy, &wire));
+            Ok::<_, Error>((client, rows, opts))
+        };
+        let out_schema = schema.clone();
+        let batches = stream::once(start)
+            .map(move |started| {
+                let columns = columns.clone();
+                let schema = schema.clone();
+                let rows_metric = rows_metric.clone();
+                let state = started.map(|(client, rows, opts)| (client, rows, opts, false));
+                stream::try_unfold(Some(state), move |state| {
+                    let columns = columns.clone();
+                    let schema = schema.clone();
+                    let rows_metric = rows_metric.clone();
+                    async move {
+                        let Some(state) = state else { return Ok(None) };
+                        let (client, mut rows, opts, done) = state?;
+                        if done {
+                            return Ok(None);
+                        }
+                        let mut builders: Vec<Builder> =
+                            columns.iter().map(|c| Builder::new(c.kind)).collect();
+                        let mut n = 0;
+                        while n < batch_size {
+                            match rows.next().await {
+                                Some(row) => {
+                                    let row = row.map_err(|e| opts.explain(e))?;
+                                    for (i, (b, c)) in
+                                        builders.iter_mut().zip(columns.iter()).enumerate()
+                                    {
+                                        b.append(&row, i, c)?;
+                                    }
+                                    n += 1;
+                                }
+                                None => break,
+                            }
+                        }
+                        let finished = n < batch_size;
+                        if finished {
+                            client
+                                .batch_execute("COMMIT")
+                                .await
+                                .map_err(|e| opts.explain(e))?;
+                        }
+                        if n == 0 {
+                            return Ok(None);
+                        }
+                        let arrays = builders
+                            .iter_mut()
+                            .zip(schema.fields().iter())
+                            .map(|(b, f)| b.finish(f))
+                            .collect::<Result<Vec<_>>>()?;
+                        let batch = if arrays.is_empty() {
+                            RecordBatch::try_new_with_options(
+                                schema.clone(),
+                                arrays,
+                                &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                                    .with_row_count(Some(n)),
+                            )
+                        } else {
+                            RecordBatch::try_new(schema.clone(), arrays)
+                        }
+                        .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
+                        rows_metric.add(n);
+                        Ok::<_, Error>(Some((batch, Some(Ok((client, rows, opts, finished))))))
+                    }
+                })
+            })
+            .flatten()
+            .map(|r| r.map_err(DataFusionError::from));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, batches)))
+    }
+}
+
+/// `CREATE EXTERNAL TABLE t STORED AS POSTGRES LOCATION 'postgres://user@host/db'
+/// OPTIONS ('table' 'events', 'password' 'env:PGPASSWORD')`.
+#[derive(Debug, Default)]
+pub struct PostgresTableFactory;
+
+#[async_trait]
+impl TableProviderFactory for PostgresTableFactory {
+    async fn create(
+        &self,
+        _state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        let mut raw: std::collections::BTreeMap<String, String> = cmd
+            .options
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.strip_prefix("format.").unwrap_or(k).to_string(),
+                    v.clone(),
+                )
+            })
+            .collect();
+        let name = cmd.name.table().to_string();
+        let table = raw.remove("table").unwrap_or_else(|| name.clone());
+        if let Some(url) = cmd.locations.first() {
+            raw.insert("url".into(), url.clone());
+        }
+        let mut valid: Vec<OptionSpec> = OPTIONS.to_vec();
+        valid.push(opt(
+            "table",
+            false,
+            "the table to read (default: the external table's name)",
+        ));
+        validate_options(
+            &format!("external table '{name}' (postgres)"),
+            &valid,
+            raw.keys(),
+        )?;
+        let opts = PgOptions::parse(&name, &raw)?;
+        Ok(Arc::new(PostgresTable::try_new(opts, &table).await?))
+    }
+}
