@@ -120,13 +120,23 @@ impl Server {
 
     /// The paginated fixture server (tests/fixtures/paged_server.py).
     pub fn paged() -> Self {
-        let script = repo_root().join("tests/fixtures/paged_server.py");
+        Self::fixture("paged_server.py")
+    }
+
+    /// The stand-in for GitHub's REST API (tests/fixtures/github_server.py).
+    pub fn github() -> Self {
+        Self::fixture("github_server.py")
+    }
+
+    /// A fixture server script under tests/fixtures that prints its port first.
+    fn fixture(name: &str) -> Self {
+        let script = repo_root().join("tests/fixtures").join(name);
         let mut child = Command::new(python())
             .arg(script)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start paged_server.py");
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
@@ -134,7 +144,7 @@ impl Server {
         let port = line
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("paged_server.py printed '{line}'"));
+            .unwrap_or_else(|_| panic!("{name} printed '{line}'"));
         Server { child, port }
     }
 

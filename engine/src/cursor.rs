@@ -106,6 +106,16 @@ pub fn bind(value: &str, ty: &DataType, lag: Option<&str>, pipeline: &str) -> Re
     })
 }
 
+/// A cursor value as the text stored in the catalog: the value's display form, which
+/// [`bind`] parses back to the same value (a timestamp as `2026-02-01T04:10:00Z`, not the
+/// integer `ScalarValue`'s `Display` shows).
+pub fn render(value: &ScalarValue) -> Result<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let array = value.to_array()?;
+    let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())?;
+    Ok(formatter.value(0).to_string())
+}
+
 /// The maximum non-null value of a column, found with a top-1 sort so any orderable type works.
 pub fn column_max(array: &ArrayRef) -> Result<Option<ScalarValue>> {
     if array.len() == array.null_count() {
@@ -227,6 +237,30 @@ mod tests {
                 .to_string()
         );
         assert!(bind("abc", &DataType::Int64, None, "p").is_err());
+    }
+
+    #[test]
+    fn rendered_cursors_bind_back_to_the_same_value() {
+        // Regression: a timestamp cursor was stored as its integer microseconds, which
+        // could not be bound on the next run.
+        let ts = DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        );
+        let v = ScalarValue::TimestampMicrosecond(Some(1_769_919_000_000_000), Some("UTC".into()));
+        let text = render(&v).unwrap();
+        assert_eq!(text, "2026-02-01T04:10:00Z");
+        assert_eq!(bind(&text, &ts, None, "p").unwrap(), v);
+        for v in [
+            ScalarValue::Int64(Some(42)),
+            ScalarValue::Date32(Some(20_000)),
+            ScalarValue::Utf8(Some("a b".into())),
+        ] {
+            assert_eq!(
+                bind(&render(&v).unwrap(), &v.data_type(), None, "p").unwrap(),
+                v
+            );
+        }
     }
 
     #[test]

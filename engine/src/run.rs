@@ -340,7 +340,7 @@ impl Engine {
                 }
                 (report.token.clone().or(run.cursor.clone()), done)
             }
-            Some(CursorKind::Monotonic) => (self.advance(run, part.max.as_ref()), true),
+            Some(CursorKind::Monotonic) => (self.advance(run, part.max.as_ref())?, true),
             None => (None, true),
         };
         if part.null_cursor_rows > 0 {
@@ -446,18 +446,18 @@ impl Engine {
 
     /// The new monotonic cursor: the largest of the committed one and what the run saw
     /// (with LAG a run reads below the committed value and must not move it back).
-    fn advance(&self, run: &Run, max: Option<&ScalarValue>) -> Option<String> {
+    fn advance(&self, run: &Run, max: Option<&ScalarValue>) -> Result<Option<String>> {
         let Some(max) = max else {
-            return run.cursor.clone();
+            return Ok(run.cursor.clone());
         };
         if let Some(committed) = run.cursor.as_deref().filter(|_| !run.cursor_is_initial) {
             if let Ok(c) = ScalarValue::try_from_string(committed.to_string(), &max.data_type()) {
                 if c.partial_cmp(max) == Some(std::cmp::Ordering::Greater) {
-                    return Some(committed.to_string());
+                    return Ok(Some(committed.to_string()));
                 }
             }
         }
-        Some(max.to_string())
+        crate::cursor::render(max).map(Some)
     }
 
     /// Streams one execution of the plan into a staged file.

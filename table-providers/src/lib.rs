@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod file;
+pub mod github;
 pub mod http;
 pub mod postgres;
 
@@ -19,6 +20,7 @@ pub fn connectors(project_root: &std::path::Path) -> Vec<Arc<dyn Source>> {
         Arc::new(http::HttpSource),
         Arc::new(file::FileSource::new(project_root)),
         Arc::new(postgres::PostgresSource),
+        Arc::new(github::GithubSource),
     ]
 }
 

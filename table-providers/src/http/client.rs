@@ -1,5 +1,7 @@
 //! One HTTP GET with retries: 5xx and timeouts back off exponentially, 429 and 503 honour
-//! `Retry-After`; other 4xx fail at once with a hint.
+//! `Retry-After`; a rate limit (403 or 429 with `X-RateLimit-Remaining: 0`, GitHub's primary
+//! limit, or `Retry-After`, its secondary one) is waited out until `X-RateLimit-Reset`;
+//! other 4xx fail at once with a hint.
 
 use std::time::Duration;
 
@@ -28,6 +30,22 @@ pub fn build_client(opts: &HttpTableOptions) -> Result<Client> {
         .map_err(|e| Error::Internal(format!("building HTTP client: {e}")))
 }
 
+/// How long a response says to wait before the next request: `Retry-After`, or, when
+/// `X-RateLimit-Remaining` is 0, until `X-RateLimit-Reset` (epoch seconds).
+fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(after) = retry_after(headers) {
+        return Some(after);
+    }
+    let header = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
+    if header("x-ratelimit-remaining")? != 0 {
+        return None;
+    }
+    let reset = header("x-ratelimit-reset")?;
+    let secs = (reset - chrono::Utc::now().timestamp()).max(0) as u64;
+    // One extra second: the reset is whole seconds and clocks differ.
+    Some(Duration::from_secs(secs + 1))
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
@@ -47,7 +65,11 @@ pub async fn get(
     if_none_match: Option<&str>,
 ) -> Result<Page> {
     let mut attempt: u32 = 0;
+    let mut rate_limited: u32 = 0;
     loop {
+        if let Some(limiter) = &opts.limiter {
+            limiter.acquire().await;
+        }
         let mut req = client.get(url.clone());
         for (k, v) in &opts.headers {
             req = req.header(k, v);
@@ -68,6 +90,14 @@ pub async fn get(
                 }
                 if status.is_success() {
                     let headers = resp.headers().clone();
+                    // The last request of the window: wait for the reset before the next.
+                    if let Some(wait) = rate_limit_wait(&headers).filter(|w| *w <= MAX_RETRY_AFTER)
+                    {
+                        if headers.get("x-ratelimit-remaining").is_some() {
+                            tracing::warn!(%url, ?wait, "rate limit exhausted; waiting for the reset");
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                     let body = resp.bytes().await.map_err(|e| {
                         upstream(format!("GET {url}: reading the response body failed: {e}"))
                     })?;
@@ -78,8 +108,23 @@ pub async fn get(
                     });
                 }
                 let after = retry_after(resp.headers());
+                let limit_wait = rate_limit_wait(resp.headers());
                 let text = resp.text().await.unwrap_or_default();
                 let snippet: String = text.chars().take(200).collect();
+                let limited = matches!(status.as_u16(), 403 | 429) && limit_wait.is_some();
+                if limited {
+                    let wait = limit_wait.unwrap_or_default();
+                    if wait > MAX_RETRY_AFTER || rate_limited >= opts.max_retries.max(3) {
+                        return Err(upstream(format!(
+                            "GET {url} is rate limited ({status}) for another {}s; run again after the limit resets",
+                            wait.as_secs()
+                        )));
+                    }
+                    tracing::warn!(%url, ?wait, "rate limited ({status}); waiting");
+                    rate_limited += 1;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 if status == StatusCode::TOO_MANY_REQUESTS
                     || status == StatusCode::SERVICE_UNAVAILABLE
                 {

@@ -127,6 +127,11 @@ pub const TABLE_OPTIONS: &[OptionSpec] = &[
     ),
     opt("timeout_ms", false, "request timeout (default 30000)"),
     opt(
+        "requests_per_second",
+        false,
+        "most requests per second to this source, shared by its tables (default: no limit)",
+    ),
+    opt(
         "filter.*",
         false,
         "push a filter into a query parameter: filter.<column> '<param>' sends col > v, >= v or = v as <param>=v; filter.<column>.format 'rfc3339|unix|unix_ms|date|<strftime>' formats a timestamp value; filter.<column>.exact 'true' says the API applies the predicate exactly (reported Exact, not filtered again)",
@@ -203,6 +208,48 @@ pub struct HttpTableOptions {
     pub timeout: Duration,
     /// column -> how a filter on it becomes a query parameter.
     pub filters: BTreeMap<String, FilterParam>,
+    /// Paces requests to the source (`requests_per_second`), shared by its tables.
+    pub limiter: Option<std::sync::Arc<RateLimiter>>,
+}
+
+/// Spaces requests at least `interval` apart: a token bucket holding one token.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimiter {
+    /// The limiter of `key` (a source) at `per_second`, one per process so every table and
+    /// scan of the source shares it.
+    pub fn shared(key: &str, per_second: f64) -> std::sync::Arc<RateLimiter> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock};
+        static ALL: OnceLock<Mutex<HashMap<String, Arc<RateLimiter>>>> = OnceLock::new();
+        let interval = Duration::from_secs_f64(1.0 / per_second);
+        let mut all = ALL
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let entry = all.entry(format!("{key}@{per_second}")).or_insert_with(|| {
+            Arc::new(RateLimiter {
+                interval,
+                next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            })
+        });
+        entry.clone()
+    }
+
+    /// Waits for the next slot.
+    pub async fn acquire(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
 }
 
 /// How a filter on a column is sent as a query parameter.
@@ -222,6 +269,14 @@ fn num(key: &str, v: Option<&String>, default: u64) -> Result<u64> {
             Error::InvalidInput(format!("option '{key}' must be a whole number, got '{s}'"))
         }),
     }
+}
+
+/// What a rate limit is shared by: the source's base URL (all its tables), else the table.
+fn limiter_key(table: &str, base_url: Option<&str>, raw: &BTreeMap<String, String>) -> String {
+    base_url
+        .map(str::to_string)
+        .or_else(|| raw.get("url").cloned())
+        .unwrap_or_else(|| table.to_string())
 }
 
 /// Checks raw option keys of a table.
@@ -352,6 +407,22 @@ impl HttpTableOptions {
             )?),
             timeout: Duration::from_millis(num("timeout_ms", raw.get("timeout_ms"), 30_000)?),
             filters,
+            limiter: match get("requests_per_second")? {
+                None => None,
+                Some(v) => {
+                    let rps: f64 = v
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|r: &f64| *r > 0.0)
+                        .ok_or_else(|| {
+                            Error::InvalidInput(format!(
+                                "option 'requests_per_second' must be a positive number, got '{v}'"
+                            ))
+                        })?;
+                    Some(RateLimiter::shared(&limiter_key(table, base_url, raw), rps))
+                }
+            },
         })
     }
 }
