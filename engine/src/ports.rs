@@ -106,6 +106,9 @@ pub trait Source: Debug + Send + Sync {
 /// outside a pipeline run finds none and behaves as a plain query.
 #[derive(Debug, Default)]
 pub struct RunContext {
+    /// The pipeline has a token cursor: the source resumes from `resume_token` and reports
+    /// the token to resume from next.
+    pub token_cursor: bool,
     /// Token cursor: the resume token to start from (`None`: the first page).
     pub resume_token: Option<String>,
     /// Token cursor: stop after this many pages, so the run can checkpoint.
@@ -146,6 +149,7 @@ pub struct SourceDrift {
 }
 
 impl RunContext {
+    /// A run context; a token cursor run is one with a `page_budget`.
     pub fn new(
         resume_token: Option<String>,
         page_budget: Option<u64>,
@@ -153,6 +157,7 @@ impl RunContext {
         schema_policy: SchemaPolicy,
     ) -> Self {
         RunContext {
+            token_cursor: page_budget.is_some(),
             resume_token,
             page_budget,
             snapshot_id,

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
 use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -13,10 +16,23 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use futures::{StreamExt, TryStreamExt, stream};
+use hakiri_engine::ports::RunContext;
 use hakiri_engine::ports::{OptionSpec, Source, validate_options};
 use hakiri_engine::sources::resolve_value;
 use hakiri_engine::types::SourceSpec;
+use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
 
@@ -165,9 +181,9 @@ impl Source for FileSource {
             .unwrap_or_default();
         let (file_format, ext) = format_for(&format, &path)?;
         let url = ListingTableUrl::parse(&path)?;
-        let options = ListingOptions::new(file_format).with_file_extension(ext);
+        let options = ListingOptions::new(file_format.clone()).with_file_extension(ext);
         let state = SessionContext::new().state();
-        let config = ListingTableConfig::new(url)
+        let config = ListingTableConfig::new(url.clone())
             .with_listing_options(options)
             .infer_schema(&state)
             .await
@@ -177,6 +193,206 @@ impl Source for FileSource {
                     spec.name
                 ))
             })?;
-        Ok(Arc::new(ListingTable::try_new(config)?))
+        let listing = Arc::new(ListingTable::try_new(config)?);
+        Ok(Arc::new(FileTable {
+            listing,
+            url,
+            options: ListingOptions::new(file_format).with_file_extension(ext),
+        }))
+    }
+}
+
+/// A file table: DataFusion's listing table, plus file-level increments. In a pipeline run
+/// with `CURSOR TOKEN` the token is the set of files already loaded: a run reads only the
+/// files not in it and reports the set with them, so a new file is loaded once.
+#[derive(Debug)]
+struct FileTable {
+    listing: Arc<ListingTable>,
+    url: ListingTableUrl,
+    options: ListingOptions,
+}
+
+#[async_trait]
+impl TableProvider for FileTable {
+    fn schema(&self) -> SchemaRef {
+        self.listing.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        self.listing.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let all = self.listing.scan(state, projection, filters, limit).await?;
+        Ok(Arc::new(FileIncrementExec {
+            all,
+            url: self.url.clone(),
+            options: self.options.clone(),
+            schema: self.listing.schema(),
+            projection: projection.cloned(),
+            filters: filters.to_vec(),
+            limit,
+        }))
+    }
+}
+
+/// Reads every file (a query), or in a token run only the files the token does not list.
+#[derive(Debug)]
+struct FileIncrementExec {
+    all: Arc<dyn ExecutionPlan>,
+    url: ListingTableUrl,
+    options: ListingOptions,
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    filters: Vec<Expr>,
+    limit: Option<usize>,
+}
+
+impl DisplayAs for FileIncrementExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "FileIncrementExec: url={} (a token run reads only files not loaded yet)",
+            self.url
+        )?;
+        let _ = t;
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for FileIncrementExec {
+    fn name(&self) -> &str {
+        "FileIncrementExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.all.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.all]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match children.into_iter().next() {
+            Some(all) => Ok(Arc::new(FileIncrementExec {
+                all,
+                url: self.url.clone(),
+                options: self.options.clone(),
+                schema: self.schema.clone(),
+                projection: self.projection.clone(),
+                filters: self.filters.clone(),
+                limit: self.limit,
+            })),
+            None => Ok(self),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let run = RunContext::of(context.session_config()).filter(|rc| rc.token_cursor);
+        let Some(rc) = run else {
+            return self.all.execute(partition, context);
+        };
+        let out_schema = self.all.schema();
+        if partition > 0 {
+            // Partition 0 reads the new files; the others have nothing to add.
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                out_schema,
+                stream::empty(),
+            )));
+        }
+        let (url, options, schema) = (self.url.clone(), self.options.clone(), self.schema.clone());
+        let (projection, filters, limit) =
+            (self.projection.clone(), self.filters.clone(), self.limit);
+        let batches = stream::once(async move {
+            let state = SessionStateBuilder::new()
+                .with_config(context.session_config().clone())
+                .with_runtime_env(context.runtime_env())
+                .with_default_features()
+                .build();
+            let loaded: BTreeSet<String> = match &rc.resume_token {
+                Some(t) => serde_json::from_str(t).map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "the pipeline's file token is not a list of files ({e}); reset the pipeline's cursor"
+                    ))
+                })?,
+                None => BTreeSet::new(),
+            };
+            let store = state.runtime_env().object_store(&url)?;
+            let ext = options.file_extension.clone();
+            let found: Vec<String> = url
+                .list_all_files(&state, store.as_ref(), &ext)
+                .await?
+                .map_ok(|meta| meta.location.to_string())
+                .try_collect()
+                .await?;
+            let mut new: Vec<String> = found.into_iter().filter(|f| !loaded.contains(f)).collect();
+            new.sort();
+            let mut all = loaded;
+            all.extend(new.iter().cloned());
+            let token = serde_json::to_string(&all).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            rc.update(|r| {
+                r.token = Some(token);
+                r.exhausted = true;
+            });
+            if new.is_empty() {
+                return Ok::<_, DataFusionError>(stream::empty().boxed());
+            }
+            let prefix = url.object_store();
+            let urls = new
+                .iter()
+                .map(|f| ListingTableUrl::parse(format!("{}{f}", prefix.as_str())))
+                .collect::<DfResult<Vec<_>>>()?;
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(schema);
+            let table = ListingTable::try_new(config)?;
+            let plan = table.scan(&state, projection.as_ref(), &filters, limit).await?;
+            let task = Arc::new(TaskContext::from(&state));
+            let streams = (0..plan.properties().partitioning.partition_count())
+                .map(|p| plan.execute(p, task.clone()))
+                .collect::<DfResult<Vec<_>>>()?;
+            Ok(stream::iter(streams).flatten().boxed())
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, batches)))
     }
 }

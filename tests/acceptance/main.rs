@@ -5,6 +5,7 @@ mod crash;
 mod demo;
 mod depcheck;
 mod errors;
+mod files;
 mod github;
 mod incremental;
 mod pagination;
