@@ -162,7 +162,8 @@ fn failures_commit_nothing_and_keep_earlier_data() {
     let bad = p.hakiri(&["run", "malformed"]);
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(
-        bad.stderr.contains("page 2") && bad.stderr.contains("not valid JSON"),
+        bad.stderr.contains("source table 'api.malformed': page 2")
+            && bad.stderr.contains("not valid JSON"),
         "{}",
         bad.stderr
     );
@@ -187,7 +188,8 @@ fn failures_commit_nothing_and_keep_earlier_data() {
     let down = p.hakiri(&["run", "always500"]);
     assert_eq!(down.code, 1);
     assert!(
-        down.stderr.contains("failed after 4 attempts"),
+        down.stderr.contains("source table 'api.always500'")
+            && down.stderr.contains("failed after 4 attempts"),
         "{}",
         down.stderr
     );

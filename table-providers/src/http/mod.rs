@@ -174,7 +174,14 @@ impl HttpTable {
                 let mut pager = Pager::new(client, Arc::clone(&opts), Vec::new())?;
                 let mut sample = Vec::new();
                 while pager.pages() < pages {
-                    match pager.next_page().await? {
+                    let next = pager.next_page().await.map_err(|e| {
+                        e.context(|m| {
+                            format!(
+                                "source table '{name}' (reading a page to infer its schema): {m}"
+                            )
+                        })
+                    })?;
+                    match next {
                         Some(p) => sample.extend(p.records),
                         None => break,
                     }
@@ -477,7 +484,11 @@ impl ExecutionPlan for HttpExec {
             if st.remaining == Some(0) || st.budget == Some(0) {
                 return Ok(None);
             }
-            let Some(page) = st.pager.next_page().await.map_err(DataFusionError::from)? else {
+            let table = st.table.clone();
+            let named = move |e: Error| {
+                DataFusionError::from(e.context(|m| format!("source table '{table}': {m}")))
+            };
+            let Some(page) = st.pager.next_page().await.map_err(named)? else {
                 if let Some(rc) = &st.run {
                     let unchanged = st.pager.not_modified();
                     rc.update(|r| {
