@@ -243,3 +243,32 @@ sql = "INSERT INTO context.recent SELECT id, updated_at FROM api.items WHERE upd
         run.stdout
     );
 }
+
+#[test]
+fn pages_are_requested_in_parallel_up_to_max_in_flight() {
+    let server = Server::paged();
+    let slow =
+        "path = \"/page\"\npagination = \"page\"\npage_size = 10\nquery = { delay_ms = \"300\" }";
+    let p = project(
+        &server,
+        &[
+            ("serial", slow),
+            ("parallel", &format!("{slow}\nmax_in_flight = 3")),
+        ],
+    );
+    let max_in_flight = || {
+        let c: serde_json::Value = serde_json::from_str(&server.get("/admin/concurrency")).unwrap();
+        c["max"].as_u64().unwrap()
+    };
+    let (counts, out) = loaded(&p, "serial");
+    assert_eq!(counts, "25,25,1,25", "{out}");
+    assert_eq!(max_in_flight(), 1, "one request at a time by default");
+    let (counts, out) = loaded(&p, "parallel");
+    assert_eq!(counts, "25,25,1,25", "{out}");
+    assert!(out.contains("3 pages"), "{out}");
+    let max = max_in_flight();
+    assert!(
+        (2..=3).contains(&max),
+        "{max} requests were in flight at once"
+    );
+}

@@ -127,6 +127,11 @@ pub const TABLE_OPTIONS: &[OptionSpec] = &[
     ),
     opt("timeout_ms", false, "request timeout (default 30000)"),
     opt(
+        "max_in_flight",
+        false,
+        "offset/page: requests for the next pages running at once (default 1)",
+    ),
+    opt(
         "requests_per_second",
         false,
         "most requests per second to this source, shared by its tables (default: no limit)",
@@ -210,6 +215,8 @@ pub struct HttpTableOptions {
     pub filters: BTreeMap<String, FilterParam>,
     /// Paces requests to the source (`requests_per_second`), shared by its tables.
     pub limiter: Option<std::sync::Arc<RateLimiter>>,
+    /// Offset and page styles: page requests running at once.
+    pub max_in_flight: u64,
 }
 
 /// Spaces requests at least `interval` apart: a token bucket holding one token.
@@ -407,6 +414,7 @@ impl HttpTableOptions {
             )?),
             timeout: Duration::from_millis(num("timeout_ms", raw.get("timeout_ms"), 30_000)?),
             filters,
+            max_in_flight: num("max_in_flight", raw.get("max_in_flight"), 1)?.clamp(1, 64),
             limiter: match get("requests_per_second")? {
                 None => None,
                 Some(v) => {

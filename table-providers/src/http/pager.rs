@@ -52,6 +52,17 @@ pub struct Pager {
     /// The first response's ETag.
     etag: Option<String>,
     not_modified: bool,
+    /// Pages requested ahead of `next` (offset and page styles with `max_in_flight` > 1),
+    /// in order; dropped and aborted when a stop rule fires.
+    ahead: std::collections::VecDeque<(Url, tokio::task::JoinHandle<Result<client::Page>>)>,
+}
+
+impl Drop for Pager {
+    fn drop(&mut self) {
+        for (_, task) in self.ahead.drain(..) {
+            task.abort();
+        }
+    }
 }
 
 fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -118,6 +129,7 @@ impl Pager {
             if_none_match: None,
             etag: None,
             not_modified: false,
+            ahead: Default::default(),
         };
         pager.next = Some(pager.url_with_style());
         Ok(pager)
@@ -181,6 +193,38 @@ impl Pager {
         });
         self.token = Some(token.to_string());
         Ok(())
+    }
+
+    /// Keeps up to `max_in_flight` requests running for the pages from `next` on, where
+    /// their URLs are known in advance (offset and page styles). Pages past the end are
+    /// requested in vain at most `max_in_flight - 1` times.
+    fn request_ahead(&mut self) {
+        let n = self.opts.max_in_flight;
+        let step_size = match &self.opts.pagination {
+            Pagination::Offset { page_size, .. } => *page_size,
+            Pagination::Page { .. } => 1,
+            _ => return,
+        };
+        if n <= 1 || self.next.is_none() {
+            for (_, task) in self.ahead.drain(..) {
+                task.abort();
+            }
+            return;
+        }
+        let (offset, page) = (self.offset, self.page);
+        for k in self.ahead.len() as u64..n {
+            // The URL `k` pages after `next`.
+            match &self.opts.pagination {
+                Pagination::Offset { .. } => self.offset = offset + k * step_size,
+                _ => self.page = page + k,
+            }
+            let url = self.url_with_style();
+            let (client, opts, u) = (self.client.clone(), Arc::clone(&self.opts), url.clone());
+            let task = tokio::spawn(async move { client::get(&client, &u, &opts, None).await });
+            self.ahead.push_back((url, task));
+        }
+        self.offset = offset;
+        self.page = page;
     }
 
     /// The token that fetches the page after this one, if the source gives one.
@@ -250,7 +294,17 @@ impl Pager {
         } else {
             None
         };
-        let page = client::get(&self.client, &url, &self.opts, conditional.as_deref()).await?;
+        let page = match self.ahead.pop_front() {
+            Some((queued, task)) if queued == url => task
+                .await
+                .map_err(|e| Error::Internal(format!("a page request task failed: {e}")))??,
+            stale => {
+                if let Some((_, task)) = stale {
+                    task.abort();
+                }
+                client::get(&self.client, &url, &self.opts, conditional.as_deref()).await?
+            }
+        };
         if page.not_modified {
             self.not_modified = true;
             return Ok(None);
@@ -293,6 +347,7 @@ impl Pager {
                 self.token = Some(t);
             }
         }
+        self.request_ahead();
         // Decide the next page first, then move the records out of the body: no copy.
         let records = match take(&mut body, path) {
             Some(Value::Array(items)) => items,
