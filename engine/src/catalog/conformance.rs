@@ -2,7 +2,7 @@
 //!
 //! An adapter joins with one line, in any crate's tests:
 //!
-//! ```ignore
+//! ```text
 //! hakiri_engine::catalog_conformance!(postgres, PostgresCatalog::connect(...).unwrap());
 //! ```
 //!
