@@ -140,7 +140,9 @@ pub async fn get(
                     (None, format!("{status}: {snippet}"))
                 } else {
                     let hint = match status.as_u16() {
-                        401 | 403 => "check the credentials in the source's header options",
+                        401 | 403 => {
+                            "check the credentials: the source's token option (github) or its header options (http)"
+                        }
                         404 => "check the base_url and path options",
                         _ => "check the request options (query.*, header.*)",
                     };
