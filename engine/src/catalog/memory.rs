@@ -11,7 +11,7 @@ use super::{
     Catalog, CommitOutcome, CursorEntry, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun, RunCommit,
     RunRecord, STATE_TABLES, TableEntry, already_running,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::types::{PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
 #[derive(Debug, Default)]
@@ -271,11 +271,7 @@ impl Catalog for MemoryCatalog {
             .find(|r| r.run_id == c.run_id)
             .map(|r| r.status.clone());
         if status.as_deref() != Some("running") {
-            return Err(Error::Internal(format!(
-                "run {} is {} in the catalog, not running; its commit was abandoned",
-                c.run_id,
-                status.unwrap_or_else(|| "missing".into())
-            )));
+            return Err(super::commit_refused(&c.run_id, status));
         }
         let mut outcome = CommitOutcome::default();
         if c.replace {
@@ -456,14 +452,7 @@ impl Catalog for MemoryCatalog {
     fn state_table(&self, name: &str) -> Result<RawTable> {
         use ColumnType::{Int, Text, Timestamp};
         if !STATE_TABLES.contains(&name) {
-            return Err(Error::NotFound(format!(
-                "no state table 'hakiri.{name}': the state tables are {}",
-                STATE_TABLES
-                    .iter()
-                    .map(|t| format!("hakiri.{t}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(super::unknown_state_table(name));
         }
         let st = self.state();
         let t = |s: &str| RawValue::Text(s.to_string());

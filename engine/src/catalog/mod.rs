@@ -205,3 +205,23 @@ pub fn already_running(r: &RunRecord) -> crate::error::Error {
         r.heartbeat_at.format("%Y-%m-%d %H:%M:%S UTC"),
     ))
 }
+
+/// The error for a state table name that is not one of [`STATE_TABLES`].
+pub fn unknown_state_table(name: &str) -> crate::error::Error {
+    crate::error::Error::NotFound(format!(
+        "no state table 'hakiri.{name}': the state tables are {}",
+        STATE_TABLES
+            .iter()
+            .map(|t| format!("hakiri.{t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// The error for a commit of a run that is no longer `running` (`status`, if it exists).
+pub fn commit_refused(run_id: &str, status: Option<String>) -> crate::error::Error {
+    crate::error::Error::Internal(format!(
+        "run {run_id} is {} in the catalog, not running; its commit was abandoned",
+        status.unwrap_or_else(|| "missing".into())
+    ))
+}

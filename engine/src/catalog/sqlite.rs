@@ -431,11 +431,7 @@ impl Catalog for SqliteCatalog {
             .optional()?;
         if status.as_deref() != Some("running") {
             // Another process judged this run dead: its commit must not land.
-            return Err(Error::Internal(format!(
-                "run {} is {} in the catalog, not running; its commit was abandoned",
-                commit.run_id,
-                status.unwrap_or_else(|| "missing".into())
-            )));
+            return Err(super::commit_refused(&commit.run_id, status));
         }
 
         if commit.replace {
@@ -630,14 +626,7 @@ impl Catalog for SqliteCatalog {
 
     fn state_table(&self, name: &str) -> Result<RawTable> {
         if !STATE_TABLES.contains(&name) {
-            return Err(Error::NotFound(format!(
-                "no state table 'hakiri.{name}': the state tables are {}",
-                STATE_TABLES
-                    .iter()
-                    .map(|t| format!("hakiri.{t}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(super::unknown_state_table(name));
         }
         let conn = self.conn();
         // `name` is one of the fixed names above, so it is safe to splice.

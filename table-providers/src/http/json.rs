@@ -86,11 +86,21 @@ fn to_field(name: &str, t: &JType) -> Field {
     Field::new(name, dt, true)
 }
 
+/// A record's type: a record that is not an object is read as `{"value": ...}`.
+fn record_type(r: &Value) -> JType {
+    match r {
+        Value::Object(_) => of(r),
+        other => JType::Object(vec![("value".to_string(), of(other))]),
+    }
+}
+
 /// Infers a schema from records. A record that is not an object becomes `{"value": ...}`.
 pub fn infer_schema<'a>(records: impl IntoIterator<Item = &'a Value>) -> SchemaRef {
     let merged = records
         .into_iter()
-        .fold(JType::Object(Vec::new()), |acc, r| merge(acc, of(r)));
+        .fold(JType::Object(Vec::new()), |acc, r| {
+            merge(acc, record_type(r))
+        });
     let JType::Object(fields) = merged else {
         unreachable!("records are merged as objects")
     };
@@ -158,7 +168,7 @@ pub fn check_page(
 ) -> Result<PageCheck> {
     use hakiri_engine::types::SchemaPolicy;
     let page_type = records.iter().fold(JType::Object(Vec::new()), |acc, r| {
-        merge(acc, of(&as_object(r)))
+        merge(acc, record_type(r))
     });
     let JType::Object(page_fields) = page_type else {
         unreachable!("records are merged as objects")
@@ -240,13 +250,6 @@ pub fn check_page(
         discarded,
         evolved,
     })
-}
-
-fn as_object(r: &Value) -> Value {
-    match r {
-        Value::Object(_) => r.clone(),
-        other => Value::Object(Map::from_iter([("value".to_string(), other.clone())])),
-    }
 }
 
 /// Parses a declared schema: `name type, ...` with types bigint/int, double/float, text/
@@ -363,6 +366,18 @@ mod tests {
     use super::*;
     use hakiri_engine::types::SchemaPolicy;
     use serde_json::json;
+
+    #[test]
+    fn records_that_are_not_objects_become_a_value_column() {
+        // Regression: a body of plain values (`[1, 2]`) made inference panic.
+        let schema = infer_schema(&[json!(1), json!(2)]);
+        assert_eq!(
+            schema.field_with_name("value").unwrap().data_type(),
+            &DataType::Int64
+        );
+        let batch = decode(vec![json!(1), json!(2)], &schema).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+    }
 
     #[test]
     fn page_drift_follows_the_policy() {

@@ -211,20 +211,13 @@ impl Pager {
             }
             return;
         }
-        let (offset, page) = (self.offset, self.page);
         for k in self.ahead.len() as u64..n {
             // The URL `k` pages after `next`.
-            match &self.opts.pagination {
-                Pagination::Offset { .. } => self.offset = offset + k * step_size,
-                _ => self.page = page + k,
-            }
-            let url = self.url_with_style();
+            let url = self.url_at(self.offset + k * step_size, self.page + k);
             let (client, opts, u) = (self.client.clone(), Arc::clone(&self.opts), url.clone());
             let task = tokio::spawn(async move { client::get(&client, &u, &opts, None).await });
             self.ahead.push_back((url, task));
         }
-        self.offset = offset;
-        self.page = page;
     }
 
     /// The token that fetches the page after this one, if the source gives one.
@@ -249,6 +242,12 @@ impl Pager {
     }
 
     fn url_with_style(&self) -> Url {
+        self.url_at(self.offset, self.page)
+    }
+
+    /// The request URL for a position: `offset` for the offset style, `page` for the page
+    /// style (the other styles ignore both).
+    fn url_at(&self, offset: u64, page: u64) -> Url {
         let mut url = self.base.clone();
         {
             let mut q = url.query_pairs_mut();
@@ -261,7 +260,7 @@ impl Pager {
                     limit_param,
                     page_size,
                 } => {
-                    q.append_pair(offset_param, &self.offset.to_string());
+                    q.append_pair(offset_param, &offset.to_string());
                     q.append_pair(limit_param, &page_size.to_string());
                 }
                 Pagination::Page {
@@ -270,7 +269,7 @@ impl Pager {
                     page_size,
                     ..
                 } => {
-                    q.append_pair(page_param, &self.page.to_string());
+                    q.append_pair(page_param, &page.to_string());
                     if let Some(p) = size_param {
                         q.append_pair(p, &page_size.to_string());
                     }
