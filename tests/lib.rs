@@ -1,5 +1,6 @@
 //! Helpers for the acceptance tests: the `hakiri` binary, throwaway projects, and real
-//! servers (httpbin, the paginated fixture server) on 127.0.0.1, stopped on drop.
+//! servers (httpbin, the paginated fixture server, moto's S3 server) on 127.0.0.1, stopped
+//! on drop.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -16,7 +17,26 @@ pub fn hakiri_bin() -> PathBuf {
         // target/<profile>/deps/<test> -> target/<profile>
         let profile_dir = exe.parent().and_then(Path::parent).expect("target folder");
         let target_dir = profile_dir.parent().expect("target root");
-        let status = Command::new(env!("CARGO"))
+        let mut build = Command::new(env!("CARGO"));
+        // Without the variables cargo sets for this test process: build scripts that watch
+        // them (ring watches CARGO_MANIFEST_DIR) would otherwise rebuild half the tree on
+        // every switch between this build and a plain `cargo build`.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                ]
+                .contains(&key.as_ref())
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
+                    .contains(&key.as_ref())
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
+        let status = build
             .args(["build", "-q", "-p", "hakiri", "--target-dir"])
             .arg(target_dir)
             .current_dir(repo_root())
@@ -199,6 +219,173 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `hakiri serve` in a project, on a free port; stopped on drop.
+pub struct HakiriServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl HakiriServer {
+    /// Starts `hakiri serve --pg-listen 127.0.0.1:0` with extra environment variables and
+    /// waits for its first line, which names the bound address.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(hakiri_bin());
+        cmd.current_dir(dir)
+            .args(["serve", "--pg-listen", "127.0.0.1:0"])
+            .env_remove("HAKIRI_PROJECT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start hakiri serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the serve banner");
+        let port = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("hakiri serve printed '{line}'"));
+        HakiriServer { child, port }
+    }
+
+    /// A libpq connection string for `user`.
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!(
+            "postgresql://{user}:{password}@127.0.0.1:{}/hakiri?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for hakiri serve")
+    }
+}
+
+impl Drop for HakiriServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the real `psql` client with `args` against `url`, without reading ~/.psqlrc.
+pub fn psql(url: &str, args: &[&str]) -> Run {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run psql (install postgresql-client)");
+    Run::from(out)
+}
+
+/// A program from the test virtual environment that `scripts/test` makes from
+/// `tests/requirements.txt` (`$HAKIRI_VENV`, default `~/.cache/hakiri-venv`).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("HAKIRI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/hakiri-venv")
+        });
+    let bin = venv.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/test once, which installs tests/requirements.txt into {}",
+        bin.display(),
+        venv.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for a server to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_for_port(what: &str, port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on port {port}: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// moto's standalone S3-compatible server (PyPI package `moto[server]`) on 127.0.0.1: a real
+/// S3 REST endpoint. It accepts any credentials, so objects are written with plain unsigned
+/// HTTP requests of the S3 API.
+pub struct S3Server {
+    server: Server,
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        wait_for_port("moto_server", port, &mut child);
+        S3Server {
+            server: Server { child, port },
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.server.url()
+    }
+
+    /// `PUT /{bucket}/{key}` (or `PUT /{bucket}` to create a bucket when `key` is empty).
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        use std::io::{Read, Write};
+        let path = if key.is_empty() {
+            format!("/{bucket}")
+        } else {
+            format!("/{bucket}/{key}")
+        };
+        let mut stream = TcpStream::connect(("127.0.0.1", self.server.port)).expect("connect");
+        write!(
+            stream,
+            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.server.port,
+            body.len()
+        )
+        .expect("send");
+        stream.write_all(body).expect("send body");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "PUT {path}: {response}"
+        );
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.put(bucket, "", b"");
     }
 }
 

@@ -126,6 +126,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 })
             }
         }
+        Command::Serve { pg_listen } => serve(&root, pg_listen).await,
         Command::Query { sql, format } => {
             let (engine, _) = open(&root, true)?;
             for output in engine.execute(&sql).await? {
@@ -366,4 +367,55 @@ fn print_plan(p: &PlanReport) {
     for line in p.physical_plan.lines() {
         println!("    {line}");
     }
+}
+
+/// `hakiri serve`: the Postgres endpoint until SIGINT or SIGTERM.
+async fn serve(root: &std::path::Path, pg_listen: Option<String>) -> Result<(), Failure> {
+    let manifest = hakiri_manifests::load(root)?;
+    let (engine, _) = open(root, true)?;
+    let users = manifest
+        .serve
+        .users
+        .iter()
+        .map(hakiri_pgwire::User::from_spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let listen = pg_listen
+        .or(manifest.serve.pg_listen.clone())
+        .unwrap_or_else(|| hakiri_pgwire::DEFAULT_LISTEN.to_string());
+    let tls = match (&manifest.serve.tls_cert, &manifest.serve.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(config_err(
+                "hakiri.toml: serve.tls_cert and serve.tls_key go together".into(),
+            ));
+        }
+    };
+    let names: Vec<String> = users
+        .iter()
+        .map(|u| format!("{} ({})", u.name, u.role.as_str()))
+        .collect();
+    let server = hakiri_pgwire::Server::bind(
+        std::sync::Arc::new(engine),
+        hakiri_pgwire::ServeOptions { listen, users, tls },
+    )
+    .await?;
+    let addr = server.local_addr()?;
+    println!(
+        "postgres endpoint on {addr}{}: psql \"postgresql://USER@{addr}/hakiri\"; users: {}",
+        if manifest.serve.tls_cert.is_some() {
+            " (TLS offered)"
+        } else {
+            ""
+        },
+        names.join(", ")
+    );
+    std::io::stdout().flush()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        () = server.serve() => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping (interrupt)"),
+        _ = term.recv() => eprintln!("stopping (terminate)"),
+    }
+    Ok(())
 }

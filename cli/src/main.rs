@@ -50,6 +50,13 @@ enum Command {
         #[command(subcommand)]
         command: PipelineCommand,
     },
+    /// Serve the project until stopped: a Postgres wire endpoint for psql, drivers and BI
+    /// tools (users and roles from [serve] in hakiri.toml).
+    Serve {
+        /// The Postgres endpoint's address (default: serve.pg_listen, else 127.0.0.1:5433).
+        #[arg(long)]
+        pg_listen: Option<String>,
+    },
     /// Discover sources: their tables and sample rows.
     Source {
         #[command(subcommand)]

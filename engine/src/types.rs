@@ -381,3 +381,50 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
         )))
     }
 }
+
+/// What a user of `hakiri serve` may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `SELECT`, `EXPLAIN`, `SHOW` (and session statements such as `SET`).
+    ReadOnly,
+    /// Also source and pipeline DDL and `RUN PIPELINE`.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Result<Role> {
+        match text.to_ascii_lowercase().as_str() {
+            "read_only" | "readonly" => Ok(Role::ReadOnly),
+            "admin" => Ok(Role::Admin),
+            other => Err(Error::Config(format!(
+                "unknown role '{other}': a user's role is read_only or admin"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ReadOnly => "read_only",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A user of the served endpoints. The password is kept as written (usually a secret
+/// reference such as `env:HAKIRI_ADMIN_PASSWORD`) and resolved when the server starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub name: String,
+    pub password: String,
+    pub role: Role,
+}
+
+/// The `[serve]` section of the manifest: endpoints, TLS and users of `hakiri serve`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeSpec {
+    /// The Postgres wire address, default `127.0.0.1:5433`.
+    pub pg_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub users: Vec<UserSpec>,
+}

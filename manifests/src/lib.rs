@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use hakiri_engine::sql::parse_pipeline_body;
 use hakiri_engine::types::{
-    CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, SchemaPolicy, SourceSpec, WriteMode,
-    validate_name,
+    CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, Role, SchemaPolicy, ServeSpec,
+    SourceSpec, UserSpec, WriteMode, validate_name,
 };
 use hakiri_engine::{Error, Result};
 
@@ -33,6 +33,8 @@ pub struct Manifest {
     pub project: String,
     pub sources: Vec<SourceSpec>,
     pub pipelines: Vec<PipelineSpec>,
+    /// `[serve]`: the endpoints and users of `hakiri serve`.
+    pub serve: ServeSpec,
 }
 
 /// Finds the project folder: `start` or the nearest parent holding `hakiri.toml`.
@@ -128,9 +130,10 @@ pub fn parse(text: &str) -> Result<Manifest> {
                     m.pipelines.push(pipeline(name, body)?);
                 }
             }
+            "serve" => m.serve = serve(value)?,
             other => {
                 return Err(bad(format!(
-                    "unknown section '{other}': valid sections are project, sources, pipelines"
+                    "unknown section '{other}': valid sections are project, sources, pipelines, serve"
                 )));
             }
         }
@@ -294,4 +297,63 @@ sql = "INSERT INTO context.events SELECT * FROM samples.events WHERE id > $curso
         let e = parse("[pipelines.p\nsql = 1").unwrap_err().to_string();
         assert!(e.contains("invalid TOML"), "{e}");
     }
+}
+
+/// `[serve]`: `pg_listen`, `tls_cert`, `tls_key` and `users.<name> = { password, role }`.
+fn serve(value: &toml::Value) -> Result<ServeSpec> {
+    let t = value
+        .as_table()
+        .ok_or_else(|| bad("[serve] must be a table"))?;
+    let mut spec = ServeSpec::default();
+    for (k, v) in t {
+        match k.as_str() {
+            "pg_listen" => spec.pg_listen = Some(scalar_text("serve.pg_listen", v)?),
+            "tls_cert" => spec.tls_cert = Some(scalar_text("serve.tls_cert", v)?),
+            "tls_key" => spec.tls_key = Some(scalar_text("serve.tls_key", v)?),
+            "users" => {
+                let users = v
+                    .as_table()
+                    .ok_or_else(|| bad("[serve.users] must be a table of users"))?;
+                for (name, body) in users {
+                    validate_name("user", name)?;
+                    let body = body.as_table().ok_or_else(|| {
+                        bad(format!(
+                            "serve.users.{name} must be a table: {{ password = \"env:VAR\", role = \"read_only\" }}"
+                        ))
+                    })?;
+                    let mut password = None;
+                    let mut role = Role::ReadOnly;
+                    for (key, value) in body {
+                        let path = format!("serve.users.{name}.{key}");
+                        match key.as_str() {
+                            "password" => password = Some(scalar_text(&path, value)?),
+                            "role" => role = Role::parse(&scalar_text(&path, value)?)?,
+                            other => {
+                                return Err(bad(format!(
+                                    "unknown key 'serve.users.{name}.{other}': valid keys are password, role"
+                                )));
+                            }
+                        }
+                    }
+                    let password = password.ok_or_else(|| {
+                        bad(format!(
+                            "serve.users.{name} needs a password (a secret reference such as 'env:HAKIRI_{}_PASSWORD')",
+                            name.to_ascii_uppercase()
+                        ))
+                    })?;
+                    spec.users.push(UserSpec {
+                        name: name.clone(),
+                        password,
+                        role,
+                    });
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown key 'serve.{other}': valid keys are pg_listen, tls_cert, tls_key, users"
+                )));
+            }
+        }
+    }
+    Ok(spec)
 }

@@ -32,6 +32,7 @@ use hakiri_engine::ports::RunContext;
 use hakiri_engine::ports::{OptionSpec, Source, validate_options};
 use hakiri_engine::sources::resolve_value;
 use hakiri_engine::types::SourceSpec;
+use object_store::ObjectStore;
 use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
@@ -71,18 +72,6 @@ impl FileSource {
     }
 }
 
-fn tables(spec: &SourceSpec) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for (k, v) in &spec.options {
-        if let Some((table, opt)) = k.strip_prefix("tables.").and_then(|r| r.split_once('.')) {
-            out.entry(table.to_string())
-                .or_default()
-                .insert(opt.to_string(), v.clone());
-        }
-    }
-    out
-}
-
 fn format_for(name: &str, path: &str) -> Result<(Arc<dyn FileFormat>, &'static str)> {
     let ext = path.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
     let name = if name.is_empty() { ext.as_str() } else { name };
@@ -117,24 +106,7 @@ impl Source for FileSource {
             OPTIONS,
             spec.options.keys(),
         )?;
-        for (table, opts) in tables(spec) {
-            hakiri_engine::types::validate_name("table", &table)?;
-            for key in opts.keys() {
-                if key != "path" && key != "format" {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown option 'tables.{table}.{key}' for source '{}' (type file): a table takes path and format",
-                        spec.name
-                    )));
-                }
-            }
-            if !opts.contains_key("path") {
-                return Err(Error::InvalidInput(format!(
-                    "table '{}.{table}' needs tables.{table}.path (a file, folder or glob)",
-                    spec.name
-                )));
-            }
-        }
-        Ok(())
+        validate_tables(spec, "file")
     }
 
     fn table_names(&self, spec: &SourceSpec) -> Vec<String> {
@@ -150,12 +122,7 @@ impl Source for FileSource {
     ) -> Result<Arc<dyn TableProvider>> {
         let all = tables(spec);
         let Some(opts) = all.get(table) else {
-            let names: Vec<&str> = all.keys().map(|s| s.as_str()).collect();
-            return Err(Error::NotFound(format!(
-                "source '{}' has no table '{table}': its tables are {}",
-                spec.name,
-                names.join(", ")
-            )));
+            return Err(no_such_table(spec, table));
         };
         let raw_path = resolve_value("path", &opts["path"])?;
         let base = spec
@@ -179,27 +146,107 @@ impl Source for FileSource {
             .or(spec.options.get("format"))
             .cloned()
             .unwrap_or_default();
-        let (file_format, ext) = format_for(&format, &path)?;
-        let url = ListingTableUrl::parse(&path)?;
-        let options = ListingOptions::new(file_format.clone()).with_file_extension(ext);
-        let state = SessionContext::new().state();
-        let config = ListingTableConfig::new(url.clone())
-            .with_listing_options(options)
-            .infer_schema(&state)
-            .await
-            .map_err(|e| {
-                Error::InvalidInput(format!(
-                    "cannot read table '{}.{table}' from '{path}': {e}",
-                    spec.name
-                ))
-            })?;
-        let listing = Arc::new(ListingTable::try_new(config)?);
-        Ok(Arc::new(FileTable {
-            listing,
-            url,
-            options: ListingOptions::new(file_format).with_file_extension(ext),
-        }))
+        listing_table(&spec.name, table, &path, &format, None).await
     }
+}
+
+/// Tables declared as `tables.<name>.path` / `tables.<name>.format` options (file and s3).
+pub(crate) fn tables(spec: &SourceSpec) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (k, v) in &spec.options {
+        if let Some((table, opt)) = k.strip_prefix("tables.").and_then(|r| r.split_once('.')) {
+            out.entry(table.to_string())
+                .or_default()
+                .insert(opt.to_string(), v.clone());
+        }
+    }
+    out
+}
+
+/// Checks the `tables.<name>.*` options of a file or s3 source.
+pub(crate) fn validate_tables(spec: &SourceSpec, connector: &str) -> Result<()> {
+    for (table, opts) in tables(spec) {
+        hakiri_engine::types::validate_name("table", &table)?;
+        for key in opts.keys() {
+            if key != "path" && key != "format" {
+                return Err(Error::InvalidInput(format!(
+                    "unknown option 'tables.{table}.{key}' for source '{}' (type {connector}): a table takes path and format",
+                    spec.name
+                )));
+            }
+        }
+        if !opts.contains_key("path") {
+            return Err(Error::InvalidInput(format!(
+                "table '{}.{table}' needs tables.{table}.path (a file, folder or glob)",
+                spec.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The error for a table name the source does not declare.
+pub(crate) fn no_such_table(spec: &SourceSpec, table: &str) -> Error {
+    let names: Vec<String> = tables(spec).into_keys().collect();
+    Error::NotFound(format!(
+        "source '{}' has no table '{table}': its tables are {}",
+        spec.name,
+        names.join(", ")
+    ))
+}
+
+/// The listing URL of a local path or an object-store URL. DataFusion reads globs only in
+/// local paths; for a URL the part from the first glob character on becomes the pattern,
+/// matched against keys below the prefix before it.
+fn listing_url(location: &str) -> Result<ListingTableUrl> {
+    let is_url = location.contains("://") && !location.starts_with("file://");
+    let Some(star) = location.find(['*', '?', '[']).filter(|_| is_url) else {
+        return Ok(ListingTableUrl::parse(location)?);
+    };
+    let cut = location[..star].rfind('/').map_or(0, |i| i + 1);
+    let (prefix, pattern) = location.split_at(cut);
+    let url = url::Url::parse(prefix)
+        .map_err(|e| Error::InvalidInput(format!("'{location}' is not a valid URL: {e}")))?;
+    let glob = glob::Pattern::new(pattern)
+        .map_err(|e| Error::InvalidInput(format!("'{pattern}' is not a valid glob: {e}")))?;
+    Ok(ListingTableUrl::try_new(url, Some(glob))?)
+}
+
+/// A file table over `location` (a local path, or a URL such as `s3://bucket/key` whose
+/// store is given): DataFusion's listing table with its schema inferred now. The store,
+/// when given, is registered in the querying session's runtime at each scan.
+pub(crate) async fn listing_table(
+    source: &str,
+    table: &str,
+    location: &str,
+    format: &str,
+    store: Option<Arc<dyn ObjectStore>>,
+) -> Result<Arc<dyn TableProvider>> {
+    let (file_format, ext) = format_for(format, location)?;
+    let url = listing_url(location)?;
+    let options = ListingOptions::new(file_format.clone()).with_file_extension(ext);
+    let state = SessionContext::new().state();
+    if let Some(store) = &store {
+        state
+            .runtime_env()
+            .register_object_store(url.object_store().as_ref(), store.clone());
+    }
+    let config = ListingTableConfig::new(url.clone())
+        .with_listing_options(options)
+        .infer_schema(&state)
+        .await
+        .map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot read table '{source}.{table}' from '{location}': {e}"
+            ))
+        })?;
+    let listing = Arc::new(ListingTable::try_new(config)?);
+    Ok(Arc::new(FileTable {
+        listing,
+        url,
+        options: ListingOptions::new(file_format).with_file_extension(ext),
+        store,
+    }))
 }
 
 /// A file table: DataFusion's listing table, plus file-level increments. In a pipeline run
@@ -210,6 +257,8 @@ struct FileTable {
     listing: Arc<ListingTable>,
     url: ListingTableUrl,
     options: ListingOptions,
+    /// The object store the files live in, when it is not the local file system.
+    store: Option<Arc<dyn ObjectStore>>,
 }
 
 #[async_trait]
@@ -236,6 +285,11 @@ impl TableProvider for FileTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(store) = &self.store {
+            state
+                .runtime_env()
+                .register_object_store(self.url.object_store().as_ref(), store.clone());
+        }
         let all = self.listing.scan(state, projection, filters, limit).await?;
         Ok(Arc::new(FileIncrementExec {
             all,

@@ -7,6 +7,7 @@ pub mod file;
 pub mod github;
 pub mod http;
 pub mod postgres;
+pub mod s3;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub fn connectors(project_root: &std::path::Path) -> Vec<Arc<dyn Source>> {
         Arc::new(file::FileSource::new(project_root)),
         Arc::new(postgres::PostgresSource),
         Arc::new(github::GithubSource),
+        Arc::new(s3::S3Source),
     ]
 }
 

@@ -9,6 +9,8 @@ mod files;
 mod github;
 mod incremental;
 mod pagination;
+mod pgwire;
 mod postgres;
 mod readme;
+mod s3;
 mod slt;

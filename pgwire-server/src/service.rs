@@ -1,0 +1,265 @@
+//! The query handlers: datafusion-postgres's, with the role hook first, plus Hakiri's own
+//! statements (pipeline and source DDL, `RUN PIPELINE`, `SHOW PIPELINES`, ...) on the simple
+//! query protocol, where `psql` and scripts send them.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::{QueryResponse, Response, Tag};
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::{StreamExt, stream};
+use hakiri_engine::sql::{HakiriStatement, parse_statements};
+use hakiri_engine::types::Role;
+use hakiri_engine::{Engine, Error, ErrorCategory, Output};
+
+use crate::User;
+use crate::roles::{RoleHook, refuse, role_of};
+
+/// Serves one Hakiri engine to every connection.
+pub struct HakiriService {
+    engine: Arc<Engine>,
+    users: Arc<Vec<User>>,
+    df: Arc<DfSessionService>,
+}
+
+impl HakiriService {
+    pub fn new(engine: Arc<Engine>, users: Arc<Vec<User>>) -> Self {
+        let ctx = Arc::new(engine.session().clone());
+        // pg_catalog over the engine's catalogs (context, hakiri and the sources), for
+        // psql's \d and the introspection queries of drivers and BI tools.
+        if let Err(e) = datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &ctx,
+            "datafusion",
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        ) {
+            tracing::warn!("pg_catalog is not available: {e}");
+        }
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(RoleHook {
+                users: users.clone(),
+            }),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        HakiriService {
+            df: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+            engine,
+            users,
+        }
+    }
+}
+
+/// Hakiri's statements in `query`, when it holds any; `None` for plain SQL (and for text
+/// Hakiri's parser cannot read, which datafusion-postgres's Postgres-compatible parser may).
+fn hakiri_statements(query: &str) -> Option<Vec<HakiriStatement>> {
+    let statements = parse_statements(query).ok()?;
+    statements
+        .iter()
+        .any(|s| !matches!(s, HakiriStatement::DataFusion(_)))
+        .then_some(statements)
+}
+
+/// Statements a read-only user may run among Hakiri's.
+fn readable(statement: &HakiriStatement) -> bool {
+    matches!(
+        statement,
+        HakiriStatement::ShowPipelines
+            | HakiriStatement::ShowSources
+            | HakiriStatement::ShowCreatePipeline { .. }
+            | HakiriStatement::PlanPipeline { .. }
+    )
+}
+
+fn sqlstate(e: &Error) -> &'static str {
+    match e.category() {
+        ErrorCategory::InvalidInput => "42601",
+        ErrorCategory::Config => "F0000",
+        ErrorCategory::NotFound => "42704",
+        ErrorCategory::AlreadyExists => "42710",
+        ErrorCategory::Unsupported => "0A000",
+        ErrorCategory::Upstream => "08000",
+        ErrorCategory::Internal => "XX000",
+    }
+}
+
+fn pg_error(e: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        sqlstate(&e).into(),
+        e.to_string(),
+    )))
+}
+
+/// Rows of a stream as a query response.
+fn rows(stream: SendableRecordBatchStream) -> PgWireResult<Response> {
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        &stream.schema(),
+        &Format::UnifiedText,
+        None,
+    )?);
+    let encode = fields.clone();
+    let data = stream
+        .map(move |batch| {
+            let rows: Vec<PgWireResult<_>> = match batch {
+                Ok(batch) => encode_recordbatch(encode.clone(), batch).collect(),
+                Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
+            };
+            stream::iter(rows)
+        })
+        .flatten();
+    Ok(Response::Query(QueryResponse::new(fields, data)))
+}
+
+/// One text column of lines.
+fn lines(column: &str, lines: Vec<String>) -> PgWireResult<Response> {
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(lines))])
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    rows(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        stream::iter([Ok(batch)]),
+    )))
+}
+
+fn tag_of(statement: &HakiriStatement) -> &'static str {
+    match statement {
+        HakiriStatement::CreateSource { .. } => "CREATE SOURCE",
+        HakiriStatement::DropSource { .. } => "DROP SOURCE",
+        HakiriStatement::CreatePipeline { .. } => "CREATE PIPELINE",
+        HakiriStatement::DropPipeline { .. } => "DROP PIPELINE",
+        _ => "OK",
+    }
+}
+
+impl HakiriService {
+    async fn hakiri_statement(
+        &self,
+        statement: HakiriStatement,
+        role: Role,
+        user: &str,
+    ) -> PgWireResult<Response> {
+        if role != Role::Admin && !readable(&statement) {
+            let what = statement.to_string();
+            let what: Vec<&str> = what.split_whitespace().take(2).collect();
+            return Err(refuse(user, &what.join(" ").to_ascii_uppercase()));
+        }
+        let tag = tag_of(&statement);
+        match self
+            .engine
+            .execute_statement(statement)
+            .await
+            .map_err(pg_error)?
+        {
+            Output::Stream(stream) => rows(stream),
+            Output::Message(_) => Ok(Response::Execution(Tag::new(tag))),
+            Output::Plan(plan) => lines(
+                "plan",
+                plan.physical_plan.lines().map(str::to_string).collect(),
+            ),
+            Output::Run(run) => {
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("run_id", DataType::Utf8, false),
+                    Field::new("pipeline", DataType::Utf8, false),
+                    Field::new("status", DataType::Utf8, false),
+                    Field::new("rows_written", DataType::UInt64, false),
+                    Field::new("cursor_end", DataType::Utf8, true),
+                ]));
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(StringArray::from(vec![run.run_id])),
+                        Arc::new(StringArray::from(vec![run.pipeline])),
+                        Arc::new(StringArray::from(vec![run.status.as_str().to_string()])),
+                        Arc::new(UInt64Array::from(vec![run.counters.rows_written])),
+                        Arc::new(StringArray::from(vec![run.cursor_end])),
+                    ],
+                )
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                rows(Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    stream::iter([Ok(batch)]),
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for HakiriService {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(statements) = hakiri_statements(query) else {
+            return SimpleQueryHandler::do_query(self.df.as_ref(), client, query).await;
+        };
+        let role = role_of(&self.users, client);
+        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for statement in statements {
+            match statement {
+                HakiriStatement::DataFusion(sql) => {
+                    out.extend(
+                        SimpleQueryHandler::do_query(self.df.as_ref(), client, &sql.to_string())
+                            .await?,
+                    );
+                }
+                other => out.push(self.hakiri_statement(other, role, &user).await?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for HakiriService {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.df.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows).await
+    }
+}

@@ -1,0 +1,276 @@
+//! The `s3` connector: CSV, JSON and Parquet objects in a bucket of any S3-compatible store
+//! (AWS, MinIO, Ceph, moto, ...) through `object_store`. Tables are declared like the file
+//! connector's (`tables.<name>.path` is a key, a prefix ending in `/`, or a glob) and share
+//! its table: live queries and file-level increments (`CURSOR TOKEN` loads each object once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use hakiri_engine::ports::{OptionSpec, Source, validate_options};
+use hakiri_engine::sources::resolve_value;
+use hakiri_engine::types::SourceSpec;
+use object_store::aws::AmazonS3Builder;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+
+use crate::error::{Error, Result};
+use crate::file::{listing_table, no_such_table, tables, validate_tables};
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "bucket",
+        required: true,
+        secret: false,
+        help: "the bucket's name",
+    },
+    OptionSpec {
+        name: "endpoint",
+        required: false,
+        secret: false,
+        help: "the store's URL, e.g. http://127.0.0.1:9000 (default: AWS for the region)",
+    },
+    OptionSpec {
+        name: "region",
+        required: false,
+        secret: false,
+        help: "the bucket's region (default us-east-1)",
+    },
+    OptionSpec {
+        name: "access_key_id",
+        required: false,
+        secret: true,
+        help: "access key id, as a secret reference: 'env:AWS_ACCESS_KEY_ID'",
+    },
+    OptionSpec {
+        name: "secret_access_key",
+        required: false,
+        secret: true,
+        help: "secret access key, as a secret reference: 'env:AWS_SECRET_ACCESS_KEY'",
+    },
+    OptionSpec {
+        name: "session_token",
+        required: false,
+        secret: true,
+        help: "session token for temporary credentials, as a secret reference",
+    },
+    OptionSpec {
+        name: "anonymous",
+        required: false,
+        secret: false,
+        help: "true to send unsigned requests (public buckets); then no keys are needed",
+    },
+    OptionSpec {
+        name: "path_style",
+        required: false,
+        secret: false,
+        help: "true: http://endpoint/bucket/key (default with an endpoint); false: http://bucket.endpoint/key",
+    },
+    OptionSpec {
+        name: "allow_http",
+        required: false,
+        secret: false,
+        help: "allow a plain-http endpoint (default: true when the endpoint says http://)",
+    },
+    OptionSpec {
+        name: "timeout_seconds",
+        required: false,
+        secret: false,
+        help: "per-request timeout, and the time a failing request is retried for (default 30)",
+    },
+    OptionSpec {
+        name: "format",
+        required: false,
+        secret: false,
+        help: "csv | json | parquet, default for all tables (default: from the key's extension)",
+    },
+    OptionSpec {
+        name: "tables.*",
+        required: false,
+        secret: false,
+        help: "tables.<name>.path (a key, a prefix ending in '/', or a glob) and tables.<name>.format",
+    },
+];
+
+/// The `s3` connector type.
+#[derive(Debug, Default)]
+pub struct S3Source;
+
+/// The resolved connection settings of one s3 source.
+struct Settings {
+    bucket: String,
+    endpoint: Option<String>,
+}
+
+fn flag(spec: &SourceSpec, name: &str) -> Result<Option<bool>> {
+    match spec.options.get(name).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(v) if v == "true" => Ok(Some(true)),
+        Some(v) if v == "false" => Ok(Some(false)),
+        Some(v) => Err(Error::InvalidInput(format!(
+            "option '{name}' of source '{}' must be true or false, not '{v}'",
+            spec.name
+        ))),
+    }
+}
+
+fn get(spec: &SourceSpec, name: &str) -> Result<Option<String>> {
+    spec.options
+        .get(name)
+        .map(|v| resolve_value(name, v))
+        .transpose()
+}
+
+/// Builds the source's object store; nothing is contacted yet.
+fn store(spec: &SourceSpec) -> Result<(Settings, Arc<dyn ObjectStore>)> {
+    let bucket = get(spec, "bucket")?.unwrap_or_default();
+    let endpoint = get(spec, "endpoint")?;
+    let region = get(spec, "region")?.unwrap_or_else(|| "us-east-1".to_string());
+    let timeout = match spec.options.get("timeout_seconds") {
+        None => 30,
+        Some(v) => v.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "option 'timeout_seconds' of source '{}' must be a positive whole number, not '{v}'",
+                spec.name
+            ))
+        })?,
+    };
+    let anonymous = flag(spec, "anonymous")?.unwrap_or(false);
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&bucket)
+        .with_region(region)
+        .with_skip_signature(anonymous)
+        // A bounded retry: object_store's default retries for three minutes, which turns a
+        // wrong endpoint into a long hang instead of an error.
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(timeout),
+        })
+        .with_client_options(
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(timeout.min(10)))
+                .with_timeout(Duration::from_secs(timeout)),
+        );
+    if let Some(endpoint) = &endpoint {
+        let plain = endpoint.starts_with("http://");
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(flag(spec, "allow_http")?.unwrap_or(plain))
+            .with_virtual_hosted_style_request(!flag(spec, "path_style")?.unwrap_or(true));
+    } else if let Some(path_style) = flag(spec, "path_style")? {
+        builder = builder.with_virtual_hosted_style_request(!path_style);
+    }
+    match (get(spec, "access_key_id")?, get(spec, "secret_access_key")?) {
+        (Some(id), Some(key)) => {
+            builder = builder.with_access_key_id(id).with_secret_access_key(key);
+            if let Some(token) = get(spec, "session_token")? {
+                builder = builder.with_token(token);
+            }
+        }
+        (None, None) if anonymous => {}
+        _ => {
+            return Err(Error::Config(format!(
+                "source '{}' (type s3) needs access_key_id and secret_access_key (secret references such as 'env:AWS_ACCESS_KEY_ID'), or anonymous = true for a public bucket",
+                spec.name
+            )));
+        }
+    }
+    let store = builder.build().map_err(|e| {
+        Error::InvalidInput(format!(
+            "source '{}' (type s3) is not configured right: {e}",
+            spec.name
+        ))
+    })?;
+    Ok((Settings { bucket, endpoint }, Arc::new(store)))
+}
+
+/// What to do next about an object-store failure, from S3's error codes; `None` when the
+/// message says nothing the source's options can fix.
+fn hint(spec: &SourceSpec, settings: &Settings, message: &str) -> Option<String> {
+    let at = settings.endpoint.as_deref().unwrap_or("AWS");
+    let fix = if message.contains("NoSuchBucket") {
+        format!(
+            "bucket '{}' does not exist at {at}: check the source's bucket option",
+            settings.bucket
+        )
+    } else if [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "Forbidden",
+    ]
+    .iter()
+    .any(|code| message.contains(code))
+    {
+        "the store refused the credentials: check access_key_id and secret_access_key (and region)"
+            .to_string()
+    } else if ["error sending request", "connect", "timed out", "dns error"]
+        .iter()
+        .any(|s| message.contains(s))
+    {
+        format!("cannot reach {at}: check the endpoint option and that the store is running")
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{message}\n  source '{}' (type s3): {fix}",
+        spec.name
+    ))
+}
+
+#[async_trait]
+impl Source for S3Source {
+    fn connector(&self) -> &'static str {
+        "s3"
+    }
+
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+
+    fn validate(&self, spec: &SourceSpec) -> Result<()> {
+        validate_options(
+            &format!("source '{}' (type s3)", spec.name),
+            OPTIONS,
+            spec.options.keys(),
+        )?;
+        validate_tables(spec, "s3")?;
+        for name in ["anonymous", "path_style", "allow_http"] {
+            flag(spec, name)?;
+        }
+        Ok(())
+    }
+
+    fn table_names(&self, spec: &SourceSpec) -> Vec<String> {
+        tables(spec).into_keys().collect()
+    }
+
+    /// Objects carry their own schema, so a schema hint has nothing to add.
+    async fn table(
+        &self,
+        spec: &SourceSpec,
+        table: &str,
+        _hint: Option<SchemaRef>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let all = tables(spec);
+        let Some(opts) = all.get(table) else {
+            return Err(no_such_table(spec, table));
+        };
+        let (settings, store) = store(spec)?;
+        let key = resolve_value("path", &opts["path"])?;
+        let location = format!("s3://{}/{}", settings.bucket, key.trim_start_matches('/'));
+        let format = opts
+            .get("format")
+            .or(spec.options.get("format"))
+            .cloned()
+            .unwrap_or_default();
+        listing_table(&spec.name, table, &location, &format, Some(store))
+            .await
+            .map_err(|e| match hint(spec, &settings, &e.to_string()) {
+                Some(message) => Error::Upstream(message),
+                None => e,
+            })
+    }
+}
