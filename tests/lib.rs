@@ -18,24 +18,8 @@ pub fn hakiri_bin() -> PathBuf {
         let profile_dir = exe.parent().and_then(Path::parent).expect("target folder");
         let target_dir = profile_dir.parent().expect("target root");
         let mut build = Command::new(env!("CARGO"));
-        // Without the variables cargo sets for this test process: build scripts that watch
-        // them (ring watches CARGO_MANIFEST_DIR) would otherwise rebuild half the tree on
-        // every switch between this build and a plain `cargo build`.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                ]
-                .contains(&key.as_ref())
-                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
-                    .contains(&key.as_ref())
-            {
-                build.env_remove(key.as_ref());
-            }
-        }
+        without_cargo_test_env(&mut build);
+        // The same command as scripts/demo, so both share one set of artifacts.
         let status = build
             .args(["build", "-q", "-p", "hakiri", "--target-dir"])
             .arg(target_dir)
@@ -52,6 +36,28 @@ pub fn hakiri_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// Removes the variables cargo sets for a test process from a command that runs cargo:
+/// build scripts that watch them (ring watches CARGO_MANIFEST_DIR) would otherwise rebuild
+/// half the tree (DataFusion included) on every switch between that build and a plain one.
+pub fn without_cargo_test_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
 }
 
 /// The repository's root folder.

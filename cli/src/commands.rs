@@ -129,23 +129,11 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Serve { pg_listen } => serve(&root, pg_listen).await,
         Command::Query { sql, format } => {
             let (engine, _) = open(&root, true)?;
-            for output in engine.execute(&sql).await? {
-                match output {
-                    Output::Stream(s) => {
-                        print_stream(s, format).await?;
-                    }
-                    Output::Message(m) => {
-                        if format == Format::Table {
-                            println!("{m}");
-                        } else {
-                            eprintln!("{m}");
-                        }
-                    }
-                    Output::Run(s) => println!("{}", summary_line(&s)),
-                    Output::Plan(p) => print_plan(&p),
-                }
-            }
-            Ok(())
+            print_outputs(engine.execute(&sql).await?, format).await
+        }
+        Command::Sql { command, file } => {
+            let (engine, _) = open(&root, true)?;
+            crate::repl::sql(&engine, &root, command, file).await
         }
         Command::Plan { pipeline } => {
             let (engine, changes) = open(&root, false)?;
@@ -248,6 +236,27 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Prints statement outputs: rows, acknowledgements, run summaries, plans.
+pub(crate) async fn print_outputs(outputs: Vec<Output>, format: Format) -> Result<(), Failure> {
+    for output in outputs {
+        match output {
+            Output::Stream(s) => {
+                print_stream(s, format).await?;
+            }
+            Output::Message(m) => {
+                if format == Format::Table {
+                    println!("{m}");
+                } else {
+                    eprintln!("{m}");
+                }
+            }
+            Output::Run(s) => println!("{}", summary_line(&s)),
+            Output::Plan(p) => print_plan(&p),
+        }
+    }
+    Ok(())
 }
 
 async fn run_one(engine: &Engine, name: &str) -> Result<RunSummary, Failure> {

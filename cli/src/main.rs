@@ -4,6 +4,7 @@
 mod commands;
 mod init;
 mod output;
+mod repl;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,15 @@ enum Command {
         sql: String,
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// The interactive SQL shell (or, with -c/-f, run statements and exit).
+    Sql {
+        /// Run these statements and exit (repeatable).
+        #[arg(long, short)]
+        command: Vec<String>,
+        /// Run the statements of this file and exit.
+        #[arg(long, short)]
+        file: Option<PathBuf>,
     },
     /// Show what a run would do: manifest changes, the starting cursor and the physical plan.
     Plan { pipeline: Option<String> },

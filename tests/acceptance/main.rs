@@ -14,3 +14,4 @@ mod postgres;
 mod readme;
 mod s3;
 mod slt;
+mod sql_shell;

@@ -7,7 +7,9 @@ const ENV: [(&str, &str); 2] = [
     ("TEST_ANALYST_PASSWORD", "analyst-secret"),
 ];
 
-fn project() -> Project {
+/// A project with a file source, an `events` pipeline already run (ids 1..1000, amount =
+/// 3 * id) and two users: admin and analyst (read-only).
+pub(crate) fn project() -> Project {
     let p = Project::new(
         r#"
 [sources.drop]
@@ -159,5 +161,22 @@ fn psycopg_parameters_server_side_cursor_and_fifty_concurrent_connections() {
             stdout.contains(check),
             "missing '{check}' in:\n{stdout}\n{stderr}"
         );
+    }
+}
+
+#[test]
+fn bi_tool_and_driver_startup_queries_succeed() {
+    let p = project();
+    let server = HakiriServer::start(p.path(), &ENV);
+    let out = std::process::Command::new(venv_bin("python"))
+        .arg(hakiri_tests::repo_root().join("tests/fixtures/client_startup/replay.py"))
+        .arg(server.url("analyst", "analyst-secret"))
+        .output()
+        .expect("run replay.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for client in ["dbeaver", "metabase", "grafana", "pgadbc", "pgcli"] {
+        assert!(stdout.contains(&format!("{client}: ")), "{stdout}");
     }
 }

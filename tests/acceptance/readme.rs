@@ -17,7 +17,9 @@ fn readme_main_job_command_works_offline() {
         .and_then(|b| b.split("```").next())
         .expect("a ```sh block after the marker")
         .trim();
-    let out = Command::new("bash")
+    let mut bash = Command::new("bash");
+    hakiri_tests::without_cargo_test_env(&mut bash);
+    let out = bash
         .args(["-c", cmd])
         .current_dir(&root)
         // Offline: an unreachable proxy makes any attempt at the network fail.

@@ -1,0 +1,279 @@
+//! `hakiri sql`: the interactive SQL shell (rustyline: history, completion of table and
+//! column names), and `-c SQL` / `-f FILE` for scripts.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, AsArray};
+use futures::TryStreamExt;
+use hakiri_engine::Engine;
+use rustyline::completion::Completer;
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+
+use crate::Failure;
+use crate::commands::print_outputs;
+use crate::output::Format;
+
+const HELP: &str = "\
+Statements end with ';' and may span lines. Besides SQL and Hakiri's statements
+(CREATE PIPELINE, RUN PIPELINE, SHOW PIPELINES, ...):
+  \\dt          list context and state tables
+  \\d           the same
+  \\d NAME      the columns of a table (NAME or SCHEMA.NAME)
+  \\timing      toggle the time taken by each statement
+  \\?           this help
+  \\q           quit (also Ctrl-D)";
+
+const KEYWORDS: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP BY",
+    "ORDER BY",
+    "LIMIT",
+    "JOIN",
+    "LEFT JOIN",
+    "ON",
+    "AS",
+    "AND",
+    "OR",
+    "NOT",
+    "COUNT",
+    "SUM",
+    "DISTINCT",
+    "EXPLAIN",
+    "SHOW PIPELINES",
+    "SHOW SOURCES",
+    "CREATE PIPELINE",
+    "RUN PIPELINE",
+    "DROP PIPELINE",
+    "INSERT INTO",
+    "CURSOR",
+    "MODE",
+];
+
+/// Table and column names offered on Tab.
+#[derive(Default)]
+struct Names {
+    words: RwLock<BTreeSet<String>>,
+}
+
+struct Shell {
+    names: Arc<Names>,
+}
+
+impl Completer for Shell {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        let start = line[..pos]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+            .map_or(0, |i| i + 1);
+        let prefix = &line[start..pos];
+        if prefix.is_empty() {
+            return Ok((start, Vec::new()));
+        }
+        let lower = prefix.to_ascii_lowercase();
+        let words = self.names.words.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = words
+            .iter()
+            .filter(|w| w.to_ascii_lowercase().starts_with(&lower))
+            .cloned()
+            .collect();
+        out.extend(
+            KEYWORDS
+                .iter()
+                .filter(|k| k.to_ascii_lowercase().starts_with(&lower))
+                .map(|k| k.to_string()),
+        );
+        Ok((start, out))
+    }
+}
+
+impl Hinter for Shell {
+    type Hint = String;
+}
+impl Highlighter for Shell {}
+impl Validator for Shell {}
+impl Helper for Shell {}
+
+/// Reads table and column names for completion.
+async fn refresh(engine: &Engine, names: &Names) {
+    let sql = "SELECT table_schema, table_name, column_name FROM information_schema.columns \
+               WHERE table_schema IN ('context', 'hakiri')";
+    let Ok(stream) = engine.query(sql).await else {
+        return;
+    };
+    let Ok(batches) = stream.try_collect::<Vec<_>>().await else {
+        return;
+    };
+    let mut words = BTreeSet::new();
+    for batch in batches {
+        let text = |i: usize| batch.column(i).as_string_opt::<i32>().cloned();
+        let (Some(schema), Some(table), Some(column)) = (text(0), text(1), text(2)) else {
+            continue;
+        };
+        for row in 0..batch.num_rows() {
+            if table.is_null(row) {
+                continue;
+            }
+            words.insert(table.value(row).to_string());
+            words.insert(format!("{}.{}", schema.value(row), table.value(row)));
+            words.insert(column.value(row).to_string());
+        }
+    }
+    *names.words.write().unwrap_or_else(|e| e.into_inner()) = words;
+}
+
+/// `\d NAME`: the columns of a table, as a query on information_schema.
+fn describe_sql(name: &str) -> Result<String, Failure> {
+    let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let (schema, table) = match name.split_once('.') {
+        Some((s, t)) if valid(s) && valid(t) => (Some(s), t),
+        None if valid(name) => (None, name),
+        _ => {
+            return Err(Failure {
+                code: 1,
+                message: format!("\\d takes a table name (NAME or SCHEMA.NAME), not '{name}'"),
+            });
+        }
+    };
+    let schema_filter = schema.map_or(String::new(), |s| format!(" AND table_schema = '{s}'"));
+    Ok(format!(
+        "SELECT table_schema AS schema, column_name AS column, data_type AS type, is_nullable AS nullable \
+         FROM information_schema.columns WHERE table_name = '{table}'{schema_filter} \
+         ORDER BY table_schema, ordinal_position"
+    ))
+}
+
+const LIST_TABLES: &str = "SELECT table_schema AS schema, table_name AS name, table_type AS type \
+    FROM information_schema.tables WHERE table_schema IN ('context', 'hakiri') \
+    ORDER BY table_schema, table_name";
+
+/// Runs statements (or one backslash command) and prints their results.
+async fn run(engine: &Engine, text: &str, timing: bool) -> Result<(), Failure> {
+    let started = Instant::now();
+    let sql = match text.trim() {
+        "\\dt" | "\\d" => LIST_TABLES.to_string(),
+        t if t.starts_with("\\d ") => describe_sql(t[3..].trim())?,
+        t => t.to_string(),
+    };
+    print_outputs(engine.execute(&sql).await?, Format::Table).await?;
+    if timing {
+        println!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(())
+}
+
+/// `hakiri sql`: scripts with -c/-f (or on a non-terminal stdin), else the shell.
+pub async fn sql(
+    engine: &Engine,
+    root: &Path,
+    commands: Vec<String>,
+    file: Option<PathBuf>,
+) -> Result<(), Failure> {
+    if !commands.is_empty() || file.is_some() {
+        for command in &commands {
+            run(engine, command, false).await?;
+        }
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(&file).map_err(|e| Failure {
+                code: 2,
+                message: format!("cannot read {}: {e}", file.display()),
+            })?;
+            run(engine, &text, false).await?;
+        }
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        return run(engine, &text, false).await;
+    }
+    interactive(engine, root).await
+}
+
+async fn interactive(engine: &Engine, root: &Path) -> Result<(), Failure> {
+    let names = Arc::new(Names::default());
+    refresh(engine, &names).await;
+    let mut editor: Editor<Shell, DefaultHistory> = Editor::new().map_err(|e| Failure {
+        code: 1,
+        message: format!("cannot start the shell: {e}"),
+    })?;
+    editor.set_helper(Some(Shell {
+        names: names.clone(),
+    }));
+    let history = root.join(".hakiri").join("sql_history");
+    let _ = editor.load_history(&history);
+    println!("hakiri sql: statements end with ';'. \\? for help, \\q to quit.");
+    let mut timing = false;
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() {
+            "hakiri> "
+        } else {
+            "   ...> "
+        };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                buffer.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("reading input: {e}"),
+                });
+            }
+        };
+        let trimmed = line.trim();
+        if buffer.is_empty() && trimmed.starts_with('\\') {
+            let _ = editor.add_history_entry(trimmed);
+            match trimmed {
+                "\\q" => break,
+                "\\?" => println!("{HELP}"),
+                "\\timing" => {
+                    timing = !timing;
+                    println!("Timing is {}.", if timing { "on" } else { "off" });
+                }
+                command => {
+                    if let Err(f) = run(engine, command, timing).await {
+                        eprintln!("error: {}", f.message);
+                    }
+                }
+            }
+            continue;
+        }
+        if trimmed.is_empty() && buffer.is_empty() {
+            continue;
+        }
+        buffer.push_str(&line);
+        buffer.push('\n');
+        if !buffer.trim_end().ends_with(';') {
+            continue;
+        }
+        let statement = std::mem::take(&mut buffer);
+        let _ = editor.add_history_entry(statement.trim());
+        if let Err(f) = run(engine, &statement, timing).await {
+            eprintln!("error: {}", f.message);
+        }
+        refresh(engine, &names).await;
+    }
+    let _ = editor.save_history(&history);
+    Ok(())
+}
