@@ -176,12 +176,8 @@ impl Server {
 
     /// Debian's httpbin (package python3-httpbin) on a free port.
     pub fn httpbin() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = Command::new("/usr/bin/python3")
+        let port = free_port();
+        let mut child = Command::new("/usr/bin/python3")
             .args([
                 "-m",
                 "httpbin.core",
@@ -194,16 +190,8 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start httpbin: install the Debian package python3-httpbin");
-        let server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "httpbin did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
+        wait_for_port("httpbin", port, &mut child);
+        Server { child, port }
     }
 }
 
@@ -498,11 +486,7 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             dir.path().display()

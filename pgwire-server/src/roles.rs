@@ -30,7 +30,14 @@ pub(crate) fn role_of(users: &[User], client: &(dyn ClientInfo + Send + Sync)) -
         .map_or(Role::ReadOnly, |u| u.role)
 }
 
-pub(crate) fn refuse(user: &str, what: &str) -> PgWireError {
+/// The refusal of `statement` (its text) for a read-only user, named by its first words.
+pub(crate) fn refuse(user: &str, statement: &str) -> PgWireError {
+    let what = statement
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase();
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
         INSUFFICIENT_PRIVILEGE.into(),
@@ -72,16 +79,6 @@ fn readable(statement: &Statement) -> bool {
     )
 }
 
-fn first_words(statement: &Statement) -> String {
-    statement
-        .to_string()
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_ascii_uppercase()
-}
-
 /// The first hook of every statement, on both protocols.
 pub(crate) struct RoleHook {
     pub(crate) users: Arc<Vec<User>>,
@@ -97,7 +94,7 @@ impl RoleHook {
             return Ok(());
         }
         let user = client.metadata().get("user").cloned().unwrap_or_default();
-        Err(refuse(&user, &first_words(statement)))
+        Err(refuse(&user, &statement.to_string()))
     }
 }
 

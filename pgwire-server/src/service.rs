@@ -154,9 +154,7 @@ impl HakiriService {
         user: &str,
     ) -> PgWireResult<Response> {
         if role != Role::Admin && !readable(&statement) {
-            let what = statement.to_string();
-            let what: Vec<&str> = what.split_whitespace().take(2).collect();
-            return Err(refuse(user, &what.join(" ").to_ascii_uppercase()));
+            return Err(refuse(user, &statement.to_string()));
         }
         let tag = tag_of(&statement);
         match self

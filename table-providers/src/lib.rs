@@ -14,6 +14,17 @@ use std::sync::Arc;
 use datafusion::catalog::TableProviderFactory;
 use hakiri_engine::ports::Source;
 
+/// A true/false option value (also yes/no and 1/0), for every connector's flags.
+pub(crate) fn parse_flag(option: &str, value: &str) -> error::Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        other => Err(error::Error::InvalidInput(format!(
+            "option '{option}' must be true or false, got '{other}'"
+        ))),
+    }
+}
+
 /// Every built-in connector, for `EngineOptions::connectors`; relative file paths are read
 /// from `project_root`.
 pub fn connectors(project_root: &std::path::Path) -> Vec<Arc<dyn Source>> {

@@ -104,15 +104,11 @@ struct Settings {
 }
 
 fn flag(spec: &SourceSpec, name: &str) -> Result<Option<bool>> {
-    match spec.options.get(name).map(|v| v.to_ascii_lowercase()) {
-        None => Ok(None),
-        Some(v) if v == "true" => Ok(Some(true)),
-        Some(v) if v == "false" => Ok(Some(false)),
-        Some(v) => Err(Error::InvalidInput(format!(
-            "option '{name}' of source '{}' must be true or false, not '{v}'",
-            spec.name
-        ))),
-    }
+    spec.options
+        .get(name)
+        .map(|v| crate::parse_flag(name, v))
+        .transpose()
+        .map_err(|e| Error::InvalidInput(format!("source '{}' (type s3): {e}", spec.name)))
 }
 
 fn get(spec: &SourceSpec, name: &str) -> Result<Option<String>> {

@@ -343,15 +343,7 @@ impl HttpTableOptions {
                     None => entry.param = v.clone(),
                     Some("format") => entry.format = Some(v.clone()),
                     _ => {
-                        entry.exact = match v.to_ascii_lowercase().as_str() {
-                            "true" | "yes" | "1" => true,
-                            "false" | "no" | "0" => false,
-                            other => {
-                                return Err(Error::InvalidInput(format!(
-                                    "option '{k}' must be true or false, got '{other}'"
-                                )));
-                            }
-                        }
+                        entry.exact = crate::parse_flag(k, v)?;
                     }
                 }
             }
