@@ -411,11 +411,17 @@ impl Engine {
             .into_iter()
             .map(|s| (s.name.clone(), s))
             .collect();
+        // An entry already in the catalog still has to be in this session: another process
+        // may have written it between this engine loading the catalog and this sync.
         for s in sources {
             match current_sources.get(&s.name) {
                 None => changes.sources_added.push(s.name.clone()),
                 Some(cur) if cur != s => changes.sources_changed.push(s.name.clone()),
-                Some(_) => continue,
+                Some(_) if read(&self.sources).get(&s.name) == Some(s) => continue,
+                Some(_) => {
+                    self.register_source(s)?;
+                    continue;
+                }
             }
             if apply {
                 self.catalog.upsert_source(s, now)?;
@@ -443,7 +449,10 @@ impl Engine {
             match current.get(&p.name) {
                 None => changes.pipelines_added.push(p.name.clone()),
                 Some(cur) if cur != p => changes.pipelines_changed.push(p.name.clone()),
-                Some(_) => continue,
+                Some(_) => {
+                    write(&self.pipelines).insert(p.name.clone(), p.clone());
+                    continue;
+                }
             }
             if apply {
                 self.catalog.upsert_pipeline(p, now)?;
@@ -771,5 +780,38 @@ impl Engine {
             cursor_is_initial,
             pushdown,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Origin, SchemaPolicy, WriteMode};
+
+    /// Regression: `hakiri run` and `hakiri query` started together. The second process to
+    /// sync found the first one's pipeline already in the catalog, skipped it as unchanged,
+    /// and its own session never learned it ("no pipeline named 'slow'").
+    #[test]
+    fn a_sync_after_another_process_wrote_the_catalog_still_loads_the_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = PipelineSpec {
+            name: "slow".into(),
+            sql: "INSERT INTO context.slow SELECT 1 AS x".into(),
+            target: "slow".into(),
+            cursor: None,
+            mode: WriteMode::default(),
+            key: vec![],
+            on_schema_change: SchemaPolicy::default(),
+            checkpoint_pages: None,
+            origin: Origin::Manifest,
+        };
+        let late = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        let early = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+        let changes = early.sync_manifest(&[], std::slice::from_ref(&slow), true).unwrap();
+        assert_eq!(changes.pipelines_added, vec!["slow".to_string()]);
+
+        let changes = late.sync_manifest(&[], std::slice::from_ref(&slow), true).unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(late.pipeline("slow").unwrap(), slow);
     }
 }

@@ -323,6 +323,9 @@ sql = "INSERT INTO context.drift_discard SELECT * FROM api.drift"
 fn a_second_run_of_a_running_pipeline_names_the_holder() {
     let server = Server::paged();
     server.get("/admin/grow?n=100");
+    // Pages wait at the server's gate until the second run has been refused: the first run
+    // stays in flight however slow the machine is.
+    server.get("/admin/hold");
     let p = project(
         &server,
         r#"
@@ -330,7 +333,7 @@ fn a_second_run_of_a_running_pipeline_names_the_holder() {
 path = "/grow"
 records = "items"
 pagination = "next_url"
-query = { size = "10", delay_ms = "500" }
+query = { size = "10", hold = "1" }
 schema = "id bigint, name text, amount bigint"
 
 [pipelines.slow]
@@ -366,6 +369,7 @@ sql = "INSERT INTO context.slow SELECT * FROM api.grow"
         "{}",
         second.stderr
     );
+    server.get("/admin/release");
     assert!(first.wait().expect("wait").success());
     let runs = p.query_csv("select status, rows_written from hakiri.runs");
     assert_eq!(runs, vec!["succeeded,100"]);
