@@ -62,10 +62,13 @@ pub fn without_cargo_test_env(cmd: &mut Command) {
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
+    // `cargo test` sets CARGO_MANIFEST_DIR when it runs a test; prefer it to the compiled-in
+    // path, which is stale when two checkouts share one target folder (cargo reuses this
+    // library's artifact across them, and fixtures would be read from the other checkout).
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().expect("repo root").to_path_buf()
 }
 
 /// A command's outcome, with stdout and stderr as text.

@@ -807,10 +807,14 @@ mod tests {
         };
         let late = Engine::open(dir.path(), EngineOptions::default()).unwrap();
         let early = Engine::open(dir.path(), EngineOptions::default()).unwrap();
-        let changes = early.sync_manifest(&[], std::slice::from_ref(&slow), true).unwrap();
+        let changes = early
+            .sync_manifest(&[], std::slice::from_ref(&slow), true)
+            .unwrap();
         assert_eq!(changes.pipelines_added, vec!["slow".to_string()]);
 
-        let changes = late.sync_manifest(&[], std::slice::from_ref(&slow), true).unwrap();
+        let changes = late
+            .sync_manifest(&[], std::slice::from_ref(&slow), true)
+            .unwrap();
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(late.pipeline("slow").unwrap(), slow);
     }

@@ -8,6 +8,7 @@
 //! bound address (port 0 in tests) is known.
 
 mod auth;
+mod cursors;
 mod roles;
 mod service;
 

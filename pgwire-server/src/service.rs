@@ -15,7 +15,11 @@ use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::{QueryResponse, Response, Tag};
+use datafusion_postgres::pgwire::api::results::{
+    DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response, Tag,
+};
+use datafusion_postgres::pgwire::api::stmt::{QueryParser, StoredStatement};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -27,6 +31,7 @@ use hakiri_engine::types::Role;
 use hakiri_engine::{Engine, Error, ErrorCategory, Output};
 
 use crate::User;
+use crate::cursors::{DeclareHook, Described, no_such_cursor};
 use crate::roles::{RoleHook, refuse, role_of};
 
 /// Serves one Hakiri engine to every connection.
@@ -52,6 +57,7 @@ impl HakiriService {
             Arc::new(RoleHook {
                 users: users.clone(),
             }),
+            Arc::new(DeclareHook),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -259,5 +265,78 @@ impl ExtendedQueryHandler for HakiriService {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows).await
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        client: &mut C,
+        target: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let described =
+            ExtendedQueryHandler::do_describe_statement(self.df.as_ref(), client, target).await?;
+        let fields = match Described::of(&target.statement.1) {
+            Described::Plan => return Ok(described),
+            Described::NoRows => vec![],
+            Described::CursorRows(name) => self.cursor_fields(client, name)?,
+        };
+        Ok(DescribeStatementResponse::new(described.parameters, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        target: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        match Described::of(&target.statement.statement.1) {
+            Described::Plan => {
+                ExtendedQueryHandler::do_describe_portal(self.df.as_ref(), client, target).await
+            }
+            Described::NoRows => Ok(DescribePortalResponse::no_data()),
+            Described::CursorRows(name) => Ok(DescribePortalResponse::new(
+                self.cursor_fields(client, name)?,
+            )),
+        }
+    }
+}
+
+impl HakiriService {
+    /// The columns of cursor `name`, as its `FETCH`es send them (text, as DECLARE encoded).
+    fn cursor_fields<C>(&self, client: &C, name: &str) -> PgWireResult<Vec<FieldInfo>>
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore<Statement = <Self as ExtendedQueryHandler>::Statement>,
+    {
+        let entry = client
+            .portal_store()
+            .get_portal(name)
+            .ok_or_else(|| no_such_cursor(name))?;
+        match entry.value() {
+            Some(cursor) => self
+                .query_parser()
+                .get_result_schema(&cursor.statement.statement, Some(&Format::UnifiedText)),
+            None => Ok(vec![]),
+        }
     }
 }
