@@ -537,26 +537,36 @@ impl Engine {
                 write(&self.pipelines).remove(&name);
                 Ok(Output::Message(format!("pipeline {name} dropped")))
             }
-            HakiriStatement::ShowPipelines => self.query(
-                "SELECT name, target_table, write_mode, cursor_kind, cursor_column, origin, sql FROM hakiri.pipelines ORDER BY name",
-            ).await.map(Output::Stream),
-            HakiriStatement::ShowSources => self
-                .query("SELECT name, type, origin FROM hakiri.sources ORDER BY name")
-                .await
-                .map(Output::Stream),
-            HakiriStatement::ShowCreatePipeline { name } => {
-                self.pipeline(&name)?;
-                // `name` passed validate_name in the parser: safe to splice.
-                self.query(&format!(
-                    "SELECT definition FROM hakiri.pipelines WHERE name = '{name}'"
-                ))
-                .await
-                .map(Output::Stream)
+            HakiriStatement::ShowCreatePipeline { ref name } => {
+                self.pipeline(name)?;
+                self.show_rows(&stmt).await
+            }
+            HakiriStatement::ShowPipelines | HakiriStatement::ShowSources => {
+                self.show_rows(&stmt).await
             }
             HakiriStatement::PlanPipeline { name } => self.plan_pipeline(&name).await.map(Output::Plan),
             HakiriStatement::RunPipeline { name } => self.run_pipeline(&name, &|_| {}).await.map(Output::Run),
             HakiriStatement::DataFusion(stmt) => self.run_datafusion(*stmt).await.map(Output::Stream),
         }
+    }
+
+    /// The query over the state tables that answers a `SHOW` statement; `None` for others.
+    pub fn show_query(stmt: &HakiriStatement) -> Option<String> {
+        Some(match stmt {
+            HakiriStatement::ShowPipelines => "SELECT name, target_table, write_mode, cursor_kind, cursor_column, origin, sql FROM hakiri.pipelines ORDER BY name".into(),
+            HakiriStatement::ShowSources => "SELECT name, type, origin FROM hakiri.sources ORDER BY name".into(),
+            // `name` passed validate_name in the parser: safe to splice.
+            HakiriStatement::ShowCreatePipeline { name } => {
+                format!("SELECT definition FROM hakiri.pipelines WHERE name = '{name}'")
+            }
+            _ => return None,
+        })
+    }
+
+    async fn show_rows(&self, stmt: &HakiriStatement) -> Result<Output> {
+        let sql = Self::show_query(stmt)
+            .ok_or_else(|| Error::Internal(format!("not a SHOW statement: {stmt}")))?;
+        self.query(&sql).await.map(Output::Stream)
     }
 
     /// Runs one query and streams its rows.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
@@ -24,7 +24,8 @@ use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use datafusion_postgres::{DfSessionService, QueryHook};
+use datafusion_postgres::pgwire::api::Type;
+use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::{StreamExt, stream};
 use hakiri_engine::sql::{HakiriStatement, parse_statements};
 use hakiri_engine::types::Role;
@@ -39,6 +40,7 @@ pub struct HakiriService {
     engine: Arc<Engine>,
     users: Arc<Vec<User>>,
     df: Arc<DfSessionService>,
+    parser: Arc<HakiriParser>,
 }
 
 impl HakiriService {
@@ -62,8 +64,12 @@ impl HakiriService {
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];
+        let df = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         HakiriService {
-            df: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+            parser: Arc::new(HakiriParser {
+                df: df.query_parser(),
+            }),
+            df,
             engine,
             users,
         }
@@ -78,6 +84,62 @@ fn hakiri_statements(query: &str) -> Option<Vec<HakiriStatement>> {
         .iter()
         .any(|s| !matches!(s, HakiriStatement::DataFusion(_)))
         .then_some(statements)
+}
+
+/// The one Hakiri statement of an extended-protocol statement, which [`HakiriParser`] stored
+/// as text without a plan.
+fn hakiri_statement_of(
+    statement: &<HakiriParser as QueryParser>::Statement,
+) -> Option<HakiriStatement> {
+    match statement {
+        (text, None) => hakiri_statements(text)?.into_iter().next(),
+        _ => None,
+    }
+}
+
+/// datafusion-postgres's parser, except that Hakiri's own statements (which DataFusion
+/// cannot plan) are kept as text, for `do_query` to hand to the engine.
+pub struct HakiriParser {
+    df: Arc<Parser>,
+}
+
+#[async_trait]
+impl QueryParser for HakiriParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        match hakiri_statements(sql) {
+            Some(statements) if statements.len() > 1 => Err(PgWireError::UserError(Box::new(
+                ErrorInfo::new(
+                    "ERROR".into(),
+                    "42601".into(),
+                    "cannot insert multiple commands into a prepared statement".into(),
+                ),
+            ))),
+            Some(_) => Ok(Some((sql.to_string(), None))),
+            None => self.df.parse_sql(client, sql, types).await,
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.df.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.df.get_result_schema(stmt, column_format)
+    }
 }
 
 /// Statements a read-only user may run among Hakiri's.
@@ -131,9 +193,24 @@ fn rows(stream: SendableRecordBatchStream) -> PgWireResult<Response> {
     Ok(Response::Query(QueryResponse::new(fields, data)))
 }
 
+/// The row `RUN PIPELINE` answers with.
+fn run_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("rows_written", DataType::UInt64, false),
+        Field::new("cursor_end", DataType::Utf8, true),
+    ]))
+}
+
+fn plan_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]))
+}
+
 /// One text column of lines.
-fn lines(column: &str, lines: Vec<String>) -> PgWireResult<Response> {
-    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+fn lines(lines: Vec<String>) -> PgWireResult<Response> {
+    let schema = plan_schema();
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(lines))])
         .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     rows(Box::pin(RecordBatchStreamAdapter::new(
@@ -153,6 +230,24 @@ fn tag_of(statement: &HakiriStatement) -> &'static str {
 }
 
 impl HakiriService {
+    /// The columns a Hakiri statement answers with, for Describe on the extended protocol.
+    async fn hakiri_fields(&self, statement: &HakiriStatement) -> PgWireResult<Vec<FieldInfo>> {
+        let schema = match statement {
+            HakiriStatement::RunPipeline { .. } => run_schema(),
+            HakiriStatement::PlanPipeline { .. } => plan_schema(),
+            other => match Engine::show_query(other) {
+                Some(sql) => {
+                    let df = self.engine.session().sql(&sql).await.map_err(|e| {
+                        PgWireError::ApiError(Box::new(e))
+                    })?;
+                    Arc::new(df.schema().as_arrow().clone())
+                }
+                None => return Ok(vec![]),
+            },
+        };
+        arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)
+    }
+
     async fn hakiri_statement(
         &self,
         statement: HakiriStatement,
@@ -171,18 +266,9 @@ impl HakiriService {
         {
             Output::Stream(stream) => rows(stream),
             Output::Message(_) => Ok(Response::Execution(Tag::new(tag))),
-            Output::Plan(plan) => lines(
-                "plan",
-                plan.physical_plan.lines().map(str::to_string).collect(),
-            ),
+            Output::Plan(plan) => lines(plan.physical_plan.lines().map(str::to_string).collect()),
             Output::Run(run) => {
-                let schema = Arc::new(Schema::new(vec![
-                    Field::new("run_id", DataType::Utf8, false),
-                    Field::new("pipeline", DataType::Utf8, false),
-                    Field::new("status", DataType::Utf8, false),
-                    Field::new("rows_written", DataType::UInt64, false),
-                    Field::new("cursor_end", DataType::Utf8, true),
-                ]));
+                let schema = run_schema();
                 let batch = RecordBatch::try_new(
                     schema.clone(),
                     vec![
@@ -241,10 +327,10 @@ impl SimpleQueryHandler for HakiriService {
 #[async_trait]
 impl ExtendedQueryHandler for HakiriService {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = HakiriParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.df.query_parser()
+        self.parser.clone()
     }
 
     async fn do_query<C>(
@@ -264,6 +350,11 @@ impl ExtendedQueryHandler for HakiriService {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(statement) = hakiri_statement_of(&portal.statement.statement) {
+            let role = role_of(&self.users, client);
+            let user = client.metadata().get("user").cloned().unwrap_or_default();
+            return self.hakiri_statement(statement, role, &user).await;
+        }
         ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows).await
     }
 
@@ -283,6 +374,10 @@ impl ExtendedQueryHandler for HakiriService {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(statement) = hakiri_statement_of(&target.statement) {
+            let fields = self.hakiri_fields(&statement).await?;
+            return Ok(DescribeStatementResponse::new(vec![], fields));
+        }
         let described =
             ExtendedQueryHandler::do_describe_statement(self.df.as_ref(), client, target).await?;
         let fields = match Described::of(&target.statement.1) {
@@ -309,6 +404,9 @@ impl ExtendedQueryHandler for HakiriService {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(statement) = hakiri_statement_of(&target.statement.statement) {
+            return Ok(DescribePortalResponse::new(self.hakiri_fields(&statement).await?));
+        }
         match Described::of(&target.statement.statement.1) {
             Described::Plan => {
                 ExtendedQueryHandler::do_describe_portal(self.df.as_ref(), client, target).await
