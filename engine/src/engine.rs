@@ -486,10 +486,17 @@ impl Engine {
     pub async fn execute_statement(&self, stmt: HakiriStatement) -> Result<Output> {
         let now = self.clock.now();
         match stmt {
-            HakiriStatement::CreateSource { spec, or_replace, if_not_exists } => {
+            HakiriStatement::CreateSource {
+                spec,
+                or_replace,
+                if_not_exists,
+            } => {
                 let exists = read(&self.sources).contains_key(&spec.name);
                 if exists && if_not_exists {
-                    return Ok(Output::Message(format!("source {} exists; nothing changed", spec.name)));
+                    return Ok(Output::Message(format!(
+                        "source {} exists; nothing changed",
+                        spec.name
+                    )));
                 }
                 if exists && !or_replace {
                     return Err(Error::AlreadyExists(format!(
@@ -505,7 +512,9 @@ impl Engine {
             HakiriStatement::DropSource { name, if_exists } => {
                 if !read(&self.sources).contains_key(&name) {
                     if if_exists {
-                        return Ok(Output::Message(format!("source {name} does not exist; nothing changed")));
+                        return Ok(Output::Message(format!(
+                            "source {name} does not exist; nothing changed"
+                        )));
                     }
                     return Err(Error::NotFound(format!("no source named '{name}' to drop")));
                 }
@@ -529,7 +538,9 @@ impl Engine {
             HakiriStatement::DropPipeline { name, if_exists } => {
                 if !read(&self.pipelines).contains_key(&name) {
                     if if_exists {
-                        return Ok(Output::Message(format!("pipeline {name} does not exist; nothing changed")));
+                        return Ok(Output::Message(format!(
+                            "pipeline {name} does not exist; nothing changed"
+                        )));
                     }
                     return Err(self.pipeline(&name).unwrap_err());
                 }
@@ -544,9 +555,15 @@ impl Engine {
             HakiriStatement::ShowPipelines | HakiriStatement::ShowSources => {
                 self.show_rows(&stmt).await
             }
-            HakiriStatement::PlanPipeline { name } => self.plan_pipeline(&name).await.map(Output::Plan),
-            HakiriStatement::RunPipeline { name } => self.run_pipeline(&name, &|_| {}).await.map(Output::Run),
-            HakiriStatement::DataFusion(stmt) => self.run_datafusion(*stmt).await.map(Output::Stream),
+            HakiriStatement::PlanPipeline { name } => {
+                self.plan_pipeline(&name).await.map(Output::Plan)
+            }
+            HakiriStatement::RunPipeline { name } => {
+                self.run_pipeline(&name, &|_| {}).await.map(Output::Run)
+            }
+            HakiriStatement::DataFusion(stmt) => {
+                self.run_datafusion(*stmt).await.map(Output::Stream)
+            }
         }
     }
 

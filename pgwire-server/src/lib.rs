@@ -8,6 +8,7 @@
 //! bound address (port 0 in tests) is known.
 
 mod auth;
+mod cancel;
 mod cursors;
 mod roles;
 mod service;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use datafusion_postgres::pgwire::api::PgWireServerHandlers;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
-use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::cancel::CancelHandler;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::{ConnectionManager, ErrorHandler};
 use datafusion_postgres::pgwire::tokio::process_socket;
@@ -27,6 +28,7 @@ use hakiri_engine::types::{Role, UserSpec};
 use hakiri_engine::{Engine, Error, Result};
 use tokio::net::TcpListener;
 
+use cancel::Cancels;
 pub use service::HakiriService;
 
 /// The default Postgres wire address.
@@ -74,7 +76,7 @@ struct Handlers {
     service: Arc<HakiriService>,
     users: Arc<Vec<User>>,
     connections: Arc<ConnectionManager>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<Cancels>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -162,10 +164,11 @@ impl Server {
         })?;
         let connections = Arc::new(ConnectionManager::new());
         let users = Arc::new(options.users);
+        let cancels = Arc::new(Cancels::new(connections.clone()));
         let handlers = Arc::new(Handlers {
-            service: Arc::new(HakiriService::new(engine, users.clone())),
+            service: Arc::new(HakiriService::new(engine, users.clone(), cancels.clone())),
             users,
-            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            cancel: cancels,
             connections,
         });
         Ok(Server {

@@ -13,6 +13,7 @@ use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::{
@@ -24,7 +25,6 @@ use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::{StreamExt, stream};
 use hakiri_engine::sql::{HakiriStatement, parse_statements};
@@ -32,6 +32,7 @@ use hakiri_engine::types::Role;
 use hakiri_engine::{Engine, Error, ErrorCategory, Output};
 
 use crate::User;
+use crate::cancel::Cancels;
 use crate::cursors::{DeclareHook, Described, no_such_cursor};
 use crate::roles::{RoleHook, refuse, role_of};
 
@@ -41,10 +42,11 @@ pub struct HakiriService {
     users: Arc<Vec<User>>,
     df: Arc<DfSessionService>,
     parser: Arc<HakiriParser>,
+    cancels: Arc<Cancels>,
 }
 
 impl HakiriService {
-    pub fn new(engine: Arc<Engine>, users: Arc<Vec<User>>) -> Self {
+    pub fn new(engine: Arc<Engine>, users: Arc<Vec<User>>, cancels: Arc<Cancels>) -> Self {
         let ctx = Arc::new(engine.session().clone());
         // pg_catalog over the engine's catalogs (context, hakiri and the sources), for
         // psql's \d and the introspection queries of drivers and BI tools.
@@ -72,6 +74,7 @@ impl HakiriService {
             df,
             engine,
             users,
+            cancels,
         }
     }
 }
@@ -117,13 +120,13 @@ impl QueryParser for HakiriParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         match hakiri_statements(sql) {
-            Some(statements) if statements.len() > 1 => Err(PgWireError::UserError(Box::new(
-                ErrorInfo::new(
+            Some(statements) if statements.len() > 1 => {
+                Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "ERROR".into(),
                     "42601".into(),
                     "cannot insert multiple commands into a prepared statement".into(),
-                ),
-            ))),
+                ))))
+            }
             Some(_) => Ok(Some((sql.to_string(), None))),
             None => self.df.parse_sql(client, sql, types).await,
         }
@@ -237,9 +240,12 @@ impl HakiriService {
             HakiriStatement::PlanPipeline { .. } => plan_schema(),
             other => match Engine::show_query(other) {
                 Some(sql) => {
-                    let df = self.engine.session().sql(&sql).await.map_err(|e| {
-                        PgWireError::ApiError(Box::new(e))
-                    })?;
+                    let df = self
+                        .engine
+                        .session()
+                        .sql(&sql)
+                        .await
+                        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
                     Arc::new(df.schema().as_arrow().clone())
                 }
                 None => return Ok(vec![]),
@@ -303,6 +309,25 @@ impl SimpleQueryHandler for HakiriService {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        let mut responses = self.simple_query(client, query).await?;
+        self.cancels.watch(client, &mut responses);
+        Ok(responses)
+    }
+}
+
+impl HakiriService {
+    async fn simple_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
         let Some(statements) = hakiri_statements(query) else {
             return SimpleQueryHandler::do_query(self.df.as_ref(), client, query).await;
         };
@@ -350,12 +375,20 @@ impl ExtendedQueryHandler for HakiriService {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(statement) = hakiri_statement_of(&portal.statement.statement) {
-            let role = role_of(&self.users, client);
-            let user = client.metadata().get("user").cloned().unwrap_or_default();
-            return self.hakiri_statement(statement, role, &user).await;
-        }
-        ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows).await
+        let response = match hakiri_statement_of(&portal.statement.statement) {
+            Some(statement) => {
+                let role = role_of(&self.users, client);
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                self.hakiri_statement(statement, role, &user).await?
+            }
+            None => {
+                ExtendedQueryHandler::do_query(self.df.as_ref(), client, portal, max_rows).await?
+            }
+        };
+        let mut responses = [response];
+        self.cancels.watch(client, &mut responses);
+        let [response] = responses;
+        Ok(response)
     }
 
     async fn do_describe_statement<C>(
@@ -405,7 +438,9 @@ impl ExtendedQueryHandler for HakiriService {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         if let Some(statement) = hakiri_statement_of(&target.statement.statement) {
-            return Ok(DescribePortalResponse::new(self.hakiri_fields(&statement).await?));
+            return Ok(DescribePortalResponse::new(
+                self.hakiri_fields(&statement).await?,
+            ));
         }
         match Described::of(&target.statement.statement.1) {
             Described::Plan => {

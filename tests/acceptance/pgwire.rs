@@ -178,6 +178,7 @@ fn psycopg_parameters_server_side_cursor_and_fifty_concurrent_connections() {
     for check in [
         "parameterized ok",
         "server-side cursor ok: 200000 rows",
+        "cancel ok",
         "roles ok",
         "concurrent ok: 50 connections",
     ] {
