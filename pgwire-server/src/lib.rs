@@ -12,6 +12,7 @@ mod cancel;
 mod cursors;
 mod roles;
 mod service;
+mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -35,6 +35,7 @@ use crate::User;
 use crate::cancel::Cancels;
 use crate::cursors::{DeclareHook, Described, no_such_cursor};
 use crate::roles::{RoleHook, refuse, role_of};
+use crate::settings::SharedSettingsHook;
 
 /// Serves one Hakiri engine to every connection.
 pub struct HakiriService {
@@ -63,6 +64,7 @@ impl HakiriService {
             }),
             Arc::new(DeclareHook),
             Arc::new(CursorStatementHook),
+            Arc::new(SharedSettingsHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];

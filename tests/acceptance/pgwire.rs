@@ -98,6 +98,22 @@ fn psql_lists_describes_and_queries_and_roles_are_enforced() {
     let ids: Vec<&str> = out.lines().filter(|l| l.parse::<u32>().is_ok()).collect();
     assert_eq!(ids, ["1", "2", "3", "4", "5"], "{out}");
 
+    // One connection's SET of a DataFusion option does not reach the others (regression:
+    // datafusion-postgres applied it to the session every connection shares).
+    let set = psql(&analyst, &["-c", "SET datafusion.execution.batch_size = 1"]).ok();
+    assert!(set.stderr.contains("was ignored"), "{}", set.stderr);
+    let out = psql(
+        &analyst,
+        &[
+            "-At",
+            "-c",
+            "select value from information_schema.df_settings where name = 'datafusion.execution.batch_size'",
+        ],
+    )
+    .ok()
+    .stdout;
+    assert_eq!(out.trim(), "8192");
+
     // A wrong password is refused (SQLSTATE 28P01), and so is an unknown user.
     let wrong = psql(&server.url("analyst", "nope"), &["-c", "select 1"]);
     assert_ne!(wrong.code, 0);
@@ -204,4 +220,69 @@ fn bi_tool_and_driver_startup_queries_succeed() {
     for client in ["dbeaver", "metabase", "grafana", "pgadbc", "pgcli"] {
         assert!(stdout.contains(&format!("{client}: ")), "{stdout}");
     }
+}
+
+#[test]
+fn tls_from_certificate_files() {
+    let p = project();
+    let dir = p.path();
+    let openssl = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=hakiri-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .output()
+        .expect("run openssl");
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    let manifest = std::fs::read_to_string(dir.join("hakiri.toml")).unwrap();
+    std::fs::write(
+        dir.join("hakiri.toml"),
+        format!("{manifest}\n[serve]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n"),
+    )
+    .unwrap();
+    let server = HakiriServer::start(dir, &ENV);
+    // verify-full: the client checks the server's certificate against ours, name included.
+    let url = server.url("analyst", "analyst-secret").replace(
+        "sslmode=disable",
+        &format!(
+            "sslmode=verify-full&sslrootcert={}",
+            dir.join("cert.pem").display()
+        ),
+    );
+    let out = psql(&url, &["-At", "-c", "select count(*) from events"])
+        .ok()
+        .stdout;
+    assert_eq!(out.trim(), "1000");
+    let check = std::process::Command::new(venv_bin("python"))
+        .args([
+            "-c",
+            "import psycopg, sys\nwith psycopg.connect(sys.argv[1]) as c:\n    print(c.pgconn.ssl_in_use)",
+            &url,
+        ])
+        .output()
+        .expect("run python");
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        "True",
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
