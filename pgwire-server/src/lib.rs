@@ -9,6 +9,7 @@
 
 mod auth;
 mod cancel;
+mod compat;
 mod cursors;
 mod roles;
 mod service;

@@ -33,6 +33,7 @@ use hakiri_engine::{Engine, Error, ErrorCategory, Output};
 
 use crate::User;
 use crate::cancel::Cancels;
+use crate::compat::CompatHook;
 use crate::cursors::{DeclareHook, Described, no_such_cursor};
 use crate::roles::{RoleHook, refuse, role_of};
 use crate::settings::SharedSettingsHook;
@@ -67,6 +68,7 @@ impl HakiriService {
             Arc::new(SharedSettingsHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
+            Arc::new(CompatHook),
         ];
         let df = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         HakiriService {

@@ -217,7 +217,9 @@ fn bi_tool_and_driver_startup_queries_succeed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    for client in ["dbeaver", "metabase", "grafana", "pgadbc", "pgcli"] {
+    for client in [
+        "dbeaver", "metabase", "grafana", "pgadbc", "pgcli", "npgsql",
+    ] {
         assert!(stdout.contains(&format!("{client}: ")), "{stdout}");
     }
 }
