@@ -195,6 +195,7 @@ fn psycopg_parameters_server_side_cursor_and_fifty_concurrent_connections() {
         "parameterized ok",
         "server-side cursor ok: 200000 rows",
         "cancel ok",
+        "no blocking ok",
         "roles ok",
         "concurrent ok: 50 connections",
     ] {
