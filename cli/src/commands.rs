@@ -39,6 +39,22 @@ fn project_root(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
+/// `HAKIRI_NOW=<RFC 3339 instant>` fixes the time the engine sees (run start times, the
+/// `_hakiri_loaded_at` column): for tests and demos that replay several days.
+fn fixed_clock() -> Result<Option<std::sync::Arc<dyn hakiri_engine::ports::Clock>>, Failure> {
+    let Ok(at) = std::env::var("HAKIRI_NOW") else {
+        return Ok(None);
+    };
+    let at = chrono::DateTime::parse_from_rfc3339(&at).map_err(|e| {
+        config_err(format!(
+            "HAKIRI_NOW={at} is not an RFC 3339 instant ({e}); write it like 2026-11-27T09:00:00Z, or unset it to use the system clock"
+        ))
+    })?;
+    Ok(Some(std::sync::Arc::new(
+        hakiri_engine::ports::ManualClock::new(at.with_timezone(&chrono::Utc)),
+    )))
+}
+
 /// Opens the project and brings the catalog in line with the manifest (or, with `apply`
 /// false, only the session: `plan` shows the changes without writing them).
 fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Failure> {
@@ -46,7 +62,7 @@ fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Fail
     let options = EngineOptions {
         connectors: hakiri_table_providers::connectors(root),
         table_factories: hakiri_table_providers::table_factories(),
-        clock: None,
+        clock: fixed_clock()?,
     };
     let mut engine = Engine::open(root, options)?;
     hakiri_udfs::register_all(engine.session_mut()).map_err(Error::from)?;

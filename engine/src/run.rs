@@ -113,6 +113,39 @@ struct Run {
     part: u32,
     status: RunStatus,
     t0: Instant,
+    trace: RunTrace,
+}
+
+/// Where a run's time went, recorded as its `run_trace` event (what MCP's `run.trace` shows).
+#[derive(Debug, Default, Clone)]
+struct RunTrace {
+    plan: Duration,
+    /// Waiting for sources' responses, and turning them into Arrow batches (sources that
+    /// report it: HTTP).
+    fetch: Duration,
+    decode: Duration,
+    /// Encoding Parquet; commit is flushing the staged file plus the catalog transaction.
+    write: Duration,
+    commit: Duration,
+    requests: u64,
+}
+
+impl RunTrace {
+    fn message(&self, run: &Run) -> String {
+        let ms = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1000.0);
+        format!(
+            "plan={} fetch={} decode={} write={} commit={} total={} requests={} pages={} rows={}",
+            ms(self.plan),
+            ms(self.fetch),
+            ms(self.decode),
+            ms(self.write),
+            ms(self.commit),
+            ms(run.t0.elapsed()),
+            self.requests,
+            run.counters.pages,
+            run.counters.rows_written.max(run.committed_rows),
+        )
+    }
 }
 
 /// What the plan's stream produced in one execution.
@@ -132,14 +165,30 @@ impl Engine {
         name: &str,
         progress: &(dyn Fn(&RunProgress) + Send + Sync),
     ) -> Result<RunSummary> {
+        self.run_pipeline_as(name, self.new_run_id(name), progress)
+            .await
+    }
+
+    /// A fresh run id for `pipeline`: its name, the start time and a random suffix.
+    pub fn new_run_id(&self, pipeline: &str) -> String {
+        format!(
+            "{}-{}-{}",
+            pipeline,
+            self.clock().now().format("%Y%m%dT%H%M%S%3fZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    }
+
+    /// [`Engine::run_pipeline`] under a run id the caller chose (from
+    /// [`Engine::new_run_id`]), so it can follow the run while it goes.
+    pub async fn run_pipeline_as(
+        &self,
+        name: &str,
+        run_id: String,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<RunSummary> {
         let spec = self.pipeline(name)?;
         let started_at = self.clock().now();
-        let run_id = format!(
-            "{}-{}-{}",
-            spec.name,
-            started_at.format("%Y%m%dT%H%M%S%3fZ"),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
         let (cursor, cursor_is_initial) = self.start_cursor(&spec)?;
         let now = self.clock().now();
         self.catalog().begin_run(
@@ -166,8 +215,19 @@ impl Engine {
             part: 0,
             status: RunStatus::Succeeded,
             t0: Instant::now(),
+            trace: RunTrace::default(),
         };
-        match self.drive(&mut run, progress).await {
+        let outcome = self.drive(&mut run, progress).await;
+        // The trace is a record, not part of the run's result: failing to write it loses
+        // nothing the run did.
+        let _ = self.catalog().add_event(
+            self.clock().now(),
+            "run_trace",
+            &run.spec.name,
+            &run.trace.message(&run),
+            Some(&run.run_id),
+        );
+        match outcome {
             Ok(()) => Ok(RunSummary {
                 run_id: run.run_id,
                 pipeline: run.spec.name.clone(),
@@ -215,9 +275,11 @@ impl Engine {
     ) -> Result<()> {
         let mut replans = 0;
         'plan: loop {
+            let planning = Instant::now();
             let plan = self
                 .physical_plan(&run.spec, run.cursor.as_deref(), !run.cursor_is_initial)
                 .await?;
+            run.trace.plan += planning.elapsed();
             loop {
                 let rc = Arc::new(self.run_context(run));
                 match self.run_part(run, &plan, &rc, progress).await {
@@ -281,10 +343,16 @@ impl Engine {
         let old_files = self.catalog().table_files(&spec.target)?;
         let table_schema = self.store().table_schema(&old_files)?;
         let (pages_before, bytes_before) = source_metrics(plan);
+        let traced_before = source_trace(plan);
         let discarded_before = run.counters.rows_discarded;
         let part = self
             .stream_part(run, plan, rc, table_schema.as_ref(), progress)
-            .await?;
+            .await;
+        let traced = source_trace(plan);
+        run.trace.fetch += traced.0.saturating_sub(traced_before.0);
+        run.trace.decode += traced.1.saturating_sub(traced_before.1);
+        run.trace.requests += traced.2.saturating_sub(traced_before.2);
+        let part = part?;
         let (pages, bytes) = source_metrics(plan);
         let report = rc.report();
         run.counters.pages += pages - pages_before;
@@ -424,7 +492,10 @@ impl Engine {
             at: now,
             finish: done.then_some(RunStatus::Succeeded),
         };
-        if let Err(e) = self.catalog().commit(&commit) {
+        let committing = Instant::now();
+        let committed = self.catalog().commit(&commit);
+        run.trace.commit += committing.elapsed();
+        if let Err(e) = committed {
             self.remove_files(&files);
             return Err(e);
         }
@@ -591,7 +662,9 @@ impl Engine {
                     out = RecordBatch::try_new(out_schema.clone(), columns)
                         .map_err(|e| Error::Internal(format!("numbering merge rows: {e}")))?;
                 }
+                let writing = Instant::now();
                 writer.write(&out)?;
+                run.trace.write += writing.elapsed();
                 rows += out.num_rows() as u64;
                 if last_report.elapsed() >= Duration::from_millis(200) {
                     last_report = Instant::now();
@@ -617,7 +690,10 @@ impl Engine {
             writer.abort();
             Vec::new()
         } else {
-            writer.finish()?
+            let finishing = Instant::now();
+            let files = writer.finish()?;
+            run.trace.commit += finishing.elapsed();
+            files
         };
         Ok(Part {
             files,
@@ -685,6 +761,35 @@ impl Engine {
             let _ = std::fs::remove_file(self.store().absolute(&f.path));
         }
     }
+}
+
+/// Sums the `fetch_time` and `decode_time` (as durations) and `requests` metrics that
+/// source scans report.
+fn source_trace(plan: &Arc<dyn ExecutionPlan>) -> (Duration, Duration, u64) {
+    let (mut fetch, mut decode, mut requests) = (0usize, 0usize, 0u64);
+    let mut stack = vec![plan.clone()];
+    while let Some(p) = stack.pop() {
+        if let Some(m) = p.metrics() {
+            fetch += m
+                .sum_by_name("fetch_time")
+                .map(|v| v.as_usize())
+                .unwrap_or(0);
+            decode += m
+                .sum_by_name("decode_time")
+                .map(|v| v.as_usize())
+                .unwrap_or(0);
+            requests += m
+                .sum_by_name("requests")
+                .map(|v| v.as_usize() as u64)
+                .unwrap_or(0);
+        }
+        stack.extend(p.children().into_iter().cloned());
+    }
+    (
+        Duration::from_nanos(fetch as u64),
+        Duration::from_nanos(decode as u64),
+        requests,
+    )
 }
 
 /// Sums the `pages` and `bytes` metrics that source scans report.

@@ -10,8 +10,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, Statement,
-    visit_expressions_mut,
+    BinaryOperator, Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, Statement, Value,
+    visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -41,7 +41,15 @@ fn aggregate_scalar_subquery(query: &mut Query) -> bool {
         return false;
     };
     let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
-    if select.selection.is_none() || grouped || select.projection.len() != 1 {
+    // Correlated: the filter names a qualified column (`typ.oid`), as drivers write them.
+    let correlated = select.selection.as_ref().is_some_and(|filter| {
+        visit_expressions(filter, |e| match e {
+            Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    });
+    if !correlated || grouped || select.projection.len() != 1 {
         return false;
     }
     let (SelectItem::UnnamedExpr(column) | SelectItem::ExprWithAlias { expr: column, .. }) =
@@ -79,6 +87,59 @@ fn regproc_by_name(oid: &mut Expr, regproc: &Expr) -> bool {
     }
 }
 
+/// Whether `expr` names one of pg_type's regproc columns.
+fn is_regproc_column(expr: &Expr) -> bool {
+    let name = match expr {
+        Expr::Identifier(i) => Some(i),
+        Expr::CompoundIdentifier(parts) => parts.last(),
+        _ => None,
+    };
+    name.is_some_and(|n| REGPROC_COLUMNS.contains(&n.value.to_lowercase().as_str()))
+}
+
+/// `typinput = 'pg_catalog.array_in'::regproc`: datafusion-pg-catalog turns the cast into
+/// `(SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'pg_catalog.array_in')`, an oid
+/// compared with a name; compare with the function's name instead (DBeaver's array check).
+fn regproc_cast_by_name(column: &Expr, cast: &mut Expr) -> bool {
+    if !is_regproc_column(column) {
+        return false;
+    }
+    let Expr::Subquery(query) = cast else {
+        return false;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let selects_oid = matches!(
+        select.projection.as_slice(),
+        [SelectItem::UnnamedExpr(Expr::Identifier(i))] if i.value.eq_ignore_ascii_case("oid")
+    );
+    let from_pg_proc = matches!(
+        select.from.as_slice(),
+        [t] if t.relation.to_string().to_lowercase().ends_with("pg_proc")
+    );
+    let Some(Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    }) = &select.selection
+    else {
+        return false;
+    };
+    let (Expr::Identifier(by), Expr::Value(name)) = (left.as_ref(), right.as_ref()) else {
+        return false;
+    };
+    let Value::SingleQuotedString(name) = &name.value else {
+        return false;
+    };
+    if !(selects_oid && from_pg_proc && by.value.eq_ignore_ascii_case("proname")) {
+        return false;
+    }
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(name).to_string();
+    *cast = Expr::Value(Value::SingleQuotedString(name).with_empty_span());
+    true
+}
+
 /// Applies the rewrites; true when the statement changed.
 pub fn rewrite(statement: &mut Statement) -> bool {
     let mut changed = false;
@@ -90,7 +151,10 @@ pub fn rewrite(statement: &mut Statement) -> bool {
                 op: BinaryOperator::Eq,
                 right,
             } => {
-                changed |= regproc_by_name(left, right) || regproc_by_name(right, left);
+                changed |= regproc_by_name(left, right)
+                    || regproc_by_name(right, left)
+                    || regproc_cast_by_name(left, right)
+                    || regproc_cast_by_name(right, left);
             }
             _ => {}
         }
@@ -186,6 +250,12 @@ mod tests {
         assert_eq!(
             rewritten("SELECT 1 FROM pg_type AS t LEFT JOIN pg_proc AS p ON p.oid = t.typreceive"),
             "SELECT 1 FROM pg_type AS t LEFT JOIN pg_proc AS p ON p.proname = t.typreceive"
+        );
+        assert_eq!(
+            rewritten(
+                "SELECT typinput = (SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'pg_catalog.array_in') FROM pg_type"
+            ),
+            "SELECT typinput = 'array_in' FROM pg_type"
         );
         // Left alone: aggregated or grouped subqueries, other joins on oid.
         for sql in [

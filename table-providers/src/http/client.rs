@@ -20,6 +20,8 @@ pub struct Page {
     pub headers: HeaderMap,
     /// `304 Not Modified` to a conditional request: the body is empty.
     pub not_modified: bool,
+    /// HTTP requests this page took, retries included.
+    pub requests: u64,
 }
 
 pub fn build_client(opts: &HttpTableOptions) -> Result<Client> {
@@ -66,6 +68,7 @@ pub async fn get(
 ) -> Result<Page> {
     let mut attempt: u32 = 0;
     let mut rate_limited: u32 = 0;
+    let mut requests: u64 = 0;
     loop {
         if let Some(limiter) = &opts.limiter {
             limiter.acquire().await;
@@ -78,6 +81,7 @@ pub async fn get(
             req = req.header(reqwest::header::IF_NONE_MATCH, etag);
         }
         // Everything that falls through this match is worth retrying.
+        requests += 1;
         let (wait, why) = match req.send().await {
             Ok(resp) => {
                 let status = resp.status();
@@ -86,6 +90,7 @@ pub async fn get(
                         body: Vec::new(),
                         headers: resp.headers().clone(),
                         not_modified: true,
+                        requests,
                     });
                 }
                 if status.is_success() {
@@ -105,6 +110,7 @@ pub async fn get(
                         body: body.to_vec(),
                         headers,
                         not_modified: false,
+                        requests,
                     });
                 }
                 let after = retry_after(resp.headers());

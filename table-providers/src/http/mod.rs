@@ -399,6 +399,11 @@ struct ScanState {
     remaining: Option<usize>,
     pages: datafusion::physical_plan::metrics::Count,
     bytes: datafusion::physical_plan::metrics::Count,
+    /// For a run's trace: requests sent (retries included), time waiting for pages, and
+    /// time turning them into Arrow batches.
+    requests: datafusion::physical_plan::metrics::Count,
+    fetch_time: datafusion::physical_plan::metrics::Time,
+    decode_time: datafusion::physical_plan::metrics::Time,
 }
 
 impl ExecutionPlan for HttpExec {
@@ -478,6 +483,9 @@ impl ExecutionPlan for HttpExec {
             remaining: self.limit,
             pages: MetricBuilder::new(&self.metrics).counter("pages", partition),
             bytes: MetricBuilder::new(&self.metrics).counter("bytes", partition),
+            requests: MetricBuilder::new(&self.metrics).counter("requests", partition),
+            fetch_time: MetricBuilder::new(&self.metrics).subset_time("fetch_time", partition),
+            decode_time: MetricBuilder::new(&self.metrics).subset_time("decode_time", partition),
         };
         let out_schema = self.props.eq_properties.schema().clone();
         let s = stream::try_unfold(state, |mut st| async move {
@@ -488,7 +496,10 @@ impl ExecutionPlan for HttpExec {
             let named = move |e: Error| {
                 DataFusionError::from(e.context(|m| format!("source table '{table}': {m}")))
             };
-            let Some(page) = st.pager.next_page().await.map_err(named)? else {
+            let fetching = st.fetch_time.timer();
+            let page = st.pager.next_page().await.map_err(named)?;
+            fetching.done();
+            let Some(page) = page else {
                 if let Some(rc) = &st.run {
                     let unchanged = st.pager.not_modified();
                     rc.update(|r| {
@@ -500,6 +511,8 @@ impl ExecutionPlan for HttpExec {
             };
             st.pages.add(1);
             st.bytes.add(page.bytes as usize);
+            st.requests.add(page.requests as usize);
+            let decoding = st.decode_time.timer();
             let n = st.pager.pages();
             let mut records = page.records;
             if let Some(rc) = &st.run {
@@ -538,6 +551,7 @@ impl ExecutionPlan for HttpExec {
             if let Some(p) = &st.projection {
                 batch = batch.project(p)?;
             }
+            decoding.done();
             if let Some(r) = st.remaining.as_mut() {
                 if batch.num_rows() > *r {
                     batch = batch.slice(0, *r);

@@ -32,6 +32,8 @@ use crate::error::{Error, Result, upstream};
 pub struct PageRecords {
     pub records: Vec<Value>,
     pub bytes: u64,
+    /// HTTP requests the page took, retries included.
+    pub requests: u64,
 }
 
 pub struct Pager {
@@ -356,6 +358,7 @@ impl Pager {
         Ok(Some(PageRecords {
             records,
             bytes: page.body.len() as u64,
+            requests: page.requests,
         }))
     }
 
