@@ -229,9 +229,24 @@ impl HakiriServer {
     /// Starts `hakiri serve --pg-listen 127.0.0.1:0` with extra environment variables and
     /// waits for its first line, which names the bound address.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, &["serve", "--pg-listen", "127.0.0.1:0"], env)
+    }
+
+    /// Starts `hakiri serve --mcp-listen 127.0.0.1:0` (MCP only when the project has no
+    /// serve users); `port` is the MCP endpoint's.
+    pub fn start_mcp(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, &["serve", "--mcp-listen", "127.0.0.1:0"], env)
+    }
+
+    /// The MCP endpoint's URL.
+    pub fn mcp_url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(hakiri_bin());
         cmd.current_dir(dir)
-            .args(["serve", "--pg-listen", "127.0.0.1:0"])
+            .args(args)
             .env_remove("HAKIRI_PROJECT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

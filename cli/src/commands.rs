@@ -142,7 +142,19 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 })
             }
         }
-        Command::Serve { pg_listen } => serve(&root, pg_listen).await,
+        Command::Serve {
+            pg_listen,
+            mcp_listen,
+        } => serve(&root, pg_listen, mcp_listen).await,
+        Command::Mcp => {
+            let (engine, _) = open(&root, true)?;
+            hakiri_mcp::serve_stdio(std::sync::Arc::new(engine))
+                .await
+                .map_err(|e| Failure {
+                    code: 1,
+                    message: e,
+                })
+        }
         Command::Query { sql, format } => {
             let (engine, _) = open(&root, true)?;
             print_outputs(engine.execute(&sql).await?, format).await
@@ -395,18 +407,20 @@ fn print_plan(p: &PlanReport) {
 }
 
 /// `hakiri serve`: the Postgres endpoint until SIGINT or SIGTERM.
-async fn serve(root: &std::path::Path, pg_listen: Option<String>) -> Result<(), Failure> {
+async fn serve(
+    root: &std::path::Path,
+    pg_listen: Option<String>,
+    mcp_listen: Option<String>,
+) -> Result<(), Failure> {
     let manifest = hakiri_manifests::load(root)?;
     let (engine, _) = open(root, true)?;
+    let engine = std::sync::Arc::new(engine);
     let users = manifest
         .serve
         .users
         .iter()
         .map(hakiri_pgwire::User::from_spec)
         .collect::<Result<Vec<_>, _>>()?;
-    let listen = pg_listen
-        .or(manifest.serve.pg_listen.clone())
-        .unwrap_or_else(|| hakiri_pgwire::DEFAULT_LISTEN.to_string());
     let tls = match (&manifest.serve.tls_cert, &manifest.serve.tls_key) {
         (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
         (None, None) => None,
@@ -416,29 +430,75 @@ async fn serve(root: &std::path::Path, pg_listen: Option<String>) -> Result<(), 
             ));
         }
     };
-    let names: Vec<String> = users
-        .iter()
-        .map(|u| format!("{} ({})", u.name, u.role.as_str()))
-        .collect();
-    let server = hakiri_pgwire::Server::bind(
-        std::sync::Arc::new(engine),
-        hakiri_pgwire::ServeOptions { listen, users, tls },
-    )
-    .await?;
-    let addr = server.local_addr()?;
-    println!(
-        "postgres endpoint on {addr}{}: psql \"postgresql://USER@{addr}/hakiri\"; users: {}",
-        if manifest.serve.tls_cert.is_some() {
-            " (TLS offered)"
-        } else {
-            ""
-        },
-        names.join(", ")
-    );
+    // The Postgres endpoint needs users; with only MCP asked for, it is left out.
+    let postgres = if users.is_empty() && mcp_listen.is_some() && pg_listen.is_none() {
+        eprintln!(
+            "no [serve.users] in hakiri.toml: serving MCP only (add users to serve Postgres)"
+        );
+        None
+    } else {
+        let listen = pg_listen
+            .or(manifest.serve.pg_listen.clone())
+            .unwrap_or_else(|| hakiri_pgwire::DEFAULT_LISTEN.to_string());
+        let names: Vec<String> = users
+            .iter()
+            .map(|u| format!("{} ({})", u.name, u.role.as_str()))
+            .collect();
+        let server = hakiri_pgwire::Server::bind(
+            engine.clone(),
+            hakiri_pgwire::ServeOptions { listen, users, tls },
+        )
+        .await?;
+        let addr = server.local_addr()?;
+        println!(
+            "postgres endpoint on {addr}{}: psql \"postgresql://USER@{addr}/hakiri\"; users: {}",
+            if manifest.serve.tls_cert.is_some() {
+                " (TLS offered)"
+            } else {
+                ""
+            },
+            names.join(", ")
+        );
+        Some(server)
+    };
+    let mcp = match mcp_listen {
+        Some(listen) => {
+            let token = std::env::var(hakiri_mcp::TOKEN_VAR)
+                .ok()
+                .filter(|t| !t.is_empty());
+            let server = hakiri_mcp::HttpServer::bind(engine.clone(), &listen, token.clone())
+                .await
+                .map_err(config_err)?;
+            let addr = server.local_addr().map_err(config_err)?;
+            println!(
+                "MCP endpoint on http://{addr}/mcp{}",
+                if token.is_some() {
+                    " (bearer token required)"
+                } else {
+                    ""
+                }
+            );
+            Some(server)
+        }
+        None => None,
+    };
     std::io::stdout().flush()?;
+    let postgres = async {
+        match postgres {
+            Some(server) => server.serve().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mcp = async {
+        match mcp {
+            Some(server) => server.serve().await,
+            None => std::future::pending().await,
+        }
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        () = server.serve() => {}
+        () = postgres => {}
+        result = mcp => result.map_err(|e| Failure { code: 1, message: e })?,
         _ = tokio::signal::ctrl_c() => eprintln!("stopping (interrupt)"),
         _ = term.recv() => eprintln!("stopping (terminate)"),
     }

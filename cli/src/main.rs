@@ -61,12 +61,18 @@ enum Command {
         command: PipelineCommand,
     },
     /// Serve the project until stopped: a Postgres wire endpoint for psql, drivers and BI
-    /// tools (users and roles from [serve] in hakiri.toml).
+    /// tools (users and roles from [serve] in hakiri.toml), and MCP over HTTP for agents.
     Serve {
         /// The Postgres endpoint's address (default: serve.pg_listen, else 127.0.0.1:5433).
         #[arg(long)]
         pg_listen: Option<String>,
+        /// Also serve MCP over streamable HTTP at http://ADDR/mcp (loopback by default; any
+        /// other address needs a bearer token in HAKIRI_MCP_TOKEN).
+        #[arg(long)]
+        mcp_listen: Option<String>,
     },
+    /// Serve MCP on stdin/stdout, for an agent that starts Hakiri itself.
+    Mcp,
     /// Discover sources: their tables and sample rows.
     Source {
         #[command(subcommand)]

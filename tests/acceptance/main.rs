@@ -8,6 +8,7 @@ mod errors;
 mod files;
 mod github;
 mod incremental;
+mod mcp;
 mod pagination;
 mod pgwire;
 mod postgres;
