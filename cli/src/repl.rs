@@ -186,8 +186,14 @@ pub async fn sql(
     file: Option<PathBuf>,
 ) -> Result<(), Failure> {
     if !commands.is_empty() || file.is_some() {
+        // `-c '\timing'` turns on timing lines for the commands after it, as in psql.
+        let mut timing = false;
         for command in &commands {
-            run(engine, command, false).await?;
+            if command.trim() == "\\timing" {
+                timing = !timing;
+                continue;
+            }
+            run(engine, command, timing).await?;
         }
         if let Some(file) = file {
             let text = std::fs::read_to_string(&file).map_err(|e| Failure {
