@@ -24,4 +24,5 @@ for (workload, rows, system), r in sorted(latest.items()):
             ratio = f"{hakiri['median_s'] / r['median_s']:.2f}x time"
     rss = f"{r['peak_rss_mib']} MiB" if r.get("peak_rss_mib") else ""
     rps = f"{r['rows_per_s']:,}" if r.get("rows_per_s") else ""
-    print(f"| {workload} | {rows:,} | {system} | {r['median_s']:.3f} s | {rps} | {rss} | {ratio} |")
+    median = f"{r['median_s'] * 1000:.2f} ms" if r["median_s"] < 1 else f"{r['median_s']:.2f} s"
+    print(f"| {workload} | {rows:,} | {system} | {median} | {rps} | {rss} | {ratio} |")

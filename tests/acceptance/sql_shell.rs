@@ -41,7 +41,15 @@ fn sql_runs_scripts_with_c_and_f() {
     assert!(out.contains("1000"), "{out}");
     // `-c '\timing'` adds a timing line after each later command (the benchmark reads them).
     let out = p
-        .hakiri(&["sql", "-c", "select 1 as a;", "-c", "\\timing", "-c", "select 2 as b;"])
+        .hakiri(&[
+            "sql",
+            "-c",
+            "select 1 as a;",
+            "-c",
+            "\\timing",
+            "-c",
+            "select 2 as b;",
+        ])
         .ok()
         .stdout;
     assert_eq!(out.matches("Time: ").count(), 1, "{out}");

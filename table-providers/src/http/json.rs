@@ -167,12 +167,33 @@ pub fn check_page(
     page: u64,
 ) -> Result<PageCheck> {
     use hakiri_engine::types::SchemaPolicy;
-    let page_type = records.iter().fold(JType::Object(Vec::new()), |acc, r| {
-        merge(acc, record_type(r))
-    });
-    let JType::Object(page_fields) = page_type else {
-        unreachable!("records are merged as objects")
+    // The page's type, field by field, without building a type per record: fields the table
+    // keeps as JSON text take any value, so their values are not looked into.
+    let json_text: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.metadata().contains_key(JSON_TEXT_KEY))
+        .map(|f| f.name().as_str())
+        .collect();
+    let mut page_fields: Vec<(String, JType)> = Vec::new();
+    let mut add = |name: &str, t: JType| match page_fields.iter_mut().find(|(k, _)| k == name) {
+        Some((_, at)) => *at = merge(std::mem::replace(at, JType::Null), t),
+        None => page_fields.push((name.to_string(), t)),
     };
+    for r in &records {
+        match r {
+            Value::Object(m) => {
+                for (name, v) in m {
+                    if json_text.contains(&name.as_str()) {
+                        add(name, JType::Json);
+                    } else {
+                        add(name, of(v));
+                    }
+                }
+            }
+            other => add("value", of(other)),
+        }
+    }
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut changes = Vec::new();
     let mut misfits: Vec<(String, JType)> = Vec::new();
@@ -324,23 +345,21 @@ fn normalize(v: Value, field: &Field) -> Value {
 /// # Errors
 /// `Upstream` naming the field when a value does not fit its declared or inferred type.
 pub fn decode(records: Vec<Value>, schema: &SchemaRef) -> Result<RecordBatch> {
-    let rows: Vec<Value> = records
-        .into_iter()
-        .map(|r| {
-            let obj = match r {
-                Value::Object(m) => m,
-                other => Map::from_iter([("value".to_string(), other)]),
-            };
-            let mut m = obj;
-            let mut out = Map::with_capacity(schema.fields().len());
+    // Values are normalized where they lie; fields the schema does not name stay in the
+    // record and the decoder (not strict) skips them. No per-record map is rebuilt.
+    let mut rows = records;
+    for r in &mut rows {
+        if !r.is_object() {
+            *r = Value::Object(Map::from_iter([("value".to_string(), std::mem::take(r))]));
+        }
+        if let Value::Object(m) = r {
             for f in schema.fields() {
-                if let Some(v) = m.remove(f.name()) {
-                    out.insert(f.name().clone(), normalize(v, f));
+                if let Some(v) = m.get_mut(f.name()) {
+                    *v = normalize(std::mem::take(v), f);
                 }
             }
-            Value::Object(out)
-        })
-        .collect();
+        }
+    }
     let mut decoder = ReaderBuilder::new(schema.clone())
         .with_batch_size(rows.len().max(1))
         .build_decoder()
