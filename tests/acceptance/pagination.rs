@@ -269,6 +269,7 @@ fn pages_are_requested_in_parallel_up_to_max_in_flight() {
     let max = max_in_flight();
     assert!(
         (2..=3).contains(&max),
-        "{max} requests were in flight at once"
+        "{max} pages were in flight at once; requests: {}",
+        server.get("/admin/log?path=/page")
     );
 }

@@ -171,7 +171,13 @@ impl HttpTable {
             None => {
                 let client = client::build_client(&opts)?;
                 let pages = opts.infer_pages;
-                let mut pager = Pager::new(client, Arc::clone(&opts), Vec::new())?;
+                // One page at a time: requests ahead would be abandoned when inference stops,
+                // yet still be served while the run's own requests start, so the API would
+                // see more than max_in_flight at once (regression test:
+                // pagination::pages_are_requested_in_parallel_up_to_max_in_flight).
+                let mut sequential = opts.as_ref().clone();
+                sequential.max_in_flight = 1;
+                let mut pager = Pager::new(client, Arc::new(sequential), Vec::new())?;
                 let mut sample = Vec::new();
                 while pager.pages() < pages {
                     let next = pager.next_page().await.map_err(|e| {
