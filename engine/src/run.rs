@@ -342,21 +342,20 @@ impl Engine {
         let kind = spec.cursor.as_ref().map(|c| c.kind);
         let old_files = self.catalog().table_files(&spec.target)?;
         let table_schema = self.store().table_schema(&old_files)?;
-        let (pages_before, bytes_before) = source_metrics(plan);
-        let traced_before = source_trace(plan);
+        let before = source_metrics(plan);
         let discarded_before = run.counters.rows_discarded;
         let part = self
             .stream_part(run, plan, rc, table_schema.as_ref(), progress)
             .await;
-        let traced = source_trace(plan);
-        run.trace.fetch += traced.0.saturating_sub(traced_before.0);
-        run.trace.decode += traced.1.saturating_sub(traced_before.1);
-        run.trace.requests += traced.2.saturating_sub(traced_before.2);
+        // Counted for the trace whether or not the part succeeded.
+        let added = source_metrics(plan).since(before);
+        run.trace.fetch += Duration::from_nanos(added.fetch_ns);
+        run.trace.decode += Duration::from_nanos(added.decode_ns);
+        run.trace.requests += added.requests;
         let part = part?;
-        let (pages, bytes) = source_metrics(plan);
         let report = rc.report();
-        run.counters.pages += pages - pages_before;
-        run.counters.bytes += bytes - bytes_before;
+        run.counters.pages += added.pages;
+        run.counters.bytes += added.bytes;
         run.counters.rows_discarded += report.rows_discarded;
         let now = self.clock().now();
         let mut events = Vec::new();
@@ -397,13 +396,12 @@ impl Engine {
                 (Some(id), true)
             }
             Some(CursorKind::OpaqueToken) => {
-                let done = report.exhausted || pages == pages_before;
+                let done = report.exhausted || added.pages == 0;
                 if !done && report.token.is_none() {
                     self.remove_files(&part.files);
                     return Err(Error::InvalidInput(format!(
                         "pipeline '{}' has CURSOR TOKEN but its source gave no resume token after {} page(s): the source table needs token pagination (pagination cursor, next_url or link_header)",
-                        spec.name,
-                        pages - pages_before
+                        spec.name, added.pages
                     )));
                 }
                 (report.token.clone().or(run.cursor.clone()), done)
@@ -668,12 +666,12 @@ impl Engine {
                 rows += out.num_rows() as u64;
                 if last_report.elapsed() >= Duration::from_millis(200) {
                     last_report = Instant::now();
-                    let (pages, bytes) = source_metrics(plan);
+                    let m = source_metrics(plan);
                     progress(&RunProgress {
                         pipeline: spec.name.clone(),
                         rows: run.committed_rows + rows,
-                        pages,
-                        bytes,
+                        pages: m.pages,
+                        bytes: m.bytes,
                         elapsed: run.t0.elapsed(),
                     });
                 }
@@ -763,52 +761,47 @@ impl Engine {
     }
 }
 
-/// Sums the `fetch_time` and `decode_time` (as durations) and `requests` metrics that
-/// source scans report.
-fn source_trace(plan: &Arc<dyn ExecutionPlan>) -> (Duration, Duration, u64) {
-    let (mut fetch, mut decode, mut requests) = (0usize, 0usize, 0u64);
-    let mut stack = vec![plan.clone()];
-    while let Some(p) = stack.pop() {
-        if let Some(m) = p.metrics() {
-            fetch += m
-                .sum_by_name("fetch_time")
-                .map(|v| v.as_usize())
-                .unwrap_or(0);
-            decode += m
-                .sum_by_name("decode_time")
-                .map(|v| v.as_usize())
-                .unwrap_or(0);
-            requests += m
-                .sum_by_name("requests")
-                .map(|v| v.as_usize() as u64)
-                .unwrap_or(0);
-        }
-        stack.extend(p.children().into_iter().cloned());
-    }
-    (
-        Duration::from_nanos(fetch as u64),
-        Duration::from_nanos(decode as u64),
-        requests,
-    )
+/// The metrics source scans report, summed over the plan: `pages` and `bytes` (the run's
+/// counters), `requests`, `fetch_time` and `decode_time` in nanoseconds (its trace).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SourceMetrics {
+    pub pages: u64,
+    pub bytes: u64,
+    pub requests: u64,
+    pub fetch_ns: u64,
+    pub decode_ns: u64,
 }
 
-/// Sums the `pages` and `bytes` metrics that source scans report.
-pub(crate) fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
-    let mut pages = 0;
-    let mut bytes = 0;
+impl SourceMetrics {
+    /// What was added since `before` (metrics accumulate over the executions of a plan).
+    fn since(self, before: SourceMetrics) -> SourceMetrics {
+        SourceMetrics {
+            pages: self.pages.saturating_sub(before.pages),
+            bytes: self.bytes.saturating_sub(before.bytes),
+            requests: self.requests.saturating_sub(before.requests),
+            fetch_ns: self.fetch_ns.saturating_sub(before.fetch_ns),
+            decode_ns: self.decode_ns.saturating_sub(before.decode_ns),
+        }
+    }
+}
+
+pub(crate) fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> SourceMetrics {
+    let mut sum = SourceMetrics::default();
     let mut stack = vec![plan.clone()];
     while let Some(p) = stack.pop() {
         if let Some(m) = p.metrics() {
-            pages += m
-                .sum_by_name("pages")
-                .map(|v| v.as_usize() as u64)
-                .unwrap_or(0);
-            bytes += m
-                .sum_by_name("bytes")
-                .map(|v| v.as_usize() as u64)
-                .unwrap_or(0);
+            let named = |name| {
+                m.sum_by_name(name)
+                    .map(|v| v.as_usize() as u64)
+                    .unwrap_or(0)
+            };
+            sum.pages += named("pages");
+            sum.bytes += named("bytes");
+            sum.requests += named("requests");
+            sum.fetch_ns += named("fetch_time");
+            sum.decode_ns += named("decode_time");
         }
         stack.extend(p.children().into_iter().cloned());
     }
-    (pages, bytes)
+    sum
 }

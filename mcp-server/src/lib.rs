@@ -121,7 +121,9 @@ impl ServerHandler for HakiriMcp {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools::definitions()))
+        Ok(ListToolsResult::with_all_items(
+            tools::definitions().to_vec(),
+        ))
     }
 
     async fn call_tool(
@@ -131,10 +133,7 @@ impl ServerHandler for HakiriMcp {
     ) -> Result<CallToolResult, ErrorData> {
         if !tools::definitions().iter().any(|t| t.name == request.name) {
             return Err(ErrorData::invalid_params(
-                format!(
-                    "unknown tool '{}': tools/list gives the thirteen tools this server has",
-                    request.name
-                ),
+                tools::unknown_tool(&request.name),
                 None,
             ));
         }

@@ -37,8 +37,18 @@ fn name_property(what: &str) -> Value {
     json!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": what})
 }
 
-/// The tools, in the order `tools/list` gives them.
-pub fn definitions() -> Vec<Tool> {
+/// The tools, in the order `tools/list` gives them; built once.
+pub fn definitions() -> &'static [Tool] {
+    static TOOLS: std::sync::LazyLock<Vec<Tool>> = std::sync::LazyLock::new(build_definitions);
+    &TOOLS
+}
+
+/// What a call of a tool this server does not have is told.
+pub fn unknown_tool(name: &str) -> String {
+    format!("unknown tool '{name}': tools/list gives the thirteen tools this server has")
+}
+
+fn build_definitions() -> Vec<Tool> {
     let read = || ToolAnnotations::new().read_only(true).destructive(false);
     let tool = |name: &'static str, description: &'static str, input: Arc<JsonObject>| {
         Tool::new(name, description, input).with_annotations(read())
@@ -568,9 +578,7 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
             });
             Ok((value, message.to_string()))
         }
-        other => Err(format!(
-            "unknown tool '{other}': tools/list gives the thirteen tools this server has"
-        )),
+        other => Err(unknown_tool(other)),
     }
 }
 

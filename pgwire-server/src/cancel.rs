@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
 use datafusion_postgres::pgwire::api::results::{Response, SendableRowStream};
 use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+use datafusion_postgres::pgwire::error::PgWireError;
 use datafusion_postgres::pgwire::messages::cancel::CancelRequest;
 use datafusion_postgres::pgwire::messages::startup::SecretKey;
 use futures::StreamExt;
@@ -80,11 +80,7 @@ impl Cancels {
 }
 
 fn canceled() -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "57014".into(),
-        "canceling statement due to user request".into(),
-    )))
+    crate::sql_error("57014", "canceling statement due to user request")
 }
 
 /// The rows of `rows` until `token` fires, then the cancel error, then nothing.

@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, Statement, Value,
     visit_expressions, visit_expressions_mut,
@@ -16,12 +15,14 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_postgres::QueryHook;
+
+use crate::plan_statement;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::Response;
-use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::PgWireResult;
 
 /// pg_type's `regproc` columns: function names in datafusion-pg-catalog, oids in Postgres.
 const REGPROC_COLUMNS: &[&str] = &[
@@ -72,14 +73,11 @@ fn aggregate_scalar_subquery(query: &mut Query) -> bool {
 
 /// `proc.oid = typ.typreceive` as `proc.proname = typ.typreceive`.
 fn regproc_by_name(oid: &mut Expr, regproc: &Expr) -> bool {
-    let (Expr::CompoundIdentifier(oid), Expr::CompoundIdentifier(column)) = (oid, regproc) else {
+    let (Expr::CompoundIdentifier(oid), Expr::CompoundIdentifier(_)) = (oid, regproc) else {
         return false;
     };
-    let is_regproc = column
-        .last()
-        .is_some_and(|c| REGPROC_COLUMNS.contains(&c.value.to_lowercase().as_str()));
     match oid.last_mut() {
-        Some(last) if is_regproc && last.value.eq_ignore_ascii_case("oid") => {
+        Some(last) if is_regproc_column(regproc) && last.value.eq_ignore_ascii_case("oid") => {
             *last = Ident::new("proname");
             true
         }
@@ -163,13 +161,6 @@ pub fn rewrite(statement: &mut Statement) -> bool {
     changed
 }
 
-async fn plan(ctx: &SessionContext, statement: Statement) -> PgWireResult<LogicalPlan> {
-    ctx.state()
-        .statement_to_plan(DFStatement::Statement(Box::new(statement)))
-        .await
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))
-}
-
 /// Plans rewritten statements itself; leaves every other statement to the next hooks.
 #[derive(Debug)]
 pub struct CompatHook;
@@ -188,11 +179,11 @@ impl QueryHook for CompatHook {
         }
         Some(
             async {
-                let plan = plan(ctx, statement).await?;
+                let plan = plan_statement(ctx, statement).await?;
                 let df = ctx
                     .execute_logical_plan(plan)
                     .await
-                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                    .map_err(crate::api_error)?;
                 Ok(Response::Query(
                     encode_dataframe(df, &Format::UnifiedText, None).await?,
                 ))
@@ -212,7 +203,7 @@ impl QueryHook for CompatHook {
         if !rewrite(&mut statement) {
             return None;
         }
-        Some(plan(ctx, statement).await)
+        Some(plan_statement(ctx, statement).await)
     }
 
     async fn handle_extended_query(

@@ -25,7 +25,9 @@ use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::store::PortalStore;
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+
+use crate::{api_error as api, plan_statement, sql_error as error};
 
 /// What a statement of the extended protocol is, as far as describing it goes.
 pub enum Described<'a> {
@@ -50,18 +52,6 @@ impl<'a> Described<'a> {
 /// A cursor's portal: its query and its plan, so the cursor's columns can be described.
 pub type CursorStatement = (String, Option<(Statement, LogicalPlan)>);
 
-fn error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        code.into(),
-        message,
-    )))
-}
-
-fn api(e: impl std::error::Error + Send + Sync + 'static) -> PgWireError {
-    PgWireError::ApiError(Box::new(e))
-}
-
 /// The error PostgreSQL gives for a cursor name nobody declared (SQLSTATE 34000).
 pub fn no_such_cursor(name: &str) -> PgWireError {
     error("34000", format!("cursor \"{name}\" does not exist"))
@@ -72,30 +62,23 @@ fn cursor(
     stmts: &[Declare],
 ) -> PgWireResult<(String, Box<datafusion::sql::sqlparser::ast::Query>)> {
     let [declare] = stmts else {
-        return Err(error(
-            "0A000",
-            "DECLARE declares one cursor at a time".into(),
-        ));
+        return Err(error("0A000", "DECLARE declares one cursor at a time"));
     };
     if declare.declare_type != Some(DeclareType::Cursor) {
         return Err(error(
             "42601",
-            "only DECLARE name CURSOR FOR query is supported".into(),
+            "only DECLARE name CURSOR FOR query is supported",
         ));
     }
     let name = declare
         .names
         .first()
-        .ok_or_else(|| error("42601", "DECLARE needs a cursor name".into()))?;
+        .ok_or_else(|| error("42601", "DECLARE needs a cursor name"))?;
     let query = declare
         .for_query
         .clone()
-        .ok_or_else(|| error("42601", "DECLARE CURSOR needs FOR <query>".into()))?;
+        .ok_or_else(|| error("42601", "DECLARE CURSOR needs FOR <query>"))?;
     Ok((name.value.clone(), query))
-}
-
-async fn plan(ctx: &SessionContext, query: &str) -> PgWireResult<LogicalPlan> {
-    ctx.state().create_logical_plan(query).await.map_err(api)
 }
 
 /// Starts the cursor: its rows are produced as `FETCH`es ask for them, never all at once.
@@ -112,7 +95,7 @@ async fn declare(
             .clone()
             .replace_params_with_values(params)
             .map_err(api)?,
-        None => plan(ctx, &text).await?,
+        None => plan_statement(ctx, Statement::Query(query.clone())).await?,
     };
     let df = ctx.execute_logical_plan(plan.clone()).await.map_err(api)?;
     let rows = encode_dataframe(df, &Format::UnifiedText, None).await?;
@@ -155,7 +138,7 @@ impl QueryHook for DeclareHook {
             return None;
         };
         Some(match cursor(stmts) {
-            Ok((_, query)) => plan(ctx, &query.to_string()).await,
+            Ok((_, query)) => plan_statement(ctx, Statement::Query(query)).await,
             Err(e) => Err(e),
         })
     }

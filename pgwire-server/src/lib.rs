@@ -23,6 +23,7 @@ use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::{ConnectionManager, ErrorHandler};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
 use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::{self, ServerConfig};
@@ -32,6 +33,34 @@ use tokio::net::TcpListener;
 
 use cancel::Cancels;
 pub use service::HakiriService;
+
+/// An error the client sees as `ERROR` with SQLSTATE `code`.
+pub(crate) fn sql_error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message.into(),
+    )))
+}
+
+/// Plans a statement the Postgres-compatible parser already read (hooks get statements,
+/// not text: no reparse).
+pub(crate) async fn plan_statement(
+    ctx: &datafusion::prelude::SessionContext,
+    statement: datafusion::sql::sqlparser::ast::Statement,
+) -> datafusion_postgres::pgwire::error::PgWireResult<datafusion::logical_expr::LogicalPlan> {
+    ctx.state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement,
+        )))
+        .await
+        .map_err(api_error)
+}
+
+/// A DataFusion (or other library) error passed to the client as it is.
+pub(crate) fn api_error(e: impl std::error::Error + Send + Sync + 'static) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
 
 /// The default Postgres wire address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";

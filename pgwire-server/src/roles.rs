@@ -12,7 +12,7 @@ use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::api::results::Response;
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use hakiri_engine::types::Role;
 
 use crate::User;
@@ -38,13 +38,12 @@ pub(crate) fn refuse(user: &str, statement: &str) -> PgWireError {
         .collect::<Vec<_>>()
         .join(" ")
         .to_ascii_uppercase();
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        INSUFFICIENT_PRIVILEGE.into(),
+    crate::sql_error(
+        INSUFFICIENT_PRIVILEGE,
         format!(
             "permission denied: user \"{user}\" has the read_only role, which may run SELECT, EXPLAIN and SHOW but not {what}; connect as a user with role = \"admin\""
         ),
-    )))
+    )
 }
 
 /// Whether a read-only user may run `statement`.

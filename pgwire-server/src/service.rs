@@ -23,7 +23,7 @@ use datafusion_postgres::pgwire::api::results::{
 use datafusion_postgres::pgwire::api::stmt::{QueryParser, StoredStatement};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::{StreamExt, stream};
@@ -31,12 +31,12 @@ use hakiri_engine::sql::{HakiriStatement, parse_statements};
 use hakiri_engine::types::Role;
 use hakiri_engine::{Engine, Error, ErrorCategory, Output};
 
-use crate::User;
 use crate::cancel::Cancels;
 use crate::compat::CompatHook;
 use crate::cursors::{DeclareHook, Described, no_such_cursor};
 use crate::roles::{RoleHook, refuse, role_of};
 use crate::settings::SharedSettingsHook;
+use crate::{User, api_error, sql_error};
 
 /// Serves one Hakiri engine to every connection.
 pub struct HakiriService {
@@ -124,13 +124,10 @@ impl QueryParser for HakiriParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         match hakiri_statements(sql) {
-            Some(statements) if statements.len() > 1 => {
-                Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                    "ERROR".into(),
-                    "42601".into(),
-                    "cannot insert multiple commands into a prepared statement".into(),
-                ))))
-            }
+            Some(statements) if statements.len() > 1 => Err(sql_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            )),
             Some(_) => Ok(Some((sql.to_string(), None))),
             None => self.df.parse_sql(client, sql, types).await,
         }
@@ -173,11 +170,7 @@ fn sqlstate(e: &Error) -> &'static str {
 }
 
 fn pg_error(e: Error) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        sqlstate(&e).into(),
-        e.to_string(),
-    )))
+    sql_error(sqlstate(&e), e.to_string())
 }
 
 /// Rows of a stream as a query response.
@@ -192,7 +185,7 @@ fn rows(stream: SendableRecordBatchStream) -> PgWireResult<Response> {
         .map(move |batch| {
             let rows: Vec<PgWireResult<_>> = match batch {
                 Ok(batch) => encode_recordbatch(encode.clone(), batch).collect(),
-                Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
+                Err(e) => vec![Err(api_error(e))],
             };
             stream::iter(rows)
         })
@@ -219,7 +212,7 @@ fn plan_schema() -> SchemaRef {
 fn lines(lines: Vec<String>) -> PgWireResult<Response> {
     let schema = plan_schema();
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(lines))])
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        .map_err(api_error)?;
     rows(Box::pin(RecordBatchStreamAdapter::new(
         schema,
         stream::iter([Ok(batch)]),
@@ -244,12 +237,7 @@ impl HakiriService {
             HakiriStatement::PlanPipeline { .. } => plan_schema(),
             other => match Engine::show_query(other) {
                 Some(sql) => {
-                    let df = self
-                        .engine
-                        .session()
-                        .sql(&sql)
-                        .await
-                        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                    let df = self.engine.session().sql(&sql).await.map_err(api_error)?;
                     Arc::new(df.schema().as_arrow().clone())
                 }
                 None => return Ok(vec![]),
@@ -289,7 +277,7 @@ impl HakiriService {
                         Arc::new(StringArray::from(vec![run.cursor_end])),
                     ],
                 )
-                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                .map_err(api_error)?;
                 rows(Box::pin(RecordBatchStreamAdapter::new(
                     schema,
                     stream::iter([Ok(batch)]),
