@@ -134,6 +134,19 @@ pub struct Engine {
     root: PathBuf,
     /// Schemas runs learned from source data (new fields, wider types), by `source.table`.
     hints: SchemaHints,
+    /// Tells runs in progress that the process is stopping (see [`StopLevel`]).
+    stop: tokio::sync::watch::Sender<StopLevel>,
+}
+
+/// How far a stopping process has got; runs read it (see [`Engine::request_stop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopLevel {
+    /// Not stopping.
+    Running,
+    /// Runs end at their next checkpoint (a token run's page group), or at their end.
+    AtCheckpoint,
+    /// Runs end now; what they committed stays, the rest is dropped.
+    Now,
 }
 
 /// Schemas learned from source data, shared with every source's schema provider.
@@ -223,6 +236,7 @@ impl Engine {
             recovery,
             root: root.to_path_buf(),
             hints: SchemaHints::default(),
+            stop: tokio::sync::watch::Sender::new(StopLevel::Running),
         };
         for spec in engine.catalog.list_sources()? {
             // A source whose connector is not built in stays in the catalog but is not
@@ -295,6 +309,27 @@ impl Engine {
         let spec = self.source(name)?;
         let connector = self.check_source(&spec)?;
         connector.discover(&spec).await
+    }
+
+    /// Asks runs in progress to stop (`AtCheckpoint`: at their next checkpoint, `Now`: at
+    /// once). A stopped run ends failed with its committed checkpoints kept, so the next run
+    /// resumes after them.
+    pub fn request_stop(&self, level: StopLevel) {
+        self.stop.send_if_modified(|l| {
+            let raise = level > *l;
+            if raise {
+                *l = level;
+            }
+            raise
+        });
+    }
+
+    pub fn stop_level(&self) -> StopLevel {
+        *self.stop.borrow()
+    }
+
+    pub(crate) fn stop_watch(&self) -> tokio::sync::watch::Receiver<StopLevel> {
+        self.stop.subscribe()
     }
 
     /// The first `limit` rows of `source.table`, read live.
@@ -470,6 +505,10 @@ impl Engine {
                 write(&self.pipelines).remove(name);
             }
         }
+        if apply {
+            // New and changed schedules get their state (first slot) now.
+            self.schedules()?;
+        }
         Ok(changes)
     }
 
@@ -533,6 +572,7 @@ impl Engine {
                 self.check_pipeline(&spec)?;
                 self.catalog.upsert_pipeline(&spec, now)?;
                 write(&self.pipelines).insert(spec.name.clone(), spec.clone());
+                self.schedules()?;
                 Ok(Output::Message(format!("pipeline {} created", spec.name)))
             }
             HakiriStatement::DropPipeline { name, if_exists } => {
@@ -546,6 +586,7 @@ impl Engine {
                 }
                 self.catalog.drop_pipeline(&name)?;
                 write(&self.pipelines).remove(&name);
+                self.schedules()?;
                 Ok(Output::Message(format!("pipeline {name} dropped")))
             }
             HakiriStatement::ShowCreatePipeline { ref name } => {
@@ -560,6 +601,10 @@ impl Engine {
             }
             HakiriStatement::RunPipeline { name } => {
                 self.run_pipeline(&name, &|_| {}).await.map(Output::Run)
+            }
+            HakiriStatement::AlterPipeline { name, suspend } => {
+                self.pipeline(&name)?;
+                self.set_suspended(&name, suspend).map(Output::Message)
             }
             HakiriStatement::DataFusion(stmt) => {
                 self.run_datafusion(*stmt).await.map(Output::Stream)
@@ -830,6 +875,7 @@ mod tests {
             key: vec![],
             on_schema_change: SchemaPolicy::default(),
             checkpoint_pages: None,
+            schedule: None,
             origin: Origin::Manifest,
         };
         let late = Engine::open(dir.path(), EngineOptions::default()).unwrap();

@@ -7,6 +7,8 @@ pub mod engine;
 pub mod error;
 pub mod ports;
 mod run;
+pub mod schedule;
+pub mod scheduler;
 pub mod schema;
 pub mod sources;
 pub mod sql;
@@ -15,6 +17,7 @@ pub mod types;
 
 pub use engine::{
     ChangeSet, Engine, EngineOptions, Output, PlanReport, Recovery, RunProgress, RunSummary,
+    StopLevel,
 };
 pub use error::{Error, ErrorCategory, Result};
 pub use run::{LEASE, RETIRED_GRACE, holder_alive, this_holder};

@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use crate::catalog::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, RunRecord};
 use crate::cursor::{ContentHash, column_max};
-use crate::engine::{Engine, RunProgress, RunSummary};
+use crate::engine::{Engine, RunProgress, RunSummary, StopLevel};
 use crate::error::{Error, Result};
 use crate::ports::{Clock, Destination, RunContext, Transform};
 use crate::schema::{self, Conform};
@@ -40,6 +40,14 @@ pub const RETIRED_GRACE: Duration = Duration::from_secs(600);
 const MAX_DRIFT_REPLANS: usize = 8;
 /// Column numbering a merge run's rows in arrival order: the last one of a key wins.
 const SEQ_COLUMN: &str = "__hakiri_seq";
+
+/// The error of a run ended by a stopping process (it is not the pipeline's fault).
+fn stopped(why: &str) -> Error {
+    Error::Context {
+        category: crate::error::ErrorCategory::Internal,
+        message: format!("stopped: {why}"),
+    }
+}
 
 /// This process as a run holder.
 pub fn this_holder() -> RunHolder {
@@ -217,7 +225,13 @@ impl Engine {
             t0: Instant::now(),
             trace: RunTrace::default(),
         };
-        let outcome = self.drive(&mut run, progress).await;
+        let mut stop = self.stop_watch();
+        let outcome = tokio::select! {
+            outcome = self.drive(&mut run, progress) => outcome,
+            _ = stop.wait_for(|l| *l == StopLevel::Now) => Err(stopped(
+                "the process was stopping and the run did not reach a checkpoint within the shutdown grace",
+            )),
+        };
         // The trace is a record, not part of the run's result: failing to write it loses
         // nothing the run did.
         let _ = self.catalog().add_event(
@@ -284,6 +298,9 @@ impl Engine {
                 let rc = Arc::new(self.run_context(run));
                 match self.run_part(run, &plan, &rc, progress).await {
                     Ok(true) => return Ok(()),
+                    Ok(false) if self.stop_level() >= StopLevel::AtCheckpoint => {
+                        return Err(stopped("the process was stopping"));
+                    }
                     Ok(false) => continue,
                     Err(e) => {
                         let drift = rc.report().drift;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::schedule::ScheduleSpec;
 
 /// How a pipeline remembers where it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -224,6 +225,8 @@ pub struct PipelineSpec {
     pub on_schema_change: SchemaPolicy,
     /// For a token cursor: commit data and token every this many pages (default 10).
     pub checkpoint_pages: Option<u64>,
+    /// When `hakiri serve` runs the pipeline on its own.
+    pub schedule: Option<ScheduleSpec>,
     pub origin: Origin,
 }
 
@@ -247,6 +250,10 @@ impl PipelineSpec {
                 return err("KEY (...) goes with MODE MERGE only".into());
             }
             _ => {}
+        }
+        if let Some(s) = &self.schedule {
+            s.check()
+                .map_err(|e| Error::InvalidInput(format!("pipeline '{}': {e}", self.name)))?;
         }
         let kind = self.cursor.as_ref().map(|c| c.kind);
         if self.checkpoint_pages.is_some() && kind != Some(CursorKind::OpaqueToken) {
@@ -323,6 +330,9 @@ impl fmt::Display for PipelineSpec {
                 " ON SCHEMA CHANGE {}",
                 self.on_schema_change.as_str().to_ascii_uppercase()
             )?;
+        }
+        if let Some(s) = &self.schedule {
+            write!(f, " {s}")?;
         }
         write!(f, " AS {}", self.sql)
     }

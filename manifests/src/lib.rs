@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use hakiri_engine::schedule::{Cadence, Interval, MissedPolicy, ScheduleSpec};
 use hakiri_engine::sql::parse_pipeline_body;
 use hakiri_engine::types::{
     CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, Role, SchemaPolicy, ServeSpec,
@@ -173,6 +174,7 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
     let mut key = Vec::new();
     let mut on_schema_change = SchemaPolicy::Evolve;
     let mut checkpoint_pages = None;
+    let mut schedule = None;
     for (k, v) in t {
         match k.as_str() {
             "sql" => sql = Some(scalar_text("sql", v)?),
@@ -218,9 +220,10 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
                 }
                 cursor = Some(spec);
             }
+            "schedule" => schedule = Some(schedule_spec(name, v)?),
             other => {
                 return Err(bad(format!(
-                    "pipeline '{name}': unknown key '{other}': valid keys are sql, cursor, mode, key, on_schema_change, checkpoint_pages"
+                    "pipeline '{name}': unknown key '{other}': valid keys are sql, cursor, mode, key, on_schema_change, checkpoint_pages, schedule"
                 )));
             }
         }
@@ -245,9 +248,86 @@ fn pipeline(name: &str, body: &toml::Value) -> Result<PipelineSpec> {
         key,
         on_schema_change,
         checkpoint_pages,
+        schedule,
         origin: Origin::Manifest,
     };
     spec.check().map_err(|e| bad(e.to_string()))?;
+    Ok(spec)
+}
+
+/// `schedule = { every = "15 minutes" }` or `{ cron = "0 * * * *", tz = "Europe/Berlin" }`,
+/// with the optional `jitter`, `on_missed` (skip | run_once), `retries`, `backoff` and
+/// `suspend_after_failures`: the keys mirror `CREATE PIPELINE ... SCHEDULE`.
+fn schedule_spec(name: &str, v: &toml::Value) -> Result<ScheduleSpec> {
+    const KEYS: &str =
+        "every, cron, tz, jitter, on_missed, retries, backoff, suspend_after_failures";
+    let t = v.as_table().ok_or_else(|| {
+        bad(format!("pipeline '{name}': schedule must be a table, e.g. schedule = {{ every = \"15 minutes\" }} or schedule = {{ cron = \"0 * * * *\", tz = \"Europe/Berlin\" }}"))
+    })?;
+    let in_pipeline = |e: Error| bad(format!("pipeline '{name}': {e}"));
+    let text = |k: &str| -> Result<Option<String>> {
+        t.get(k)
+            .map(|v| scalar_text(&format!("schedule.{k}"), v))
+            .transpose()
+    };
+    let count = |k: &str| -> Result<Option<u32>> {
+        text(k)?
+            .map(|s| {
+                s.parse::<u32>().map_err(|_| {
+                    bad(format!(
+                        "pipeline '{name}': schedule.{k} must be a whole number, got '{s}'"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    if let Some(k) = t
+        .keys()
+        .find(|k| !KEYS.split(", ").any(|x| x == k.as_str()))
+    {
+        return Err(bad(format!(
+            "pipeline '{name}': unknown schedule key '{k}': valid keys are {KEYS}"
+        )));
+    }
+    let cadence = match (text("every")?, text("cron")?) {
+        (Some(every), None) => {
+            if t.contains_key("tz") {
+                return Err(bad(format!(
+                    "pipeline '{name}': schedule.tz goes with cron, not every"
+                )));
+            }
+            Cadence::Every(Interval::parse("schedule.every", &every).map_err(in_pipeline)?)
+        }
+        (None, Some(expr)) => Cadence::Cron {
+            expr,
+            tz: text("tz")?,
+        },
+        _ => {
+            return Err(bad(format!(
+                "pipeline '{name}': a schedule has either every = \"15 minutes\" or cron = \"0 * * * *\""
+            )));
+        }
+    };
+    let mut spec = ScheduleSpec::new(cadence);
+    if let Some(j) = text("jitter")? {
+        spec.jitter = Some(Interval::parse("schedule.jitter", &j).map_err(in_pipeline)?);
+    }
+    if let Some(m) = text("on_missed")? {
+        spec.on_missed = match m.to_ascii_lowercase().replace(' ', "_").as_str() {
+            "skip" => MissedPolicy::Skip,
+            "run_once" => MissedPolicy::RunOnce,
+            _ => {
+                return Err(bad(format!(
+                    "pipeline '{name}': schedule.on_missed is skip or run_once, got '{m}'"
+                )));
+            }
+        };
+    }
+    spec.retries = count("retries")?.unwrap_or(0);
+    if let Some(b) = text("backoff")? {
+        spec.backoff = Some(Interval::parse("schedule.backoff", &b).map_err(in_pipeline)?);
+    }
+    spec.suspend_after = count("suspend_after_failures")?;
     Ok(spec)
 }
 

@@ -225,6 +225,7 @@ fn tag_of(statement: &HakiriStatement) -> &'static str {
         HakiriStatement::DropSource { .. } => "DROP SOURCE",
         HakiriStatement::CreatePipeline { .. } => "CREATE PIPELINE",
         HakiriStatement::DropPipeline { .. } => "DROP PIPELINE",
+        HakiriStatement::AlterPipeline { .. } => "ALTER PIPELINE",
         _ => "OK",
     }
 }

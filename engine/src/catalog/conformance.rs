@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, STATE_TABLES};
 use crate::error::Error;
+use crate::schedule::{Cadence, Interval, MissedPolicy, ScheduleSpec};
 use crate::types::{
     CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, RunCounters, RunStatus, SchemaPolicy,
     SourceSpec, WriteMode,
@@ -31,7 +32,8 @@ macro_rules! catalog_conformance {
                 dead_holder_is_taken_over, commit_applies_everything_at_once,
                 commit_after_recovery_is_refused, checkpoints_advance_the_cursor,
                 replace_retires_files_until_purged, schema_versions_and_events,
-                failed_run_keeps_the_cursor, state_tables_have_their_columns);
+                failed_run_keeps_the_cursor, schedule_states_round_trip,
+                state_tables_have_their_columns);
         }
     };
     (@tests $make:expr; $($check:ident),*) => {
@@ -150,6 +152,7 @@ pub fn pipelines_round_trip(c: &dyn Catalog) {
         key: vec!["id".into(), "region".into()],
         on_schema_change: SchemaPolicy::Discard,
         checkpoint_pages: None,
+        schedule: None,
         origin: Origin::Manifest,
     };
     let token = PipelineSpec {
@@ -164,6 +167,17 @@ pub fn pipelines_round_trip(c: &dyn Catalog) {
         key: Vec::new(),
         on_schema_change: SchemaPolicy::Freeze,
         checkpoint_pages: Some(3),
+        schedule: Some(ScheduleSpec {
+            jitter: Some(Interval::parse("JITTER", "1 minute").unwrap()),
+            on_missed: MissedPolicy::RunOnce,
+            retries: 2,
+            backoff: Some(Interval::parse("BACKOFF", "10 seconds").unwrap()),
+            suspend_after: Some(3),
+            ..ScheduleSpec::new(Cadence::Cron {
+                expr: "0 9 * * 1-5".into(),
+                tz: Some("Europe/Berlin".into()),
+            })
+        }),
         origin: Origin::Sql,
     };
     c.upsert_pipeline(&spec, t(0)).unwrap();
@@ -331,6 +345,57 @@ pub fn failed_run_keeps_the_cursor(c: &dyn Catalog) {
     c.begin_run(&new_run("r3", "p", 2, 1), &alive).unwrap();
 }
 
+pub fn schedule_states_round_trip(c: &dyn Catalog) {
+    let spec = PipelineSpec {
+        name: "p".into(),
+        sql: "INSERT INTO context.t SELECT * FROM s.t".into(),
+        target: "t".into(),
+        cursor: None,
+        mode: WriteMode::Append,
+        key: Vec::new(),
+        on_schema_change: SchemaPolicy::Evolve,
+        checkpoint_pages: None,
+        schedule: Some(ScheduleSpec::new(Cadence::Every(
+            Interval::parse("EVERY", "15 minutes").unwrap(),
+        ))),
+        origin: Origin::Sql,
+    };
+    c.upsert_pipeline(&spec, t(0)).unwrap();
+    let mut s = super::ScheduleState {
+        pipeline: "p".into(),
+        schedule: "SCHEDULE EVERY '15 minutes'".into(),
+        next_fire_at: t(900),
+        slot_at: t(900),
+        attempt: 0,
+        consecutive_failures: 0,
+        suspended: false,
+        suspended_reason: None,
+        last_run_id: None,
+        last_status: None,
+        last_fired_at: None,
+        updated_at: t(0),
+    };
+    c.put_schedule(&s).unwrap();
+    assert_eq!(c.schedules().unwrap(), vec![s.clone()]);
+    s.attempt = 1;
+    s.consecutive_failures = 2;
+    s.suspended = true;
+    s.suspended_reason = Some("3 failures".into());
+    s.last_run_id = Some("r1".into());
+    s.last_status = Some("failed".into());
+    s.last_fired_at = Some(t(900));
+    c.put_schedule(&s).unwrap();
+    assert_eq!(c.schedules().unwrap(), vec![s.clone()]);
+    let table = c.state_table("schedules").unwrap();
+    assert_eq!(table.rows.len(), 1);
+    // Dropping the pipeline drops its schedule state.
+    assert!(c.drop_pipeline("p").unwrap());
+    assert!(c.schedules().unwrap().is_empty());
+    c.put_schedule(&s).unwrap();
+    assert!(c.drop_schedule("p").unwrap());
+    assert!(!c.drop_schedule("p").unwrap());
+}
+
 pub fn state_tables_have_their_columns(c: &dyn Catalog) {
     let expected: &[(&str, &[&str])] = &[
         (
@@ -404,6 +469,23 @@ pub fn state_tables_have_their_columns(c: &dyn Catalog) {
         (
             "events",
             &["id", "at", "kind", "subject", "message", "run_id"],
+        ),
+        (
+            "schedules",
+            &[
+                "pipeline",
+                "schedule",
+                "next_fire_at",
+                "slot_at",
+                "attempt",
+                "consecutive_failures",
+                "suspended",
+                "suspended_reason",
+                "last_run_id",
+                "last_status",
+                "last_fired_at",
+                "updated_at",
+            ],
         ),
     ];
     for name in STATE_TABLES {

@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::state_tables::{ColumnType, RawTable, RawValue};
 use super::{
     Catalog, CommitOutcome, CursorEntry, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun, RunCommit,
-    RunRecord, STATE_TABLES, TableEntry, already_running,
+    RunRecord, STATE_TABLES, ScheduleState, TableEntry, already_running,
 };
 use crate::error::Result;
 use crate::types::{PipelineSpec, RunCounters, RunStatus, SourceSpec};
@@ -73,6 +73,7 @@ struct State {
     files: Vec<File>,
     schema_versions: Vec<SchemaVersion>,
     events: Vec<Event>,
+    schedules: BTreeMap<String, ScheduleState>,
 }
 
 impl std::fmt::Debug for State {
@@ -174,6 +175,7 @@ impl Catalog for MemoryCatalog {
     fn drop_pipeline(&self, name: &str) -> Result<bool> {
         let mut st = self.state();
         st.cursors.remove(name);
+        st.schedules.remove(name);
         Ok(st.pipelines.remove(name).is_some())
     }
 
@@ -437,6 +439,21 @@ impl Catalog for MemoryCatalog {
         Ok(gone.into_iter().map(|f| f.entry.path).collect())
     }
 
+    fn schedules(&self) -> Result<Vec<ScheduleState>> {
+        Ok(self.state().schedules.values().cloned().collect())
+    }
+
+    fn put_schedule(&self, state: &ScheduleState) -> Result<()> {
+        self.state()
+            .schedules
+            .insert(state.pipeline.clone(), state.clone());
+        Ok(())
+    }
+
+    fn drop_schedule(&self, pipeline: &str) -> Result<bool> {
+        Ok(self.state().schedules.remove(pipeline).is_some())
+    }
+
     fn add_event(
         &self,
         at: DateTime<Utc>,
@@ -676,6 +693,41 @@ impl Catalog for MemoryCatalog {
                             t(&v.schema),
                             t(&v.run_id),
                             time(v.at),
+                        ]
+                    })
+                    .collect(),
+            ),
+            "schedules" => (
+                vec![
+                    ("pipeline", Text),
+                    ("schedule", Text),
+                    ("next_fire_at", Timestamp),
+                    ("slot_at", Timestamp),
+                    ("attempt", Int),
+                    ("consecutive_failures", Int),
+                    ("suspended", Int),
+                    ("suspended_reason", Text),
+                    ("last_run_id", Text),
+                    ("last_status", Text),
+                    ("last_fired_at", Timestamp),
+                    ("updated_at", Timestamp),
+                ],
+                st.schedules
+                    .values()
+                    .map(|s| {
+                        vec![
+                            t(&s.pipeline),
+                            t(&s.schedule),
+                            time(s.next_fire_at),
+                            time(s.slot_at),
+                            n(s.attempt.into()),
+                            n(s.consecutive_failures.into()),
+                            n(s.suspended.into()),
+                            ot(s.suspended_reason.as_deref()),
+                            ot(s.last_run_id.as_deref()),
+                            ot(s.last_status.as_deref()),
+                            otime(s.last_fired_at),
+                            time(s.updated_at),
                         ]
                     })
                     .collect(),

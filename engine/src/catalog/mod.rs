@@ -25,6 +25,7 @@ pub const STATE_TABLES: &[&str] = &[
     "files",
     "schema_versions",
     "events",
+    "schedules",
 ];
 
 /// A committed Parquet file of the context store.
@@ -125,6 +126,29 @@ pub struct CursorEntry {
     pub run_id: String,
 }
 
+/// A scheduled pipeline's state, as stored in `hakiri.schedules`: what the scheduler needs
+/// to resume after a restart. The schedule itself is part of the pipeline's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub pipeline: String,
+    /// The pipeline's `SCHEDULE ...` clauses as text: a changed schedule starts afresh.
+    pub schedule: String,
+    /// When the scheduler fires the pipeline next (a slot, or a retry's time).
+    pub next_fire_at: DateTime<Utc>,
+    /// The slot the next fire serves: a retry serves its failed slot.
+    pub slot_at: DateTime<Utc>,
+    /// Retries already made for `slot_at`.
+    pub attempt: u32,
+    /// Failed slots in a row (a slot fails when its run and its retries failed).
+    pub consecutive_failures: u32,
+    pub suspended: bool,
+    pub suspended_reason: Option<String>,
+    pub last_run_id: Option<String>,
+    pub last_status: Option<String>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// The catalog port. Every method is one transaction; an adapter passes the conformance
 /// suite in [`conformance`].
 pub trait Catalog: std::fmt::Debug + Send + Sync {
@@ -133,7 +157,7 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
     fn list_sources(&self) -> Result<Vec<SourceSpec>>;
 
     fn upsert_pipeline(&self, spec: &PipelineSpec, now: DateTime<Utc>) -> Result<()>;
-    /// Drops a pipeline and its cursor (its runs stay as history).
+    /// Drops a pipeline, its cursor and its schedule state (its runs stay as history).
     fn drop_pipeline(&self, name: &str) -> Result<bool>;
     fn list_pipelines(&self) -> Result<Vec<PipelineSpec>>;
 
@@ -175,6 +199,13 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
     fn all_files(&self) -> Result<Vec<String>>;
     /// Forgets files retired before `before` and returns their paths, to delete from disk.
     fn purge_retired(&self, before: DateTime<Utc>) -> Result<Vec<String>>;
+
+    /// Every scheduled pipeline's state, by pipeline name.
+    fn schedules(&self) -> Result<Vec<ScheduleState>>;
+    /// Writes a pipeline's schedule state (insert or replace).
+    fn put_schedule(&self, state: &ScheduleState) -> Result<()>;
+    /// Forgets a pipeline's schedule state (its schedule was removed).
+    fn drop_schedule(&self, pipeline: &str) -> Result<bool>;
 
     fn add_event(
         &self,

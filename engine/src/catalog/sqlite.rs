@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, param
 use super::state_tables::{ColumnType, RawTable, RawValue};
 use super::{
     Catalog, CommitOutcome, CursorEntry, FileEntry, IsAlive, NewRun, RunCommit, RunHolder,
-    RunRecord, STATE_TABLES, TableEntry, already_running,
+    RunRecord, STATE_TABLES, ScheduleState, TableEntry, already_running,
 };
 use crate::error::{Error, Result};
 use crate::types::{Origin, PipelineSpec, RunCounters, SourceSpec};
@@ -97,6 +97,20 @@ CREATE TABLE IF NOT EXISTS schema_versions (
     run_id TEXT,
     created_at TEXT NOT NULL,
     PRIMARY KEY (table_name, version)
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    pipeline TEXT PRIMARY KEY,
+    schedule TEXT NOT NULL,
+    next_fire_at TEXT NOT NULL,
+    slot_at TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    suspended INTEGER NOT NULL DEFAULT 0,
+    suspended_reason TEXT,
+    last_run_id TEXT,
+    last_status TEXT,
+    last_fired_at TEXT,
+    updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -268,6 +282,7 @@ impl Catalog for SqliteCatalog {
         let tx = conn.transaction()?;
         let n = tx.execute("DELETE FROM pipelines WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM cursors WHERE pipeline = ?1", [name])?;
+        tx.execute("DELETE FROM schedules WHERE pipeline = ?1", [name])?;
         tx.commit()?;
         Ok(n > 0)
     }
@@ -607,6 +622,84 @@ impl Catalog for SqliteCatalog {
         tx.execute("DELETE FROM files WHERE retired_at < ?1", [ts(before)])?;
         tx.commit()?;
         Ok(paths)
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleState>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT pipeline, schedule, next_fire_at, slot_at, attempt, consecutive_failures, suspended,
+                    suspended_reason, last_run_id, last_status, last_fired_at, updated_at
+             FROM schedules ORDER BY pipeline",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                (r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                (
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ),
+                (
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                ),
+                (r.get::<_, Option<String>>(10)?, r.get::<_, String>(11)?),
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let ((pipeline, schedule), (next, slot), (attempt, failures, suspended), texts, times) =
+                row?;
+            let (suspended_reason, last_run_id, last_status) = texts;
+            out.push(ScheduleState {
+                pipeline,
+                schedule,
+                next_fire_at: parse_ts(&next)?,
+                slot_at: parse_ts(&slot)?,
+                attempt: attempt as u32,
+                consecutive_failures: failures as u32,
+                suspended: suspended != 0,
+                suspended_reason,
+                last_run_id,
+                last_status,
+                last_fired_at: times.0.as_deref().map(parse_ts).transpose()?,
+                updated_at: parse_ts(&times.1)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn put_schedule(&self, s: &ScheduleState) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO schedules (pipeline, schedule, next_fire_at, slot_at, attempt,
+                 consecutive_failures, suspended, suspended_reason, last_run_id, last_status,
+                 last_fired_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                s.pipeline,
+                s.schedule,
+                ts(s.next_fire_at),
+                ts(s.slot_at),
+                s.attempt,
+                s.consecutive_failures,
+                s.suspended as i64,
+                s.suspended_reason,
+                s.last_run_id,
+                s.last_status,
+                s.last_fired_at.map(ts),
+                ts(s.updated_at),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn drop_schedule(&self, pipeline: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM schedules WHERE pipeline = ?1", [pipeline])?
+            > 0)
     }
 
     fn add_event(

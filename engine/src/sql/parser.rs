@@ -14,6 +14,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
+use crate::schedule::{Cadence, Interval, MissedPolicy, ScheduleSpec};
 use crate::types::{
     CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, SchemaPolicy, SourceSpec, WriteMode,
     validate_name,
@@ -47,6 +48,8 @@ pub enum HakiriStatement {
     PlanPipeline { name: String },
     /// `RUN PIPELINE name`
     RunPipeline { name: String },
+    /// `ALTER PIPELINE name SUSPEND | RESUME`: stops or restarts its schedule.
+    AlterPipeline { name: String, suspend: bool },
     /// Anything else, for DataFusion.
     DataFusion(Box<DFStatement>),
 }
@@ -112,6 +115,11 @@ impl fmt::Display for HakiriStatement {
             }
             HakiriStatement::PlanPipeline { name } => write!(f, "PLAN PIPELINE {name}"),
             HakiriStatement::RunPipeline { name } => write!(f, "RUN PIPELINE {name}"),
+            HakiriStatement::AlterPipeline { name, suspend } => write!(
+                f,
+                "ALTER PIPELINE {name} {}",
+                if *suspend { "SUSPEND" } else { "RESUME" }
+            ),
             HakiriStatement::DataFusion(s) => write!(f, "{s}"),
         }
     }
@@ -281,6 +289,21 @@ impl HakiriParser<'_> {
                 name: self.name("pipeline")?,
             });
         }
+        if self.eat(&["ALTER", "PIPELINE"]) {
+            let name = self.name("pipeline")?;
+            let suspend = if self.eat(&["SUSPEND"]) {
+                true
+            } else if self.eat(&["RESUME"]) {
+                false
+            } else {
+                let t = self.df.parser.peek_token();
+                return Err(sql_err(format!(
+                    "expected SUSPEND or RESUME after ALTER PIPELINE {name}, found '{}' at {}",
+                    t.token, t.span.start
+                )));
+            };
+            return Ok(HakiriStatement::AlterPipeline { name, suspend });
+        }
         if self.eat(&["RUN", "PIPELINE"]) {
             return Ok(HakiriStatement::RunPipeline {
                 name: self.name("pipeline")?,
@@ -356,8 +379,18 @@ impl HakiriParser<'_> {
         Ok(w)
     }
 
+    /// A positive whole number; `example` shows the clause it belongs to.
+    fn count(&mut self, example: &str) -> Result<u64> {
+        match self.df.parser.next_token().token {
+            Token::Number(n, _) => n.parse::<u64>().ok().filter(|n| *n > 0),
+            _ => None,
+        }
+        .ok_or_else(|| sql_err(format!("expected a positive whole number: {example}")))
+    }
+
     /// `CREATE PIPELINE name [CURSOR ...] [CHECKPOINT EVERY n PAGES] [MODE ...]
-    /// [ON SCHEMA CHANGE ...] AS INSERT INTO context.t SELECT ...`; clauses in any order.
+    /// [ON SCHEMA CHANGE ...] [SCHEDULE ...] AS INSERT INTO context.t SELECT ...`; clauses in
+    /// any order.
     fn create_pipeline(&mut self, or_replace: bool) -> Result<HakiriStatement> {
         let name = self.name("pipeline")?;
         let mut cursor: Option<CursorSpec> = None;
@@ -365,6 +398,7 @@ impl HakiriParser<'_> {
         let mut key = Vec::new();
         let mut on_schema_change = SchemaPolicy::Evolve;
         let mut checkpoint_pages = None;
+        let mut sched = ScheduleClauses::default();
         loop {
             if self.eat(&["CURSOR"]) {
                 let kind =
@@ -396,13 +430,45 @@ impl HakiriParser<'_> {
                 }
                 cursor = Some(c);
             } else if self.eat(&["CHECKPOINT", "EVERY"]) {
-                let n = match self.df.parser.next_token().token {
-                    Token::Number(n, _) => n.parse::<u64>().ok().filter(|n| *n > 0),
-                    _ => None,
-                }
-                .ok_or_else(|| sql_err("expected a page count: CHECKPOINT EVERY 10 PAGES"))?;
+                checkpoint_pages = Some(self.count("CHECKPOINT EVERY 10 PAGES")?);
                 self.expect("PAGES")?;
-                checkpoint_pages = Some(n);
+            } else if self.eat(&["SCHEDULE"]) {
+                let cadence = if self.eat(&["EVERY"]) {
+                    Cadence::Every(Interval::parse("SCHEDULE EVERY", &self.string()?)?)
+                } else if self.eat(&["CRON"]) {
+                    let expr = self.string()?;
+                    let tz = if self.eat(&["TZ"]) {
+                        Some(self.string()?)
+                    } else {
+                        None
+                    };
+                    Cadence::Cron { expr, tz }
+                } else {
+                    return Err(sql_err(
+                        "expected EVERY '15 minutes' or CRON '0 * * * *' after SCHEDULE",
+                    ));
+                };
+                sched.cadence = Some(cadence);
+            } else if self.eat(&["JITTER"]) {
+                sched.jitter = Some(Interval::parse("JITTER", &self.string()?)?);
+            } else if self.eat(&["ON", "MISSED"]) {
+                sched.on_missed = Some(if self.eat(&["SKIP"]) {
+                    MissedPolicy::Skip
+                } else if self.eat(&["RUN", "ONCE"]) {
+                    MissedPolicy::RunOnce
+                } else {
+                    return Err(sql_err("expected SKIP or RUN ONCE after ON MISSED"));
+                });
+            } else if self.eat(&["RETRY"]) {
+                sched.retries = Some(self.count("RETRY 3 [BACKOFF '30 seconds']")? as u32);
+                if self.eat(&["BACKOFF"]) {
+                    sched.backoff = Some(Interval::parse("BACKOFF", &self.string()?)?);
+                }
+            } else if self.eat(&["SUSPEND", "AFTER"]) {
+                sched.suspend_after = Some(self.count("SUSPEND AFTER 3 FAILURES")? as u32);
+                if !self.eat(&["FAILURES"]) {
+                    self.expect("FAILURE")?;
+                }
             } else if self.eat(&["MODE"]) {
                 let m = WriteMode::parse(&self.keyword("MODE", "APPEND, MERGE or REPLACE")?)?;
                 if m == WriteMode::Merge {
@@ -443,10 +509,49 @@ impl HakiriParser<'_> {
             key,
             on_schema_change,
             checkpoint_pages,
+            schedule: sched.into_spec()?,
             origin: Origin::Sql,
         };
         spec.check()?;
         Ok(HakiriStatement::CreatePipeline { spec, or_replace })
+    }
+}
+
+/// The schedule clauses of a `CREATE PIPELINE`, which may come in any order.
+#[derive(Default)]
+struct ScheduleClauses {
+    cadence: Option<Cadence>,
+    jitter: Option<Interval>,
+    on_missed: Option<MissedPolicy>,
+    retries: Option<u32>,
+    backoff: Option<Interval>,
+    suspend_after: Option<u32>,
+}
+
+impl ScheduleClauses {
+    fn into_spec(self) -> Result<Option<ScheduleSpec>> {
+        let Some(cadence) = self.cadence else {
+            let extra = [
+                (self.jitter.is_some(), "JITTER"),
+                (self.on_missed.is_some(), "ON MISSED"),
+                (self.retries.is_some(), "RETRY"),
+                (self.suspend_after.is_some(), "SUSPEND AFTER"),
+            ];
+            if let Some((_, clause)) = extra.iter().find(|(given, _)| *given) {
+                return Err(sql_err(format!(
+                    "{clause} goes with a schedule: add SCHEDULE EVERY '15 minutes' or SCHEDULE CRON '0 * * * *'"
+                )));
+            }
+            return Ok(None);
+        };
+        Ok(Some(ScheduleSpec {
+            cadence,
+            jitter: self.jitter,
+            on_missed: self.on_missed.unwrap_or_default(),
+            retries: self.retries.unwrap_or(0),
+            backoff: self.backoff,
+            suspend_after: self.suspend_after,
+        }))
     }
 }
 
@@ -566,6 +671,49 @@ mod tests {
         ] {
             let msg = parse_statements(sql).unwrap_err().to_string();
             assert!(msg.starts_with("SQL error: Expected"), "{sql}: {msg}");
+        }
+    }
+
+    #[test]
+    fn schedules_round_trip_and_alter_parses() {
+        let sql = "CREATE PIPELINE p SUSPEND AFTER 3 FAILURES SCHEDULE CRON '0 9 * * *' TZ 'Europe/Berlin' RETRY 2 BACKOFF '10 seconds' JITTER '1 minute' ON MISSED RUN ONCE AS INSERT INTO context.t SELECT * FROM s.e";
+        let stmts = parse_statements(sql).unwrap();
+        let text = stmts[0].to_string();
+        assert!(
+            text.contains("SCHEDULE CRON '0 9 * * *' TZ 'Europe/Berlin' JITTER '1 minute' ON MISSED RUN ONCE RETRY 2 BACKOFF '10 seconds' SUSPEND AFTER 3 FAILURES AS"),
+            "{text}"
+        );
+        assert_eq!(parse_statements(&text).unwrap()[0].to_string(), text);
+        let every = parse_statements(
+            "CREATE PIPELINE p SCHEDULE EVERY '15 minutes' AS INSERT INTO context.t SELECT * FROM s.e",
+        )
+        .unwrap();
+        assert!(
+            every[0]
+                .to_string()
+                .contains("SCHEDULE EVERY '15 minutes' AS")
+        );
+        assert!(matches!(
+            parse_statements("alter pipeline p suspend").unwrap()[0],
+            HakiriStatement::AlterPipeline { suspend: true, .. }
+        ));
+        for (bad, says) in [
+            (
+                "CREATE PIPELINE p RETRY 2 AS INSERT INTO context.t SELECT * FROM s.e",
+                "RETRY goes with a schedule",
+            ),
+            (
+                "CREATE PIPELINE p SCHEDULE HOURLY AS INSERT INTO context.t SELECT * FROM s.e",
+                "expected EVERY",
+            ),
+            (
+                "CREATE PIPELINE p SCHEDULE CRON 'nope' AS INSERT INTO context.t SELECT * FROM s.e",
+                "five fields",
+            ),
+            ("ALTER PIPELINE p STOP", "expected SUSPEND or RESUME"),
+        ] {
+            let e = parse_statements(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 
