@@ -145,7 +145,19 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Serve {
             pg_listen,
             mcp_listen,
-        } => serve(&root, pg_listen, mcp_listen).await,
+            max_concurrent_runs,
+            shutdown_grace,
+            log_format,
+        } => {
+            let options = ServeOptions {
+                pg_listen,
+                mcp_listen,
+                max_concurrent_runs,
+                shutdown_grace: std::time::Duration::from_secs_f64(shutdown_grace),
+                log_format,
+            };
+            serve(&root, options).await
+        }
         Command::Mcp => {
             let (engine, _) = open(&root, true)?;
             hakiri_mcp::serve_stdio(std::sync::Arc::new(engine))
@@ -239,6 +251,33 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     );
                 }
                 None => println!("cursor:     none (every run reads everything)"),
+            }
+            if let Some(schedule) = &spec.schedule {
+                let state = engine
+                    .schedules()?
+                    .into_iter()
+                    .find(|(p, _)| p.name == spec.name)
+                    .map(|(_, s)| s);
+                println!("schedule:   {schedule}");
+                if let Some(s) = state {
+                    let when = s.next_fire_at.format("%Y-%m-%d %H:%M:%S UTC");
+                    if s.suspended {
+                        println!(
+                            "            suspended ({}); ALTER PIPELINE {} RESUME to resume",
+                            s.suspended_reason.as_deref().unwrap_or("by hand"),
+                            spec.name
+                        );
+                    } else if s.attempt > 0 {
+                        println!("            retry {} at {when} (hakiri serve runs it)", s.attempt);
+                    } else {
+                        println!("            next run at {when} (hakiri serve runs it)");
+                    }
+                    if s.consecutive_failures > 0 {
+                        println!("            {} failed run(s) in a row", s.consecutive_failures);
+                    }
+                }
+            } else {
+                println!("schedule:   none (run it with hakiri run {})", spec.name);
             }
             println!("definition: {spec}");
             let runs = engine.catalog().runs(Some(&spec.name))?;
@@ -407,11 +446,15 @@ fn print_plan(p: &PlanReport) {
 }
 
 /// `hakiri serve`: the Postgres endpoint until SIGINT or SIGTERM.
-async fn serve(
-    root: &std::path::Path,
-    pg_listen: Option<String>,
-    mcp_listen: Option<String>,
-) -> Result<(), Failure> {
+async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Failure> {
+    let ServeOptions {
+        pg_listen,
+        mcp_listen,
+        max_concurrent_runs,
+        shutdown_grace,
+        log_format,
+    } = options;
+    init_logs(log_format);
     let manifest = hakiri_manifests::load(root)?;
     let (engine, _) = open(root, true)?;
     let engine = std::sync::Arc::new(engine);
@@ -430,10 +473,11 @@ async fn serve(
             ));
         }
     };
-    // The Postgres endpoint needs users; with only MCP asked for, it is left out.
-    let postgres = if users.is_empty() && mcp_listen.is_some() && pg_listen.is_none() {
+    // The Postgres endpoint needs users: without them it is left out unless asked for.
+    let postgres = if users.is_empty() && pg_listen.is_none() && manifest.serve.pg_listen.is_none()
+    {
         eprintln!(
-            "no [serve.users] in hakiri.toml: serving MCP only (add users to serve Postgres)"
+            "no [serve.users] in hakiri.toml: no Postgres endpoint (add users to serve Postgres)"
         );
         None
     } else {
@@ -482,6 +526,20 @@ async fn serve(
         }
         None => None,
     };
+    let scheduled = engine
+        .pipelines()
+        .iter()
+        .filter(|p| p.schedule.is_some())
+        .count();
+    println!(
+        "scheduler: {scheduled} scheduled pipeline(s), at most {max_concurrent_runs} run(s) at once; on SIGTERM or Ctrl-C running runs get {}s to reach a checkpoint",
+        shutdown_grace.as_secs()
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(
+        hakiri_engine::scheduler::Scheduler::new(engine.clone(), max_concurrent_runs)
+            .run(stopped, shutdown_grace),
+    );
     std::io::stdout().flush()?;
     let postgres = async {
         match postgres {
@@ -496,11 +554,49 @@ async fn serve(
         }
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        () = postgres => {}
-        result = mcp => result.map_err(|e| Failure { code: 1, message: e })?,
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping (interrupt)"),
-        _ = term.recv() => eprintln!("stopping (terminate)"),
+    let served = tokio::select! {
+        () = postgres => Ok(()),
+        result = mcp => result.map_err(|e| Failure { code: 1, message: e }),
+        _ = tokio::signal::ctrl_c() => { eprintln!("stopping (interrupt): no new runs"); Ok(()) }
+        _ = term.recv() => { eprintln!("stopping (terminate): no new runs"); Ok(()) }
+    };
+    // No new runs; running ones reach a checkpoint within the grace or are stopped, and
+    // either way end with what they committed recorded.
+    let _ = stop.send(true);
+    match scheduler.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("error: stopping the scheduler: {e}"),
+        Err(e) => eprintln!("error: the scheduler task ended: {e}"),
     }
-    Ok(())
+    eprintln!("stopped");
+    served
+}
+
+/// What `hakiri serve` was asked for on its command line.
+pub struct ServeOptions {
+    pub pg_listen: Option<String>,
+    pub mcp_listen: Option<String>,
+    pub max_concurrent_runs: usize,
+    pub shutdown_grace: std::time::Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Structured logs on stderr (level from `HAKIRI_LOG`, default `info`): scheduler and run
+/// events carry `pipeline` and `run_id` fields.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAKIRI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }

@@ -63,9 +63,20 @@ enum Command {
         #[command(subcommand)]
         command: PipelineCommand,
     },
-    /// Serve the project until stopped: a Postgres wire endpoint for psql, drivers and BI
-    /// tools (users and roles from [serve] in hakiri.toml), and MCP over HTTP for agents.
+    /// Serve the project until stopped: the scheduler (pipelines with a SCHEDULE), a
+    /// Postgres wire endpoint for psql, drivers and BI tools (users and roles from [serve]
+    /// in hakiri.toml), and MCP over HTTP for agents.
     Serve {
+        /// Scheduled runs at once; due pipelines wait for a free place.
+        #[arg(long, default_value_t = hakiri_engine::scheduler::DEFAULT_MAX_CONCURRENT_RUNS)]
+        max_concurrent_runs: usize,
+        /// Seconds running runs get to reach a checkpoint after SIGTERM/Ctrl-C before they
+        /// are stopped (what they committed stays; the next run resumes after it).
+        #[arg(long, default_value_t = 30.0)]
+        shutdown_grace: f64,
+        /// Log lines on stderr as text or JSON (level from HAKIRI_LOG, default info).
+        #[arg(long, value_enum, default_value_t = commands::LogFormat::Text)]
+        log_format: commands::LogFormat,
         /// The Postgres endpoint's address (default: serve.pg_listen, else 127.0.0.1:5433).
         #[arg(long)]
         pg_listen: Option<String>,
