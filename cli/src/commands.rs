@@ -268,12 +268,18 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                             spec.name
                         );
                     } else if s.attempt > 0 {
-                        println!("            retry {} at {when} (hakiri serve runs it)", s.attempt);
+                        println!(
+                            "            retry {} at {when} (hakiri serve runs it)",
+                            s.attempt
+                        );
                     } else {
                         println!("            next run at {when} (hakiri serve runs it)");
                     }
                     if s.consecutive_failures > 0 {
-                        println!("            {} failed run(s) in a row", s.consecutive_failures);
+                        println!(
+                            "            {} failed run(s) in a row",
+                            s.consecutive_failures
+                        );
                     }
                 }
             } else {

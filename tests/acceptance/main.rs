@@ -14,5 +14,6 @@ mod pgwire;
 mod postgres;
 mod readme;
 mod s3;
+mod schedule;
 mod slt;
 mod sql_shell;
