@@ -697,6 +697,36 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn due_pipelines_wait_for_a_free_place() {
+        let gate = Arc::new(AtomicBool::new(false));
+        let f = fixture(
+            "2026-11-28T00:00:00Z",
+            "CREATE PIPELINE a SCHEDULE EVERY '1 hour' AS INSERT INTO context.a SELECT gate() AS x;
+             CREATE PIPELINE b SCHEDULE EVERY '1 hour' AS INSERT INTO context.b SELECT gate() AS x",
+            gate.clone(),
+        )
+        .await;
+        let mut s = Scheduler::new(f.engine.clone(), 1);
+        f.clock.set(t("2026-11-28T01:00:00Z"));
+        let first = s.tick().await.unwrap();
+        assert_eq!(first.len(), 1, "one place: {first:?}");
+        f.clock.set(t("2026-11-28T01:00:10Z"));
+        assert!(s.tick().await.unwrap().is_empty(), "still no free place");
+        gate.store(true, Ordering::SeqCst);
+        s.wait_idle().await.unwrap();
+        let second = s.tick().await.unwrap();
+        s.wait_idle().await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].pipeline, second[0].pipeline);
+        // It ran late for its slot, and still serves that slot.
+        assert_eq!(second[0].slot, t("2026-11-28T01:00:00Z"));
+        assert_eq!(
+            f.state(&second[0].pipeline).next_fire_at,
+            t("2026-11-28T02:00:00Z")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn suspension_by_hand_and_after_failures() {
         let f = fixture(
             "2026-11-28T00:00:00Z",
