@@ -537,7 +537,9 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
         .iter()
         .filter(|p| p.schedule.is_some())
         .count();
-    println!(
+    // On stderr: stdout carries the endpoints' banner lines, which callers may read and
+    // then close.
+    eprintln!(
         "scheduler: {scheduled} scheduled pipeline(s), at most {max_concurrent_runs} run(s) at once; on SIGTERM or Ctrl-C running runs get {}s to reach a checkpoint",
         shutdown_grace.as_secs()
     );
