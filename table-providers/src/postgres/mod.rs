@@ -69,6 +69,11 @@ const OPTIONS: &[OptionSpec] = &[
     ),
     opt("batch_size", false, "rows per Arrow batch (default 8192)"),
     opt(
+        "parallel",
+        false,
+        "connections a scan of a large table uses at once, each reading a range of its pages in one shared snapshot (default 2; 1 reads over one connection)",
+    ),
+    opt(
         "connect_timeout_ms",
         false,
         "connection timeout (default 10000)",
@@ -83,7 +88,12 @@ pub struct PgOptions {
     config: Config,
     schema: String,
     batch_size: usize,
+    parallel: usize,
 }
+
+/// Pages (8 KiB) each connection of a parallel scan reads at least: below that, one more
+/// connection costs more than it saves.
+const MIN_PAGES_PER_CONNECTION: u64 = 256;
 
 impl fmt::Debug for PgOptions {
     /// Never prints the password.
@@ -147,6 +157,7 @@ impl PgOptions {
             config,
             schema: get("schema")?.unwrap_or_else(|| "public".into()),
             batch_size: num("batch_size", 8192)?.max(1) as usize,
+            parallel: num("parallel", 2)?.clamp(1, 64) as usize,
         })
     }
 
@@ -311,6 +322,9 @@ pub struct PostgresTable {
     table: String,
     columns: Arc<Vec<PgColumn>>,
     schema: SchemaRef,
+    /// A plain table's size in pages when the provider was made (views: `None`); how a
+    /// full scan is split between connections.
+    pages: Option<u64>,
 }
 
 impl PostgresTable {
@@ -333,11 +347,22 @@ impl PostgresTable {
         let schema = Arc::new(Schema::new(
             columns.iter().map(|c| c.field.clone()).collect::<Vec<_>>(),
         ));
+        let pages = client
+            .query_opt(
+                "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'r'",
+                &[&opts.schema, &table],
+            )
+            .await
+            .map_err(|e| opts.explain(e))?
+            .map(|r| r.get::<_, i64>(0).max(0) as u64);
         Ok(PostgresTable {
             opts,
             table: table.to_string(),
             columns: Arc::new(columns),
             schema,
+            pages,
         })
     }
 
@@ -467,7 +492,7 @@ impl TableProvider for PostgresTable {
         let selected: Vec<PgColumn> = indices.iter().map(|i| self.columns[*i].clone()).collect();
         let exprs: Vec<String> = selected.iter().map(PgColumn::select_expr).collect();
         let wheres: Vec<String> = filters.iter().filter_map(|f| self.filter_sql(f)).collect();
-        let mut sql = format!(
+        let sql = format!(
             "SELECT {} FROM {}.{}",
             if exprs.is_empty() {
                 "NULL".to_string()
@@ -477,23 +502,58 @@ impl TableProvider for PostgresTable {
             quote_ident(&self.opts.schema),
             quote_ident(&self.table)
         );
-        if !wheres.is_empty() {
-            sql.push_str(&format!(" WHERE {}", wheres.join(" AND ")));
-        }
-        if let Some(n) = limit {
-            sql.push_str(&format!(" LIMIT {n}"));
-        }
+        // A large plain table without a LIMIT is read over several connections, each a
+        // range of its pages (a TID range scan), all in one exported snapshot. The last
+        // range is open: pages added since the size was read are still read.
+        let connections = match (self.pages, limit) {
+            (Some(pages), None) => {
+                (pages / MIN_PAGES_PER_CONNECTION).clamp(1, self.opts.parallel as u64)
+            }
+            _ => 1,
+        };
+        let ranges: Vec<String> = (0..connections)
+            .map(|i| {
+                let pages = self.pages.unwrap_or(0);
+                let from = pages * i / connections;
+                let to = pages * (i + 1) / connections;
+                match (i, i + 1 == connections) {
+                    (0, true) => String::new(),
+                    (0, false) => format!("ctid < '({to},0)'::tid"),
+                    (_, true) => format!("ctid >= '({from},0)'::tid"),
+                    _ => format!("ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid"),
+                }
+            })
+            .collect();
+        let sqls: Vec<String> = ranges
+            .iter()
+            .map(|range| {
+                let mut sql = sql.clone();
+                let conds: Vec<&str> = wheres
+                    .iter()
+                    .map(String::as_str)
+                    .chain((!range.is_empty()).then_some(range.as_str()))
+                    .collect();
+                if !conds.is_empty() {
+                    sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
+                }
+                if let Some(n) = limit {
+                    sql.push_str(&format!(" LIMIT {n}"));
+                }
+                sql
+            })
+            .collect();
         let schema = Arc::new(self.schema.project(&indices)?);
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(sqls.len()),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
         Ok(Arc::new(PostgresExec {
             opts: self.opts.clone(),
             table: format!("{}.{}", self.opts.schema, self.table),
-            sql,
+            sqls,
+            snapshot: Arc::new(tokio::sync::OnceCell::new()),
             columns: Arc::new(selected),
             schema,
             props: Arc::new(props),
@@ -502,12 +562,18 @@ impl TableProvider for PostgresTable {
     }
 }
 
-/// Streams a `SELECT` through binary `COPY` in one read-only `REPEATABLE READ` snapshot.
+/// Streams a `SELECT` through binary `COPY` in one read-only `REPEATABLE READ` snapshot:
+/// one partition per connection, each with its own `SELECT` (a range of the table's pages).
+/// With several, a separate connection exports its snapshot and every partition's
+/// transaction imports it, so together they read one consistent state of the table.
 #[derive(Debug)]
 pub struct PostgresExec {
     opts: PgOptions,
     table: String,
-    sql: String,
+    sqls: Vec<String>,
+    /// The connection holding the exported snapshot and its id, made by the first partition
+    /// that starts; kept open while any partition may still import it.
+    snapshot: SharedSnapshot,
     columns: Arc<Vec<PgColumn>>,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
@@ -516,7 +582,21 @@ pub struct PostgresExec {
 
 impl DisplayAs for PostgresExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PostgresExec: table={}, sql={}", self.table, self.sql)
+        if self.sqls.len() == 1 {
+            write!(
+                f,
+                "PostgresExec: table={}, sql={}",
+                self.table, self.sqls[0]
+            )
+        } else {
+            write!(
+                f,
+                "PostgresExec: table={}, connections={} (one snapshot), sql={}",
+                self.table,
+                self.sqls.len(),
+                self.sqls.join(" | ")
+            )
+        }
     }
 }
 
@@ -568,7 +648,13 @@ impl ExecutionPlan for PostgresExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let opts = self.opts.clone();
-        let sql = self.sql.clone();
+        let sql = self.sqls.get(partition).cloned().ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "PostgresExec has {} partitions, asked for {partition}",
+                self.sqls.len()
+            ))
+        })?;
+        let shared = (self.sqls.len() > 1).then(|| self.snapshot.clone());
         let columns = self.columns.clone();
         let schema = self.schema.clone();
         let rows_metric = MetricBuilder::new(&self.metrics).counter("rows", partition);
@@ -580,11 +666,35 @@ impl ExecutionPlan for PostgresExec {
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
                 .map_err(|e| opts.explain(e))?;
+            if let Some(shared) = &shared {
+                let (_, id) = shared
+                    .get_or_try_init(|| async {
+                        let holder = opts.connect().await?;
+                        holder
+                            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                            .await
+                            .map_err(|e| opts.explain(e))?;
+                        let id: String = holder
+                            .query_one("SELECT pg_export_snapshot()", &[])
+                            .await
+                            .map_err(|e| opts.explain(e))?
+                            .get(0);
+                        Ok::<_, Error>((Arc::new(holder), id))
+                    })
+                    .await?;
+                // `id` comes from the server (hex digits and dashes): safe to splice.
+                client
+                    .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'"))
+                    .await
+                    .map_err(|e| opts.explain(e))?;
+            }
             let copy = client
                 .copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
                 .await
                 .map_err(|e| opts.explain(e))?;
             let rows = Box::pin(BinaryCopyOutStream::new(copy, &wire));
+            // The stream keeps the snapshot's holder alive until it ends.
+            let client = (client, shared);
             Ok::<_, Error>((client, rows, opts))
         };
         let out_schema = schema.clone();
@@ -624,6 +734,7 @@ impl ExecutionPlan for PostgresExec {
                         let finished = n < batch_size;
                         if finished {
                             client
+                                .0
                                 .batch_execute("COMMIT")
                                 .await
                                 .map_err(|e| opts.explain(e))?;
@@ -657,6 +768,9 @@ impl ExecutionPlan for PostgresExec {
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, batches)))
     }
 }
+
+/// The exported snapshot of a parallel scan: its holding connection and its id.
+type SharedSnapshot = Arc<tokio::sync::OnceCell<(Arc<Client>, String)>>;
 
 /// `CREATE EXTERNAL TABLE t STORED AS POSTGRES LOCATION 'postgres://user@host/db'
 /// OPTIONS ('table' 'events', 'password' 'env:PGPASSWORD')`.
