@@ -345,6 +345,24 @@ impl Engine {
         .await
     }
 
+    /// Reloads the pipelines from the catalog (another process may have created, changed or
+    /// dropped some since this engine loaded them) and returns them; sources new or changed
+    /// in the catalog are registered too, so those pipelines can run here.
+    pub fn refresh_pipelines(&self) -> Result<Vec<PipelineSpec>> {
+        for spec in self.catalog.list_sources()? {
+            if read(&self.sources).get(&spec.name) != Some(&spec) {
+                // As in `open`: a source whose connector is missing fails when used.
+                let _ = self.register_source(&spec);
+            }
+        }
+        let pipelines = self.catalog.list_pipelines()?;
+        *write(&self.pipelines) = pipelines
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        Ok(pipelines)
+    }
+
     /// Looks a pipeline up, or says which ones exist.
     pub fn pipeline(&self, name: &str) -> Result<PipelineSpec> {
         let pipelines = read(&self.pipelines);

@@ -77,7 +77,8 @@ fn at(t: DateTime<Utc>) -> String {
 impl Engine {
     /// Every scheduled pipeline with its state, creating the state of a new schedule (its
     /// first slot after now) and starting afresh when a schedule changed. States of
-    /// pipelines that lost their schedule are dropped.
+    /// pipelines that lost their schedule are dropped. Pipelines are read from the catalog,
+    /// so those another process created or dropped count (and this session learns them).
     pub fn schedules(&self) -> Result<Vec<(PipelineSpec, ScheduleState)>> {
         let now = self.clock().now();
         let mut states: BTreeMap<String, ScheduleState> = self
@@ -87,7 +88,7 @@ impl Engine {
             .map(|s| (s.pipeline.clone(), s))
             .collect();
         let mut out = Vec::new();
-        for spec in self.pipelines() {
+        for spec in self.refresh_pipelines()? {
             let Some(schedule) = &spec.schedule else {
                 continue;
             };
@@ -723,6 +724,39 @@ mod tests {
         assert_eq!(
             f.state(&second[0].pipeline).next_fire_at,
             t("2026-11-28T02:00:00Z")
+        );
+    }
+
+    /// Regression: the scheduler read the pipelines its own session knew, so one created by
+    /// another process (`hakiri query "CREATE PIPELINE ..."` beside `hakiri serve`) never
+    /// fired, and its schedule row was dropped as orphaned on every look.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelines_another_process_creates_are_scheduled() {
+        let f = fixture("2026-11-28T00:00:00Z", "SELECT 1", open_gate()).await;
+        let mut s = Scheduler::new(f.engine.clone(), 2);
+        assert!(s.tick().await.unwrap().is_empty());
+        let other = Engine::open(
+            f._dir.path(),
+            EngineOptions {
+                clock: Some(f.clock.clone()),
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        other
+            .execute("CREATE PIPELINE late SCHEDULE EVERY '1 hour' AS INSERT INTO context.late SELECT 1 AS x")
+            .await
+            .unwrap();
+        f.clock.set(t("2026-11-28T00:30:00Z"));
+        assert!(s.tick().await.unwrap().is_empty());
+        assert_eq!(f.state("late").next_fire_at, t("2026-11-28T01:00:00Z"));
+        f.clock.set(t("2026-11-28T01:00:00Z"));
+        let fired = s.tick().await.unwrap();
+        s.wait_idle().await.unwrap();
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            f.engine.catalog().runs(Some("late")).unwrap()[0].status,
+            "succeeded"
         );
     }
 
