@@ -75,10 +75,9 @@ fn at(t: DateTime<Utc>) -> String {
 }
 
 impl Engine {
-    /// Every scheduled pipeline with its state, creating the state of a new schedule (its
-    /// first slot after now) and starting afresh when a schedule changed. States of
-    /// pipelines that lost their schedule are dropped. Pipelines are read from the catalog,
-    /// so those another process created or dropped count (and this session learns them).
+    /// Every scheduled pipeline this session knows, with its state, creating the state of a
+    /// new schedule (its first slot after now) and starting afresh when a schedule changed.
+    /// (The catalog drops the state of a pipeline dropped or replaced without a schedule.)
     pub fn schedules(&self) -> Result<Vec<(PipelineSpec, ScheduleState)>> {
         let now = self.clock().now();
         let mut states: BTreeMap<String, ScheduleState> = self
@@ -88,7 +87,7 @@ impl Engine {
             .map(|s| (s.pipeline.clone(), s))
             .collect();
         let mut out = Vec::new();
-        for spec in self.refresh_pipelines()? {
+        for spec in self.pipelines() {
             let Some(schedule) = &spec.schedule else {
                 continue;
             };
@@ -117,9 +116,6 @@ impl Engine {
                 }
             };
             out.push((spec, state));
-        }
-        for gone in states.keys() {
-            self.catalog().drop_schedule(gone)?;
         }
         Ok(out)
     }
@@ -202,6 +198,8 @@ impl Scheduler {
             return Ok(Vec::new());
         }
         let engine = self.engine.clone();
+        // Pipelines another process created, changed or dropped beside this one count.
+        engine.refresh_pipelines()?;
         let now = engine.clock().now();
         let first = !std::mem::replace(&mut self.started, true);
         let mut due: Vec<(PipelineSpec, ScheduleState)> = engine

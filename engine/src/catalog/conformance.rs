@@ -391,9 +391,15 @@ pub fn schedule_states_round_trip(c: &dyn Catalog) {
     // Dropping the pipeline drops its schedule state.
     assert!(c.drop_pipeline("p").unwrap());
     assert!(c.schedules().unwrap().is_empty());
+    // Replacing the pipeline without a schedule drops its schedule state too.
+    c.upsert_pipeline(&spec, t(1)).unwrap();
     c.put_schedule(&s).unwrap();
-    assert!(c.drop_schedule("p").unwrap());
-    assert!(!c.drop_schedule("p").unwrap());
+    let unscheduled = PipelineSpec {
+        schedule: None,
+        ..spec
+    };
+    c.upsert_pipeline(&unscheduled, t(2)).unwrap();
+    assert!(c.schedules().unwrap().is_empty());
 }
 
 pub fn state_tables_have_their_columns(c: &dyn Catalog) {

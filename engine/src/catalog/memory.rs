@@ -169,6 +169,9 @@ impl Catalog for MemoryCatalog {
                 updated_at: now,
             },
         );
+        if spec.schedule.is_none() {
+            st.schedules.remove(&spec.name);
+        }
         Ok(())
     }
 
@@ -448,10 +451,6 @@ impl Catalog for MemoryCatalog {
             .schedules
             .insert(state.pipeline.clone(), state.clone());
         Ok(())
-    }
-
-    fn drop_schedule(&self, pipeline: &str) -> Result<bool> {
-        Ok(self.state().schedules.remove(pipeline).is_some())
     }
 
     fn add_event(

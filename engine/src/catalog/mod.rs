@@ -156,6 +156,7 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
     fn drop_source(&self, name: &str) -> Result<bool>;
     fn list_sources(&self) -> Result<Vec<SourceSpec>>;
 
+    /// Creates or replaces a pipeline; one without a schedule loses its schedule state.
     fn upsert_pipeline(&self, spec: &PipelineSpec, now: DateTime<Utc>) -> Result<()>;
     /// Drops a pipeline, its cursor and its schedule state (its runs stay as history).
     fn drop_pipeline(&self, name: &str) -> Result<bool>;
@@ -202,10 +203,9 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
 
     /// Every scheduled pipeline's state, by pipeline name.
     fn schedules(&self) -> Result<Vec<ScheduleState>>;
-    /// Writes a pipeline's schedule state (insert or replace).
+    /// Writes a pipeline's schedule state (insert or replace). The state goes when the
+    /// pipeline is dropped or upserted without a schedule.
     fn put_schedule(&self, state: &ScheduleState) -> Result<()>;
-    /// Forgets a pipeline's schedule state (its schedule was removed).
-    fn drop_schedule(&self, pipeline: &str) -> Result<bool>;
 
     fn add_event(
         &self,

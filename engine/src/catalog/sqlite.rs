@@ -251,7 +251,9 @@ impl Catalog for SqliteCatalog {
 
     fn upsert_pipeline(&self, spec: &PipelineSpec, now: DateTime<Utc>) -> Result<()> {
         let c = spec.cursor.as_ref();
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
             "INSERT INTO pipelines (name, target_table, cursor_kind, cursor_column, cursor_initial,
                                     write_mode, merge_key, on_schema_change, sql, definition,
                                     origin, created_at, updated_at)
@@ -274,6 +276,10 @@ impl Catalog for SqliteCatalog {
                 ts(now)
             ],
         )?;
+        if spec.schedule.is_none() {
+            tx.execute("DELETE FROM schedules WHERE pipeline = ?1", [&spec.name])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -693,13 +699,6 @@ impl Catalog for SqliteCatalog {
             ],
         )?;
         Ok(())
-    }
-
-    fn drop_schedule(&self, pipeline: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM schedules WHERE pipeline = ?1", [pipeline])?
-            > 0)
     }
 
     fn add_event(
