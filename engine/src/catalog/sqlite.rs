@@ -170,7 +170,7 @@ impl SqliteCatalog {
         // The busy timeout first: another process may be opening the same catalog, and
         // switching to WAL or creating the tables waits for its lock.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        set_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(SCHEMA)?;
@@ -192,6 +192,30 @@ impl SqliteCatalog {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Switches the catalog to WAL (a persistent setting, so usually already done). The switch
+/// needs an exclusive lock, and SQLite answers BUSY at once, without its busy handler, when
+/// another process has the new file open (two commands started together on a fresh
+/// project): retry for as long as the busy timeout.
+fn set_wal(conn: &Connection) -> Result<()> {
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -252,7 +276,7 @@ impl Catalog for SqliteCatalog {
     fn upsert_pipeline(&self, spec: &PipelineSpec, now: DateTime<Utc>) -> Result<()> {
         let c = spec.cursor.as_ref();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO pipelines (name, target_table, cursor_kind, cursor_column, cursor_initial,
                                     write_mode, merge_key, on_schema_change, sql, definition,
@@ -285,7 +309,7 @@ impl Catalog for SqliteCatalog {
 
     fn drop_pipeline(&self, name: &str) -> Result<bool> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute("DELETE FROM pipelines WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM cursors WHERE pipeline = ?1", [name])?;
         tx.execute("DELETE FROM schedules WHERE pipeline = ?1", [name])?;
@@ -816,4 +840,29 @@ fn mark_dead(conn: &Connection, run_id: &str, now: &str) -> Result<()> {
         params![now, run_id, "run marked partial_failure: its process stopped before the run ended"],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteCatalog;
+    use std::time::Duration;
+
+    /// Regression: `hakiri run` failed with "database is locked" when it opened a new catalog
+    /// while another command was creating it: the switch to WAL holds a read lock and wants
+    /// the exclusive one, and when another connection holds the write lock SQLite answers BUSY
+    /// at once (waiting could deadlock) instead of using the busy timeout. Opening now retries.
+    #[test]
+    fn opening_waits_for_a_writer_of_a_catalog_not_yet_in_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let mut other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("CREATE TABLE t (x)").unwrap();
+        let writer = other.transaction().unwrap();
+        writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let opening = std::thread::spawn(move || SqliteCatalog::open(&path).map(|_| ()));
+        std::thread::sleep(Duration::from_millis(300));
+        writer.commit().unwrap();
+        let opened = opening.join().unwrap();
+        assert!(opened.is_ok(), "{opened:?}");
+    }
 }
