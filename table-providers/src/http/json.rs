@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::reader::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -364,20 +365,180 @@ pub fn decode(records: Vec<Value>, schema: &SchemaRef) -> Result<RecordBatch> {
         .with_batch_size(rows.len().max(1))
         .build_decoder()
         .map_err(|e| Error::Internal(format!("building JSON decoder: {e}")))?;
-    decoder.serialize(&rows).map_err(|e| {
-        Error::Upstream(format!(
-            "records do not fit the table's schema: {e}; declare the column as json in the schema option, or fix the schema"
-        ))
-    })?;
+    decoder.serialize(&rows).map_err(does_not_fit)?;
     let batch = decoder
         .flush()
-        .map_err(|e| {
-            Error::Upstream(format!(
-                "records do not fit the table's schema: {e}; declare the column as json in the schema option, or fix the schema"
-            ))
-        })?
+        .map_err(does_not_fit)?
         .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
     Ok(batch)
+}
+
+/// Whether a JSON value fits a shape as it is: `merge(shape, type of value) == shape`, the
+/// test `check_page` applies, made while parsing the value's text, without building it.
+/// A misfit ends the parse with an error.
+struct Fits<'a> {
+    shape: &'a JType,
+    /// At the record's top level a field the table does not know may be null (ignored, as
+    /// `check_page` does); deeper it is a change of shape.
+    top: bool,
+}
+
+const MISFIT: &str = "misfit";
+
+impl<'de> DeserializeSeed<'de> for Fits<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Fits<'_> {
+    fn is<E: serde::de::Error>(&self, ok: bool) -> std::result::Result<(), E> {
+        if ok { Ok(()) } else { Err(E::custom(MISFIT)) }
+    }
+}
+
+impl<'de> Visitor<'de> for Fits<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<(), E> {
+        self.is(*self.shape == JType::Bool)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<(), E> {
+        self.is(matches!(self.shape, JType::Int | JType::Float))
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<(), E> {
+        // serde_json's `is_i64` is false above i64::MAX: such a number is a float to `of`.
+        self.is(*self.shape == JType::Float || (*self.shape == JType::Int && n <= i64::MAX as u64))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<(), E> {
+        self.is(*self.shape == JType::Float)
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<(), E> {
+        self.is(*self.shape == JType::Str)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let JType::List(item) = self.shape else {
+            return Err(serde::de::Error::custom(MISFIT));
+        };
+        while seq
+            .next_element_seed(Fits {
+                shape: item,
+                top: false,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let JType::Object(fields) = self.shape else {
+            return Err(serde::de::Error::custom(MISFIT));
+        };
+        while let Some(index) = map.next_key_seed(FieldIndex(fields))? {
+            match index {
+                Some(i) => map.next_value_seed(Fits {
+                    shape: &fields[i].1,
+                    top: false,
+                })?,
+                None if self.top => map.next_value_seed(Fits {
+                    shape: &JType::Null,
+                    top: false,
+                })?,
+                None => return Err(serde::de::Error::custom(MISFIT)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key's place among a shape's fields.
+struct FieldIndex<'a>(&'a [(String, JType)]);
+
+impl<'de> DeserializeSeed<'de> for FieldIndex<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldIndex<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> std::result::Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|(name, _)| name == key))
+    }
+}
+
+fn has_json_text(t: &JType) -> bool {
+    match t {
+        JType::Json | JType::Null => true,
+        JType::List(item) => has_json_text(item),
+        JType::Object(fields) => fields.iter().any(|(_, t)| has_json_text(t)),
+        _ => false,
+    }
+}
+
+fn does_not_fit(e: impl std::fmt::Display) -> Error {
+    Error::Upstream(format!(
+        "records do not fit the table's schema: {e}; declare the column as json in the schema option, or fix the schema"
+    ))
+}
+
+/// Decodes records from their JSON text when every one fits `schema` as it is (the page
+/// brings no new field and no other kind of value), the common page: arrow-json's decoder
+/// reads the text straight into Arrow, with no `serde_json::Value` per record. `None` when
+/// a record does not fit, or the schema has JSON-text columns (the decoder cannot write a
+/// value's text): the caller then takes `check_page` and `decode`, which evolve, discard or
+/// explain; for records that fit, both paths give the same batch.
+pub fn decode_fitting<'t>(
+    records: impl ExactSizeIterator<Item = &'t str> + Clone,
+    schema: &SchemaRef,
+) -> Result<Option<RecordBatch>> {
+    let shape = JType::Object(
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), jtype_of_field(f)))
+            .collect(),
+    );
+    if has_json_text(&shape) {
+        return Ok(None);
+    }
+    for text in records.clone() {
+        if !text.starts_with('{') {
+            return Ok(None);
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let fits = Fits {
+            shape: &shape,
+            top: true,
+        };
+        if fits.deserialize(&mut de).is_err() {
+            return Ok(None);
+        }
+    }
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(records.len().max(1))
+        .build_decoder()
+        .map_err(|e| Error::Internal(format!("building JSON decoder: {e}")))?;
+    for text in records {
+        decoder.decode(text.as_bytes()).map_err(does_not_fit)?;
+    }
+    let batch = decoder
+        .flush()
+        .map_err(does_not_fit)?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    Ok(Some(batch))
 }
 
 #[cfg(test)]
@@ -491,6 +652,78 @@ mod tests {
             .unwrap();
         assert_eq!(v.value(0), "1");
         assert_eq!(v.value(1), "\"one\"");
+    }
+
+    /// Decodes `texts` on both paths: the text path must take them and agree with the
+    /// value path.
+    fn both_paths(texts: &[&str], schema: &SchemaRef) -> RecordBatch {
+        let fast = decode_fitting(texts.iter().copied(), schema)
+            .unwrap()
+            .unwrap_or_else(|| panic!("records that fit took the value path: {texts:?}"));
+        let values = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect::<Vec<Value>>();
+        let check = check_page(values, schema, SchemaPolicy::Freeze, 1).unwrap();
+        assert!(check.evolved.is_none() && check.discarded == 0);
+        assert_eq!(fast, decode(check.records, schema).unwrap());
+        fast
+    }
+
+    #[test]
+    fn records_that_fit_decode_from_their_text_as_from_values() {
+        let sample = [
+            json!({"id": 1, "amount": 1.5, "who": {"login": "a", "admin": true}, "tags": ["x", "y"]}),
+        ];
+        let schema = infer_schema(&sample);
+        let batch = both_paths(
+            &[
+                r#"{"id": 1, "amount": 1.5, "who": {"login": "a", "admin": true}, "tags": ["x", "y"]}"#,
+                // integers in a float column, nulls, missing fields, an empty list, escapes,
+                // and a field the table does not know that is null.
+                r#"{"id": 2, "amount": 3, "who": null, "tags": [], "later": null}"#,
+                r#"{"id": -3, "who": {"login": "\u00e9\"q\"\n"}, "tags": [null, "z"]}"#,
+                "{}",
+            ],
+            &schema,
+        );
+        assert_eq!(batch.num_rows(), 4);
+        let declared =
+            parse_declared_schema("id bigint, at timestamp, day date, ok boolean").unwrap();
+        let batch = both_paths(
+            &[
+                r#"{"id": 9223372036854775807, "at": "2024-01-02T03:04:05Z", "day": "2024-01-02", "ok": false}"#,
+                r#"{"id": null, "at": null}"#,
+            ],
+            &declared,
+        );
+        assert_eq!(batch.num_rows(), 2);
+    }
+
+    #[test]
+    fn records_that_do_not_fit_take_the_value_path() {
+        let schema = infer_schema(&[json!({"id": 1, "who": {"login": "a"}, "tags": [1]})]);
+        for misfit in [
+            r#"{"id": 1.5}"#,                        // a float where integers were (widens)
+            r#"{"id": "7"}"#,                        // a string where integers were
+            r#"{"id": 9223372036854775808}"#,        // beyond i64: a float to the value path
+            r#"{"id": 1, "new": 2}"#,                // a new field
+            r#"{"who": {"login": "a", "x": null}}"#, // a struct gaining a field
+            r#"{"who": "a"}"#,                       // a string where an object was
+            r#"{"tags": [1, "a"]}"#,                 // a list item of another kind
+            r#"[1]"#,                                // not an object
+        ] {
+            let texts = [r#"{"id": 2}"#, misfit];
+            let got = decode_fitting(texts.iter().copied(), &schema).unwrap();
+            assert!(got.is_none(), "{misfit} was taken as fitting");
+        }
+        // A JSON-text column: the decoder cannot write a value's text.
+        let json_text = parse_declared_schema("id bigint, payload json").unwrap();
+        assert!(
+            decode_fitting([r#"{"id": 1}"#].into_iter(), &json_text)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -188,7 +188,7 @@ impl HttpTable {
                         })
                     })?;
                     match next {
-                        Some(p) => sample.extend(p.records),
+                        Some(p) => sample.extend(p.values()?),
                         None => break,
                     }
                 }
@@ -520,30 +520,45 @@ impl ExecutionPlan for HttpExec {
             st.requests.add(page.requests as usize);
             let decoding = st.decode_time.timer();
             let n = st.pager.pages();
-            let mut records = page.records;
-            if let Some(rc) = &st.run {
-                let check = json::check_page(records, &st.schema, rc.schema_policy, n)?;
-                if let Some((evolved, changes)) = check.evolved {
-                    let msg = format!("{}: {}", st.table, changes.join("; "));
-                    rc.update(|r| {
-                        r.drift.push(SourceDrift {
-                            table: st.table.clone(),
-                            evolved,
-                            changes,
-                        })
-                    });
-                    return Err(DataFusionError::from(Error::Upstream(format!(
-                        "the data outgrew the table's schema: {msg}"
-                    ))));
+            let page_error =
+                |e: Error| DataFusionError::from(Error::Upstream(format!("page {n}: {e}")));
+            // The common page fits the schema as it is and decodes from its text; otherwise
+            // its values are checked against the schema (drift, the run's policy) and decoded.
+            let fitting = json::decode_fitting(page.texts(), &st.schema).map_err(page_error)?;
+            let mut discarded = 0;
+            let mut batch = match fitting {
+                Some(batch) => batch,
+                None => {
+                    let mut records = page.values()?;
+                    if let Some(rc) = &st.run {
+                        let check = json::check_page(records, &st.schema, rc.schema_policy, n)?;
+                        if let Some((evolved, changes)) = check.evolved {
+                            let msg = format!("{}: {}", st.table, changes.join("; "));
+                            rc.update(|r| {
+                                r.drift.push(SourceDrift {
+                                    table: st.table.clone(),
+                                    evolved,
+                                    changes,
+                                })
+                            });
+                            return Err(DataFusionError::from(Error::Upstream(format!(
+                                "the data outgrew the table's schema: {msg}"
+                            ))));
+                        }
+                        discarded = check.discarded;
+                        records = check.records;
+                    }
+                    json::decode(records, &st.schema).map_err(page_error)?
                 }
-                records = check.records;
+            };
+            if let Some(rc) = &st.run {
                 let (token, exhausted, etag) = (
                     st.pager.token().map(str::to_string),
                     st.pager.exhausted(),
                     st.pager.etag().map(|e| format!("etag:{e}")),
                 );
                 rc.update(|r| {
-                    r.rows_discarded += check.discarded;
+                    r.rows_discarded += discarded;
                     r.token = token.or(r.token.take());
                     r.exhausted = exhausted;
                     r.snapshot_id = etag.or(r.snapshot_id.take());
@@ -552,8 +567,6 @@ impl ExecutionPlan for HttpExec {
                     *b -= 1;
                 }
             }
-            let mut batch = json::decode(records, &st.schema)
-                .map_err(|e| DataFusionError::from(Error::Upstream(format!("page {n}: {e}"))))?;
             if let Some(p) = &st.projection {
                 batch = batch.project(p)?;
             }

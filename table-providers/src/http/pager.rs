@@ -17,23 +17,100 @@
 //! one that fetched the last page, so the next run reads that page again: use MODE MERGE
 //! with those styles, or an API whose last page still hands out a token.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use reqwest::Client;
 use reqwest::header::{HeaderMap, LINK};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
 use super::client;
 use super::options::{HttpTableOptions, Pagination};
 use crate::error::{Error, Result, upstream};
 
-/// One page's records and its size on the wire.
+/// One page's records and its size on the wire. The records are only located in the body
+/// (checked to be valid JSON, not built as values): the common page, whose records fit the
+/// table's schema, decodes from this text straight into Arrow (`json::decode_fitting`).
 pub struct PageRecords {
-    pub records: Vec<Value>,
+    body: String,
+    /// Where each record lies in `body`.
+    spans: Vec<Range<usize>>,
     pub bytes: u64,
     /// HTTP requests the page took, retries included.
     pub requests: u64,
+}
+
+impl PageRecords {
+    /// Each record's JSON text.
+    pub fn texts(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.spans.iter().map(|r| &self.body[r.clone()])
+    }
+
+    /// The records as values (schema inference, drift checks).
+    pub fn values(&self) -> Result<Vec<Value>> {
+        self.texts()
+            .map(|t| {
+                serde_json::from_str(t)
+                    .map_err(|e| Error::Internal(format!("re-reading a located record: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// A JSON object's members in order, values unparsed.
+struct RawMembers<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawMembers<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawMembers<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry::<String, &'de RawValue>()? {
+                    out.push(entry);
+                }
+                Ok(RawMembers(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Parses `raw` into a value except the part at `path`, which is left null and returned as
+/// text: the records of a page are located, not built (`None`: the path is not there).
+fn split_at<'a>(
+    raw: &'a RawValue,
+    path: &[&str],
+) -> serde_json::Result<(Value, Option<&'a RawValue>)> {
+    let Some((head, rest)) = path.split_first() else {
+        return Ok((Value::Null, Some(raw)));
+    };
+    if !raw.get().starts_with('{') {
+        return Ok((serde_json::from_str(raw.get())?, None));
+    }
+    let RawMembers(members) = serde_json::from_str(raw.get())?;
+    let mut out = serde_json::Map::with_capacity(members.len());
+    let mut found = None;
+    for (key, value) in members {
+        if key == *head {
+            let (v, f) = split_at(value, rest)?;
+            found = f;
+            out.insert(key, v);
+        } else {
+            out.insert(key, serde_json::from_str(value.get())?);
+        }
+    }
+    Ok((Value::Object(out), found))
 }
 
 pub struct Pager {
@@ -71,15 +148,6 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.')
         .filter(|p| !p.is_empty())
         .try_fold(v, |v, p| v.get(p))
-}
-
-/// Moves the value at `path` out of `v` (leaving null there).
-fn take(v: &mut Value, path: &str) -> Option<Value> {
-    let target = path
-        .split('.')
-        .filter(|p| !p.is_empty())
-        .try_fold(v, |v, p| v.get_mut(p))?;
-    Some(target.take())
 }
 
 /// The `rel="next"` target of a `Link` header.
@@ -319,17 +387,30 @@ impl Pager {
         }
         self.pages += 1;
         let n = self.pages;
-        let mut body: Value = serde_json::from_slice(&page.body).map_err(|e| {
+        let not_json = |e: &dyn std::fmt::Display| {
             upstream(format!(
                 "page {n} (GET {url}) is not valid JSON: {e}; check that the endpoint returns JSON"
             ))
-        })?;
+        };
+        let text = String::from_utf8(page.body).map_err(|e| not_json(&e))?;
         let opts = Arc::clone(&self.opts);
         let path = opts.records.as_deref().unwrap_or("");
-        let len = match lookup(&body, path) {
-            Some(Value::Array(items)) => items.len() as u64,
-            Some(Value::Null) => 0,
-            Some(_) => 1,
+        let segments: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+        let (body, records) = serde_json::from_str::<&RawValue>(&text)
+            .and_then(|raw| split_at(raw, &segments))
+            .map_err(|e| not_json(&e))?;
+        let at = |r: &RawValue| {
+            let start = r.get().as_ptr() as usize - text.as_ptr() as usize;
+            start..start + r.get().len()
+        };
+        let spans: Vec<Range<usize>> = match records {
+            Some(r) if r.get().starts_with('[') => serde_json::from_str::<Vec<&RawValue>>(r.get())
+                .map_err(|e| not_json(&e))?
+                .into_iter()
+                .map(at)
+                .collect(),
+            Some(r) if r.get() == "null" => Vec::new(),
+            Some(r) => vec![at(r)],
             None if n == 1 => {
                 let keys = body
                     .as_object()
@@ -339,8 +420,9 @@ impl Pager {
                     "records path '{path}' is not in the response of GET {url}; the top-level keys are: {keys}; fix the records option"
                 )));
             }
-            None => 0,
+            None => Vec::new(),
         };
+        let len = spans.len() as u64;
         self.records += len;
         if len > 0 {
             self.next = self.next_url(&url, &page.headers, &body, len)?;
@@ -349,15 +431,10 @@ impl Pager {
             }
         }
         self.request_ahead();
-        // Decide the next page first, then move the records out of the body: no copy.
-        let records = match take(&mut body, path) {
-            Some(Value::Array(items)) => items,
-            Some(Value::Null) | None => Vec::new(),
-            Some(other) => vec![other],
-        };
         Ok(Some(PageRecords {
-            records,
-            bytes: page.body.len() as u64,
+            bytes: text.len() as u64,
+            body: text,
+            spans,
             requests: page.requests,
         }))
     }
