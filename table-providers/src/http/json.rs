@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayRef, StringBuilder, new_null_array};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::reader::ReaderBuilder;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -376,14 +378,14 @@ pub fn decode(records: Vec<Value>, schema: &SchemaRef) -> Result<RecordBatch> {
 /// Whether a JSON value fits a shape as it is: `merge(shape, type of value) == shape`, the
 /// test `check_page` applies, made while parsing the value's text, without building it.
 /// A misfit ends the parse with an error.
-struct Fits<'a> {
-    shape: &'a JType,
-    /// At the record's top level a field the table does not know may be null (ignored, as
-    /// `check_page` does); deeper it is a change of shape.
-    top: bool,
-}
+#[derive(Clone, Copy)]
+struct Fits<'a>(&'a JType);
 
 const MISFIT: &str = "misfit";
+
+fn misfit<E: serde::de::Error>() -> E {
+    E::custom(MISFIT)
+}
 
 impl<'de> DeserializeSeed<'de> for Fits<'_> {
     type Value = ();
@@ -394,7 +396,7 @@ impl<'de> DeserializeSeed<'de> for Fits<'_> {
 
 impl Fits<'_> {
     fn is<E: serde::de::Error>(&self, ok: bool) -> std::result::Result<(), E> {
-        if ok { Ok(()) } else { Err(E::custom(MISFIT)) }
+        if ok { Ok(()) } else { Err(misfit()) }
     }
 }
 
@@ -407,50 +409,36 @@ impl<'de> Visitor<'de> for Fits<'_> {
         Ok(())
     }
     fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<(), E> {
-        self.is(*self.shape == JType::Bool)
+        self.is(*self.0 == JType::Bool)
     }
     fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<(), E> {
-        self.is(matches!(self.shape, JType::Int | JType::Float))
+        self.is(matches!(self.0, JType::Int | JType::Float))
     }
     fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<(), E> {
         // serde_json's `is_i64` is false above i64::MAX: such a number is a float to `of`.
-        self.is(*self.shape == JType::Float || (*self.shape == JType::Int && n <= i64::MAX as u64))
+        self.is(*self.0 == JType::Float || (*self.0 == JType::Int && n <= i64::MAX as u64))
     }
     fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<(), E> {
-        self.is(*self.shape == JType::Float)
+        self.is(*self.0 == JType::Float)
     }
     fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<(), E> {
-        self.is(*self.shape == JType::Str)
+        self.is(*self.0 == JType::Str)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
-        let JType::List(item) = self.shape else {
-            return Err(serde::de::Error::custom(MISFIT));
+        let JType::List(item) = self.0 else {
+            return Err(misfit());
         };
-        while seq
-            .next_element_seed(Fits {
-                shape: item,
-                top: false,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(Fits(item))?.is_some() {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-        let JType::Object(fields) = self.shape else {
-            return Err(serde::de::Error::custom(MISFIT));
+        let JType::Object(fields) = self.0 else {
+            return Err(misfit());
         };
+        // A field the shape does not know is a change of shape below the top level.
         while let Some(index) = map.next_key_seed(FieldIndex(fields))? {
-            match index {
-                Some(i) => map.next_value_seed(Fits {
-                    shape: &fields[i].1,
-                    top: false,
-                })?,
-                None if self.top => map.next_value_seed(Fits {
-                    shape: &JType::Null,
-                    top: false,
-                })?,
-                None => return Err(serde::de::Error::custom(MISFIT)),
-            }
+            let i = index.ok_or_else(misfit)?;
+            map.next_value_seed(Fits(&fields[i].1))?;
         }
         Ok(())
     }
@@ -479,6 +467,69 @@ impl<'de> Visitor<'de> for FieldIndex<'_> {
     }
 }
 
+/// One record on the text path: its fields are checked against the table's shape, and the
+/// values of JSON-text columns are written out as the value path writes them (serde_json's
+/// compact text, by transcoding: no value is built).
+struct Record<'a> {
+    fields: &'a [(String, JType)],
+    /// For each field, its JSON-text column, if it is one.
+    text_column: &'a [Option<usize>],
+    texts: &'a mut [StringBuilder],
+    /// Fields met in this record.
+    seen: &'a mut [bool],
+    scratch: &'a mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for Record<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Record<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        self.seen.fill(false);
+        while let Some(index) = map.next_key_seed(FieldIndex(self.fields))? {
+            let Some(i) = index else {
+                // A field the table does not know may be null (ignored, as in `check_page`).
+                map.next_value_seed(Fits(&JType::Null))?;
+                continue;
+            };
+            if std::mem::replace(&mut self.seen[i], true) {
+                return Err(misfit()); // a repeated key: the value path keeps the last one
+            }
+            let Some(k) = self.text_column[i] else {
+                map.next_value_seed(Fits(&self.fields[i].1))?;
+                continue;
+            };
+            let raw: &RawValue = map.next_value()?;
+            if raw.get() == "null" {
+                self.texts[k].append_null();
+                continue;
+            }
+            self.scratch.clear();
+            serde_transcode::transcode(
+                &mut serde_json::Deserializer::from_str(raw.get()),
+                &mut serde_json::Serializer::new(&mut *self.scratch),
+            )
+            .map_err(serde::de::Error::custom)?;
+            let text = std::str::from_utf8(self.scratch).map_err(serde::de::Error::custom)?;
+            self.texts[k].append_value(text);
+        }
+        for (seen, column) in self.seen.iter().zip(self.text_column) {
+            if let (false, Some(k)) = (seen, column) {
+                self.texts[*k].append_null();
+            }
+        }
+        Ok(())
+    }
+}
+
 fn has_json_text(t: &JType) -> bool {
     match t {
         JType::Json | JType::Null => true,
@@ -496,48 +547,85 @@ fn does_not_fit(e: impl std::fmt::Display) -> Error {
 
 /// Decodes records from their JSON text when every one fits `schema` as it is (the page
 /// brings no new field and no other kind of value), the common page: arrow-json's decoder
-/// reads the text straight into Arrow, with no `serde_json::Value` per record. `None` when
-/// a record does not fit, or the schema has JSON-text columns (the decoder cannot write a
-/// value's text): the caller then takes `check_page` and `decode`, which evolve, discard or
-/// explain; for records that fit, both paths give the same batch.
+/// reads the text straight into Arrow and JSON-text columns are transcoded, with no
+/// `serde_json::Value` per record. `None` when a record does not fit (or has JSON text
+/// nested in a struct or list): the caller then takes `check_page` and `decode`, which
+/// evolve, discard or explain. For records that fit, both paths give the same batch.
 pub fn decode_fitting<'t>(
     records: impl ExactSizeIterator<Item = &'t str> + Clone,
     schema: &SchemaRef,
 ) -> Result<Option<RecordBatch>> {
-    let shape = JType::Object(
-        schema
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), jtype_of_field(f)))
-            .collect(),
-    );
-    if has_json_text(&shape) {
-        return Ok(None);
+    let fields: Vec<(String, JType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), jtype_of_field(f)))
+        .collect();
+    let mut text_column = Vec::with_capacity(fields.len());
+    let mut columnar = Vec::new();
+    let mut n_texts = 0;
+    for (f, (_, t)) in schema.fields().iter().zip(&fields) {
+        if *t == JType::Json {
+            text_column.push(Some(n_texts));
+            n_texts += 1;
+        } else if has_json_text(t) {
+            return Ok(None);
+        } else {
+            text_column.push(None);
+            columnar.push(f.clone());
+        }
     }
+    let rows = records.len();
+    let mut texts: Vec<StringBuilder> = (0..n_texts)
+        .map(|_| StringBuilder::with_capacity(rows, rows * 32))
+        .collect();
+    let (mut seen, mut scratch) = (vec![false; fields.len()], Vec::new());
     for text in records.clone() {
         if !text.starts_with('{') {
             return Ok(None);
         }
-        let mut de = serde_json::Deserializer::from_str(text);
-        let fits = Fits {
-            shape: &shape,
-            top: true,
+        let record = Record {
+            fields: &fields,
+            text_column: &text_column,
+            texts: &mut texts,
+            seen: &mut seen,
+            scratch: &mut scratch,
         };
-        if fits.deserialize(&mut de).is_err() {
+        if record
+            .deserialize(&mut serde_json::Deserializer::from_str(text))
+            .is_err()
+        {
             return Ok(None);
         }
     }
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(records.len().max(1))
-        .build_decoder()
-        .map_err(|e| Error::Internal(format!("building JSON decoder: {e}")))?;
-    for text in records {
-        decoder.decode(text.as_bytes()).map_err(does_not_fit)?;
+    let columnar = Arc::new(Schema::new(columnar));
+    let mut decoded = Vec::new();
+    if !columnar.fields().is_empty() {
+        let mut decoder = ReaderBuilder::new(columnar.clone())
+            .with_batch_size(rows.max(1))
+            .build_decoder()
+            .map_err(|e| Error::Internal(format!("building JSON decoder: {e}")))?;
+        for text in records {
+            decoder.decode(text.as_bytes()).map_err(does_not_fit)?;
+        }
+        if let Some(batch) = decoder.flush().map_err(does_not_fit)? {
+            decoded = batch.columns().to_vec();
+        }
     }
-    let batch = decoder
-        .flush()
-        .map_err(does_not_fit)?
-        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    let (mut decoded, mut texts) = (decoded.into_iter(), texts.into_iter());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.len());
+    for (f, slot) in schema.fields().iter().zip(&text_column) {
+        let column = match slot {
+            Some(_) => texts.next().map(|mut b| Arc::new(b.finish()) as ArrayRef),
+            None => decoded.next(),
+        };
+        columns.push(column.unwrap_or_else(|| new_null_array(f.data_type(), rows)));
+    }
+    let batch = RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(does_not_fit)?;
     Ok(Some(batch))
 }
 
@@ -698,6 +786,30 @@ mod tests {
             &declared,
         );
         assert_eq!(batch.num_rows(), 2);
+        // JSON-text columns hold serde_json's compact text of any value, whatever the
+        // spacing, escapes and number forms of the page.
+        let json_text = parse_declared_schema("id bigint, tags json, payload json").unwrap();
+        let batch = both_paths(
+            &[
+                r#"{"id": 1, "tags": [ "a" , "\u00e9\t" ], "payload": { "z": 1e2, "a": [ true, null ], "s": "x\/y" }}"#,
+                r#"{"payload": "text", "tags": null}"#,
+                r#"{"id": 3, "payload": 12345678901234567890, "tags": -0.5}"#,
+                r#"{"id": 4}"#,
+            ],
+            &json_text,
+        );
+        let payload = batch.column_by_name("payload").unwrap();
+        let payload = payload
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(payload.value(0), r#"{"z":100.0,"a":[true,null],"s":"x/y"}"#);
+        assert!(datafusion::arrow::array::Array::is_null(payload, 3));
+        let only_text = parse_declared_schema("payload json").unwrap();
+        assert_eq!(
+            both_paths(&[r#"{"payload": {}}"#, "{}"], &only_text).num_rows(),
+            2
+        );
     }
 
     #[test]
@@ -717,10 +829,17 @@ mod tests {
             let got = decode_fitting(texts.iter().copied(), &schema).unwrap();
             assert!(got.is_none(), "{misfit} was taken as fitting");
         }
-        // A JSON-text column: the decoder cannot write a value's text.
+        // A repeated JSON-text field, and JSON text inside a struct: left to the value path.
         let json_text = parse_declared_schema("id bigint, payload json").unwrap();
+        let repeated = [r#"{"id": 1, "payload": 1, "payload": 2}"#];
         assert!(
-            decode_fitting([r#"{"id": 1}"#].into_iter(), &json_text)
+            decode_fitting(repeated.into_iter(), &json_text)
+                .unwrap()
+                .is_none()
+        );
+        let nested = infer_schema(&[json!({"s": {"v": 1}}), json!({"s": {"v": "x"}})]);
+        assert!(
+            decode_fitting([r#"{"s": {"v": 1}}"#].into_iter(), &nested)
                 .unwrap()
                 .is_none()
         );
