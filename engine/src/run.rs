@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::execution::TaskContext;
+use datafusion::physical_plan::common::spawn_buffered;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -621,7 +622,11 @@ impl Engine {
         let mut max: Option<ScalarValue> = None;
         let (mut rows, mut nulls, mut seq) = (0u64, 0u64, 0i64);
         let result: Result<()> = async {
-            let mut stream = execute_stream(plan.clone(), task_ctx)?;
+            // The source runs on its own task, up to two batches ahead, so fetching and
+            // decoding pages overlaps with encoding Parquet here (two cores, both busy). The
+            // part commits only after the stream ends, so the source's token never runs
+            // ahead of what is committed.
+            let mut stream = spawn_buffered(execute_stream(plan.clone(), task_ctx)?, 2);
             let mut last_report = Instant::now();
             while let Some(batch) = stream.next().await {
                 let mut batch = batch?;
