@@ -622,11 +622,15 @@ impl Engine {
         let mut max: Option<ScalarValue> = None;
         let (mut rows, mut nulls, mut seq) = (0u64, 0u64, 0i64);
         let result: Result<()> = async {
-            // The source runs on its own task, up to two batches ahead, so fetching and
-            // decoding pages overlaps with encoding Parquet here (two cores, both busy). The
-            // part commits only after the stream ends, so the source's token never runs
-            // ahead of what is committed.
-            let mut stream = spawn_buffered(execute_stream(plan.clone(), task_ctx)?, 2);
+            // A one-partition source runs on its own task, up to two batches ahead, so
+            // fetching and decoding pages overlaps with encoding Parquet here (two cores,
+            // both busy); several partitions already run on their own tasks. The part
+            // commits only after the stream ends, so the source's token never runs ahead
+            // of what is committed.
+            let mut stream = execute_stream(plan.clone(), task_ctx)?;
+            if plan.properties().output_partitioning().partition_count() == 1 {
+                stream = spawn_buffered(stream, 2);
+            }
             let mut last_report = Instant::now();
             while let Some(batch) = stream.next().await {
                 let mut batch = batch?;
