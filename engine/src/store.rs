@@ -12,7 +12,7 @@ use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray}
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::parquet::{ParquetFormat, transform_schema_to_view};
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -105,22 +105,7 @@ impl ContextStore {
         let schema = self
             .table_schema(files)?
             .ok_or_else(|| Error::Internal("a table needs at least one file".into()))?;
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let ty = match f.data_type() {
-                    DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
-                    DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
-                    other => other.clone(),
-                };
-                f.as_ref().clone().with_data_type(ty)
-            })
-            .collect();
-        self.listing_table(
-            files,
-            Schema::new_with_metadata(fields, schema.metadata().clone()),
-        )
+        self.listing_table(files, transform_schema_to_view(&schema))
     }
 
     fn listing_table(&self, files: &[FileEntry], schema: Schema) -> Result<Arc<dyn TableProvider>> {
