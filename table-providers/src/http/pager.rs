@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use reqwest::Client;
 use reqwest::header::{HeaderMap, LINK};
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{
+    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use url::Url;
@@ -60,57 +62,126 @@ impl PageRecords {
     }
 }
 
-/// A JSON object's members in order, values unparsed.
-struct RawMembers<'a>(Vec<(String, &'a RawValue)>);
+/// What a page body holds at the records path.
+enum Located<'a> {
+    /// An array: each element's text.
+    Items(Vec<&'a RawValue>),
+    /// Another value: one record (its text once asked for with `whole_leaf`).
+    One(Option<&'a RawValue>),
+    Null,
+    Missing,
+}
 
-impl<'de> Deserialize<'de> for RawMembers<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawMembers<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = m.next_entry::<String, &'de RawValue>()? {
-                    out.push(entry);
-                }
-                Ok(RawMembers(out))
-            }
+/// Reads a page body in one pass: the value of everything but the records at `path` (left
+/// null there, for the pagination rules) and where each record lies; a record is checked to
+/// be JSON but not built. `whole_leaf`: take the value at `path` whole (a single record).
+#[derive(Clone, Copy)]
+struct Body<'p> {
+    path: &'p [&'p str],
+    whole_leaf: bool,
+}
+
+fn locate<'a>(
+    text: &'a str,
+    path: &[&str],
+    whole_leaf: bool,
+) -> serde_json::Result<(Value, Located<'a>)> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = Body { path, whole_leaf }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(found)
+}
+
+impl<'de> DeserializeSeed<'de> for Body<'_> {
+    type Value = (Value, Located<'de>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        if self.path.is_empty() && self.whole_leaf {
+            let raw = <&RawValue>::deserialize(d)?;
+            return Ok((Value::Null, Located::One(Some(raw))));
         }
-        d.deserialize_map(V)
+        d.deserialize_any(self)
     }
 }
 
-/// Parses `raw` into a value except the part at `path`, which is left null and returned as
-/// text: the records of a page are located, not built (`None`: the path is not there).
-fn split_at<'a>(
-    raw: &'a RawValue,
-    path: &[&str],
-) -> serde_json::Result<(Value, Option<&'a RawValue>)> {
-    let Some((head, rest)) = path.split_first() else {
-        return Ok((Value::Null, Some(raw)));
-    };
-    if !raw.get().starts_with('{') {
-        return Ok((serde_json::from_str(raw.get())?, None));
-    }
-    let RawMembers(members) = serde_json::from_str(raw.get())?;
-    let mut out = serde_json::Map::with_capacity(members.len());
-    let mut found = None;
-    for (key, value) in members {
-        if key == *head {
-            let (v, f) = split_at(value, rest)?;
-            found = f;
-            out.insert(key, v);
+impl Body<'_> {
+    /// A value that is neither an object on the path nor the records' array.
+    fn other(self) -> (Value, Located<'static>) {
+        if self.path.is_empty() {
+            (Value::Null, Located::One(None))
         } else {
-            out.insert(key, serde_json::from_str(value.get())?);
+            // Not an object: the path is not there (pagination lookups find nothing in it).
+            (Value::Null, Located::Missing)
         }
     }
-    Ok((Value::Object(out), found))
+}
+
+impl<'de> Visitor<'de> for Body<'_> {
+    type Value = (Value, Located<'de>);
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<Self::Value, E> {
+        Ok(self.other())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+        let located = if self.path.is_empty() {
+            Located::Null
+        } else {
+            Located::Missing
+        };
+        Ok((Value::Null, located))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        if self.path.is_empty() {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                items.push(item);
+            }
+            return Ok((Value::Null, Located::Items(items)));
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.other())
+    }
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let Some((head, rest)) = self.path.split_first() else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(self.other());
+        };
+        let mut out = serde_json::Map::new();
+        let mut found = Located::Missing;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == *head {
+                let (value, located) = map.next_value_seed(Body {
+                    path: rest,
+                    whole_leaf: self.whole_leaf,
+                })?;
+                found = located;
+                out.insert(key, value);
+            } else {
+                let value = map.next_value::<Value>()?;
+                out.insert(key, value);
+            }
+        }
+        Ok((Value::Object(out), found))
+    }
 }
 
 pub struct Pager {
@@ -396,22 +467,20 @@ impl Pager {
         let opts = Arc::clone(&self.opts);
         let path = opts.records.as_deref().unwrap_or("");
         let segments: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
-        let (body, records) = serde_json::from_str::<&RawValue>(&text)
-            .and_then(|raw| split_at(raw, &segments))
-            .map_err(|e| not_json(&e))?;
+        let (body, mut records) = locate(&text, &segments, false).map_err(|e| not_json(&e))?;
+        if let Located::One(None) = records {
+            // One record, not an array (rare): a second pass takes its text.
+            records = locate(&text, &segments, true).map_err(|e| not_json(&e))?.1;
+        }
         let at = |r: &RawValue| {
             let start = r.get().as_ptr() as usize - text.as_ptr() as usize;
             start..start + r.get().len()
         };
         let spans: Vec<Range<usize>> = match records {
-            Some(r) if r.get().starts_with('[') => serde_json::from_str::<Vec<&RawValue>>(r.get())
-                .map_err(|e| not_json(&e))?
-                .into_iter()
-                .map(at)
-                .collect(),
-            Some(r) if r.get() == "null" => Vec::new(),
-            Some(r) => vec![at(r)],
-            None if n == 1 => {
+            Located::Items(items) => items.into_iter().map(at).collect(),
+            Located::One(record) => record.into_iter().map(at).collect(),
+            Located::Null => Vec::new(),
+            Located::Missing if n == 1 => {
                 let keys = body
                     .as_object()
                     .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
@@ -420,7 +489,7 @@ impl Pager {
                     "records path '{path}' is not in the response of GET {url}; the top-level keys are: {keys}; fix the records option"
                 )));
             }
-            None => Vec::new(),
+            Located::Missing => Vec::new(),
         };
         let len = spans.len() as u64;
         self.records += len;
@@ -500,5 +569,53 @@ impl Pager {
             return Ok(None);
         }
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts<'a>(found: &Located<'a>) -> Vec<&'a str> {
+        match found {
+            Located::Items(items) => items.iter().map(|r| r.get()).collect(),
+            Located::One(Some(r)) => vec![r.get()],
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_body_is_read_in_one_pass_with_its_records_located() {
+        let text =
+            r#"{"next": "/p2", "data": {"items": [{"a": 1}, [2], "x"], "more": true}, "n": 3}"#;
+        let (body, found) = locate(text, &["data", "items"], false).unwrap();
+        assert_eq!(texts(&found), vec![r#"{"a": 1}"#, "[2]", r#""x""#]);
+        // The rest of the body is there for the pagination rules; the records are not.
+        assert_eq!(
+            body,
+            serde_json::json!({"next": "/p2", "data": {"items": null, "more": true}, "n": 3})
+        );
+        let (_, found) = locate(" [ {\"a\": 1} ] ", &[], false).unwrap();
+        assert_eq!(texts(&found), vec![r#"{"a": 1}"#]);
+        // A single record is only marked; the second pass takes its text.
+        let (_, found) = locate(r#"{"data": {"a": 1}}"#, &["data"], false).unwrap();
+        assert!(matches!(found, Located::One(None)));
+        let (_, found) = locate(r#"{"data": {"a": 1}}"#, &["data"], true).unwrap();
+        assert_eq!(texts(&found), vec![r#"{"a": 1}"#]);
+        assert!(matches!(
+            locate(r#"{"data": null}"#, &["data"], false).unwrap().1,
+            Located::Null
+        ));
+        assert!(matches!(
+            locate(r#"{"x": 1}"#, &["data"], false).unwrap().1,
+            Located::Missing
+        ));
+        assert!(matches!(
+            locate("[1]", &["data"], false).unwrap().1,
+            Located::Missing
+        ));
+        // Invalid JSON anywhere, records included, and trailing text are errors.
+        assert!(locate(r#"{"data": [{"a": }]}"#, &["data"], false).is_err());
+        assert!(locate(r#"{"data": []} x"#, &["data"], false).is_err());
     }
 }
