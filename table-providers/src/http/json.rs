@@ -4,12 +4,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, StringBuilder, new_null_array};
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, make_array,
+    new_null_array,
+};
+use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::reader::ReaderBuilder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -467,14 +471,173 @@ impl<'de> Visitor<'de> for FieldIndex<'_> {
     }
 }
 
+/// A column the text path fills while it reads the records: the flat types, and JSON text.
+/// Other columns (lists, structs, dates, narrower numbers) are left to arrow-json's decoder.
+enum Column {
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+    Bool(BooleanBuilder),
+    /// Epoch values in the column's unit, parsed as arrow-json parses them.
+    Timestamp {
+        values: Int64Builder,
+        unit: TimeUnit,
+        tz: Option<Tz>,
+    },
+    /// JSON text, as the value path writes it: serde_json's compact text.
+    Text(StringBuilder),
+}
+
+impl Column {
+    /// The column for a field, if the text path fills that type.
+    fn for_field(f: &Field, rows: usize) -> Option<Column> {
+        if f.metadata().contains_key(JSON_TEXT_KEY) {
+            return Some(Column::Text(StringBuilder::with_capacity(rows, rows * 32)));
+        }
+        Some(match f.data_type() {
+            DataType::Int64 => Column::Int64(Int64Builder::with_capacity(rows)),
+            DataType::Float64 => Column::Float64(Float64Builder::with_capacity(rows)),
+            DataType::Utf8 => Column::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
+            DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Timestamp(unit, tz) => Column::Timestamp {
+                values: Int64Builder::with_capacity(rows),
+                unit: *unit,
+                tz: match tz {
+                    Some(tz) => Some(tz.parse().ok()?),
+                    None => None,
+                },
+            },
+            _ => return None,
+        })
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Column::Int64(b) | Column::Timestamp { values: b, .. } => b.append_null(),
+            Column::Float64(b) => b.append_null(),
+            Column::Utf8(b) | Column::Text(b) => b.append_null(),
+            Column::Bool(b) => b.append_null(),
+        }
+    }
+
+    fn finish(self, field: &Field) -> Result<ArrayRef> {
+        Ok(match self {
+            Column::Int64(mut b) => Arc::new(b.finish()),
+            Column::Float64(mut b) => Arc::new(b.finish()),
+            Column::Utf8(mut b) | Column::Text(mut b) => Arc::new(b.finish()),
+            Column::Bool(mut b) => Arc::new(b.finish()),
+            Column::Timestamp { mut values, .. } => {
+                let data = values.finish().into_data().into_builder();
+                let data = data.data_type(field.data_type().clone()).build();
+                make_array(data.map_err(|e| Error::Internal(format!("timestamp column: {e}")))?)
+            }
+        })
+    }
+}
+
+/// A timestamp string as arrow-json's decoder reads it: `string_to_datetime` in the
+/// column's time zone, then the epoch value in the column's unit.
+fn parse_timestamp(s: &str, unit: TimeUnit, tz: Option<&Tz>) -> Option<i64> {
+    fn epoch<T: chrono::TimeZone>(date: chrono::DateTime<T>, unit: TimeUnit) -> Option<i64> {
+        match unit {
+            TimeUnit::Second => Some(date.timestamp()),
+            TimeUnit::Millisecond => Some(date.timestamp_millis()),
+            TimeUnit::Microsecond => Some(date.timestamp_micros()),
+            TimeUnit::Nanosecond => date.timestamp_nanos_opt(),
+        }
+    }
+    match tz {
+        Some(tz) => epoch(string_to_datetime(tz, s).ok()?, unit),
+        None => epoch(string_to_datetime(&chrono::Utc, s).ok()?, unit),
+    }
+}
+
+/// Appends one field's value to its column; a value the column does not take as it is
+/// (which the value path would convert, evolve or report) is a misfit.
+struct Append<'a> {
+    column: &'a mut Column,
+    scratch: &'a mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for Append<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        let Column::Text(b) = self.column else {
+            return d.deserialize_any(self);
+        };
+        // Transcoding straight from the record's parser: the value is read once.
+        self.scratch.clear();
+        serde_transcode::transcode(d, &mut serde_json::Serializer::new(&mut *self.scratch))
+            .map_err(serde::de::Error::custom)?;
+        if self.scratch.as_slice() == b"null" {
+            b.append_null();
+        } else {
+            let text = std::str::from_utf8(self.scratch).map_err(serde::de::Error::custom)?;
+            b.append_value(text);
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for Append<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        self.column.append_null();
+        Ok(())
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<(), E> {
+        let Column::Bool(b) = self.column else {
+            return Err(misfit());
+        };
+        b.append_value(v);
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<(), E> {
+        match self.column {
+            Column::Int64(b) => b.append_value(v),
+            Column::Float64(b) => b.append_value(v as f64),
+            _ => return Err(misfit()),
+        }
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<(), E> {
+        match self.column {
+            Column::Int64(b) => b.append_value(i64::try_from(v).map_err(|_| misfit::<E>())?),
+            Column::Float64(b) => b.append_value(v as f64),
+            _ => return Err(misfit()),
+        }
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<(), E> {
+        let Column::Float64(b) = self.column else {
+            return Err(misfit());
+        };
+        b.append_value(v);
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<(), E> {
+        match self.column {
+            Column::Utf8(b) => b.append_value(v),
+            // A string that is no timestamp: the value path reports it.
+            Column::Timestamp { values, unit, tz } => {
+                values.append_value(parse_timestamp(v, *unit, tz.as_ref()).ok_or_else(misfit)?)
+            }
+            _ => return Err(misfit()),
+        }
+        Ok(())
+    }
+}
+
 /// One record on the text path: its fields are checked against the table's shape, and the
-/// values of JSON-text columns are written out as the value path writes them (serde_json's
-/// compact text, by transcoding: no value is built).
+/// values of the columns the text path fills are appended to them.
 struct Record<'a> {
     fields: &'a [(String, JType)],
-    /// For each field, its JSON-text column, if it is one.
-    text_column: &'a [Option<usize>],
-    texts: &'a mut [StringBuilder],
+    /// For each field, its column on the text path, if it has one.
+    slots: &'a [Option<usize>],
+    columns: &'a mut [Column],
     /// Fields met in this record.
     seen: &'a mut [bool],
     scratch: &'a mut Vec<u8>,
@@ -503,27 +666,17 @@ impl<'de> Visitor<'de> for Record<'_> {
             if std::mem::replace(&mut self.seen[i], true) {
                 return Err(misfit()); // a repeated key: the value path keeps the last one
             }
-            let Some(k) = self.text_column[i] else {
-                map.next_value_seed(Fits(&self.fields[i].1))?;
-                continue;
-            };
-            let raw: &RawValue = map.next_value()?;
-            if raw.get() == "null" {
-                self.texts[k].append_null();
-                continue;
+            match self.slots[i] {
+                Some(k) => map.next_value_seed(Append {
+                    column: &mut self.columns[k],
+                    scratch: &mut *self.scratch,
+                })?,
+                None => map.next_value_seed(Fits(&self.fields[i].1))?,
             }
-            self.scratch.clear();
-            serde_transcode::transcode(
-                &mut serde_json::Deserializer::from_str(raw.get()),
-                &mut serde_json::Serializer::new(&mut *self.scratch),
-            )
-            .map_err(serde::de::Error::custom)?;
-            let text = std::str::from_utf8(self.scratch).map_err(serde::de::Error::custom)?;
-            self.texts[k].append_value(text);
         }
-        for (seen, column) in self.seen.iter().zip(self.text_column) {
-            if let (false, Some(k)) = (seen, column) {
-                self.texts[*k].append_null();
+        for (seen, slot) in self.seen.iter().zip(self.slots) {
+            if let (false, Some(k)) = (seen, slot) {
+                self.columns[*k].append_null();
             }
         }
         Ok(())
@@ -555,29 +708,26 @@ pub fn decode_fitting<'t>(
     records: impl ExactSizeIterator<Item = &'t str> + Clone,
     schema: &SchemaRef,
 ) -> Result<Option<RecordBatch>> {
+    let rows = records.len();
     let fields: Vec<(String, JType)> = schema
         .fields()
         .iter()
         .map(|f| (f.name().clone(), jtype_of_field(f)))
         .collect();
-    let mut text_column = Vec::with_capacity(fields.len());
-    let mut columnar = Vec::new();
-    let mut n_texts = 0;
+    let mut slots = Vec::with_capacity(fields.len());
+    let mut columns = Vec::new();
+    let mut others = Vec::new();
     for (f, (_, t)) in schema.fields().iter().zip(&fields) {
-        if *t == JType::Json {
-            text_column.push(Some(n_texts));
-            n_texts += 1;
+        if let Some(column) = Column::for_field(f, rows) {
+            slots.push(Some(columns.len()));
+            columns.push(column);
         } else if has_json_text(t) {
             return Ok(None);
         } else {
-            text_column.push(None);
-            columnar.push(f.clone());
+            slots.push(None);
+            others.push(f.clone());
         }
     }
-    let rows = records.len();
-    let mut texts: Vec<StringBuilder> = (0..n_texts)
-        .map(|_| StringBuilder::with_capacity(rows, rows * 32))
-        .collect();
     let (mut seen, mut scratch) = (vec![false; fields.len()], Vec::new());
     for text in records.clone() {
         if !text.starts_with('{') {
@@ -585,8 +735,8 @@ pub fn decode_fitting<'t>(
         }
         let record = Record {
             fields: &fields,
-            text_column: &text_column,
-            texts: &mut texts,
+            slots: &slots,
+            columns: &mut columns,
             seen: &mut seen,
             scratch: &mut scratch,
         };
@@ -597,10 +747,12 @@ pub fn decode_fitting<'t>(
             return Ok(None);
         }
     }
-    let columnar = Arc::new(Schema::new(columnar));
+    // The columns the text path does not fill: arrow-json's decoder reads them from the
+    // same text (skipped when every column is filled, as for flat records).
+    let others = Arc::new(Schema::new(others));
     let mut decoded = Vec::new();
-    if !columnar.fields().is_empty() {
-        let mut decoder = ReaderBuilder::new(columnar.clone())
+    if !others.fields().is_empty() {
+        let mut decoder = ReaderBuilder::new(others.clone())
             .with_batch_size(rows.max(1))
             .build_decoder()
             .map_err(|e| Error::Internal(format!("building JSON decoder: {e}")))?;
@@ -611,18 +763,18 @@ pub fn decode_fitting<'t>(
             decoded = batch.columns().to_vec();
         }
     }
-    let (mut decoded, mut texts) = (decoded.into_iter(), texts.into_iter());
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.len());
-    for (f, slot) in schema.fields().iter().zip(&text_column) {
-        let column = match slot {
-            Some(_) => texts.next().map(|mut b| Arc::new(b.finish()) as ArrayRef),
+    let (mut decoded, mut filled) = (decoded.into_iter(), columns.into_iter());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(fields.len());
+    for (f, slot) in schema.fields().iter().zip(&slots) {
+        let array = match slot {
+            Some(_) => filled.next().map(|c| c.finish(f)).transpose()?,
             None => decoded.next(),
         };
-        columns.push(column.unwrap_or_else(|| new_null_array(f.data_type(), rows)));
+        arrays.push(array.unwrap_or_else(|| new_null_array(f.data_type(), rows)));
     }
     let batch = RecordBatch::try_new_with_options(
         schema.clone(),
-        columns,
+        arrays,
         &RecordBatchOptions::new().with_row_count(Some(rows)),
     )
     .map_err(does_not_fit)?;
@@ -810,6 +962,65 @@ mod tests {
             both_paths(&[r#"{"payload": {}}"#, "{}"], &only_text).num_rows(),
             2
         );
+    }
+
+    #[test]
+    fn flat_columns_filled_while_reading_match_the_decoder() {
+        // Every column here is filled by the text path itself (no arrow-json pass): each
+        // value form must give what arrow-json gives on the value path.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new(
+                "us",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("ns", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new(
+                "ms",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("+02:00".into())),
+                true,
+            ),
+            Field::new("sec", DataType::Timestamp(TimeUnit::Second, None), true),
+        ]));
+        let batch = both_paths(
+            &[
+                r#"{"i": -9223372036854775808, "f": -0, "s": "a\"\u00e9\n", "b": true, "us": "2024-01-02T03:04:05.123456Z", "ns": "2024-01-02 03:04:05.987654321", "ms": "2024-01-02T03:04:05+05:30", "sec": "2024-01-02"}"#,
+                r#"{"i": 9223372036854775807, "f": 18446744073709551615, "s": "", "b": false, "us": "1969-12-31T23:59:59.5Z", "ns": null, "ms": "2024-01-02T03:04:05", "sec": "2024-01-02T03:04:05.999Z"}"#,
+                r#"{"f": 1e-7, "us": "2024-06-30 12:00:00 +01:00"}"#,
+                r#"{"f": 12345678901234567890123, "i": null, "s": null, "b": null}"#,
+            ],
+            &schema,
+        );
+        assert_eq!(batch.num_rows(), 4);
+        let f = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Float64Array>();
+        assert!(
+            f.unwrap().value(0).is_sign_negative(),
+            "-0 stays negative zero"
+        );
+        // A string that is no timestamp: the value path reports it, as it always did.
+        let declared = parse_declared_schema("at timestamp").unwrap();
+        let texts = [
+            r#"{"at": "2024-01-02T03:04:05Z"}"#,
+            r#"{"at": "not a time"}"#,
+        ];
+        assert!(
+            decode_fitting(texts.into_iter(), &declared)
+                .unwrap()
+                .is_none()
+        );
+        let values = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let err = decode(values, &declared).unwrap_err().to_string();
+        assert!(err.contains("not a time"), "{err}");
     }
 
     #[test]

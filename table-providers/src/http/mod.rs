@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::ScalarValue;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -37,7 +38,7 @@ use hakiri_engine::types::SourceSpec;
 
 use crate::error::{Error, Result};
 use options::{HttpTableOptions, Pagination, SOURCE_OPTIONS, TABLE_OPTIONS, validate_table_keys};
-use pager::Pager;
+use pager::{PageRecords, Pager};
 
 /// The `http` connector type.
 #[derive(Debug, Default)]
@@ -393,22 +394,122 @@ impl DisplayAs for HttpExec {
     }
 }
 
-struct ScanState {
+/// The fetching half of a scan: the pager, the page budget and the fetch metrics.
+struct Fetcher {
     pager: Pager,
+    table: String,
+    /// Pages this execution may still read (a token run's page group).
+    budget: Option<u64>,
+    pages: datafusion::physical_plan::metrics::Count,
+    bytes: datafusion::physical_plan::metrics::Count,
+    /// For a run's trace: requests sent (retries included) and time waiting for pages.
+    requests: datafusion::physical_plan::metrics::Count,
+    fetch_time: datafusion::physical_plan::metrics::Time,
+}
+
+/// A page with the pager's state right after it. The state reaches the run only when the
+/// page's batch is emitted, so a run's token never gets ahead of the rows it has seen.
+struct Fetched {
+    page: PageRecords,
+    n: u64,
+    token: Option<String>,
+    exhausted: bool,
+    etag: Option<String>,
+}
+
+enum Next {
+    Page(Fetched),
+    /// The page budget is spent.
+    Budget,
+    /// A stop rule fired (or the first page was not modified).
+    Exhausted {
+        unchanged: bool,
+    },
+}
+
+fn named(table: &str) -> impl Fn(Error) -> DataFusionError + '_ {
+    move |e: Error| DataFusionError::from(e.context(|m| format!("source table '{table}': {m}")))
+}
+
+impl Fetcher {
+    async fn next(&mut self) -> DfResult<Next> {
+        if self.budget == Some(0) {
+            return Ok(Next::Budget);
+        }
+        let fetching = self.fetch_time.timer();
+        let page = self.pager.next_page().await.map_err(named(&self.table))?;
+        fetching.done();
+        let Some(page) = page else {
+            let unchanged = self.pager.not_modified();
+            return Ok(Next::Exhausted { unchanged });
+        };
+        self.pages.add(1);
+        self.bytes.add(page.bytes as usize);
+        self.requests.add(page.requests as usize);
+        if let Some(b) = self.budget.as_mut() {
+            *b -= 1;
+        }
+        Ok(Next::Page(Fetched {
+            n: self.pager.pages(),
+            token: self.pager.token().map(str::to_string),
+            exhausted: self.pager.exhausted(),
+            etag: self.pager.etag().map(|e| format!("etag:{e}")),
+            page,
+        }))
+    }
+}
+
+/// Where a scan's pages come from: fetched when the decoder asks, or, when the scan reads
+/// every page (no LIMIT, so nothing is fetched in vain), by a task of their own that keeps
+/// a page ahead: the next page is on the wire and located while this one decodes.
+enum Pages {
+    OnDemand(Fetcher),
+    Ahead {
+        rx: tokio::sync::mpsc::Receiver<DfResult<Next>>,
+        _task: SpawnedTask<()>,
+    },
+}
+
+impl Pages {
+    fn new(mut fetcher: Fetcher, ahead: bool) -> Self {
+        if !ahead {
+            return Pages::OnDemand(fetcher);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let task = SpawnedTask::spawn(async move {
+            loop {
+                let next = fetcher.next().await;
+                let last = !matches!(next, Ok(Next::Page(_)));
+                if tx.send(next).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        Pages::Ahead { rx, _task: task }
+    }
+
+    async fn next(&mut self) -> DfResult<Next> {
+        match self {
+            Pages::OnDemand(fetcher) => fetcher.next().await,
+            Pages::Ahead { rx, .. } => rx.recv().await.unwrap_or_else(|| {
+                Err(DataFusionError::Internal(
+                    "the task fetching pages ended without a result".into(),
+                ))
+            }),
+        }
+    }
+}
+
+/// The decoding half of a scan.
+struct ScanState {
+    pages: Pages,
     table: String,
     /// Set when the scan runs inside a pipeline run.
     run: Option<Arc<RunContext>>,
-    /// Pages this execution may still read (a token run's page group).
-    budget: Option<u64>,
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
     remaining: Option<usize>,
-    pages: datafusion::physical_plan::metrics::Count,
-    bytes: datafusion::physical_plan::metrics::Count,
-    /// For a run's trace: requests sent (retries included), time waiting for pages, and
-    /// time turning them into Arrow batches.
-    requests: datafusion::physical_plan::metrics::Count,
-    fetch_time: datafusion::physical_plan::metrics::Time,
+    /// For a run's trace: time turning pages into Arrow batches.
     decode_time: datafusion::physical_plan::metrics::Time,
 }
 
@@ -479,47 +580,45 @@ impl ExecutionPlan for HttpExec {
                 pager.if_none_match(etag);
             }
         }
-        let state = ScanState {
+        let fetcher = Fetcher {
             pager,
             table: self.table.clone(),
             budget: run.as_ref().and_then(|rc| rc.page_budget),
-            run,
-            schema: self.schema.clone(),
-            projection: self.projection.clone(),
-            remaining: self.limit,
             pages: MetricBuilder::new(&self.metrics).counter("pages", partition),
             bytes: MetricBuilder::new(&self.metrics).counter("bytes", partition),
             requests: MetricBuilder::new(&self.metrics).counter("requests", partition),
             fetch_time: MetricBuilder::new(&self.metrics).subset_time("fetch_time", partition),
+        };
+        let state = ScanState {
+            pages: Pages::new(fetcher, self.limit.is_none()),
+            table: self.table.clone(),
+            run,
+            schema: self.schema.clone(),
+            projection: self.projection.clone(),
+            remaining: self.limit,
             decode_time: MetricBuilder::new(&self.metrics).subset_time("decode_time", partition),
         };
         let out_schema = self.props.eq_properties.schema().clone();
         let s = stream::try_unfold(state, |mut st| async move {
-            if st.remaining == Some(0) || st.budget == Some(0) {
+            if st.remaining == Some(0) {
                 return Ok(None);
             }
-            let table = st.table.clone();
-            let named = move |e: Error| {
-                DataFusionError::from(e.context(|m| format!("source table '{table}': {m}")))
-            };
-            let fetching = st.fetch_time.timer();
-            let page = st.pager.next_page().await.map_err(named)?;
-            fetching.done();
-            let Some(page) = page else {
-                if let Some(rc) = &st.run {
-                    let unchanged = st.pager.not_modified();
-                    rc.update(|r| {
-                        r.exhausted = true;
-                        r.unchanged = unchanged;
-                    });
+            let fetched = match st.pages.next().await? {
+                Next::Page(fetched) => fetched,
+                Next::Budget => return Ok(None),
+                Next::Exhausted { unchanged } => {
+                    if let Some(rc) = &st.run {
+                        rc.update(|r| {
+                            r.exhausted = true;
+                            r.unchanged = unchanged;
+                        });
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
             };
-            st.pages.add(1);
-            st.bytes.add(page.bytes as usize);
-            st.requests.add(page.requests as usize);
+            let page = fetched.page;
             let decoding = st.decode_time.timer();
-            let n = st.pager.pages();
+            let n = fetched.n;
             let page_error =
                 |e: Error| DataFusionError::from(Error::Upstream(format!("page {n}: {e}")));
             // The common page fits the schema as it is and decodes from its text; otherwise
@@ -552,20 +651,12 @@ impl ExecutionPlan for HttpExec {
                 }
             };
             if let Some(rc) = &st.run {
-                let (token, exhausted, etag) = (
-                    st.pager.token().map(str::to_string),
-                    st.pager.exhausted(),
-                    st.pager.etag().map(|e| format!("etag:{e}")),
-                );
                 rc.update(|r| {
                     r.rows_discarded += discarded;
-                    r.token = token.or(r.token.take());
-                    r.exhausted = exhausted;
-                    r.snapshot_id = etag.or(r.snapshot_id.take());
+                    r.token = fetched.token.or(r.token.take());
+                    r.exhausted = fetched.exhausted;
+                    r.snapshot_id = fetched.etag.or(r.snapshot_id.take());
                 });
-                if let Some(b) = st.budget.as_mut() {
-                    *b -= 1;
-                }
             }
             if let Some(p) = &st.projection {
                 batch = batch.project(p)?;
