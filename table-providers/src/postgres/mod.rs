@@ -3,6 +3,7 @@
 //! (filters as an exact `WHERE`), each scan reads one `REPEATABLE READ` snapshot, and rows
 //! stream through binary `COPY ... TO STDOUT` into Arrow batches of `batch_size` rows.
 
+mod copy;
 mod types;
 
 use std::fmt;
@@ -32,10 +33,10 @@ use futures::{StreamExt, stream};
 use hakiri_engine::ports::{OptionSpec, Source, validate_options};
 use hakiri_engine::sources::resolve_value;
 use hakiri_engine::types::SourceSpec;
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{Error, Result};
+use copy::CopyReader;
 use types::{Builder, PgColumn, quote_ident};
 
 const fn opt(name: &'static str, secret: bool, help: &'static str) -> OptionSpec {
@@ -659,7 +660,6 @@ impl ExecutionPlan for PostgresExec {
         let schema = self.schema.clone();
         let rows_metric = MetricBuilder::new(&self.metrics).counter("rows", partition);
         let batch_size = opts.batch_size;
-        let wire: Vec<_> = columns.iter().map(|c| c.wire.clone()).collect();
         let start = async move {
             let client = opts.connect().await?;
             client
@@ -692,7 +692,7 @@ impl ExecutionPlan for PostgresExec {
                 .copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
                 .await
                 .map_err(|e| opts.explain(e))?;
-            let rows = Box::pin(BinaryCopyOutStream::new(copy, &wire));
+            let rows = CopyReader::new(copy);
             // The stream keeps the snapshot's holder alive until it ends.
             let client = (client, shared);
             Ok::<_, Error>((client, rows, opts))
@@ -716,21 +716,9 @@ impl ExecutionPlan for PostgresExec {
                         }
                         let mut builders: Vec<Builder> =
                             columns.iter().map(|c| Builder::new(c.kind)).collect();
-                        let mut n = 0;
-                        while n < batch_size {
-                            match rows.next().await {
-                                Some(row) => {
-                                    let row = row.map_err(|e| opts.explain(e))?;
-                                    for (i, (b, c)) in
-                                        builders.iter_mut().zip(columns.iter()).enumerate()
-                                    {
-                                        b.append(&row, i, c)?;
-                                    }
-                                    n += 1;
-                                }
-                                None => break,
-                            }
-                        }
+                        let n = rows
+                            .read_into(&mut builders, &columns, batch_size, |e| opts.explain(e))
+                            .await?;
                         let finished = n < batch_size;
                         if finished {
                             client

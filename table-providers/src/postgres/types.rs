@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use datafusion::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
     Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, ListBuilder,
@@ -17,8 +16,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, TimeUnit};
-use tokio_postgres::binary_copy::BinaryCopyOutRow;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::Type;
 
 use crate::error::{Error, Result};
 
@@ -58,8 +56,6 @@ pub struct PgColumn {
     pub pg_type: String,
     pub kind: Kind,
     pub field: Field,
-    /// The type of the value in the binary COPY stream.
-    pub wire: Type,
     /// Whether a filter on the column means the same in SQL as in DataFusion (false for
     /// columns read as text, whose ordering differs).
     pub filterable: bool,
@@ -116,7 +112,6 @@ impl PgColumn {
             name: name.to_string(),
             pg_type: pg_type.to_string(),
             kind,
-            wire: if kind == Kind::AsText { Type::TEXT } else { ty },
             field,
             filterable,
         }
@@ -157,34 +152,56 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// PostgreSQL's binary interval: microseconds, days, months.
-struct PgInterval(IntervalMonthDayNano);
+/// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
 
-impl<'a> FromSql<'a> for PgInterval {
-    fn from_sql(
-        _ty: &Type,
-        raw: &'a [u8],
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        if raw.len() != 16 {
-            return Err("an interval is 16 bytes".into());
-        }
-        let micros = i64::from_be_bytes(raw[0..8].try_into()?);
-        let days = i32::from_be_bytes(raw[8..12].try_into()?);
-        let months = i32::from_be_bytes(raw[12..16].try_into()?);
-        Ok(PgInterval(IntervalMonthDayNano::new(
-            months,
-            days,
-            micros * 1000,
-        )))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::INTERVAL
-    }
+/// A fixed-size value's bytes.
+fn fixed<const N: usize>(raw: &[u8]) -> std::result::Result<[u8; N], String> {
+    raw.try_into()
+        .map_err(|_| format!("{} bytes where {N} were expected", raw.len()))
 }
 
-fn epoch() -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
+fn text(raw: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(raw).map_err(|e| format!("text that is not UTF-8 ({e})"))
+}
+
+/// Calls `each` with the elements of an array in binary form (dimensions, then each
+/// element's length, -1 for NULL, and bytes); an empty array has no dimension.
+fn for_each_element(
+    raw: &[u8],
+    mut each: impl FnMut(Option<&[u8]>) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> std::result::Result<&'a [u8], String> {
+        if rest.len() < n {
+            return Err("a truncated array".into());
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head)
+    }
+    fn int(rest: &mut &[u8]) -> std::result::Result<i32, String> {
+        Ok(i32::from_be_bytes(
+            take(rest, 4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    let mut rest = raw;
+    let dims = int(&mut rest)?;
+    let (_has_nulls, _item_type) = (int(&mut rest)?, int(&mut rest)?);
+    match dims {
+        0 => return Ok(()),
+        1 => {}
+        _ => return Err("an array of more than one dimension".into()),
+    }
+    let (len, _lower_bound) = (int(&mut rest)?, int(&mut rest)?);
+    for _ in 0..len {
+        let n = int(&mut rest)?;
+        each(if n < 0 {
+            None
+        } else {
+            Some(take(&mut rest, n as usize)?)
+        })?;
+    }
+    Ok(())
 }
 
 /// One builder per column; rows are appended as they stream in.
@@ -201,6 +218,8 @@ pub enum Builder {
     Time(Time64MicrosecondBuilder),
     Ts(TimestampMicrosecondBuilder),
     TsTz(TimestampMicrosecondBuilder),
+    /// UUIDs as their hyphenated text.
+    Uuid(StringBuilder),
     Interval(IntervalMonthDayNanoBuilder),
     ListI16(ListBuilder<Int16Builder>),
     ListI32(ListBuilder<Int32Builder>),
@@ -220,7 +239,8 @@ impl Builder {
             Kind::F32 => Builder::F32(Float32Builder::new()),
             Kind::F64 => Builder::F64(Float64Builder::new()),
             Kind::Bool => Builder::Bool(BooleanBuilder::new()),
-            Kind::Text | Kind::Uuid | Kind::AsText => Builder::Text(StringBuilder::new()),
+            Kind::Text | Kind::AsText => Builder::Text(StringBuilder::new()),
+            Kind::Uuid => Builder::Uuid(StringBuilder::new()),
             Kind::Bytes => Builder::Bytes(BinaryBuilder::new()),
             Kind::Date => Builder::Date(Date32Builder::new()),
             Kind::Time => Builder::Time(Time64MicrosecondBuilder::new()),
@@ -239,74 +259,108 @@ impl Builder {
         }
     }
 
-    /// Appends column `i` of `row`.
-    pub fn append(&mut self, row: &BinaryCopyOutRow, i: usize, col: &PgColumn) -> Result<()> {
-        let bad = |e: tokio_postgres::Error| {
+    /// Appends a value in its binary form (`None`: NULL).
+    pub fn append(&mut self, raw: Option<&[u8]>, col: &PgColumn) -> Result<()> {
+        let Some(raw) = raw else {
+            self.append_null();
+            return Ok(());
+        };
+        self.append_value(raw).map_err(|e| {
             Error::Upstream(format!(
                 "column '{}' ({}) holds a value Hakiri cannot read: {e}",
                 col.name, col.pg_type
             ))
-        };
+        })
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Builder::I16(b) => b.append_null(),
+            Builder::I32(b) => b.append_null(),
+            Builder::I64(b) => b.append_null(),
+            Builder::F32(b) => b.append_null(),
+            Builder::F64(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+            Builder::Text(b) | Builder::Uuid(b) => b.append_null(),
+            Builder::Bytes(b) => b.append_null(),
+            Builder::Date(b) => b.append_null(),
+            Builder::Time(b) => b.append_null(),
+            Builder::Ts(b) | Builder::TsTz(b) => b.append_null(),
+            Builder::Interval(b) => b.append_null(),
+            Builder::ListI16(b) => b.append_null(),
+            Builder::ListI32(b) => b.append_null(),
+            Builder::ListI64(b) => b.append_null(),
+            Builder::ListF32(b) => b.append_null(),
+            Builder::ListF64(b) => b.append_null(),
+            Builder::ListBool(b) => b.append_null(),
+            Builder::ListText(b) => b.append_null(),
+        }
+    }
+
+    fn append_value(&mut self, raw: &[u8]) -> std::result::Result<(), String> {
         macro_rules! list {
-            ($b:expr, $t:ty) => {{
-                match row.try_get::<Option<Vec<Option<$t>>>>(i).map_err(bad)? {
-                    Some(items) => {
-                        for item in items {
-                            $b.values().append_option(item);
-                        }
-                        $b.append(true);
+            ($b:expr, $item:expr) => {{
+                let values = $b.values();
+                for_each_element(raw, |item| {
+                    match item {
+                        Some(v) => values.append_value($item(v)?),
+                        None => values.append_null(),
                     }
-                    None => $b.append(false),
-                }
+                    Ok(())
+                })?;
+                $b.append(true);
             }};
         }
         match self {
-            Builder::I16(b) => b.append_option(row.try_get::<Option<i16>>(i).map_err(bad)?),
-            Builder::I32(b) => b.append_option(row.try_get::<Option<i32>>(i).map_err(bad)?),
-            Builder::I64(b) => b.append_option(row.try_get::<Option<i64>>(i).map_err(bad)?),
-            Builder::F32(b) => b.append_option(row.try_get::<Option<f32>>(i).map_err(bad)?),
-            Builder::F64(b) => b.append_option(row.try_get::<Option<f64>>(i).map_err(bad)?),
-            Builder::Bool(b) => b.append_option(row.try_get::<Option<bool>>(i).map_err(bad)?),
-            Builder::Text(b) => {
-                if col.kind == Kind::Uuid {
-                    let v = row.try_get::<Option<uuid::Uuid>>(i).map_err(bad)?;
-                    b.append_option(v.map(|u| u.to_string()))
-                } else {
-                    b.append_option(row.try_get::<Option<&str>>(i).map_err(bad)?)
-                }
+            Builder::I16(b) => b.append_value(i16::from_be_bytes(fixed(raw)?)),
+            Builder::I32(b) => b.append_value(i32::from_be_bytes(fixed(raw)?)),
+            Builder::I64(b) => b.append_value(i64::from_be_bytes(fixed(raw)?)),
+            Builder::F32(b) => b.append_value(f32::from_be_bytes(fixed(raw)?)),
+            Builder::F64(b) => b.append_value(f64::from_be_bytes(fixed(raw)?)),
+            Builder::Bool(b) => b.append_value(fixed::<1>(raw)?[0] != 0),
+            Builder::Text(b) => b.append_value(text(raw)?),
+            Builder::Uuid(b) => {
+                let uuid = uuid::Uuid::from_slice(raw).map_err(|e| e.to_string())?;
+                b.append_value(
+                    uuid.hyphenated()
+                        .encode_lower(&mut uuid::Uuid::encode_buffer()),
+                )
             }
-            Builder::Bytes(b) => b.append_option(row.try_get::<Option<&[u8]>>(i).map_err(bad)?),
+            Builder::Bytes(b) => b.append_value(raw),
             Builder::Date(b) => {
-                let v = row.try_get::<Option<NaiveDate>>(i).map_err(bad)?;
-                b.append_option(v.map(|d| (d - epoch()).num_days() as i32))
+                // Days since 2000-01-01; the extremes are PostgreSQL's infinities.
+                let days = i32::from_be_bytes(fixed(raw)?);
+                if days == i32::MAX || days == i32::MIN {
+                    return Err("an infinite date has no Arrow value".into());
+                }
+                let days = days.checked_add(PG_EPOCH_DAYS);
+                b.append_value(days.ok_or("a date out of range")?)
             }
-            Builder::Time(b) => {
-                let v = row.try_get::<Option<NaiveTime>>(i).map_err(bad)?;
-                b.append_option(v.map(|t| {
-                    t.num_seconds_from_midnight() as i64 * 1_000_000
-                        + (t.nanosecond() / 1000) as i64
-                }))
+            Builder::Time(b) => b.append_value(i64::from_be_bytes(fixed(raw)?)),
+            Builder::Ts(b) | Builder::TsTz(b) => {
+                // Microseconds since 2000-01-01 00:00 (UTC for timestamptz).
+                let micros = i64::from_be_bytes(fixed(raw)?);
+                if micros == i64::MAX || micros == i64::MIN {
+                    return Err("an infinite timestamp has no Arrow value".into());
+                }
+                let micros = micros.checked_add(PG_EPOCH_DAYS as i64 * 86_400_000_000);
+                b.append_value(micros.ok_or("a timestamp out of range")?)
             }
-            Builder::Ts(b) => {
-                let v = row.try_get::<Option<NaiveDateTime>>(i).map_err(bad)?;
-                b.append_option(v.map(|t| t.and_utc().timestamp_micros()))
+            Builder::Interval(b) => {
+                let raw: [u8; 16] = fixed(raw)?;
+                let micros = i64::from_be_bytes(raw[0..8].try_into().expect("8 bytes"));
+                let days = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes"));
+                let months = i32::from_be_bytes(raw[12..16].try_into().expect("4 bytes"));
+                let nanos = micros.checked_mul(1000).ok_or("an interval out of range")?;
+                b.append_value(IntervalMonthDayNano::new(months, days, nanos))
             }
-            Builder::TsTz(b) => {
-                let v = row.try_get::<Option<DateTime<Utc>>>(i).map_err(bad)?;
-                b.append_option(v.map(|t| t.timestamp_micros()))
-            }
-            Builder::Interval(b) => b.append_option(
-                row.try_get::<Option<PgInterval>>(i)
-                    .map_err(bad)?
-                    .map(|v| v.0),
-            ),
-            Builder::ListI16(b) => list!(b, i16),
-            Builder::ListI32(b) => list!(b, i32),
-            Builder::ListI64(b) => list!(b, i64),
-            Builder::ListF32(b) => list!(b, f32),
-            Builder::ListF64(b) => list!(b, f64),
-            Builder::ListBool(b) => list!(b, bool),
-            Builder::ListText(b) => list!(b, String),
+            Builder::ListI16(b) => list!(b, |v| fixed(v).map(i16::from_be_bytes)),
+            Builder::ListI32(b) => list!(b, |v| fixed(v).map(i32::from_be_bytes)),
+            Builder::ListI64(b) => list!(b, |v| fixed(v).map(i64::from_be_bytes)),
+            Builder::ListF32(b) => list!(b, |v| fixed(v).map(f32::from_be_bytes)),
+            Builder::ListF64(b) => list!(b, |v| fixed(v).map(f64::from_be_bytes)),
+            Builder::ListBool(b) => list!(b, |v| fixed::<1>(v).map(|v| v[0] != 0)),
+            Builder::ListText(b) => list!(b, text),
         }
         Ok(())
     }
@@ -321,7 +375,7 @@ impl Builder {
             Builder::F32(b) => Arc::new(b.finish()),
             Builder::F64(b) => Arc::new(b.finish()),
             Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Text(b) | Builder::Uuid(b) => Arc::new(b.finish()),
             Builder::Bytes(b) => Arc::new(b.finish()),
             Builder::Date(b) => Arc::new(b.finish()),
             Builder::Time(b) => Arc::new(b.finish()),
@@ -347,5 +401,60 @@ impl Builder {
                 ))
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, StringArray, TimestampMicrosecondArray};
+
+    #[test]
+    fn binary_values_decode_and_bad_ones_are_explained() {
+        let ts = PgColumn::new("at", 1184, "timestamptz", false);
+        let mut b = Builder::new(ts.kind);
+        // 2000-01-01 00:00:01 UTC, then NULL.
+        b.append(Some(&1_000_000i64.to_be_bytes()), &ts).unwrap();
+        b.append(None, &ts).unwrap();
+        let err = b.append(Some(&i64::MAX.to_be_bytes()), &ts).unwrap_err();
+        assert!(
+            err.to_string().contains("column 'at' (timestamptz)"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("infinite"), "{err}");
+        let array = b.finish(&ts.field).unwrap();
+        let array = array
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        assert_eq!(array.value(0), 946_684_801_000_000);
+        assert!(array.is_null(1));
+
+        let id = PgColumn::new("id", 2950, "uuid", false);
+        let mut b = Builder::new(id.kind);
+        b.append(Some(&[0xab; 16]), &id).unwrap();
+        assert!(b.append(Some(&[1; 3]), &id).is_err());
+        let array = b.finish(&id.field).unwrap();
+        let array = array.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(array.value(0), "abababab-abab-abab-abab-abababababab");
+
+        // text[]: one dimension of two elements, the second NULL; then a 2-D array.
+        let tags = PgColumn::new("tags", 1009, "text[]", false);
+        let mut b = Builder::new(tags.kind);
+        let mut raw = Vec::new();
+        for v in [1i32, 1, 25, 2, 1, 1] {
+            raw.extend(v.to_be_bytes());
+        }
+        raw.push(b'x');
+        raw.extend((-1i32).to_be_bytes());
+        b.append(Some(&raw), &tags).unwrap();
+        let mut two_dims = Vec::new();
+        for v in [2i32, 0, 25, 1, 1, 1, 1] {
+            two_dims.extend(v.to_be_bytes());
+        }
+        let err = b.append(Some(&two_dims), &tags).unwrap_err();
+        assert!(err.to_string().contains("more than one dimension"), "{err}");
+        let err = b.append(Some(&raw[..raw.len() - 2]), &tags).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
     }
 }
