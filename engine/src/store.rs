@@ -21,6 +21,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 
 use crate::catalog::{Catalog, FileEntry};
 use crate::error::{Error, Result};
@@ -197,10 +198,7 @@ impl Destination for ContextStore {
         };
         let staged = staging.join(format!("{name}.tmp"));
         let file = File::create(&staged).map_err(|e| Error::io(&staged, e))?;
-        let props = WriterProperties::builder()
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_compression(Compression::SNAPPY)
-            .build();
+        let props = writer_properties(&schema);
         let writer = ArrowWriter::try_new(file, schema, Some(props))
             .map_err(|e| Error::Internal(format!("opening Parquet writer: {e}")))?;
         Ok(Box::new(ParquetStagedWrite {
@@ -213,6 +211,24 @@ impl Destination for ContextStore {
             rows: 0,
         }))
     }
+}
+
+/// How context tables are written: row groups of `ROW_GROUP_ROWS`, text and nested columns
+/// Snappy-compressed, fixed-width columns (numbers, times, booleans) stored uncompressed.
+/// Snappy gains little on fixed-width values (amounts: 0.73 of their size) and
+/// decompressing them was the largest cost of a range query (a quarter of its time, plus
+/// the zeroed buffers it fills); the files grow by about 15%.
+fn writer_properties(schema: &Schema) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_compression(Compression::SNAPPY);
+    for f in schema.fields() {
+        if f.data_type().is_primitive() || *f.data_type() == DataType::Boolean {
+            let column = ColumnPath::from(f.name().as_str());
+            props = props.set_column_compression(column, Compression::UNCOMPRESSED);
+        }
+    }
+    props.build()
 }
 
 struct ParquetStagedWrite {
@@ -373,5 +389,59 @@ impl SchemaProvider for ContextSchemaProvider {
             .table_files(name)
             .map(|f| !f.is_empty())
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array, ListArray};
+    use datafusion::arrow::datatypes::Int64Type;
+
+    #[test]
+    fn fixed_width_columns_are_stored_uncompressed_and_text_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContextStore::open(dir.path().to_path_buf()).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, true),
+            Field::new("kind", DataType::Utf8, true),
+            Field::new_list("tags", Field::new_list_field(DataType::Int64, true), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(Float64Array::from(vec![1.5, 2.5])),
+                Arc::new(StringArray::from(vec!["a", "b"])),
+                Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+                    Some(vec![Some(1)]),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap();
+        let mut write = store.begin("t", "run1", 0, schema).unwrap();
+        write.write(&batch).unwrap();
+        let files = write.finish().unwrap();
+        let file = File::open(store.absolute(&files[0].path)).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let row_group = reader.metadata().row_group(0);
+        let compression: Vec<(String, Compression)> = row_group
+            .columns()
+            .iter()
+            .map(|c| (c.column_path().string(), c.compression()))
+            .collect();
+        assert_eq!(
+            compression,
+            vec![
+                ("id".to_string(), Compression::UNCOMPRESSED),
+                ("amount".to_string(), Compression::UNCOMPRESSED),
+                ("kind".to_string(), Compression::SNAPPY),
+                ("tags.list.item".to_string(), Compression::SNAPPY),
+            ]
+        );
+        let read: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        assert_eq!(read, vec![batch]);
     }
 }
