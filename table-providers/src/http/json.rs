@@ -699,9 +699,10 @@ fn does_not_fit(e: impl std::fmt::Display) -> Error {
 }
 
 /// Decodes records from their JSON text when every one fits `schema` as it is (the page
-/// brings no new field and no other kind of value), the common page: arrow-json's decoder
-/// reads the text straight into Arrow and JSON-text columns are transcoded, with no
-/// `serde_json::Value` per record. `None` when a record does not fit (or has JSON text
+/// brings no new field and no other kind of value), the common page, with no
+/// `serde_json::Value` per record: one pass checks each record and appends its flat and
+/// JSON-text values to their columns; arrow-json's decoder reads the other columns (lists,
+/// structs, dates) from the same text. `None` when a record does not fit (or has JSON text
 /// nested in a struct or list): the caller then takes `check_page` and `decode`, which
 /// evolve, discard or explain. For records that fit, both paths give the same batch.
 pub fn decode_fitting<'t>(
