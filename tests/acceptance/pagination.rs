@@ -273,3 +273,41 @@ fn pages_are_requested_in_parallel_up_to_max_in_flight() {
         server.get("/admin/log?path=/page")
     );
 }
+
+#[test]
+fn a_limited_live_query_requests_only_the_pages_it_needs() {
+    // Scans without LIMIT fetch a page ahead of decoding; a LIMIT scan fetches on demand,
+    // so a look at a few rows sends no request in vain. (The schema is declared: inferring
+    // it would sample the first page once more.)
+    let server = Server::paged();
+    let p = project(
+        &server,
+        &[(
+            "next_url",
+            "path = \"/next_url\"\nrecords = \"items\"\npagination = \"next_url\"\nschema = \"id bigint\"",
+        )],
+    );
+    let requests = || {
+        let log: serde_json::Value =
+            serde_json::from_str(&server.get("/admin/log?path=/next_url")).unwrap();
+        log.as_array().unwrap().len()
+    };
+    let rows = p.query_csv("select id from api.next_url limit 5");
+    assert_eq!(rows, vec!["1", "2", "3", "4", "5"]);
+    assert_eq!(
+        requests(),
+        1,
+        "5 rows of a 10-row page need one request: {}",
+        server.get("/admin/log?path=/next_url")
+    );
+    let rows = p.query_csv("select id from api.next_url limit 12");
+    assert_eq!(rows.len(), 12);
+    assert_eq!(requests(), 1 + 2, "12 rows need two pages");
+    let rows = p.query_csv("select count(*) from api.next_url");
+    assert_eq!(rows, vec!["25"]);
+    assert_eq!(
+        requests(),
+        3 + 3,
+        "a whole scan reads each of the 3 pages once"
+    );
+}
