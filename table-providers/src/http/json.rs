@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, make_array,
-    new_null_array,
+    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, new_null_array,
 };
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::reader::ReaderBuilder;
@@ -526,11 +526,9 @@ impl Column {
             Column::Float64(mut b) => Arc::new(b.finish()),
             Column::Utf8(mut b) | Column::Text(mut b) => Arc::new(b.finish()),
             Column::Bool(mut b) => Arc::new(b.finish()),
-            Column::Timestamp { mut values, .. } => {
-                let data = values.finish().into_data().into_builder();
-                let data = data.data_type(field.data_type().clone()).build();
-                make_array(data.map_err(|e| Error::Internal(format!("timestamp column: {e}")))?)
-            }
+            // Epoch values take the column's timestamp type (a cast that keeps the values).
+            Column::Timestamp { mut values, .. } => cast(&values.finish(), field.data_type())
+                .map_err(|e| Error::Internal(format!("timestamp column: {e}")))?,
         })
     }
 }
