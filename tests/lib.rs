@@ -159,9 +159,15 @@ impl Server {
 
     /// A fixture server script under tests/fixtures that prints its port first.
     fn fixture(name: &str) -> Self {
+        Self::fixture_with(name, &[])
+    }
+
+    /// [`Server::fixture`] with arguments for the script.
+    pub fn fixture_with(name: &str, args: &[&str]) -> Self {
         let script = repo_root().join("tests/fixtures").join(name);
         let mut child = Command::new(python())
             .arg(script)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -96,8 +96,19 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let root = project_root(cli.project)?;
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
-        Command::Run { pipeline, all } => {
+        Command::Run {
+            pipeline,
+            all,
+            from,
+            to,
+        } => {
             let (engine, _) = open(&root, true)?;
+            if let (Some(name), Some(from)) = (&pipeline, from) {
+                let window = hakiri_engine::rewind::Window { from, to };
+                let summary = run_one(&engine, name, Some(window)).await?;
+                println!("{}", summary_line(&summary));
+                return Ok(());
+            }
             let names: Vec<String> = match (pipeline, all) {
                 (Some(p), _) => vec![p],
                 (None, true) => engine.pipelines().into_iter().map(|p| p.name).collect(),
@@ -115,13 +126,13 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
             };
             if names.len() == 1 {
-                let summary = run_one(&engine, &names[0]).await?;
+                let summary = run_one(&engine, &names[0], None).await?;
                 println!("{}", summary_line(&summary));
                 return Ok(());
             }
             let mut failed = Vec::new();
             for name in names {
-                match run_one(&engine, &name).await {
+                match run_one(&engine, &name, None).await {
                     Ok(summary) => println!("{}", summary_line(&summary)),
                     Err(f) => {
                         eprintln!("error: {}", f.message);
@@ -332,7 +343,11 @@ pub(crate) async fn print_outputs(outputs: Vec<Output>, format: Format) -> Resul
     Ok(())
 }
 
-async fn run_one(engine: &Engine, name: &str) -> Result<RunSummary, Failure> {
+async fn run_one(
+    engine: &Engine,
+    name: &str,
+    window: Option<hakiri_engine::rewind::Window>,
+) -> Result<RunSummary, Failure> {
     let tty = std::io::stderr().is_terminal();
     let progress = move |p: &hakiri_engine::RunProgress| {
         if tty {
@@ -349,7 +364,10 @@ async fn run_one(engine: &Engine, name: &str) -> Result<RunSummary, Failure> {
             let _ = err.flush();
         }
     };
-    let result = engine.run_pipeline(name, &progress).await;
+    let result = match window {
+        Some(w) => engine.backfill(name, w, &progress).await,
+        None => engine.run_pipeline(name, &progress).await,
+    };
     if tty {
         eprint!("\r\x1b[2K");
     }

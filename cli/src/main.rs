@@ -40,6 +40,13 @@ enum Command {
         pipeline: Option<String>,
         #[arg(long, conflicts_with = "pipeline")]
         all: bool,
+        /// Backfill: bind $cursor to this value instead of the committed cursor (a MODE
+        /// MERGE pipeline with CURSOR MONOTONIC); the committed cursor never moves back.
+        #[arg(long, requires = "pipeline", conflicts_with = "all")]
+        from: Option<String>,
+        /// Backfill: leave out rows whose cursor column is past this value.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
     },
     /// Run SQL: queries, and Hakiri's statements (CREATE PIPELINE, SHOW PIPELINES, ...).
     Query {

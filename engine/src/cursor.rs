@@ -99,7 +99,8 @@ pub fn bind(value: &str, ty: &DataType, lag: Option<&str>, pipeline: &str) -> Re
             "pipeline '{pipeline}': LAG '{lag}' is not a valid {lag_ty} to subtract from a {ty} cursor: {e}"
         ))
     })?;
-    scalar.sub(&lag_value).map_err(|e| {
+    // Checked: a LAG past the type's range is an error, not a wrapped-around cursor.
+    scalar.sub_checked(&lag_value).map_err(|e| {
         Error::InvalidInput(format!(
             "pipeline '{pipeline}': cannot subtract LAG '{lag}' from cursor '{value}': {e}"
         ))
@@ -183,6 +184,138 @@ impl Default for ContentHash {
     }
 }
 
+/// The records already loaded at a cursor's boundary, committed with the cursor so that a
+/// run reading them again skips them: a token cursor's last page (the API gave no token
+/// past it, so the next run fetches that page again) or the rows at a `>=` monotonic
+/// cursor's committed value. Kept as dlt keeps boundary rows: their count and a hash of
+/// each (xxHash64 of the record's text, or of the row's Arrow row encoding).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoundaryRows {
+    /// One hash per record, in the order they were written.
+    pub hashes: Vec<u64>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BoundaryText {
+    rows: usize,
+    xxh64: Vec<String>,
+}
+
+impl BoundaryRows {
+    pub fn rows(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// The text stored in the catalog: `{"rows":2,"xxh64":["<16 hex>",...]}`.
+    pub fn to_text(&self) -> String {
+        let text = BoundaryText {
+            rows: self.hashes.len(),
+            xxh64: self.hashes.iter().map(|h| format!("{h:016x}")).collect(),
+        };
+        serde_json::to_string(&text).expect("a boundary serializes")
+    }
+
+    /// Reads [`BoundaryRows::to_text`] back.
+    ///
+    /// # Errors
+    /// `Internal` when the stored text is not a boundary (a damaged catalog).
+    pub fn parse(text: &str, pipeline: &str) -> Result<Self> {
+        let bad = |why: String| {
+            Error::Internal(format!(
+                "pipeline '{pipeline}': the committed boundary rows '{text}' cannot be read ({why}); reset the cursor with ALTER PIPELINE {pipeline} RESET CURSOR"
+            ))
+        };
+        let t: BoundaryText = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let hashes = t
+            .xxh64
+            .iter()
+            .map(|h| u64::from_str_radix(h, 16).map_err(|e| bad(format!("hash '{h}': {e}"))))
+            .collect::<Result<Vec<u64>>>()?;
+        if hashes.len() != t.rows {
+            return Err(bad(format!("{} hashes for {} rows", hashes.len(), t.rows)));
+        }
+        Ok(BoundaryRows { hashes })
+    }
+
+    /// A matcher that skips each committed record once (a multiset: two identical records
+    /// written are two to skip).
+    pub fn skipper(&self) -> Skipper {
+        let mut left = std::collections::HashMap::with_capacity(self.hashes.len());
+        for h in &self.hashes {
+            *left.entry(*h).or_insert(0u32) += 1;
+        }
+        Skipper {
+            left,
+            committed: self.hashes.len() as u64,
+            skipped: 0,
+        }
+    }
+}
+
+/// Skips records whose hash is one of a [`BoundaryRows`]'s, each at most as often as it was
+/// written; says how many committed records were not seen again.
+#[derive(Debug)]
+pub struct Skipper {
+    left: std::collections::HashMap<u64, u32>,
+    committed: u64,
+    skipped: u64,
+}
+
+impl Skipper {
+    /// Whether the record with hash `h` was already written (and so is skipped).
+    pub fn skip(&mut self, h: u64) -> bool {
+        match self.left.get_mut(&h) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                self.skipped += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Committed records not found again: they vanished from the source or were rewritten.
+    pub fn missing(&self) -> u64 {
+        self.committed - self.skipped
+    }
+}
+
+/// The hash of a record's text, as a [`BoundaryRows`] keeps it.
+pub fn text_hash(text: &str) -> u64 {
+    twox_hash::XxHash64::oneshot(0, text.as_bytes())
+}
+
+/// Hashes the rows of batches with one schema, each row's Arrow row encoding with xxHash64:
+/// equal rows hash equally whatever their batch.
+pub struct RowHasher {
+    converter: RowConverter,
+}
+
+impl RowHasher {
+    pub fn new(schema: &datafusion::arrow::datatypes::Schema) -> Result<Self> {
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(RowHasher {
+            converter: RowConverter::new(fields)?,
+        })
+    }
+
+    pub fn hashes(&self, batch: &RecordBatch) -> Result<Vec<u64>> {
+        let rows = self.converter.convert_columns(batch.columns())?;
+        Ok(rows
+            .iter()
+            .map(|r| twox_hash::XxHash64::oneshot(0, r.as_ref()))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +370,33 @@ mod tests {
                 .to_string()
         );
         assert!(bind("abc", &DataType::Int64, None, "p").is_err());
+        // Regression: a LAG past the type's range wrapped around to a huge cursor.
+        let min = i64::MIN.to_string();
+        assert!(bind(&min, &DataType::Int64, Some("1"), "p").is_err());
+    }
+
+    #[test]
+    fn boundary_rows_round_trip_and_skip_each_written_record_once() {
+        let b = BoundaryRows {
+            hashes: vec![text_hash("a"), text_hash("b"), text_hash("a")],
+        };
+        let text = b.to_text();
+        assert_eq!(BoundaryRows::parse(&text, "p").unwrap(), b);
+        let mut skip = b.skipper();
+        // "a" was written twice: two copies are skipped, a third is new.
+        assert!(skip.skip(text_hash("a")));
+        assert!(skip.skip(text_hash("a")));
+        assert!(!skip.skip(text_hash("a")));
+        assert!(!skip.skip(text_hash("c")));
+        assert_eq!((skip.skipped(), skip.missing()), (2, 1));
+        for bad in [
+            "",
+            "{}",
+            "{\"rows\":2,\"xxh64\":[\"zz\"]}",
+            "{\"rows\":2,\"xxh64\":[]}",
+        ] {
+            assert!(BoundaryRows::parse(bad, "p").is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -624,6 +624,10 @@ impl Engine {
                 self.pipeline(&name)?;
                 self.set_suspended(&name, suspend).map(Output::Message)
             }
+            HakiriStatement::ResetCursor { name, to } => self
+                .reset_cursor(&name, to.as_deref())
+                .await
+                .map(Output::Message),
             HakiriStatement::DataFusion(stmt) => {
                 self.run_datafusion(*stmt).await.map(Output::Stream)
             }
@@ -772,10 +776,10 @@ impl Engine {
                 )));
             }
             if boundaries.contains(&crate::cursor::Boundary::Inclusive)
-                && spec.mode != WriteMode::Merge
+                && spec.mode == WriteMode::Replace
             {
                 return Err(Error::InvalidInput(format!(
-                    "pipeline '{}' reads rows with {col} >= $cursor, which reads the last run's boundary rows again: use > $cursor, or MODE MERGE KEY (...) so re-read rows replace themselves",
+                    "pipeline '{}' reads rows with {col} >= $cursor in MODE REPLACE, which would replace the table with the rows from the cursor on: use MODE APPEND (the boundary rows already loaded are skipped) or MODE MERGE KEY (...)",
                     spec.name
                 )));
             }

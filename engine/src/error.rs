@@ -36,8 +36,18 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     Upstream(String),
-    #[error("catalog error: {0} (this is a bug or a damaged .hakiri/catalog.db)")]
+    #[error("{}", display_catalog(.0))]
     Catalog(#[from] rusqlite::Error),
+    /// The disk is full (ENOSPC) while writing `path`.
+    #[error(
+        "no space left on the disk holding {path} while {action}: free some space and run again"
+    )]
+    StorageFull {
+        path: String,
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -68,6 +78,7 @@ impl Error {
             Error::Unsupported(_) => ErrorCategory::Unsupported,
             Error::Upstream(_) => ErrorCategory::Upstream,
             Error::Catalog(_) | Error::Io { .. } | Error::Internal(_) => ErrorCategory::Internal,
+            Error::StorageFull { .. } => ErrorCategory::Internal,
             Error::DataFusion(e) => datafusion_category(e),
             Error::Context { category, .. } => *category,
         }
@@ -87,6 +98,37 @@ impl Error {
             path: path.as_ref().display().to_string(),
             source,
         }
+    }
+
+    /// Whether the error is a full disk (ENOSPC, SQLite's "database or disk is full"),
+    /// found through the error's kind and its sources, not its text.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::StorageFull { .. } => true,
+            Error::Io { source, .. } => io_storage_full(source),
+            Error::Catalog(e) => sqlite_full(e),
+            Error::DataFusion(e) => find_hakiri_error(e).is_some_and(Error::is_storage_full),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error is ENOSPC.
+pub fn io_storage_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
+fn sqlite_full(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+}
+
+fn display_catalog(e: &rusqlite::Error) -> String {
+    if sqlite_full(e) {
+        format!(
+            "catalog error: {e}: the disk holding .hakiri/catalog.db is full; free some space and run again (the catalog is intact: SQLite rolled the transaction back)"
+        )
+    } else {
+        format!("catalog error: {e} (this is a bug or a damaged .hakiri/catalog.db)")
     }
 }
 

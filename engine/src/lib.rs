@@ -5,7 +5,10 @@ pub mod catalog;
 pub mod cursor;
 pub mod engine;
 pub mod error;
+#[cfg(test)]
+mod fuzz_cursor;
 pub mod ports;
+pub mod rewind;
 mod run;
 pub mod schedule;
 pub mod scheduler;

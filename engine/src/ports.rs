@@ -13,6 +13,7 @@ use datafusion::catalog::TableProvider;
 
 pub use crate::catalog::Catalog;
 use crate::catalog::FileEntry;
+use crate::cursor::BoundaryRows;
 use crate::error::{Error, Result};
 use crate::types::{SchemaPolicy, SourceSpec};
 
@@ -111,6 +112,9 @@ pub struct RunContext {
     pub token_cursor: bool,
     /// Token cursor: the resume token to start from (`None`: the first page).
     pub resume_token: Option<String>,
+    /// Token cursor: records of the page `resume_token` fetches that earlier runs already
+    /// wrote (the API gave no token past that page). The source skips them, by hash.
+    pub resume_boundary: Option<BoundaryRows>,
     /// Token cursor: stop after this many pages, so the run can checkpoint.
     pub page_budget: Option<u64>,
     /// Snapshot cursor: the committed snapshot id, for a conditional request.
@@ -127,6 +131,13 @@ pub struct RunReport {
     pub token: Option<String>,
     /// The source has no page after the ones read.
     pub exhausted: bool,
+    /// Set when `token` fetches the last page read again (the source gave no token past
+    /// it): that page's records, all of which are now written, for the next run to skip.
+    /// `None` when `token` fetches a page not read yet.
+    pub boundary: Option<BoundaryRows>,
+    /// What changed on a re-read boundary page (records written before and no longer
+    /// there), one message each, recorded as `boundary_changed` events.
+    pub boundary_changes: Vec<String>,
     /// The source's id of the snapshot it returned (an ETag, a snapshot id).
     pub snapshot_id: Option<String>,
     /// The source says the snapshot is the committed one (for example HTTP 304).
@@ -135,6 +146,8 @@ pub struct RunReport {
     pub drift: Vec<SourceDrift>,
     /// Records a scan left out under `ON SCHEMA CHANGE DISCARD`.
     pub rows_discarded: u64,
+    /// Records a scan left out because an earlier run wrote them (the resumed boundary).
+    pub rows_skipped: u64,
 }
 
 /// A source table whose data outgrew the schema the run was planned with.
@@ -152,6 +165,7 @@ impl RunContext {
     /// A run context; a token cursor run is one with a `page_budget`.
     pub fn new(
         resume_token: Option<String>,
+        resume_boundary: Option<BoundaryRows>,
         page_budget: Option<u64>,
         snapshot_id: Option<String>,
         schema_policy: SchemaPolicy,
@@ -159,6 +173,7 @@ impl RunContext {
         RunContext {
             token_cursor: page_budget.is_some(),
             resume_token,
+            resume_boundary,
             page_budget,
             snapshot_id,
             schema_policy,

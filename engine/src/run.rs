@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, Int64Array};
-use datafusion::arrow::compute::{filter_record_batch, is_not_null};
+use datafusion::arrow::compute::{filter_record_batch, is_not_null, is_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
@@ -20,10 +20,11 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use crate::catalog::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, RunRecord};
-use crate::cursor::{ContentHash, column_max};
+use crate::cursor::{BoundaryRows, ContentHash, RowHasher, column_max};
 use crate::engine::{Engine, RunProgress, RunSummary, StopLevel};
 use crate::error::{Error, Result};
 use crate::ports::{Clock, Destination, RunContext, Transform};
+use crate::rewind::Window;
 use crate::schema::{self, Conform};
 use crate::store::{LineageColumns, schema_text};
 use crate::types::{
@@ -115,6 +116,15 @@ struct Run {
     /// The committed cursor (or INITIAL before the first commit).
     cursor: Option<String>,
     cursor_is_initial: bool,
+    /// The records already written at the committed cursor, skipped when read again.
+    boundary: Option<BoundaryRows>,
+    /// A monotonic append run whose query reads `>= $cursor`: the rows at the committed
+    /// value are read again and those in `boundary` skipped.
+    inclusive_append: bool,
+    /// A backfill's window (`cursor` is its start). It never moves the committed cursor.
+    window: Option<Window>,
+    /// The committed monotonic cursor, below which the cursor never moves.
+    floor: Option<String>,
     counters: RunCounters,
     /// Rows in committed checkpoints.
     committed_rows: u64,
@@ -164,6 +174,10 @@ struct Part {
     max: Option<ScalarValue>,
     hash: Option<String>,
     null_cursor_rows: u64,
+    /// A `>=` monotonic append run: the rows written at the new cursor value.
+    boundary: Option<BoundaryRows>,
+    /// Rows earlier runs wrote at the committed value that this one did not read again.
+    boundary_missing: u64,
 }
 
 impl Engine {
@@ -196,9 +210,54 @@ impl Engine {
         run_id: String,
         progress: &(dyn Fn(&RunProgress) + Send + Sync),
     ) -> Result<RunSummary> {
+        self.run_with(name, run_id, None, progress).await
+    }
+
+    /// Backfills a window of a merge pipeline's monotonic cursor: the run binds `$cursor`
+    /// to `window.from` (no LAG), leaves out rows past `window.to`, merges what it read,
+    /// and never moves the committed cursor back. Recorded as a `backfill` event.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a pipeline without a monotonic cursor or not in MODE MERGE.
+    pub async fn backfill(
+        &self,
+        name: &str,
+        window: Window,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<RunSummary> {
+        crate::rewind::check_backfill(&self.pipeline(name)?)?;
+        self.run_with(name, self.new_run_id(name), Some(window), progress)
+            .await
+    }
+
+    async fn run_with(
+        &self,
+        name: &str,
+        run_id: String,
+        window: Option<Window>,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<RunSummary> {
         let spec = self.pipeline(name)?;
         let started_at = self.clock().now();
-        let (cursor, cursor_is_initial) = self.start_cursor(&spec)?;
+        let (committed, committed_is_initial) = self.start_cursor(&spec)?;
+        let boundary = match self.catalog().cursor_boundary(&spec.name)? {
+            Some(text) if !committed_is_initial && window.is_none() => {
+                Some(BoundaryRows::parse(&text, &spec.name)?)
+            }
+            _ => None,
+        };
+        // A backfill starts at its window; the committed cursor stays as it is.
+        let floor = committed.clone().filter(|_| !committed_is_initial);
+        if window.is_some() && floor.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "pipeline '{name}' has no committed cursor yet: run it once (hakiri run {name}) before backfilling a window"
+            )));
+        }
+        let (cursor, cursor_is_initial) = match &window {
+            Some(w) => (Some(w.from.clone()), false),
+            None => (committed, committed_is_initial),
+        };
+        let inclusive_append = reads_boundary_again(&spec)?;
         let now = self.clock().now();
         self.catalog().begin_run(
             &NewRun {
@@ -218,6 +277,10 @@ impl Engine {
             started_at,
             cursor: cursor.clone(),
             cursor_is_initial,
+            boundary,
+            inclusive_append,
+            window,
+            floor,
             counters: RunCounters::default(),
             committed_rows: 0,
             checkpoints: 0,
@@ -270,12 +333,18 @@ impl Engine {
                         run.spec.name, run.run_id
                     )
                 });
-                self.catalog().fail_run(
+                // On a full disk recording the failure may fail too: the run's own error
+                // is the one to report; the next open marks the run partial_failure.
+                if let Err(fe) = self.catalog().fail_run(
                     &run.run_id,
                     self.clock().now(),
                     &counters,
                     &e.to_string(),
-                )?;
+                ) {
+                    return Err(e.context(|m| {
+                        format!("{m}; recording the failure in the catalog failed too ({fe}), so the next command marks the run partial_failure")
+                    }));
+                }
                 Err(e)
             }
         }
@@ -291,8 +360,9 @@ impl Engine {
         let mut replans = 0;
         'plan: loop {
             let planning = Instant::now();
+            let apply_lag = !run.cursor_is_initial && run.window.is_none();
             let plan = self
-                .physical_plan(&run.spec, run.cursor.as_deref(), !run.cursor_is_initial)
+                .physical_plan(&run.spec, run.cursor.as_deref(), apply_lag)
                 .await?;
             run.trace.plan += planning.elapsed();
             loop {
@@ -336,7 +406,9 @@ impl Engine {
         let token = kind == Some(CursorKind::OpaqueToken);
         let snapshot = kind == Some(CursorKind::SnapshotId);
         RunContext::new(
-            run.cursor.clone().filter(|_| token),
+            // An empty token is the first page (read again: the API gave no token past it).
+            run.cursor.clone().filter(|c| token && !c.is_empty()),
+            run.boundary.clone().filter(|_| token),
             token.then(|| {
                 run.spec
                     .checkpoint_pages
@@ -375,8 +447,18 @@ impl Engine {
         run.counters.pages += added.pages;
         run.counters.bytes += added.bytes;
         run.counters.rows_discarded += report.rows_discarded;
+        run.counters.rows_skipped += report.rows_skipped;
         let now = self.clock().now();
         let mut events = Vec::new();
+        for change in &report.boundary_changes {
+            events.push((
+                "boundary_changed".to_string(),
+                format!("pipeline '{}': {change}", spec.name),
+            ));
+        }
+        // The boundary committed with the cursor: the source's (token) or the run's own
+        // (`>=` monotonic); a part that read nothing keeps the committed one.
+        let mut boundary = run.boundary.clone();
 
         // Where the cursor goes, and whether the run is over.
         let (cursor, done) = match kind {
@@ -395,6 +477,7 @@ impl Engine {
                         files: Vec::new(),
                         replace: false,
                         cursor: None,
+                        boundary: None,
                         schema: None,
                         events: vec![(
                             "snapshot_unchanged".into(),
@@ -415,16 +498,40 @@ impl Engine {
             }
             Some(CursorKind::OpaqueToken) => {
                 let done = report.exhausted || added.pages == 0;
-                if !done && report.token.is_none() {
+                // No token yet but a boundary: the first page is the one to read again.
+                let token = report
+                    .token
+                    .clone()
+                    .or_else(|| report.boundary.as_ref().map(|_| String::new()));
+                if added.pages > 0 {
+                    boundary = report.boundary.clone();
+                }
+                if !done && token.is_none() {
                     self.remove_files(&part.files);
                     return Err(Error::InvalidInput(format!(
                         "pipeline '{}' has CURSOR TOKEN but its source gave no resume token after {} page(s): the source table needs token pagination (pagination cursor, next_url or link_header)",
                         spec.name, added.pages
                     )));
                 }
-                (report.token.clone().or(run.cursor.clone()), done)
+                (token.or(run.cursor.clone()), done)
             }
-            Some(CursorKind::Monotonic) => (self.advance(run, part.max.as_ref())?, true),
+            Some(CursorKind::Monotonic) => {
+                if run.inclusive_append {
+                    boundary = part.boundary.clone();
+                }
+                if part.boundary_missing > 0 {
+                    events.push((
+                        "boundary_changed".into(),
+                        format!(
+                            "pipeline '{}': {} row(s) written at cursor value '{}' by earlier runs were not read again (removed or rewritten upstream, or the query's columns changed); rows that differ were written",
+                            spec.name,
+                            part.boundary_missing,
+                            run.cursor.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+                (self.advance(run, part.max.as_ref())?, true)
+            }
             None => (None, true),
         };
         if part.null_cursor_rows > 0 {
@@ -490,6 +597,24 @@ impl Engine {
         events.extend(changes.iter().map(|c| c.event(&spec.target)));
 
         run.counters.rows_written = run.committed_rows + part.rows;
+        // A backfill's cursor is its window's start; the committed value is its floor.
+        let committed_value = match &run.window {
+            Some(_) => run.floor.as_deref(),
+            None => run.cursor.as_deref(),
+        };
+        if let Some(w) = &run.window {
+            events.push((
+                "backfill".into(),
+                format!(
+                    "pipeline '{}': backfill {} by {}: {} row(s) read and merged; the committed cursor stays '{}'",
+                    spec.name,
+                    w.describe(),
+                    crate::rewind::actor(),
+                    part.rows,
+                    run.floor.as_deref().unwrap_or_default(),
+                ),
+            ));
+        }
         let commit = RunCommit {
             run_id: run.run_id.clone(),
             pipeline: spec.name.clone(),
@@ -497,11 +622,16 @@ impl Engine {
             files: files.clone(),
             replace,
             cursor: match (kind, &cursor) {
-                (Some(k), Some(v)) if run.cursor.as_deref() != Some(v) || run.cursor_is_initial => {
+                (Some(k), Some(v))
+                    if committed_value != Some(v.as_str())
+                        || run.cursor_is_initial
+                        || boundary != run.boundary =>
+                {
                     Some((k.as_str().to_string(), v.clone()))
                 }
                 _ => None,
             },
+            boundary: boundary.as_ref().map(BoundaryRows::to_text),
             schema: table_after.as_ref().map(schema_text),
             events,
             counters: run.counters.clone(),
@@ -517,6 +647,8 @@ impl Engine {
         }
         if commit.cursor.is_some() {
             run.cursor_is_initial = false;
+            run.boundary = boundary;
+            run.floor = cursor.clone();
         }
         run.cursor = cursor.or(run.cursor.take());
         run.committed_rows += part.rows;
@@ -534,10 +666,15 @@ impl Engine {
     /// The new monotonic cursor: the largest of the committed one and what the run saw
     /// (with LAG a run reads below the committed value and must not move it back).
     fn advance(&self, run: &Run, max: Option<&ScalarValue>) -> Result<Option<String>> {
+        // A backfill read a window, not everything past the committed cursor: moving the
+        // cursor to what it saw could skip rows between the cursor and the window.
+        if run.window.is_some() {
+            return Ok(run.floor.clone());
+        }
         let Some(max) = max else {
-            return Ok(run.cursor.clone());
+            return Ok(run.floor.clone().or(run.cursor.clone()));
         };
-        if let Some(committed) = run.cursor.as_deref().filter(|_| !run.cursor_is_initial) {
+        if let Some(committed) = run.floor.as_deref() {
             if let Ok(c) = ScalarValue::try_from_string(committed.to_string(), &max.data_type()) {
                 if c.partial_cmp(max) == Some(std::cmp::Ordering::Greater) {
                     return Ok(Some(committed.to_string()));
@@ -620,6 +757,17 @@ impl Engine {
             .is_some_and(|c| c.kind == CursorKind::SnapshotId);
         let mut hash = snapshot.then(ContentHash::new);
         let mut max: Option<ScalarValue> = None;
+        let mut at_boundary = AtBoundary::new(run, &input_schema, cursor_col.map(|c| c.0))?;
+        // A backfill's end: rows past it are left out.
+        let window_to = match (run.window.as_ref().and_then(|w| w.to.as_ref()), cursor_col) {
+            (Some(to), Some((idx, _))) => Some(crate::cursor::bind(
+                to,
+                input_schema.field(idx).data_type(),
+                None,
+                &spec.name,
+            )?),
+            _ => None,
+        };
         let (mut rows, mut nulls, mut seq) = (0u64, 0u64, 0i64);
         let result: Result<()> = async {
             // A one-partition source runs on its own task, up to two batches ahead, so
@@ -656,9 +804,39 @@ impl Engine {
                         }
                         nulls += n;
                     }
+                    if let Some(to) = &window_to {
+                        let keep = datafusion::arrow::compute::kernels::cmp::lt_eq(
+                            batch.column(idx),
+                            &to.to_scalar()?,
+                        )?;
+                        // NULL cursors (ON NULL LOAD) are not past the window's end.
+                        let keep = datafusion::arrow::compute::kernels::boolean::or_kleene(
+                            &keep,
+                            &is_null(batch.column(idx).as_ref())?,
+                        )?;
+                        batch = filter_record_batch(&batch, &keep)?;
+                    }
+                    let hashes = match at_boundary.as_mut() {
+                        Some(b) => {
+                            let (kept, hashes, skipped) = b.skip_written(&batch)?;
+                            batch = kept;
+                            run.counters.rows_skipped += skipped;
+                            hashes
+                        }
+                        None => Vec::new(),
+                    };
                     if let Some(v) = column_max(batch.column(idx))? {
-                        if max.as_ref().is_none_or(|m| v.partial_cmp(m) == Some(std::cmp::Ordering::Greater)) {
-                            max = Some(v);
+                        let order = max.as_ref().map(|m| v.partial_cmp(m));
+                        if matches!(order, None | Some(Some(std::cmp::Ordering::Greater))) {
+                            max = Some(v.clone());
+                            if let Some(b) = at_boundary.as_mut() {
+                                b.at_max.clear();
+                            }
+                        }
+                        if let Some(b) = at_boundary.as_mut() {
+                            if order != Some(Some(std::cmp::Ordering::Less)) {
+                                b.collect_at(&batch, idx, &v, &hashes)?;
+                            }
                         }
                     }
                 }
@@ -719,12 +897,22 @@ impl Engine {
             run.trace.commit += finishing.elapsed();
             files
         };
+        let boundary_missing = at_boundary
+            .as_ref()
+            .and_then(|b| b.committed.as_ref())
+            .map_or(0, |(_, skipper)| skipper.missing());
+        let boundary = match at_boundary {
+            Some(b) => b.finish(run, max.as_ref()),
+            None => None,
+        };
         Ok(Part {
             files,
             rows,
             max,
             hash: hash.map(|h| h.finish()),
             null_cursor_rows: nulls,
+            boundary,
+            boundary_missing,
         })
     }
 
@@ -784,6 +972,120 @@ impl Engine {
         for f in files {
             let _ = std::fs::remove_file(self.store().absolute(&f.path));
         }
+    }
+}
+
+/// Whether a pipeline is a monotonic append whose query reads `>= $cursor`: each run reads
+/// the rows at the committed value again, and those already written are skipped by hash.
+fn reads_boundary_again(spec: &PipelineSpec) -> Result<bool> {
+    let monotonic = spec
+        .cursor
+        .as_ref()
+        .is_some_and(|c| c.kind == CursorKind::Monotonic);
+    if !monotonic || spec.mode != WriteMode::Append {
+        return Ok(false);
+    }
+    let mut body = crate::sql::parse_pipeline_body(&spec.sql)?;
+    let boundaries = crate::cursor::rewrite_predicate(&mut body.query, &spec.name)?;
+    Ok(boundaries.contains(&crate::cursor::Boundary::Inclusive))
+}
+
+/// A `>=` monotonic append run's boundary rows: the rows at the committed value that
+/// earlier runs wrote are skipped, and the rows at the largest value seen are collected
+/// (hashed) as the next commit's boundary.
+struct AtBoundary {
+    hasher: RowHasher,
+    /// The cursor column.
+    idx: usize,
+    /// The committed cursor value and what was written at it.
+    committed: Option<(ScalarValue, crate::cursor::Skipper)>,
+    /// Hashes of the rows written at the largest cursor value so far.
+    at_max: Vec<u64>,
+}
+
+impl AtBoundary {
+    fn new(run: &Run, schema: &SchemaRef, cursor_col: Option<usize>) -> Result<Option<Self>> {
+        let Some(idx) = cursor_col.filter(|_| run.inclusive_append) else {
+            return Ok(None);
+        };
+        let committed = match (&run.cursor, &run.boundary) {
+            (Some(value), Some(b)) if !run.cursor_is_initial => {
+                let ty = schema.field(idx).data_type();
+                Some((
+                    crate::cursor::bind(value, ty, None, &run.spec.name)?,
+                    b.skipper(),
+                ))
+            }
+            _ => None,
+        };
+        Ok(Some(AtBoundary {
+            hasher: RowHasher::new(schema)?,
+            idx,
+            committed,
+            at_max: Vec::new(),
+        }))
+    }
+
+    /// Drops the rows earlier runs wrote at the committed value; returns the rows kept,
+    /// their hashes and how many were dropped.
+    fn skip_written(&mut self, batch: &RecordBatch) -> Result<(RecordBatch, Vec<u64>, u64)> {
+        let hashes = self.hasher.hashes(batch)?;
+        let Some((value, skipper)) = self.committed.as_mut() else {
+            return Ok((batch.clone(), hashes, 0));
+        };
+        let at = datafusion::arrow::compute::kernels::cmp::eq(
+            batch.column(self.idx),
+            &value.to_scalar()?,
+        )?;
+        let keep: Vec<bool> = (0..batch.num_rows())
+            .map(|i| !(at.is_valid(i) && at.value(i) && skipper.skip(hashes[i])))
+            .collect();
+        let skipped = keep.iter().filter(|k| !**k).count() as u64;
+        if skipped == 0 {
+            return Ok((batch.clone(), hashes, 0));
+        }
+        let mask = datafusion::arrow::array::BooleanArray::from(keep.clone());
+        let kept_hashes = hashes
+            .into_iter()
+            .zip(&keep)
+            .filter_map(|(h, k)| k.then_some(h))
+            .collect();
+        Ok((filter_record_batch(batch, &mask)?, kept_hashes, skipped))
+    }
+
+    /// Adds the rows of `batch` whose cursor equals `max` (the largest value so far).
+    fn collect_at(
+        &mut self,
+        batch: &RecordBatch,
+        idx: usize,
+        max: &ScalarValue,
+        hashes: &[u64],
+    ) -> Result<()> {
+        let at =
+            datafusion::arrow::compute::kernels::cmp::eq(batch.column(idx), &max.to_scalar()?)?;
+        for (i, h) in hashes.iter().enumerate() {
+            if at.is_valid(i) && at.value(i) {
+                self.at_max.push(*h);
+            }
+        }
+        Ok(())
+    }
+
+    /// The boundary to commit: the rows at the new cursor value, which include the
+    /// committed boundary's when the value did not move; the committed one when the run
+    /// wrote nothing.
+    fn finish(self, run: &Run, max: Option<&ScalarValue>) -> Option<BoundaryRows> {
+        let Some(max) = max else {
+            return run.boundary.clone();
+        };
+        let mut hashes = Vec::new();
+        if let (Some((value, _)), Some(b)) = (&self.committed, &run.boundary) {
+            if value.partial_cmp(max) == Some(std::cmp::Ordering::Equal) {
+                hashes.extend(&b.hashes);
+            }
+        }
+        hashes.extend(self.at_max);
+        Some(BoundaryRows { hashes })
     }
 }
 

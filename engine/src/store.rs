@@ -20,6 +20,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
+use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
 
@@ -200,7 +201,7 @@ impl Destination for ContextStore {
         let file = File::create(&staged).map_err(|e| Error::io(&staged, e))?;
         let props = writer_properties(&schema);
         let writer = ArrowWriter::try_new(file, schema, Some(props))
-            .map_err(|e| Error::Internal(format!("opening Parquet writer: {e}")))?;
+            .map_err(|e| parquet_error(&staged, "opening a Parquet writer", e))?;
         Ok(Box::new(ParquetStagedWrite {
             writer: Some(writer),
             staged,
@@ -231,6 +232,23 @@ fn writer_properties(schema: &Schema) -> WriterProperties {
     props.build()
 }
 
+/// A Parquet writer's error: a full disk is [`Error::StorageFull`] (the user can act on
+/// it), an I/O error is [`Error::Io`], anything else a bug.
+fn parquet_error(path: &Path, action: &'static str, e: ParquetError) -> Error {
+    if let ParquetError::External(inner) = e {
+        return match inner.downcast::<std::io::Error>() {
+            Ok(io) if crate::error::io_storage_full(&io) => Error::StorageFull {
+                path: path.display().to_string(),
+                action,
+                source: io,
+            },
+            Ok(io) => Error::io(path, *io),
+            Err(other) => Error::Internal(format!("{action} {}: {other}", path.display())),
+        };
+    }
+    Error::Internal(format!("{action} {}: {e}", path.display()))
+}
+
 struct ParquetStagedWrite {
     writer: Option<ArrowWriter<File>>,
     staged: PathBuf,
@@ -247,9 +265,9 @@ impl StagedWrite for ParquetStagedWrite {
             .writer
             .as_mut()
             .ok_or_else(|| Error::Internal("write after finish".into()))?;
-        writer.write(batch).map_err(|e| {
-            Error::Internal(format!("writing Parquet {}: {e}", self.staged.display()))
-        })?;
+        writer
+            .write(batch)
+            .map_err(|e| parquet_error(&self.staged, "writing Parquet", e))?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -259,9 +277,9 @@ impl StagedWrite for ParquetStagedWrite {
             .writer
             .take()
             .ok_or_else(|| Error::Internal("finish twice".into()))?;
-        let file = writer.into_inner().map_err(|e| {
-            Error::Internal(format!("closing Parquet {}: {e}", self.staged.display()))
-        })?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| parquet_error(&self.staged, "closing Parquet", e))?;
         file.sync_all().map_err(|e| Error::io(&self.staged, e))?;
         let bytes = file
             .metadata()

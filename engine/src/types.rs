@@ -297,6 +297,22 @@ impl PipelineSpec {
 /// Pages per checkpoint of a token-cursor run when the pipeline does not say.
 pub const DEFAULT_CHECKPOINT_PAGES: u64 = 10;
 
+/// A column name as SQL: quoted unless it is a plain identifier (`"a b"`, `"x""y"`).
+/// Regression (found by fuzz_sql_hakiri_statements_round_trip): `SHOW CREATE PIPELINE`
+/// printed `CURSOR MONOTONIC (a b)` for the column `"a b"`, which does not parse back.
+fn ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 impl fmt::Display for PipelineSpec {
     /// Renders the spec as the `CREATE PIPELINE` statement that recreates it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -305,7 +321,7 @@ impl fmt::Display for PipelineSpec {
         if let Some(c) = &self.cursor {
             write!(f, " CURSOR {}", c.kind.keyword())?;
             if let Some(col) = &c.column {
-                write!(f, " ({col})")?;
+                write!(f, " ({})", ident(col))?;
             }
             if let Some(init) = &c.initial {
                 write!(f, " INITIAL {}", quote(init))?;
@@ -322,7 +338,8 @@ impl fmt::Display for PipelineSpec {
         }
         write!(f, " MODE {}", self.mode.as_str().to_ascii_uppercase())?;
         if !self.key.is_empty() {
-            write!(f, " KEY ({})", self.key.join(", "))?;
+            let key: Vec<String> = self.key.iter().map(|k| ident(k)).collect();
+            write!(f, " KEY ({})", key.join(", "))?;
         }
         if self.on_schema_change != SchemaPolicy::Evolve {
             write!(

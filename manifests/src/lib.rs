@@ -332,6 +332,9 @@ fn schedule_spec(name: &str, v: &toml::Value) -> Result<ScheduleSpec> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

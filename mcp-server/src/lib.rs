@@ -156,6 +156,9 @@ pub async fn serve_stdio(engine: Arc<Engine>) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest MCP request body accepted: tool calls are small JSON-RPC messages.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// A bound streamable-HTTP endpoint (`/mcp`), served by [`HttpServer::serve`].
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
@@ -193,7 +196,11 @@ impl HttpServer {
             Arc::new(LocalSessionManager::default()),
             config,
         );
-        let mut router = axum::Router::new().nest_service("/mcp", service);
+        // rmcp reads a request's whole body: a limit keeps a hostile client from making the
+        // server buffer gigabytes (413 Payload Too Large).
+        let mut router = axum::Router::new().nest_service("/mcp", service).layer(
+            tower_http::limit::RequestBodyLimitLayer::new(MAX_REQUEST_BYTES),
+        );
         if let Some(token) = token {
             let expected = format!("Bearer {token}");
             router = router.layer(axum::middleware::from_fn(

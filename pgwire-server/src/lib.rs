@@ -136,11 +136,21 @@ impl PgWireServerHandlers for Handlers {
 struct LogErrors;
 
 impl ErrorHandler for LogErrors {
-    fn on_error<C>(&self, _client: &C, error: &mut datafusion_postgres::pgwire::error::PgWireError)
+    fn on_error<C>(&self, client: &C, error: &mut datafusion_postgres::pgwire::error::PgWireError)
     where
         C: datafusion_postgres::pgwire::api::ClientInfo,
     {
-        tracing::debug!("sending error: {error}");
+        use datafusion_postgres::pgwire::error::PgWireError;
+        match error {
+            // A refused login is worth an operator's eye (guessing, a stale password): it
+            // names the peer and the user, never the password tried.
+            PgWireError::InvalidPassword(user) => tracing::warn!(
+                peer = %client.socket_addr(),
+                user = %user,
+                "login refused: wrong password or unknown user"
+            ),
+            _ => tracing::debug!(peer = %client.socket_addr(), "sending error: {error}"),
+        }
     }
 }
 

@@ -225,7 +225,9 @@ fn tag_of(statement: &HakiriStatement) -> &'static str {
         HakiriStatement::DropSource { .. } => "DROP SOURCE",
         HakiriStatement::CreatePipeline { .. } => "CREATE PIPELINE",
         HakiriStatement::DropPipeline { .. } => "DROP PIPELINE",
-        HakiriStatement::AlterPipeline { .. } => "ALTER PIPELINE",
+        HakiriStatement::AlterPipeline { .. } | HakiriStatement::ResetCursor { .. } => {
+            "ALTER PIPELINE"
+        }
         _ => "OK",
     }
 }

@@ -1,10 +1,13 @@
 //! End-to-end tests with real servers and the real `hakiri` binary. One test binary with
 //! modules keeps link time down.
 
+mod abuse;
 mod crash;
 mod demo;
 mod depcheck;
 mod errors;
+mod exactly_once;
+mod faults;
 mod files;
 mod github;
 mod incremental;

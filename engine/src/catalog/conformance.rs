@@ -32,7 +32,9 @@ macro_rules! catalog_conformance {
                 dead_holder_is_taken_over, commit_applies_everything_at_once,
                 commit_after_recovery_is_refused, checkpoints_advance_the_cursor,
                 replace_retires_files_until_purged, schema_versions_and_events,
-                failed_run_keeps_the_cursor, schedule_states_round_trip,
+                failed_run_keeps_the_cursor, boundary_is_committed_with_the_cursor,
+                cursor_moves_wait_for_live_runs,
+                schedule_states_round_trip,
                 state_tables_have_their_columns);
         }
     };
@@ -93,6 +95,7 @@ fn commit(run: &str, table: &str, files: Vec<FileEntry>, cursor: Option<&str>) -
         files,
         replace: false,
         cursor: cursor.map(|c| ("monotonic".into(), c.into())),
+        boundary: None,
         schema: Some("id Int64".into()),
         events: Vec::new(),
         counters: RunCounters {
@@ -402,6 +405,60 @@ pub fn schedule_states_round_trip(c: &dyn Catalog) {
     assert!(c.schedules().unwrap().is_empty());
 }
 
+pub fn boundary_is_committed_with_the_cursor(c: &dyn Catalog) {
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    let mut ck = commit("r1", "t", vec![file("t", "r1", 3)], Some("tok"));
+    ck.boundary = Some("{\"rows\":0,\"xxh64\":[]}".into());
+    ck.finish = None;
+    c.commit(&ck).unwrap();
+    assert_eq!(
+        c.cursor_boundary("p").unwrap().as_deref(),
+        Some("{\"rows\":0,\"xxh64\":[]}")
+    );
+    // A later cursor without boundary rows clears them.
+    c.commit(&commit("r1", "t", Vec::new(), Some("tok2")))
+        .unwrap();
+    assert_eq!(c.cursor_boundary("p").unwrap(), None);
+    assert_eq!(c.cursor("p").unwrap().as_deref(), Some("tok2"));
+    let history = c.state_table("cursor_history").unwrap();
+    assert_eq!(history.rows.len(), 2);
+}
+
+pub fn cursor_moves_wait_for_live_runs(c: &dyn Catalog) {
+    let to = |v: Option<&str>| super::CursorMove {
+        pipeline: "p".into(),
+        kind: "monotonic".into(),
+        to: v.map(str::to_string),
+        event: ("cursor_reset".into(), format!("to {v:?}")),
+        at: t(30),
+    };
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    let mut ck = commit("r1", "t", vec![file("t", "r1", 3)], Some("7"));
+    ck.boundary = Some("{\"rows\":0,\"xxh64\":[]}".into());
+    ck.finish = None;
+    c.commit(&ck).unwrap();
+    // A live run holds the cursor: the move is refused and changes nothing.
+    assert!(matches!(
+        c.move_cursor(&to(Some("3")), &alive),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(c.cursor("p").unwrap().as_deref(), Some("7"));
+    // Its holder dead, the run is marked and the move applies, boundary cleared.
+    c.move_cursor(&to(Some("3")), &dead).unwrap();
+    assert_eq!(status(c, "r1"), "partial_failure");
+    assert_eq!(c.cursor("p").unwrap().as_deref(), Some("3"));
+    assert_eq!(c.cursor_boundary("p").unwrap(), None);
+    c.move_cursor(&to(None), &alive).unwrap();
+    assert_eq!(c.cursor("p").unwrap(), None);
+    let events = c.state_table("events").unwrap();
+    let resets = events
+        .rows
+        .iter()
+        .filter(|r| r.contains(&super::state_tables::RawValue::Text("cursor_reset".into())))
+        .count();
+    assert_eq!(resets, 2);
+}
+
 pub fn state_tables_have_their_columns(c: &dyn Catalog) {
     let expected: &[(&str, &[&str])] = &[
         (
@@ -439,11 +496,26 @@ pub fn state_tables_have_their_columns(c: &dyn Catalog) {
         ),
         (
             "cursors",
-            &["pipeline", "kind", "value", "run_id", "updated_at"],
+            &[
+                "pipeline",
+                "kind",
+                "value",
+                "run_id",
+                "updated_at",
+                "boundary",
+            ],
         ),
         (
             "cursor_history",
-            &["id", "pipeline", "kind", "value", "run_id", "committed_at"],
+            &[
+                "id",
+                "pipeline",
+                "kind",
+                "value",
+                "run_id",
+                "committed_at",
+                "boundary",
+            ],
         ),
         (
             "tables",

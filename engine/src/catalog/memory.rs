@@ -8,8 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::state_tables::{ColumnType, RawTable, RawValue};
 use super::{
-    Catalog, CommitOutcome, CursorEntry, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun, RunCommit,
-    RunRecord, STATE_TABLES, ScheduleState, TableEntry, already_running,
+    Catalog, CommitOutcome, CursorEntry, CursorMove, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun,
+    RunCommit, RunRecord, STATE_TABLES, ScheduleState, TableEntry, already_running,
 };
 use crate::error::Result;
 use crate::types::{PipelineSpec, RunCounters, RunStatus, SourceSpec};
@@ -44,6 +44,7 @@ struct CursorRow {
     value: String,
     run_id: String,
     at: DateTime<Utc>,
+    boundary: Option<String>,
 }
 
 struct TableRow {
@@ -68,7 +69,7 @@ struct State {
     pipelines: BTreeMap<String, Stamped<PipelineSpec>>,
     runs: Vec<RunRecord>,
     cursors: BTreeMap<String, CursorRow>,
-    cursor_history: Vec<(CursorEntry, DateTime<Utc>)>,
+    cursor_history: Vec<(CursorEntry, DateTime<Utc>, Option<String>)>,
     tables: BTreeMap<String, TableRow>,
     files: Vec<File>,
     schema_versions: Vec<SchemaVersion>,
@@ -195,13 +196,21 @@ impl Catalog for MemoryCatalog {
         Ok(self.state().cursors.get(pipeline).map(|c| c.value.clone()))
     }
 
+    fn cursor_boundary(&self, pipeline: &str) -> Result<Option<String>> {
+        Ok(self
+            .state()
+            .cursors
+            .get(pipeline)
+            .and_then(|c| c.boundary.clone()))
+    }
+
     fn cursor_history(&self, pipeline: &str) -> Result<Vec<CursorEntry>> {
         Ok(self
             .state()
             .cursor_history
             .iter()
-            .filter(|(c, _)| c.pipeline == pipeline)
-            .map(|(c, _)| c.clone())
+            .filter(|(c, ..)| c.pipeline == pipeline)
+            .map(|(c, ..)| c.clone())
             .collect())
     }
 
@@ -234,6 +243,41 @@ impl Catalog for MemoryCatalog {
             holder: run.holder.clone(),
             heartbeat_at: run.started_at,
         });
+        Ok(())
+    }
+
+    fn move_cursor(&self, m: &CursorMove, is_alive: IsAlive<'_>) -> Result<()> {
+        let mut st = self.state();
+        let running: Vec<RunRecord> = st
+            .runs
+            .iter()
+            .filter(|r| r.pipeline == m.pipeline && r.status == "running")
+            .cloned()
+            .collect();
+        if let Some(r) = running.iter().find(|r| is_alive(r)) {
+            return Err(already_running(r));
+        }
+        for r in &running {
+            st.mark_dead(&r.run_id, m.at);
+        }
+        match &m.to {
+            Some(value) => {
+                st.cursors.insert(
+                    m.pipeline.clone(),
+                    CursorRow {
+                        kind: m.kind.clone(),
+                        value: value.clone(),
+                        run_id: String::new(),
+                        at: m.at,
+                        boundary: None,
+                    },
+                );
+            }
+            None => {
+                st.cursors.remove(&m.pipeline);
+            }
+        }
+        st.event(m.at, &m.event.0, &m.pipeline, &m.event.1, None);
         Ok(())
     }
 
@@ -349,6 +393,7 @@ impl Catalog for MemoryCatalog {
                     value: value.clone(),
                     run_id: c.run_id.clone(),
                     at: c.at,
+                    boundary: c.boundary.clone(),
                 },
             );
             let entry = CursorEntry {
@@ -357,7 +402,7 @@ impl Catalog for MemoryCatalog {
                 value: value.clone(),
                 run_id: c.run_id.clone(),
             };
-            st.cursor_history.push((entry, c.at));
+            st.cursor_history.push((entry, c.at, c.boundary.clone()));
         }
         let r = st.run_mut(&c.run_id).expect("checked above");
         r.counters = c.counters.clone();
@@ -595,10 +640,20 @@ impl Catalog for MemoryCatalog {
                     ("value", Text),
                     ("run_id", Text),
                     ("updated_at", Timestamp),
+                    ("boundary", Text),
                 ],
                 st.cursors
                     .iter()
-                    .map(|(p, c)| vec![t(p), t(&c.kind), t(&c.value), t(&c.run_id), time(c.at)])
+                    .map(|(p, c)| {
+                        vec![
+                            t(p),
+                            t(&c.kind),
+                            t(&c.value),
+                            t(&c.run_id),
+                            time(c.at),
+                            ot(c.boundary.as_deref()),
+                        ]
+                    })
                     .collect(),
             ),
             "cursor_history" => (
@@ -609,11 +664,12 @@ impl Catalog for MemoryCatalog {
                     ("value", Text),
                     ("run_id", Text),
                     ("committed_at", Timestamp),
+                    ("boundary", Text),
                 ],
                 st.cursor_history
                     .iter()
                     .enumerate()
-                    .map(|(i, (c, at))| {
+                    .map(|(i, (c, at, boundary))| {
                         vec![
                             n(i as u64 + 1),
                             t(&c.pipeline),
@@ -621,6 +677,7 @@ impl Catalog for MemoryCatalog {
                             t(&c.value),
                             t(&c.run_id),
                             time(*at),
+                            ot(boundary.as_deref()),
                         ]
                     })
                     .collect(),

@@ -89,6 +89,9 @@ pub struct RunCommit {
     pub replace: bool,
     /// The new cursor (kind, value); `None` leaves the cursor as it is.
     pub cursor: Option<(String, String)>,
+    /// The records already written at the new cursor's boundary
+    /// ([`crate::cursor::Boundary::to_text`]), stored with it; ignored without `cursor`.
+    pub boundary: Option<String>,
     /// The table's schema rendered as text, recorded as a new schema version if it differs
     /// from the latest one.
     pub schema: Option<String>,
@@ -100,6 +103,20 @@ pub struct RunCommit {
     /// `Some(status)` ends the run (succeeded or skipped); `None` is a checkpoint and the
     /// run stays `running`.
     pub finish: Option<RunStatus>,
+}
+
+/// A cursor moved on purpose (`ALTER PIPELINE name RESET CURSOR [TO 'v']`), applied with
+/// its event in one transaction.
+#[derive(Debug, Clone)]
+pub struct CursorMove {
+    pub pipeline: String,
+    /// The cursor kind, as stored (`monotonic`, `opaque_token`, `snapshot_id`).
+    pub kind: String,
+    /// The new value; `None` forgets the cursor (the next run starts afresh).
+    pub to: Option<String>,
+    /// The event recorded with it: (kind, message).
+    pub event: (String, String),
+    pub at: DateTime<Utc>,
 }
 
 /// What a commit left behind for the caller.
@@ -164,6 +181,8 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
 
     /// The committed cursor value of a pipeline, if any commit set one.
     fn cursor(&self, pipeline: &str) -> Result<Option<String>>;
+    /// The boundary records committed with the cursor, if the last commit kept any.
+    fn cursor_boundary(&self, pipeline: &str) -> Result<Option<String>>;
     /// Every value the pipeline's cursor took, oldest first.
     fn cursor_history(&self, pipeline: &str) -> Result<Vec<CursorEntry>>;
 
@@ -183,6 +202,11 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
         counters: &RunCounters,
         error: &str,
     ) -> Result<()>;
+    /// Moves a pipeline's cursor (and clears its boundary) with the move's event. Refused,
+    /// with nothing applied, while a run of the pipeline whose holder `is_alive` is
+    /// `running` (its commit would overwrite the move); a dead holder's run is marked
+    /// `partial_failure` first.
+    fn move_cursor(&self, m: &CursorMove, is_alive: IsAlive<'_>) -> Result<()>;
     /// Applies a commit in one transaction (see [`RunCommit`]). Refused, with nothing
     /// applied, when the run is no longer `running` (another process judged it dead).
     fn commit(&self, commit: &RunCommit) -> Result<CommitOutcome>;

@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, param
 
 use super::state_tables::{ColumnType, RawTable, RawValue};
 use super::{
-    Catalog, CommitOutcome, CursorEntry, FileEntry, IsAlive, NewRun, RunCommit, RunHolder,
-    RunRecord, STATE_TABLES, ScheduleState, TableEntry, already_running,
+    Catalog, CommitOutcome, CursorEntry, CursorMove, FileEntry, IsAlive, NewRun, RunCommit,
+    RunHolder, RunRecord, STATE_TABLES, ScheduleState, TableEntry, already_running,
 };
 use crate::error::{Error, Result};
 use crate::types::{Origin, PipelineSpec, RunCounters, SourceSpec};
@@ -133,6 +133,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("runs", "host", "TEXT NOT NULL DEFAULT ''"),
     ("runs", "heartbeat_at", "TEXT"),
     ("files", "retired_at", "TEXT"),
+    ("cursors", "boundary", "TEXT"),
+    ("cursor_history", "boundary", "TEXT"),
 ];
 
 /// Timestamps are stored as RFC 3339 text with microseconds, so the database is readable
@@ -378,6 +380,18 @@ impl Catalog for SqliteCatalog {
             .flatten())
     }
 
+    fn cursor_boundary(&self, pipeline: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT boundary FROM cursors WHERE pipeline = ?1",
+                [pipeline],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     fn cursor_history(&self, pipeline: &str) -> Result<Vec<CursorEntry>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -422,6 +436,36 @@ impl Catalog for SqliteCatalog {
                 run.holder.pid,
                 run.holder.host
             ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn move_cursor(&self, m: &CursorMove, is_alive: IsAlive<'_>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = ts(m.at);
+        for r in select_runs(
+            &tx,
+            "WHERE pipeline = ?1 AND status = 'running'",
+            [&m.pipeline],
+        )? {
+            if is_alive(&r) {
+                return Err(already_running(&r));
+            }
+            mark_dead(&tx, &r.run_id, &now)?;
+        }
+        match &m.to {
+            Some(value) => tx.execute(
+                "INSERT INTO cursors (pipeline, kind, value, run_id, updated_at, boundary) VALUES (?1, ?2, ?3, NULL, ?4, NULL)
+                 ON CONFLICT(pipeline) DO UPDATE SET kind = ?2, value = ?3, run_id = NULL, updated_at = ?4, boundary = NULL",
+                params![m.pipeline, m.kind, value, now],
+            )?,
+            None => tx.execute("DELETE FROM cursors WHERE pipeline = ?1", [&m.pipeline])?,
+        };
+        tx.execute(
+            "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, ?2, ?3, ?4, NULL)",
+            params![now, m.event.0, m.pipeline, m.event.1],
         )?;
         tx.commit()?;
         Ok(())
@@ -541,14 +585,15 @@ impl Catalog for SqliteCatalog {
         }
 
         if let Some((kind, value)) = &commit.cursor {
+            let boundary = &commit.boundary;
             tx.execute(
-                "INSERT INTO cursors (pipeline, kind, value, run_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(pipeline) DO UPDATE SET kind = ?2, value = ?3, run_id = ?4, updated_at = ?5",
-                params![commit.pipeline, kind, value, commit.run_id, now],
+                "INSERT INTO cursors (pipeline, kind, value, run_id, updated_at, boundary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(pipeline) DO UPDATE SET kind = ?2, value = ?3, run_id = ?4, updated_at = ?5, boundary = ?6",
+                params![commit.pipeline, kind, value, commit.run_id, now, boundary],
             )?;
             tx.execute(
-                "INSERT INTO cursor_history (pipeline, kind, value, run_id, committed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![commit.pipeline, kind, value, commit.run_id, now],
+                "INSERT INTO cursor_history (pipeline, kind, value, run_id, committed_at, boundary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![commit.pipeline, kind, value, commit.run_id, now, boundary],
             )?;
         }
         let c = &commit.counters;

@@ -4,3 +4,6 @@
 mod parser;
 
 pub use parser::{HakiriStatement, PipelineBody, parse_pipeline_body, parse_statements};
+
+#[cfg(test)]
+mod fuzz;

@@ -50,6 +50,9 @@ pub enum HakiriStatement {
     RunPipeline { name: String },
     /// `ALTER PIPELINE name SUSPEND | RESUME`: stops or restarts its schedule.
     AlterPipeline { name: String, suspend: bool },
+    /// `ALTER PIPELINE name RESET CURSOR [TO 'value']`: forgets the committed cursor (the
+    /// next run starts from INITIAL or the first page) or sets it to `value`.
+    ResetCursor { name: String, to: Option<String> },
     /// Anything else, for DataFusion.
     DataFusion(Box<DFStatement>),
 }
@@ -120,6 +123,14 @@ impl fmt::Display for HakiriStatement {
                 "ALTER PIPELINE {name} {}",
                 if *suspend { "SUSPEND" } else { "RESUME" }
             ),
+            HakiriStatement::ResetCursor { name, to } => match to {
+                Some(v) => write!(
+                    f,
+                    "ALTER PIPELINE {name} RESET CURSOR TO '{}'",
+                    v.replace('\'', "''")
+                ),
+                None => write!(f, "ALTER PIPELINE {name} RESET CURSOR"),
+            },
             HakiriStatement::DataFusion(s) => write!(f, "{s}"),
         }
     }
@@ -291,6 +302,14 @@ impl HakiriParser<'_> {
         }
         if self.eat(&["ALTER", "PIPELINE"]) {
             let name = self.name("pipeline")?;
+            if self.eat(&["RESET", "CURSOR"]) {
+                let to = if self.eat(&["TO"]) {
+                    Some(self.string()?)
+                } else {
+                    None
+                };
+                return Ok(HakiriStatement::ResetCursor { name, to });
+            }
             let suspend = if self.eat(&["SUSPEND"]) {
                 true
             } else if self.eat(&["RESUME"]) {
@@ -298,7 +317,7 @@ impl HakiriParser<'_> {
             } else {
                 let t = self.df.parser.peek_token();
                 return Err(sql_err(format!(
-                    "expected SUSPEND or RESUME after ALTER PIPELINE {name}, found '{}' at {}",
+                    "expected SUSPEND, RESUME or RESET CURSOR [TO 'value'] after ALTER PIPELINE {name}, found '{}' at {}",
                     t.token, t.span.start
                 )));
             };
@@ -388,6 +407,19 @@ impl HakiriParser<'_> {
         .ok_or_else(|| sql_err(format!("expected a positive whole number: {example}")))
     }
 
+    /// [`HakiriParser::count`] that fits a u32. Regression (found by
+    /// fuzz_sql_hakiri_statements_round_trip): `SUSPEND AFTER 4294967296 FAILURES` was cut
+    /// to 0 by `as u32`.
+    fn count_u32(&mut self, example: &str) -> Result<u32> {
+        let n = self.count(example)?;
+        u32::try_from(n).map_err(|_| {
+            sql_err(format!(
+                "{n} is too large (at most {}): {example}",
+                u32::MAX
+            ))
+        })
+    }
+
     /// `CREATE PIPELINE name [CURSOR ...] [CHECKPOINT EVERY n PAGES] [MODE ...]
     /// [ON SCHEMA CHANGE ...] [SCHEDULE ...] AS INSERT INTO context.t SELECT ...`; clauses in
     /// any order.
@@ -460,12 +492,12 @@ impl HakiriParser<'_> {
                     return Err(sql_err("expected SKIP or RUN ONCE after ON MISSED"));
                 });
             } else if self.eat(&["RETRY"]) {
-                sched.retries = Some(self.count("RETRY 3 [BACKOFF '30 seconds']")? as u32);
+                sched.retries = Some(self.count_u32("RETRY 3 [BACKOFF '30 seconds']")?);
                 if self.eat(&["BACKOFF"]) {
                     sched.backoff = Some(Interval::parse("BACKOFF", &self.string()?)?);
                 }
             } else if self.eat(&["SUSPEND", "AFTER"]) {
-                sched.suspend_after = Some(self.count("SUSPEND AFTER 3 FAILURES")? as u32);
+                sched.suspend_after = Some(self.count_u32("SUSPEND AFTER 3 FAILURES")?);
                 if !self.eat(&["FAILURES"]) {
                     self.expect("FAILURE")?;
                 }
@@ -697,6 +729,15 @@ mod tests {
             parse_statements("alter pipeline p suspend").unwrap()[0],
             HakiriStatement::AlterPipeline { suspend: true, .. }
         ));
+        for sql in [
+            "ALTER PIPELINE p RESET CURSOR",
+            "ALTER PIPELINE p RESET CURSOR TO '2026-01-01T00:00:00Z'",
+            "ALTER PIPELINE p RESET CURSOR TO 'it''s'",
+        ] {
+            let stmt = parse_statements(sql).unwrap().remove(0);
+            assert!(matches!(stmt, HakiriStatement::ResetCursor { .. }));
+            assert_eq!(stmt.to_string(), sql);
+        }
         for (bad, says) in [
             (
                 "CREATE PIPELINE p RETRY 2 AS INSERT INTO context.t SELECT * FROM s.e",
@@ -710,7 +751,10 @@ mod tests {
                 "CREATE PIPELINE p SCHEDULE CRON 'nope' AS INSERT INTO context.t SELECT * FROM s.e",
                 "five fields",
             ),
-            ("ALTER PIPELINE p STOP", "expected SUSPEND or RESUME"),
+            (
+                "ALTER PIPELINE p STOP",
+                "expected SUSPEND, RESUME or RESET CURSOR",
+            ),
         ] {
             let e = parse_statements(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");

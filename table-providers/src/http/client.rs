@@ -58,8 +58,18 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// GETs `url` with the table's headers, retrying what can succeed later. With
-/// `if_none_match` the request is conditional and a 304 comes back as `not_modified`.
+/// What to do after one request that did not give a page.
+enum Retry {
+    /// Send it again after the backoff (or `wait`), counting an attempt; `why` says why.
+    After { wait: Option<Duration>, why: String },
+    /// A rate limit was waited out: send it again, not counted as an attempt.
+    Now,
+}
+
+/// GETs `url` with the table's headers, retrying what can succeed later: 5xx, 429, 503,
+/// timeouts, failed connections and bodies cut short or stalled (a GET is safe to send
+/// again). With `if_none_match` the request is conditional and a 304 comes back as
+/// `not_modified`.
 pub async fn get(
     client: &Client,
     url: &url::Url,
@@ -80,9 +90,8 @@ pub async fn get(
         if let Some(etag) = if_none_match {
             req = req.header(reqwest::header::IF_NONE_MATCH, etag);
         }
-        // Everything that falls through this match is worth retrying.
         requests += 1;
-        let (wait, why) = match req.send().await {
+        let retry = match req.send().await {
             Ok(resp) => {
                 let status = resp.status();
                 if status == StatusCode::NOT_MODIFIED && if_none_match.is_some() {
@@ -93,79 +102,56 @@ pub async fn get(
                         requests,
                     });
                 }
-                if status.is_success() {
-                    let headers = resp.headers().clone();
-                    // The last request of the window: wait for the reset before the next.
-                    if let Some(wait) = rate_limit_wait(&headers).filter(|w| *w <= MAX_RETRY_AFTER)
-                    {
-                        if headers.get("x-ratelimit-remaining").is_some() {
-                            tracing::warn!(%url, ?wait, "rate limit exhausted; waiting for the reset");
-                            tokio::time::sleep(wait).await;
-                        }
-                    }
-                    let body = resp.bytes().await.map_err(|e| {
-                        upstream(format!("GET {url}: reading the response body failed: {e}"))
-                    })?;
-                    return Ok(Page {
-                        body: body.to_vec(),
-                        headers,
-                        not_modified: false,
-                        requests,
-                    });
-                }
-                let after = retry_after(resp.headers());
-                let limit_wait = rate_limit_wait(resp.headers());
-                let text = resp.text().await.unwrap_or_default();
-                let snippet: String = text.chars().take(200).collect();
-                let limited = matches!(status.as_u16(), 403 | 429) && limit_wait.is_some();
-                if limited {
-                    let wait = limit_wait.unwrap_or_default();
-                    if wait > MAX_RETRY_AFTER || rate_limited >= opts.max_retries.max(3) {
-                        return Err(upstream(format!(
-                            "GET {url} is rate limited ({status}) for another {}s; run again after the limit resets",
-                            wait.as_secs()
-                        )));
-                    }
-                    tracing::warn!(%url, ?wait, "rate limited ({status}); waiting");
-                    rate_limited += 1;
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                if status == StatusCode::TOO_MANY_REQUESTS
-                    || status == StatusCode::SERVICE_UNAVAILABLE
-                {
-                    if let Some(a) = after.filter(|a| *a > MAX_RETRY_AFTER) {
-                        return Err(upstream(format!(
-                            "GET {url} returned {status} with Retry-After {}s, longer than the {}s Hakiri waits; run again later",
-                            a.as_secs(),
-                            MAX_RETRY_AFTER.as_secs()
-                        )));
-                    }
-                    (after, format!("{status}"))
-                } else if status.is_server_error() {
-                    (None, format!("{status}: {snippet}"))
+                if !status.is_success() {
+                    retry_status(url, opts, resp, &mut rate_limited).await?
                 } else {
-                    let hint = match status.as_u16() {
-                        401 | 403 => {
-                            "check the credentials: the source's token option (github) or its header options (http)"
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Ok(body) => {
+                            // The last request of the window: wait for the reset before the
+                            // next (after the body: the timeout covers the body's reading).
+                            if let Some(wait) =
+                                rate_limit_wait(&headers).filter(|w| *w <= MAX_RETRY_AFTER)
+                            {
+                                if headers.get("x-ratelimit-remaining").is_some() {
+                                    tracing::warn!(%url, ?wait, "rate limit exhausted; waiting for the reset");
+                                    tokio::time::sleep(wait).await;
+                                }
+                            }
+                            return Ok(Page {
+                                body: body.to_vec(),
+                                headers,
+                                not_modified: false,
+                                requests,
+                            });
                         }
-                        404 => "check the base_url and path options",
-                        _ => "check the request options (query.*, header.*)",
-                    };
-                    return Err(upstream(format!(
-                        "GET {url} returned {status}: {snippet}; {hint}"
-                    )));
+                        // The timeout covers the whole body: a stalled body times out.
+                        Err(e) if e.is_timeout() => Retry::After {
+                            wait: None,
+                            why: format!(
+                                "reading the response body timed out after {:?}",
+                                opts.timeout
+                            ),
+                        },
+                        Err(e) => Retry::After {
+                            wait: None,
+                            why: format!("the response body was cut short: {}", error_chain(&e)),
+                        },
+                    }
                 }
             }
-            Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => (
-                None,
-                if e.is_timeout() {
-                    format!("timed out after {:?}", opts.timeout)
-                } else {
-                    e.to_string()
-                },
-            ),
-            Err(e) => return Err(upstream(format!("GET {url} failed: {e}"))),
+            Err(e) if e.is_timeout() => Retry::After {
+                wait: None,
+                why: format!("timed out after {:?}", opts.timeout),
+            },
+            Err(e) if e.is_connect() || e.is_request() => Retry::After {
+                wait: None,
+                why: error_chain(&e),
+            },
+            Err(e) => return Err(upstream(format!("GET {url} failed: {}", error_chain(&e)))),
+        };
+        let Retry::After { wait, why } = retry else {
+            continue;
         };
         if attempt >= opts.max_retries {
             return Err(upstream(format!(
@@ -182,4 +168,78 @@ pub async fn get(
         tokio::time::sleep(delay).await;
         attempt += 1;
     }
+}
+
+/// An error with its sources ("error sending request: connection reset by peer"):
+/// reqwest's own message names only the outermost one.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let s = inner.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = inner.source();
+    }
+    text
+}
+
+/// A response that is neither a success nor a 304: whether and when to retry it, or the
+/// error that ends the request (other 4xx, limits longer than Hakiri waits).
+async fn retry_status(
+    url: &url::Url,
+    opts: &HttpTableOptions,
+    resp: reqwest::Response,
+    rate_limited: &mut u32,
+) -> Result<Retry> {
+    let status = resp.status();
+    let after = retry_after(resp.headers());
+    let limit_wait = rate_limit_wait(resp.headers());
+    let text = resp.text().await.unwrap_or_default();
+    let snippet: String = text.chars().take(200).collect();
+    let limited = matches!(status.as_u16(), 403 | 429) && limit_wait.is_some();
+    if limited {
+        let wait = limit_wait.unwrap_or_default();
+        if wait > MAX_RETRY_AFTER || *rate_limited >= opts.max_retries.max(3) {
+            return Err(upstream(format!(
+                "GET {url} is rate limited ({status}) for another {}s; run again after the limit resets",
+                wait.as_secs()
+            )));
+        }
+        tracing::warn!(%url, ?wait, "rate limited ({status}); waiting");
+        *rate_limited += 1;
+        tokio::time::sleep(wait).await;
+        return Ok(Retry::Now);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(a) = after.filter(|a| *a > MAX_RETRY_AFTER) {
+            return Err(upstream(format!(
+                "GET {url} returned {status} with Retry-After {}s, longer than the {}s Hakiri waits; run again later",
+                a.as_secs(),
+                MAX_RETRY_AFTER.as_secs()
+            )));
+        }
+        return Ok(Retry::After {
+            wait: after,
+            why: format!("{status}"),
+        });
+    }
+    if status.is_server_error() {
+        return Ok(Retry::After {
+            wait: None,
+            why: format!("{status}: {snippet}"),
+        });
+    }
+    let hint = match status.as_u16() {
+        401 | 403 => {
+            "check the credentials: the source's token option (github) or its header options (http)"
+        }
+        404 => "check the base_url and path options",
+        _ => "check the request options (query.*, header.*)",
+    };
+    Err(upstream(format!(
+        "GET {url} returned {status}: {snippet}; {hint}"
+    )))
 }

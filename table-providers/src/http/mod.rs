@@ -32,6 +32,7 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use futures::stream;
+use hakiri_engine::cursor::{BoundaryRows, text_hash};
 use hakiri_engine::ports::{OptionSpec, RunContext, Source, SourceDrift, validate_options};
 use hakiri_engine::sources::resolve_value;
 use hakiri_engine::types::SourceSpec;
@@ -413,6 +414,8 @@ struct Fetched {
     page: PageRecords,
     n: u64,
     token: Option<String>,
+    /// `token` fetches this page again (the source gave no token past it).
+    at_boundary: bool,
     exhausted: bool,
     etag: Option<String>,
 }
@@ -452,6 +455,7 @@ impl Fetcher {
         Ok(Next::Page(Fetched {
             n: self.pager.pages(),
             token: self.pager.token().map(str::to_string),
+            at_boundary: self.pager.at_boundary(),
             exhausted: self.pager.exhausted(),
             etag: self.pager.etag().map(|e| format!("etag:{e}")),
             page,
@@ -616,9 +620,16 @@ impl ExecutionPlan for HttpExec {
                     return Ok(None);
                 }
             };
-            let page = fetched.page;
+            let mut page = fetched.page;
             let decoding = st.decode_time.timer();
             let n = fetched.n;
+            // A token run's boundary: the page the resume token fetched again loses the
+            // records earlier runs wrote from it, and a page with no token past it is
+            // reported whole, for the next run to skip.
+            let (mut boundary, skipped, change) = match &st.run {
+                Some(rc) => skip_written(&mut page, rc, n == 1, fetched.at_boundary, &st.table),
+                None => (None, 0, None),
+            };
             let page_error =
                 |e: Error| DataFusionError::from(Error::Upstream(format!("page {n}: {e}")));
             // The common page fits the schema as it is and decodes from its text; otherwise
@@ -650,14 +661,6 @@ impl ExecutionPlan for HttpExec {
                     json::decode(records, &st.schema).map_err(page_error)?
                 }
             };
-            if let Some(rc) = &st.run {
-                rc.update(|r| {
-                    r.rows_discarded += discarded;
-                    r.token = fetched.token.or(r.token.take());
-                    r.exhausted = fetched.exhausted;
-                    r.snapshot_id = fetched.etag.or(r.snapshot_id.take());
-                });
-            }
             if let Some(p) = &st.projection {
                 batch = batch.project(p)?;
             }
@@ -665,13 +668,72 @@ impl ExecutionPlan for HttpExec {
             if let Some(r) = st.remaining.as_mut() {
                 if batch.num_rows() > *r {
                     batch = batch.slice(0, *r);
+                    // Only the records emitted (after those skipped) count as written.
+                    if let Some(b) = boundary.as_mut() {
+                        b.hashes.truncate(skipped as usize + *r);
+                    }
                 }
                 *r -= batch.num_rows();
+            }
+            if let Some(rc) = &st.run {
+                rc.update(|r| {
+                    r.rows_discarded += discarded;
+                    r.rows_skipped += skipped;
+                    r.boundary_changes.extend(change);
+                    r.boundary = boundary;
+                    r.token = fetched.token.or(r.token.take());
+                    r.exhausted = fetched.exhausted;
+                    r.snapshot_id = fetched.etag.or(r.snapshot_id.take());
+                });
             }
             Ok(Some((batch, st)))
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, s)))
     }
+}
+
+/// Applies a token run's boundary to a page: on the page the resume token fetched
+/// (`resumed`), records whose hash the committed boundary holds are dropped; when the page
+/// is `at_boundary` its records' hashes (all of them now written) are the new boundary:
+/// those skipped first, then those kept in page order, so a LIMIT can cut the kept ones.
+/// Returns the new boundary, the records dropped, and what changed if some committed
+/// records are no longer on the page.
+fn skip_written(
+    page: &mut PageRecords,
+    rc: &RunContext,
+    resumed: bool,
+    at_boundary: bool,
+    table: &str,
+) -> (Option<BoundaryRows>, u64, Option<String>) {
+    let committed = rc.resume_boundary.as_ref().filter(|_| resumed);
+    if committed.is_none() && !at_boundary {
+        return (None, 0, None);
+    }
+    let mut hashes: Vec<u64> = page.texts().map(text_hash).collect();
+    let (mut skipped, mut change) = (0, None);
+    if let Some(b) = committed {
+        let mut skipper = b.skipper();
+        let keep: Vec<bool> = hashes.iter().map(|h| !skipper.skip(*h)).collect();
+        page.retain(|i| keep[i]);
+        let (kept, dropped): (Vec<(u64, bool)>, Vec<(u64, bool)>) = hashes
+            .iter()
+            .copied()
+            .zip(keep.iter().copied())
+            .partition(|(_, k)| *k);
+        hashes = dropped.into_iter().chain(kept).map(|(h, _)| h).collect();
+        skipped = skipper.skipped();
+        if skipper.missing() > 0 {
+            change = Some(format!(
+                "{table}: the page at resume token '{}' was read again and {} of the {} record(s) written from it before are no longer on it (removed or rewritten upstream); its {} new or rewritten record(s) were written",
+                rc.resume_token.as_deref().unwrap_or("(first page)"),
+                skipper.missing(),
+                b.rows(),
+                page.texts().len(),
+            ));
+        }
+    }
+    let boundary = at_boundary.then(|| BoundaryRows { hashes });
+    (boundary, skipped, change)
 }
 
 /// `CREATE EXTERNAL TABLE t STORED AS HTTP LOCATION 'https://...' OPTIONS (...)`.

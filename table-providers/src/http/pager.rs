@@ -13,9 +13,11 @@
 //! Resume tokens (for `CURSOR TOKEN` pipelines): after each page the pager knows the token
 //! that fetches the page after it: the body's token (`cursor`), the next URL (`next_url`,
 //! `link_header`), or the next offset or page number (`offset`, `page`). When the source
-//! gives none (the last page of `next_url`, `link_header`, `cursor`), the token stays the
-//! one that fetched the last page, so the next run reads that page again: use MODE MERGE
-//! with those styles, or an API whose last page still hands out a token.
+//! gives none (the last page of `next_url`, `link_header`, `cursor`, a short last page of
+//! `page`, the one page of `none`), the token stays the one that fetched the last page and
+//! the pager says it is [at the boundary](Pager::at_boundary): the next run reads that page
+//! again (records may have been added to it) and skips the records already written, which
+//! the run commits as the cursor's boundary.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -46,6 +48,15 @@ pub struct PageRecords {
 }
 
 impl PageRecords {
+    /// Keeps the records for which `keep(index)` is true (the others were already written).
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut i = 0;
+        self.spans.retain(|_| {
+            i += 1;
+            keep(i - 1)
+        });
+    }
+
     /// Each record's JSON text.
     pub fn texts(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
         self.spans.iter().map(|r| &self.body[r.clone()])
@@ -197,6 +208,8 @@ pub struct Pager {
     page: u64,
     /// The token that resumes after the pages read so far.
     token: Option<String>,
+    /// The last page gave no token past it: `token` fetches that page again.
+    at_boundary: bool,
     /// ETag of a committed snapshot: the first request is conditional.
     if_none_match: Option<String>,
     /// The first response's ETag.
@@ -267,6 +280,7 @@ impl Pager {
             offset: 0,
             page: start,
             token: None,
+            at_boundary: false,
             if_none_match: None,
             etag: None,
             not_modified: false,
@@ -283,6 +297,12 @@ impl Pager {
     /// The token that resumes after the pages read so far.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// Whether the last page read gave no token past it, so [`Pager::token`] is the one
+    /// that fetched it (`None`: the first page) and a resumed run reads it again.
+    pub fn at_boundary(&self) -> bool {
+        self.at_boundary
     }
 
     /// Whether a stop rule has fired: no page follows.
@@ -361,8 +381,16 @@ impl Pager {
         }
     }
 
-    /// The token that fetches the page after this one, if the source gives one.
-    fn token_after(&self, url: &Url, headers: &HeaderMap, body: &Value) -> Option<String> {
+    /// The token that fetches the page after this one (of `len` records), if the source
+    /// gives one. A short page of the `page` style gives none: the records added to it
+    /// later are read by fetching it again.
+    fn token_after(
+        &self,
+        url: &Url,
+        headers: &HeaderMap,
+        body: &Value,
+        len: u64,
+    ) -> Option<String> {
         match &self.opts.pagination {
             Pagination::None => None,
             Pagination::Cursor { path, .. } => match lookup(body, path) {
@@ -378,7 +406,9 @@ impl Pager {
                 .and_then(|s| url.join(&s).ok())
                 .map(|u| u.to_string()),
             Pagination::Offset { .. } => Some(self.offset.to_string()),
-            Pagination::Page { .. } => Some(self.page.to_string()),
+            Pagination::Page { page_size, .. } => {
+                (len >= *page_size).then(|| self.page.to_string())
+            }
         }
     }
 
@@ -495,9 +525,16 @@ impl Pager {
         self.records += len;
         if len > 0 {
             self.next = self.next_url(&url, &page.headers, &body, len)?;
-            if let Some(t) = self.token_after(&url, &page.headers, &body) {
-                self.token = Some(t);
+            match self.token_after(&url, &page.headers, &body, len) {
+                Some(t) => {
+                    self.token = Some(t);
+                    self.at_boundary = false;
+                }
+                None => self.at_boundary = true,
             }
+        } else {
+            // An empty page: the token that fetched it stays, with nothing to skip.
+            self.at_boundary = true;
         }
         self.request_ahead();
         Ok(Some(PageRecords {
@@ -617,5 +654,44 @@ mod tests {
         // Invalid JSON anywhere, records included, and trailing text are errors.
         assert!(locate(r#"{"data": [{"a": }]}"#, &["data"], false).is_err());
         assert!(locate(r#"{"data": []} x"#, &["data"], false).is_err());
+    }
+
+    /// Fuzz target: a committed resume token (any text: a hand-edited catalog, an API's
+    /// opaque token) for every pagination style resumes or is refused, never a panic.
+    #[test]
+    fn fuzz_resume_tokens() {
+        use proptest::prelude::*;
+        let cases = std::env::var("HAKIRI_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        let config = ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        let styles: Vec<Vec<(&str, &str)>> = vec![
+            vec![
+                ("pagination", "cursor"),
+                ("cursor_path", "next"),
+                ("cursor_param", "after"),
+            ],
+            vec![("pagination", "next_url")],
+            vec![("pagination", "link_header")],
+            vec![("pagination", "offset"), ("page_size", "10")],
+            vec![("pagination", "page"), ("page_size", "10")],
+            vec![("pagination", "none")],
+        ];
+        proptest!(config, |(style in 0..6usize, token in ".{0,80}")| {
+            let raw: std::collections::BTreeMap<String, String> = styles[style]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let opts = HttpTableOptions::parse("t", Some("http://127.0.0.1:9/api"), &raw).unwrap();
+            let mut pager = Pager::new(Client::new(), Arc::new(opts), Vec::new()).unwrap();
+            if pager.resume(&token).is_ok() {
+                prop_assert_eq!(pager.token(), Some(token.as_str()));
+            }
+        });
     }
 }

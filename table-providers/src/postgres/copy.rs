@@ -140,8 +140,11 @@ fn next(b: &[u8]) -> Result<Next> {
     if count == -1 {
         return Ok(Next::Trailer);
     }
+    if count < 0 {
+        return Err(bad_stream("a negative field count"));
+    }
     let mut at = 2;
-    for _ in 0..count.max(0) {
+    for _ in 0..count {
         let Some(len) = b.get(at..at + 4) else {
             return Ok(Next::Incomplete);
         };
@@ -179,6 +182,10 @@ fn append_tuple(t: &[u8], builders: &mut [Builder], columns: &[PgColumn]) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "copy_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -276,5 +283,23 @@ mod tests {
             err.to_string().contains("ended before its trailer"),
             "{err}"
         );
+    }
+
+    /// Regression (found by fuzz_copy_random_bytes): a field count below -1 was taken as a
+    /// tuple and then as a huge count, which panicked slicing the tuple.
+    #[tokio::test]
+    async fn a_negative_field_count_is_an_error_not_a_panic() {
+        let mut body = SIGNATURE.to_vec();
+        body.extend([0u8; 8]);
+        body.extend((-2i16).to_be_bytes());
+        let columns = [PgColumn::new("id", 20, "bigint", true)];
+        let stream = futures::stream::iter([Ok::<_, Error>(Bytes::from(body))]);
+        let mut reader = CopyReader::new(stream);
+        let mut builders = vec![Builder::new(Kind::I64)];
+        let err = reader
+            .read_into(&mut builders, &columns, 10, |e| e)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("a negative field count"), "{err}");
     }
 }
