@@ -253,12 +253,23 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             match &spec.cursor {
                 Some(c) => {
                     let committed = engine.catalog().cursor(&spec.name)?;
+                    let boundary = engine.catalog().cursor_boundary(&spec.name)?;
+                    let boundary = boundary
+                        .and_then(|b| hakiri_engine::cursor::BoundaryRows::parse(&b, &name).ok())
+                        .map(|b| {
+                            format!(", {} record(s) at the boundary already loaded", b.rows())
+                        })
+                        .unwrap_or_default();
                     println!(
-                        "cursor:     {} ({}), initial {}, committed {}",
+                        "cursor:     {} ({}), initial {}, committed {}{boundary}",
                         c.kind.as_str(),
                         c.column.as_deref().unwrap_or("-"),
                         c.initial.as_deref().unwrap_or("none"),
-                        committed.as_deref().unwrap_or("none yet")
+                        match committed.as_deref() {
+                            Some("") => "(the first page, read again)",
+                            Some(v) => v,
+                            None => "none yet",
+                        }
                     );
                 }
                 None => println!("cursor:     none (every run reads everything)"),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, new_null_array,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, new_null_array,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
@@ -787,6 +787,7 @@ mod fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::Array;
     use hakiri_engine::types::SchemaPolicy;
     use serde_json::json;
 
