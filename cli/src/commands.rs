@@ -256,9 +256,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     let boundary = engine.catalog().cursor_boundary(&spec.name)?;
                     let boundary = boundary
                         .and_then(|b| hakiri_engine::cursor::BoundaryRows::parse(&b, &name).ok())
-                        .map(|b| {
-                            format!(", {} record(s) at the boundary already loaded", b.rows())
-                        })
+                        .map(|b| format!(", {} record(s) at the boundary already loaded", b.rows()))
                         .unwrap_or_default();
                     println!(
                         "cursor:     {} ({}), initial {}, committed {}{boundary}",

@@ -127,6 +127,14 @@ fn display_catalog(e: &rusqlite::Error) -> String {
         format!(
             "catalog error: {e}: the disk holding .hakiri/catalog.db is full; free some space and run again (the catalog is intact: SQLite rolled the transaction back)"
         )
+    } else if matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::SystemIoFailure)
+    ) {
+        // SQLite reports a full disk this way when it cannot grow its WAL index (-shm).
+        format!(
+            "catalog error: {e}: the disk holding .hakiri/catalog.db may be full or failing; check its free space (df) and run again (SQLite rolled the transaction back)"
+        )
     } else {
         format!("catalog error: {e} (this is a bug or a damaged .hakiri/catalog.db)")
     }

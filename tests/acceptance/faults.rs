@@ -142,6 +142,8 @@ sql = "INSERT INTO context.grow SELECT * FROM api.grow WHERE id > $cursor"
         let says_full = r.stderr.contains("no space left on the disk holding")
             || r.stderr
                 .contains("the disk holding .hakiri/catalog.db is full")
+            || r.stderr
+                .contains("the disk holding .hakiri/catalog.db may be full")
             || r.stderr.contains("No space left on device");
         assert!(says_full, "{free} bytes free: {}", r.stderr);
         if r.stderr.contains(" failed: ") {
