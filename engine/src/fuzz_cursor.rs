@@ -2,22 +2,12 @@
 //! the column's type must give an error, never a panic. `HAKIRI_FUZZ_CASES` sets the cases
 //! (default 256); `scripts/fuzz` runs more.
 
+use crate::fuzzing::config;
 use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use crate::cursor::{bind, render};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("HAKIRI_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    ProptestConfig {
-        cases: cases.unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Types a cursor column may have (and some it should not).
 fn any_type() -> impl Strategy<Value = DataType> {

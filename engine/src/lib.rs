@@ -7,6 +7,8 @@ pub mod engine;
 pub mod error;
 #[cfg(test)]
 mod fuzz_cursor;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzzing;
 pub mod ports;
 pub mod rewind;
 mod run;

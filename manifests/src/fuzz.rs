@@ -2,22 +2,12 @@
 //! error, never a panic or a hang. `HAKIRI_FUZZ_CASES` sets the cases (default 256);
 //! `scripts/fuzz` runs more.
 
+use hakiri_engine::fuzzing::config;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
 use super::parse;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("HAKIRI_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    ProptestConfig {
-        cases: cases.unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// A manifest using every section and key; the mutations start from it.
 const VALID: &str = r#"

@@ -26,13 +26,7 @@ impl Moments {
 }
 
 /// Starts `hakiri run pipeline` `kills` times and SIGKILLs it at a random moment.
-pub(crate) fn kill_at_random(
-    p: &Project,
-    pipeline: &str,
-    seed: u64,
-    kills: usize,
-    window_ms: (u64, u64),
-) {
+fn kill_at_random(p: &Project, pipeline: &str, seed: u64, kills: usize, window_ms: (u64, u64)) {
     let mut moments = Moments(seed);
     for _ in 0..kills {
         let mut child = Command::new(hakiri_bin())

@@ -6,7 +6,56 @@
 
 use hakiri_tests::{Project, Server};
 
-use super::crash::kill_at_random;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hakiri_tests::hakiri_bin;
+
+/// Starts `hakiri run pipeline` `kills` times and SIGKILLs it a seeded random moment (within
+/// `window_ms`) after its run began, so every kill lands on a run: in the middle, or after
+/// it committed its last page (the window is longer than a run).
+fn kill_runs(p: &Project, pipeline: &str, seed: u64, kills: usize, window_ms: u64) {
+    let mut x = seed;
+    let db = p.path().join(".hakiri/catalog.db");
+    for _ in 0..kills {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let before = started_runs(&db, pipeline);
+        let mut child = Command::new(hakiri_bin())
+            .current_dir(p.path())
+            .args(["run", pipeline])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hakiri run");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while started_runs(&db, pipeline) == before && Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(x % window_ms));
+        let _ = child.kill();
+        child.wait().expect("reap the killed run");
+    }
+}
+
+/// Runs of `pipeline` the catalog knows (0 before the catalog exists).
+fn started_runs(db: &std::path::Path, pipeline: &str) -> i64 {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    c.query_row(
+        "SELECT count(*) FROM runs WHERE pipeline = ?1",
+        [pipeline],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
 
 /// The tables of one API shape over the fixture's growing dataset (ids 1..N), each a
 /// token-cursor pipeline `<style>` in append mode.
@@ -172,11 +221,11 @@ fn token_pipelines_with_a_null_last_token_survive_kills_after_the_last_page() {
         server.get("/admin/grow?n=240");
         n += 240;
         for style in ["cursor_null", "next_url"] {
-            kill_at_random(&p, style, *seed, if round == 0 { 8 } else { 3 }, (30, 700));
+            kill_runs(&p, style, *seed, if round == 0 { 8 } else { 3 }, 600);
             p.hakiri(&["run", style]).ok();
             assert_exact(&p, style, n, &format!("after round {}", round + 1));
             // Killed right after its last page committed: the next run writes nothing.
-            kill_at_random(&p, style, *seed ^ 0xFF, 1, (10, 400));
+            kill_runs(&p, style, *seed ^ 0xFF, 1, 400);
             p.hakiri(&["run", style]).ok();
             assert_exact(
                 &p,

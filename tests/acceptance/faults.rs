@@ -316,7 +316,12 @@ fn a_postgres_backend_killed_mid_copy_fails_the_run_cleanly_and_the_next_run_is_
     let pg = PgCluster::start();
     pg.psql(&format!(
         "CREATE TABLE events (id bigint PRIMARY KEY, kind text NOT NULL, amount bigint);
-         INSERT INTO events SELECT i, 'k' || (i % 7), i * 3 FROM generate_series(1, {ROWS}) AS i"
+         INSERT INTO events SELECT i, 'k' || (i % 7), i * 3 FROM generate_series(1, {ROWS}) AS i;
+         -- A COPY of the view lasts seconds (a pause every 20000 rows), however fast the
+         -- machine: long enough to be caught in the middle.
+         CREATE FUNCTION slow(i bigint) RETURNS bigint AS $$
+         BEGIN IF i % 20000 = 0 THEN PERFORM pg_sleep(0.2); END IF; RETURN i; END $$ LANGUAGE plpgsql;
+         CREATE VIEW slow_events AS SELECT slow(id) AS id, kind, amount FROM events"
     ));
     let p = Project::new(&format!(
         r#"
@@ -327,7 +332,7 @@ password = "env:HAKIRI_TEST_PGPASSWORD"
 
 [pipelines.ev]
 cursor = {{ kind = "monotonic", column = "id", initial = "0" }}
-sql = "INSERT INTO context.ev SELECT * FROM pg.events WHERE id > $cursor"
+sql = "INSERT INTO context.ev SELECT * FROM pg.slow_events WHERE id > $cursor"
 "#,
         pg.url()
     ));

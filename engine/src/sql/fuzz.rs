@@ -2,21 +2,11 @@
 //! panic or a hang. `HAKIRI_FUZZ_CASES` sets the cases (default 256); `scripts/fuzz` runs
 //! more.
 
+use crate::fuzzing::config;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::{HakiriStatement, parse_statements};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("HAKIRI_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    ProptestConfig {
-        cases: cases.unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Words and punctuation of Hakiri's statements (and a little of SQL's), for token soups.
 const WORDS: &[&str] = &[

@@ -3,6 +3,7 @@
 //! (`check_page` + `decode`) must agree on every page the text path takes.
 //! `HAKIRI_FUZZ_CASES` sets the cases (default 256); `scripts/fuzz` runs more.
 
+use hakiri_engine::fuzzing::config;
 use hakiri_engine::types::SchemaPolicy;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -11,17 +12,6 @@ use serde_json::json;
 use super::*;
 
 type Outcome = std::result::Result<(), TestCaseError>;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("HAKIRI_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    ProptestConfig {
-        cases: cases.unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// Flat columns of every type the text path fills, dates, nested structs and lists, and
 /// JSON text nested in a struct (which the text path leaves to the value path).

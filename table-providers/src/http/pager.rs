@@ -661,15 +661,7 @@ mod tests {
     #[test]
     fn fuzz_resume_tokens() {
         use proptest::prelude::*;
-        let cases = std::env::var("HAKIRI_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256);
-        let config = ProptestConfig {
-            cases,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        };
+        let config = hakiri_engine::fuzzing::config();
         let styles: Vec<Vec<(&str, &str)>> = vec![
             vec![
                 ("pagination", "cursor"),

@@ -4,23 +4,13 @@
 //! `scripts/fuzz` runs more.
 
 use datafusion::arrow::array::{Array, ArrayRef};
+use hakiri_engine::fuzzing::config;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::*;
 use crate::postgres::types::Kind;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("HAKIRI_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    ProptestConfig {
-        cases: cases.unwrap_or(256),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// One column of each way of reading (oid, `format_type()`).
 const TYPES: &[(u32, &str)] = &[
