@@ -22,9 +22,9 @@ fn project_root(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
     match flag {
         Some(dir) => {
             let dir = if dir.is_absolute() { dir } else { cwd.join(dir) };
-            if !dir.join(hakiri_manifests::MANIFEST_FILE).is_file() {
+            if !hakiri_manifests::is_project(&dir) {
                 return Err(config_err(format!(
-                    "{} holds no hakiri.toml: create a project with `hakiri init NAME`",
+                    "{} holds no hakiri.toml (or hakiri.json): create a project with `hakiri init NAME`",
                     dir.display()
                 )));
             }
@@ -32,7 +32,7 @@ fn project_root(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
         }
         None => hakiri_manifests::find_project(&cwd).ok_or_else(|| {
             config_err(format!(
-                "no hakiri.toml in {} or any parent folder: run inside a project, pass --project DIR, or create one with `hakiri init NAME`",
+                "no hakiri.toml (or hakiri.json) in {} or any parent folder: run inside a project, pass --project DIR, or create one with `hakiri init NAME`",
                 cwd.display()
             ))
         }),
@@ -59,6 +59,11 @@ fn fixed_clock() -> Result<Option<std::sync::Arc<dyn hakiri_engine::ports::Clock
 /// false, only the session: `plan` shows the changes without writing them).
 fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Failure> {
     let manifest = hakiri_manifests::load(root)?;
+    let manifest_file = hakiri_manifests::manifest_path(root)?;
+    let manifest_file = manifest_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let options = EngineOptions {
         connectors: hakiri_table_providers::connectors(root),
         table_factories: hakiri_table_providers::table_factories(),
@@ -84,14 +89,14 @@ fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Fail
         .sync_manifest(&manifest.sources, &manifest.pipelines, apply)
         .map_err(|e| Failure {
             code: 2,
-            message: format!("hakiri.toml: {e}"),
+            message: format!("{manifest_file}: {e}"),
         })?;
     Ok((engine, changes))
 }
 
 pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
-    if let Command::Init { name } = &cli.command {
-        return crate::init::init(name);
+    if let Command::Init { name, format } = &cli.command {
+        return crate::init::init(name, *format);
     }
     let root = project_root(cli.project)?;
     match cli.command {

@@ -65,7 +65,14 @@ pub fn sample_events() -> String {
     out
 }
 
-pub fn init(dir: &Path) -> Result<(), Failure> {
+/// The format `hakiri init` writes the manifest in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManifestFormat {
+    Toml,
+    Json,
+}
+
+pub fn init(dir: &Path, format: ManifestFormat) -> Result<(), Failure> {
     let fail = |m: String| Failure {
         code: 2,
         message: m,
@@ -87,7 +94,19 @@ pub fn init(dir: &Path) -> Result<(), Failure> {
         .ok_or_else(|| fail(format!("'{}' does not name a folder", dir.display())))?;
     let io = |e: std::io::Error| fail(format!("cannot create {}: {e}", dir.display()));
     std::fs::create_dir_all(dir.join("data")).map_err(io)?;
-    std::fs::write(dir.join("hakiri.toml"), MANIFEST.replace("{name}", &name)).map_err(io)?;
+    let manifest = MANIFEST.replace("{name}", &name);
+    match format {
+        ManifestFormat::Toml => std::fs::write(dir.join("hakiri.toml"), manifest).map_err(io)?,
+        ManifestFormat::Json => {
+            // The same manifest, converted: JSON has no comments, the README explains the keys.
+            let table: toml::Table = manifest
+                .parse()
+                .map_err(|e| fail(format!("the built-in manifest does not parse: {e}")))?;
+            let json = serde_json::to_string_pretty(&table)
+                .map_err(|e| fail(format!("writing the manifest as JSON: {e}")))?;
+            std::fs::write(dir.join("hakiri.json"), json + "\n").map_err(io)?
+        }
+    }
     std::fs::write(dir.join("data/events.csv"), sample_events()).map_err(io)?;
     std::fs::write(dir.join(".gitignore"), ".hakiri/\n").map_err(io)?;
     println!(

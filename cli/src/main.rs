@@ -34,7 +34,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a project folder NAME with a manifest and sample data.
-    Init { name: PathBuf },
+    Init {
+        name: PathBuf,
+        /// The manifest's format: hakiri.toml or hakiri.json (the same structure).
+        #[arg(long, value_enum, default_value_t = init::ManifestFormat::Toml)]
+        format: init::ManifestFormat,
+    },
     /// Run a pipeline, or every pipeline with --all.
     Run {
         pipeline: Option<String>,

@@ -27,6 +27,8 @@ use hakiri_engine::{Error, Result};
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "hakiri.toml";
+/// The same manifest as JSON (same structure, same specs), for tools that write JSON.
+pub const JSON_MANIFEST_FILE: &str = "hakiri.json";
 
 /// A parsed manifest.
 #[derive(Debug, Clone, Default)]
@@ -38,23 +40,65 @@ pub struct Manifest {
     pub serve: ServeSpec,
 }
 
-/// Finds the project folder: `start` or the nearest parent holding `hakiri.toml`.
+/// Whether `dir` holds a manifest (`hakiri.toml` or `hakiri.json`).
+pub fn is_project(dir: &Path) -> bool {
+    dir.join(MANIFEST_FILE).is_file() || dir.join(JSON_MANIFEST_FILE).is_file()
+}
+
+/// Finds the project folder: `start` or the nearest parent holding a manifest.
 pub fn find_project(start: &Path) -> Option<PathBuf> {
     start
         .ancestors()
-        .find(|d| d.join(MANIFEST_FILE).is_file())
+        .find(|d| is_project(d))
         .map(Path::to_path_buf)
 }
 
-/// Reads and checks `<dir>/hakiri.toml`.
+/// The manifest file of the project in `dir`.
+///
+/// # Errors
+/// `Config` when `dir` holds both `hakiri.toml` and `hakiri.json` (which one counts would
+/// be a guess) or neither.
+pub fn manifest_path(dir: &Path) -> Result<PathBuf> {
+    let (toml, json) = (dir.join(MANIFEST_FILE), dir.join(JSON_MANIFEST_FILE));
+    match (toml.is_file(), json.is_file()) {
+        (true, true) => Err(bad(format!(
+            "{} holds both {MANIFEST_FILE} and {JSON_MANIFEST_FILE}: a project has one manifest; remove or rename one of them",
+            dir.display()
+        ))),
+        (true, false) => Ok(toml),
+        (false, true) => Ok(json),
+        (false, false) => Err(bad(format!(
+            "{} holds no {MANIFEST_FILE} (or {JSON_MANIFEST_FILE}): create a project with `hakiri init NAME`",
+            dir.display()
+        ))),
+    }
+}
+
+/// Reads and checks the project's manifest, `<dir>/hakiri.toml` or `<dir>/hakiri.json`.
 ///
 /// # Errors
 /// `Config` naming the file, the place and the fix.
 pub fn load(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(MANIFEST_FILE);
+    let path = manifest_path(dir)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-    parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    let parsed = if path.extension().is_some_and(|x| x == "json") {
+        parse_json(&text)
+    } else {
+        parse(&text)
+    };
+    parsed.map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+/// Parses a JSON manifest: the same structure as the TOML one, read into the same table,
+/// so both give the same specs.
+pub fn parse_json(text: &str) -> Result<Manifest> {
+    let doc: toml::Table = serde_json::from_str(text).map_err(|e| {
+        bad(format!(
+            "invalid JSON manifest: {e} (it is an object with the sections of hakiri.toml: project, sources, pipelines, serve; null is not a value)"
+        ))
+    })?;
+    parse_table(&doc)
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -97,8 +141,12 @@ pub fn parse(text: &str) -> Result<Manifest> {
     let doc: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| bad(format!("invalid TOML: {e}")))?;
+    parse_table(&doc)
+}
+
+fn parse_table(doc: &toml::Table) -> Result<Manifest> {
     let mut m = Manifest::default();
-    for (key, value) in &doc {
+    for (key, value) in doc {
         match key.as_str() {
             "project" => {
                 let t = value
@@ -364,6 +412,35 @@ sql = "INSERT INTO context.events SELECT * FROM samples.events WHERE id > $curso
         let p = &m.pipelines[0];
         assert_eq!(p.target, "events");
         assert_eq!(p.cursor.as_ref().unwrap().initial.as_deref(), Some("0"));
+    }
+
+    /// A JSON manifest with the TOML one's structure gives the same specs.
+    #[test]
+    fn json_manifests_give_the_same_specs_as_toml() {
+        let doc: toml::Table = DEMO.parse().unwrap();
+        let json = serde_json::to_string_pretty(&doc).unwrap();
+        let (t, j) = (parse(DEMO).unwrap(), parse_json(&json).unwrap());
+        assert_eq!(t.project, j.project);
+        assert_eq!(t.sources, j.sources);
+        assert_eq!(format!("{:?}", t.pipelines), format!("{:?}", j.pipelines));
+        let e = parse_json(r#"{"pipelines": {"p": {"sqll": "x"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key 'sqll'"), "{e}");
+        let e = parse_json("{\"project\": \n  {\"name\": }}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("invalid JSON manifest") && e.contains("line 2"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), DEMO).unwrap();
+        std::fs::write(dir.path().join(JSON_MANIFEST_FILE), &json).unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("holds both hakiri.toml and hakiri.json"), "{e}");
+        std::fs::remove_file(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert_eq!(load(dir.path()).unwrap().sources, t.sources);
     }
 
     #[test]

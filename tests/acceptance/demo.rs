@@ -138,3 +138,57 @@ fn query_formats_and_lineage_columns() {
         describe.stdout
     );
 }
+
+#[test]
+fn a_json_manifest_works_like_the_toml_one_and_both_at_once_is_an_error() {
+    let work = tempfile::tempdir().unwrap();
+    hakiri(work.path(), &["init", "jt", "--format", "json"], &[]).ok();
+    hakiri(work.path(), &["init", "tt"], &[]).ok();
+    let (json, toml) = (work.path().join("jt"), work.path().join("tt"));
+    assert!(json.join("hakiri.json").is_file() && !json.join("hakiri.toml").exists());
+    // The same project either way: the same pipelines, and the same run.
+    let show = |dir: &std::path::Path| {
+        hakiri(
+            dir,
+            &[
+                "query",
+                "--format",
+                "csv",
+                "select name, definition from hakiri.pipelines order by name",
+            ],
+            &[],
+        )
+        .ok()
+        .stdout
+    };
+    assert_eq!(show(&json), show(&toml));
+    let run = hakiri(&json, &["run", "events"], &[]).ok();
+    assert!(run.stdout.contains("1000 rows written"), "{}", run.stdout);
+    // From a subfolder too, as with hakiri.toml.
+    let sub = hakiri(
+        &json.join("data"),
+        &["query", "--format", "csv", "select count(*) from events"],
+        &[],
+    )
+    .ok();
+    assert_eq!(sub.stdout.lines().nth(1), Some("1000"));
+    // Both manifests in one folder: which one counts would be a guess.
+    std::fs::copy(toml.join("hakiri.toml"), json.join("hakiri.toml")).unwrap();
+    let both = hakiri(&json, &["run", "events"], &[]);
+    assert_ne!(both.code, 0);
+    assert!(
+        both.stderr
+            .contains("holds both hakiri.toml and hakiri.json"),
+        "{}",
+        both.stderr
+    );
+    // A JSON error names the line and column.
+    std::fs::remove_file(json.join("hakiri.toml")).unwrap();
+    std::fs::write(json.join("hakiri.json"), "{\"project\": {\n  \"name\": }}").unwrap();
+    let bad = hakiri(&json, &["run", "events"], &[]);
+    assert!(
+        bad.stderr.contains("invalid JSON manifest") && bad.stderr.contains("line 2 column"),
+        "{}",
+        bad.stderr
+    );
+}
