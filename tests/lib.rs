@@ -129,6 +129,19 @@ impl Project {
     pub fn hakiri(&self, args: &[&str]) -> Run {
         hakiri(self.path(), args, &[])
     }
+    /// Asserts the context table holds ids 1..=n, each once (count, distinct ids and their
+    /// sum); `when` says at which point of the test.
+    pub fn assert_ids_once(&self, table: &str, n: u64, when: &str) {
+        let got = self.query_csv(&format!(
+            "select count(*), count(distinct id), coalesce(sum(id), 0) from {table}"
+        ));
+        assert_eq!(
+            got,
+            vec![format!("{n},{n},{}", n * (n + 1) / 2)],
+            "{table} {when}: count, distinct ids and sum of ids must be the source's"
+        );
+    }
+
     /// `hakiri query --format csv` without the header line.
     pub fn query_csv(&self, sql: &str) -> Vec<String> {
         let r = self.hakiri(&["query", "--format", "csv", sql]).ok();

@@ -11,18 +11,6 @@ use std::process::Command;
 
 use hakiri_tests::{Project, Server};
 
-/// Asserts the table holds ids 1..=n, each once.
-pub(crate) fn assert_exact(p: &Project, table: &str, n: u64) {
-    let got = p.query_csv(&format!(
-        "select count(*), count(distinct id), coalesce(sum(id), 0) from {table}"
-    ));
-    assert_eq!(
-        got,
-        vec![format!("{n},{n},{}", n * (n + 1) / 2)],
-        "{table}: count, distinct ids and sum of ids must be the source's"
-    );
-}
-
 pub(crate) fn assert_catalog_intact(dir: &Path) {
     let db = rusqlite::Connection::open(dir.join(".hakiri/catalog.db")).expect("open catalog");
     let check: String = db
@@ -252,7 +240,7 @@ fn cut_and_reset_connections_and_stalled_bodies_are_retried() {
         let p = fault_project(&server, fault, 2, extra);
         for pipeline in ["mono", "tok"] {
             p.hakiri(&["run", pipeline]).ok();
-            assert_exact(&p, pipeline, 200);
+            p.assert_ids_once(pipeline, 200, fault);
             server.get("/admin/reset_faults");
         }
         let faults = server.get("/admin/faults");
@@ -300,9 +288,9 @@ fn a_fault_past_the_retries_fails_the_run_cleanly_and_the_next_run_is_exact() {
         // resuming at page 2.
         server.get("/admin/faults_off");
         p.hakiri(&["run", "mono"]).ok();
-        assert_exact(&p, "mono", 200);
+        p.assert_ids_once("mono", 200, fault);
         p.hakiri(&["run", "tok"]).ok();
-        assert_exact(&p, "tok", 200);
+        p.assert_ids_once("tok", 200, fault);
         let runs = p
             .query_csv("select status from hakiri.runs where pipeline = 'tok' order by started_at");
         assert_eq!(runs, vec!["failed", "succeeded"], "{fault}");
