@@ -242,19 +242,41 @@ impl Drop for Server {
 pub struct HakiriServer {
     child: Child,
     pub port: u16,
+    /// Its stderr, when started with [`HakiriServer::start_logged`].
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl HakiriServer {
     /// Starts `hakiri serve --pg-listen 127.0.0.1:0` with extra environment variables and
     /// waits for its first line, which names the bound address.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        Self::start_with(dir, &["serve", "--pg-listen", "127.0.0.1:0"], env)
+        Self::start_with(dir, &["serve", "--pg-listen", "127.0.0.1:0"], env, None)
+    }
+
+    /// [`HakiriServer::start`] with its stderr (the log) kept in a file, read by
+    /// [`HakiriServer::log`].
+    pub fn start_logged(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        Self::start_with(
+            dir,
+            &["serve", "--pg-listen", "127.0.0.1:0"],
+            env,
+            Some(log),
+        )
+    }
+
+    /// What the server logged so far (empty unless started with `start_logged`).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|l| std::fs::read_to_string(l.path()).expect("read the serve log"))
+            .unwrap_or_default()
     }
 
     /// Starts `hakiri serve --mcp-listen 127.0.0.1:0` (MCP only when the project has no
     /// serve users); `port` is the MCP endpoint's.
     pub fn start_mcp(dir: &Path, env: &[(&str, &str)]) -> Self {
-        Self::start_with(dir, &["serve", "--mcp-listen", "127.0.0.1:0"], env)
+        Self::start_with(dir, &["serve", "--mcp-listen", "127.0.0.1:0"], env, None)
     }
 
     /// The MCP endpoint's URL.
@@ -262,14 +284,23 @@ impl HakiriServer {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
-    fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+    fn start_with(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<tempfile::NamedTempFile>,
+    ) -> Self {
         let mut cmd = Command::new(hakiri_bin());
+        let stderr = match &log {
+            Some(l) => Stdio::from(l.reopen().expect("reopen the log file")),
+            None => Stdio::inherit(),
+        };
         cmd.current_dir(dir)
             .args(args)
             .env_remove("HAKIRI_PROJECT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -282,9 +313,15 @@ impl HakiriServer {
             .split("127.0.0.1:")
             .nth(1)
             .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("hakiri serve printed '{line}'"));
-        HakiriServer { child, port }
+            .and_then(|p| p.parse().ok());
+        let mut server = HakiriServer {
+            child,
+            port: 0,
+            log,
+        };
+        server.port = port
+            .unwrap_or_else(|| panic!("hakiri serve printed '{line}'; its log:\n{}", server.log()));
+        server
     }
 
     /// A libpq connection string for `user`.

@@ -2,7 +2,6 @@
 //! NULL rule), the value bound to it (with `LAG`), the maximum a run saw, and the content
 //! hash that identifies a snapshot.
 
-use std::hash::Hasher;
 use std::ops::ControlFlow;
 
 use datafusion::arrow::array::{Array, ArrayRef};
@@ -137,7 +136,7 @@ pub fn column_max(array: &ArrayRef) -> Result<Option<ScalarValue>> {
 /// An order-independent hash of a run's rows: the wrapping sum of each row's xxHash64 and
 /// the row count. Two runs over the same rows, in any order and batching, agree.
 pub struct ContentHash {
-    converter: Option<RowConverter>,
+    hasher: Option<RowHasher>,
     sum: u64,
     rows: u64,
 }
@@ -145,28 +144,19 @@ pub struct ContentHash {
 impl ContentHash {
     pub fn new() -> Self {
         ContentHash {
-            converter: None,
+            hasher: None,
             sum: 0,
             rows: 0,
         }
     }
 
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        if self.converter.is_none() {
-            let fields = batch
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect();
-            self.converter = Some(RowConverter::new(fields)?);
+        if self.hasher.is_none() {
+            self.hasher = Some(RowHasher::new(&batch.schema())?);
         }
-        let conv = self.converter.as_ref().expect("set above");
-        let rows = conv.convert_columns(batch.columns())?;
-        for row in rows.iter() {
-            let mut h = twox_hash::XxHash64::with_seed(0);
-            h.write(row.as_ref());
-            self.sum = self.sum.wrapping_add(h.finish());
+        let hasher = self.hasher.as_ref().expect("set above");
+        for h in hasher.hashes(batch)? {
+            self.sum = self.sum.wrapping_add(h);
         }
         self.rows += batch.num_rows() as u64;
         Ok(())

@@ -835,7 +835,7 @@ impl Engine {
                         }
                         if let Some(b) = at_boundary.as_mut() {
                             if order != Some(Some(std::cmp::Ordering::Less)) {
-                                b.collect_at(&batch, idx, &v, &hashes)?;
+                                b.collect_at(&batch, &v, &hashes)?;
                             }
                         }
                     }
@@ -1054,15 +1054,9 @@ impl AtBoundary {
     }
 
     /// Adds the rows of `batch` whose cursor equals `max` (the largest value so far).
-    fn collect_at(
-        &mut self,
-        batch: &RecordBatch,
-        idx: usize,
-        max: &ScalarValue,
-        hashes: &[u64],
-    ) -> Result<()> {
-        let at =
-            datafusion::arrow::compute::kernels::cmp::eq(batch.column(idx), &max.to_scalar()?)?;
+    fn collect_at(&mut self, batch: &RecordBatch, max: &ScalarValue, hashes: &[u64]) -> Result<()> {
+        let col = batch.column(self.idx);
+        let at = datafusion::arrow::compute::kernels::cmp::eq(col, &max.to_scalar()?)?;
         for (i, h) in hashes.iter().enumerate() {
             if at.is_valid(i) && at.value(i) {
                 self.at_max.push(*h);

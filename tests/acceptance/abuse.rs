@@ -2,10 +2,9 @@
 //! connections, garbage and 1 GB length prefixes, slowloris, a hundred wrong passwords, and
 //! oversized or malformed MCP requests. After each, a well-behaved client is still served.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use hakiri_tests::{HakiriServer, Project, hakiri_bin, repo_root, venv_bin};
+use hakiri_tests::{HakiriServer, Project, repo_root, venv_bin};
 
 const ENV: [(&str, &str); 2] = [
     ("TEST_ADMIN_PASSWORD", "admin-secret"),
@@ -99,56 +98,6 @@ fn slowloris_startups_do_not_delay_other_clients() {
     assert!(status.success(), "hakiri serve exited with {status}");
 }
 
-/// `hakiri serve --pg-listen 127.0.0.1:0` with its stderr, the log, kept in a file to read
-/// ([`HakiriServer`] leaves it on the test's own stderr); killed on drop.
-struct LoggedServer {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl LoggedServer {
-    fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut cmd = Command::new(hakiri_bin());
-        cmd.current_dir(dir)
-            .args(["serve", "--pg-listen", "127.0.0.1:0"])
-            .env_remove("HAKIRI_PROJECT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log.reopen().expect("reopen the log file")));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start hakiri serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the serve banner");
-        let port = line
-            .split("127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(log.path()).unwrap_or_default();
-                panic!("hakiri serve printed '{line}'; its log:\n{log}")
-            });
-        LoggedServer { child, port, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).expect("read the serve log")
-    }
-}
-
-impl Drop for LoggedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Whether `line` names a client's address: 127.0.0.1 and a port other than the server's.
 fn names_a_peer(line: &str, server_port: u16) -> bool {
     line.match_indices("127.0.0.1:").any(|(i, m)| {
@@ -163,7 +112,7 @@ fn names_a_peer(line: &str, server_port: u16) -> bool {
 #[test]
 fn a_hundred_wrong_passwords_are_refused_and_logged_with_the_peer() {
     let p = crate::pgwire::project();
-    let server = LoggedServer::start(p.path(), &ENV);
+    let server = HakiriServer::start_logged(p.path(), &ENV);
     let out = pg_abuse(server.port, "wrong-passwords", &["--count", "100"]);
     assert_lines(
         &out,

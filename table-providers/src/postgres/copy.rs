@@ -266,19 +266,25 @@ mod tests {
         assert_eq!(columns[0].kind, Kind::I64);
     }
 
-    #[tokio::test]
-    async fn a_stream_cut_before_its_trailer_is_an_error() {
+    /// Reads a one-bigint-column stream with `tuples` after the header, in one message,
+    /// and returns the reader's error.
+    async fn read_error(tuples: &[u8]) -> Error {
         let mut body = SIGNATURE.to_vec();
         body.extend([0u8; 8]);
-        body.extend(tuple(&[Some(&1i64.to_be_bytes())]));
+        body.extend(tuples);
         let columns = [PgColumn::new("id", 20, "bigint", true)];
         let stream = futures::stream::iter([Ok::<_, Error>(Bytes::from(body))]);
         let mut reader = CopyReader::new(stream);
         let mut builders = vec![Builder::new(Kind::I64)];
-        let err = reader
+        reader
             .read_into(&mut builders, &columns, 10, |e| e)
             .await
-            .unwrap_err();
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_before_its_trailer_is_an_error() {
+        let err = read_error(&tuple(&[Some(&1i64.to_be_bytes())])).await;
         assert!(
             err.to_string().contains("ended before its trailer"),
             "{err}"
@@ -289,17 +295,7 @@ mod tests {
     /// tuple and then as a huge count, which panicked slicing the tuple.
     #[tokio::test]
     async fn a_negative_field_count_is_an_error_not_a_panic() {
-        let mut body = SIGNATURE.to_vec();
-        body.extend([0u8; 8]);
-        body.extend((-2i16).to_be_bytes());
-        let columns = [PgColumn::new("id", 20, "bigint", true)];
-        let stream = futures::stream::iter([Ok::<_, Error>(Bytes::from(body))]);
-        let mut reader = CopyReader::new(stream);
-        let mut builders = vec![Builder::new(Kind::I64)];
-        let err = reader
-            .read_into(&mut builders, &columns, 10, |e| e)
-            .await
-            .unwrap_err();
+        let err = read_error(&(-2i16).to_be_bytes()).await;
         assert!(err.to_string().contains("a negative field count"), "{err}");
     }
 }
