@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use hakiri_engine::{ChangeSet, Engine, EngineOptions, Error, Output, PlanReport, RunSummary};
 
 use crate::output::{Format, print_stream};
-use crate::{Cli, Command, Failure, PipelineCommand, SourceCommand};
+use crate::{Cli, Command, Failure, PipelineCommand, SchemaCommand, SourceCommand};
 
 fn config_err(msg: String) -> Failure {
     Failure {
@@ -95,12 +95,16 @@ fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Fail
 }
 
 pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
-    if let Command::Init { name, format } = &cli.command {
-        return crate::init::init(name, *format);
+    match &cli.command {
+        Command::Init { name, format } => return crate::init::init(name, *format),
+        Command::Schema {
+            command: SchemaCommand::Export { output },
+        } => return export_schema(output.as_deref()),
+        _ => {}
     }
     let root = project_root(cli.project)?;
     match cli.command {
-        Command::Init { .. } => unreachable!("handled above"),
+        Command::Init { .. } | Command::Schema { .. } => unreachable!("handled above"),
         Command::Run {
             pipeline,
             all,
@@ -639,4 +643,22 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// `hakiri schema export [--output FILE]`: needs no project.
+fn export_schema(output: Option<&std::path::Path>) -> Result<(), Failure> {
+    let mut text = serde_json::to_string_pretty(&hakiri_manifests::json_schema())
+        .map_err(|e| Error::Internal(format!("rendering the JSON Schema: {e}")))?;
+    text.push('\n');
+    match output {
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(text.as_bytes())?;
+        }
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+            eprintln!("wrote the manifest's JSON Schema to {}", path.display());
+        }
+    }
+    Ok(())
 }

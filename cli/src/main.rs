@@ -99,6 +99,11 @@ enum Command {
     },
     /// Serve MCP on stdin/stdout, for an agent that starts Hakiri itself.
     Mcp,
+    /// The manifest's JSON Schema, for editors and validators.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Discover sources: their tables and sample rows.
     Source {
         #[command(subcommand)]
@@ -120,6 +125,16 @@ enum SourceCommand {
         limit: usize,
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SchemaCommand {
+    /// Print the JSON Schema (draft 2020-12) of hakiri.toml and hakiri.json.
+    Export {
+        /// Write it to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 

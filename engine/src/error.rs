@@ -28,6 +28,14 @@ pub enum Error {
     InvalidInput(String),
     #[error("{0}")]
     Config(String),
+    /// The manifest is wrong at a place (1-based line and column).
+    #[error("{path}, line {line} column {column}: {message}")]
+    Manifest {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -72,7 +80,7 @@ impl Error {
     pub fn category(&self) -> ErrorCategory {
         match self {
             Error::InvalidInput(_) => ErrorCategory::InvalidInput,
-            Error::Config(_) => ErrorCategory::Config,
+            Error::Config(_) | Error::Manifest { .. } => ErrorCategory::Config,
             Error::NotFound(_) => ErrorCategory::NotFound,
             Error::AlreadyExists(_) => ErrorCategory::AlreadyExists,
             Error::Unsupported(_) => ErrorCategory::Unsupported,

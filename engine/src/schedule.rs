@@ -38,6 +38,27 @@ impl Interval {
     }
 }
 
+/// A manifest's length of time (`every = "15 minutes"`), read with [`Interval::parse`].
+impl<'de> serde::Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Interval::parse("the value", &text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Interval {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Interval".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A length of time: '30 seconds', '15 minutes', '1 hour', '2 days'.",
+        })
+    }
+}
+
 /// How often a pipeline fires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cadence {
@@ -59,6 +80,26 @@ pub enum MissedPolicy {
     RunOnce,
 }
 
+crate::types::keyword_enum!(
+    MissedPolicy,
+    "What the scheduler does with slots missed while it was not running: skip (default) or run_once."
+);
+
+impl MissedPolicy {
+    /// The manifest's spellings (`on_missed = "run_once"`); SQL writes `ON MISSED RUN ONCE`.
+    pub const SPELLINGS: &[&str] = &["skip", "run_once"];
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace(' ', "_").as_str() {
+            "skip" => Ok(MissedPolicy::Skip),
+            "run_once" => Ok(MissedPolicy::RunOnce),
+            _ => Err(Error::InvalidInput(format!(
+                "schedule.on_missed is skip or run_once, got '{s}'"
+            ))),
+        }
+    }
+}
+
 /// A pipeline's schedule: `SCHEDULE ... [JITTER '..'] [ON MISSED SKIP|RUN ONCE]
 /// [RETRY n [BACKOFF '..']] [SUSPEND AFTER n FAILURES]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +113,72 @@ pub struct ScheduleSpec {
     pub backoff: Option<Interval>,
     /// After this many failed slots in a row the pipeline is suspended.
     pub suspend_after: Option<u32>,
+}
+
+/// The clauses of a schedule as given (by `CREATE PIPELINE` or a manifest's `schedule`
+/// table), in any order; [`ScheduleBuilder::build`] owns the defaults and the checks that
+/// span clauses, so both grammars agree.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleBuilder {
+    /// A schedule was declared (a manifest's `schedule = {}`): it then needs a cadence.
+    pub declared: bool,
+    pub every: Option<Interval>,
+    pub cron: Option<String>,
+    pub tz: Option<String>,
+    pub jitter: Option<Interval>,
+    pub on_missed: Option<MissedPolicy>,
+    pub retries: Option<u32>,
+    pub backoff: Option<Interval>,
+    pub suspend_after: Option<u32>,
+}
+
+impl ScheduleBuilder {
+    /// The schedule, or `None` when none was declared.
+    pub fn build(self) -> Result<Option<ScheduleSpec>> {
+        let bad = |m: &str| Err(Error::InvalidInput(m.to_string()));
+        if self.tz.is_some() && self.cron.is_none() {
+            return bad("TZ (schedule.tz) goes with CRON, not EVERY");
+        }
+        let cadence = match (self.every, self.cron) {
+            (Some(every), None) => Cadence::Every(every),
+            (None, Some(expr)) => Cadence::Cron { expr, tz: self.tz },
+            (Some(_), Some(_)) => {
+                return bad(
+                    "a schedule has either EVERY '15 minutes' or CRON '0 * * * *' (every or cron in a manifest), not both",
+                );
+            }
+            (None, None) => {
+                let extra = [
+                    (self.jitter.is_some(), "JITTER"),
+                    (self.on_missed.is_some(), "ON MISSED"),
+                    (self.retries.is_some(), "RETRY"),
+                    (self.backoff.is_some(), "BACKOFF"),
+                    (self.suspend_after.is_some(), "SUSPEND AFTER"),
+                ];
+                if let Some((_, clause)) = extra.iter().find(|(given, _)| *given) {
+                    return Err(Error::InvalidInput(format!(
+                        "{clause} goes with a schedule: add SCHEDULE EVERY '15 minutes' or SCHEDULE CRON '0 * * * *' (every or cron in a manifest)"
+                    )));
+                }
+                if self.declared {
+                    return bad(
+                        "a schedule has either every = \"15 minutes\" or cron = \"0 * * * *\"",
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        // The expression, zone and lengths are checked by `ScheduleSpec::check`, which
+        // `PipelineSpec::check` calls for schedules from anywhere (also the catalog).
+        Ok(Some(ScheduleSpec {
+            cadence,
+            jitter: self.jitter,
+            on_missed: self.on_missed.unwrap_or_default(),
+            retries: self.retries.unwrap_or(0),
+            backoff: self.backoff,
+            suspend_after: self.suspend_after,
+        }))
+    }
 }
 
 /// Wait before the first retry when `BACKOFF` is not given.

@@ -4,7 +4,36 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::schedule::ScheduleSpec;
+use crate::schedule::{ScheduleBuilder, ScheduleSpec};
+
+/// Makes a keyword enum readable from a manifest: deserialized with its `parse` (the one
+/// reader of its spellings, also used by SQL, so both accept the same words) and described
+/// in the JSON Schema by its `SPELLINGS` (a unit test checks each one parses).
+macro_rules! keyword_enum {
+    ($ty:ty, $doc:literal) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                <$ty>::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "enum": <$ty>::SPELLINGS,
+                    "description": $doc,
+                })
+            }
+        }
+    };
+}
+pub(crate) use keyword_enum;
 
 /// How a pipeline remembers where it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,7 +47,20 @@ pub enum CursorKind {
     SnapshotId,
 }
 
+keyword_enum!(
+    CursorKind,
+    "How the pipeline remembers where it stopped: monotonic (a column's maximum), token (the source's resume token) or snapshot (a full snapshot per change)."
+);
+
 impl CursorKind {
+    pub const SPELLINGS: &[&str] = &[
+        "monotonic",
+        "token",
+        "opaque_token",
+        "snapshot",
+        "snapshot_id",
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CursorKind::Monotonic => "monotonic",
@@ -63,7 +105,14 @@ pub enum NullRule {
     Load,
 }
 
+keyword_enum!(
+    NullRule,
+    "What happens to rows whose cursor column is NULL: fail the run (default), skip them, or load them without moving the cursor."
+);
+
 impl NullRule {
+    pub const SPELLINGS: &[&str] = &["fail", "skip", "load"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NullRule::Fail => "fail",
@@ -113,7 +162,14 @@ pub enum SchemaPolicy {
     Discard,
 }
 
+keyword_enum!(
+    SchemaPolicy,
+    "What a run does with rows that do not fit the table's column types: evolve (the column becomes JSON text, default), freeze (fail) or discard (leave the rows out)."
+);
+
 impl SchemaPolicy {
+    pub const SPELLINGS: &[&str] = &["evolve", "freeze", "discard"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SchemaPolicy::Evolve => "evolve",
@@ -155,7 +211,14 @@ pub enum WriteMode {
     Replace,
 }
 
+keyword_enum!(
+    WriteMode,
+    "How rows land in the context table: append, merge (on key) or replace (default replace for a snapshot cursor, append otherwise)."
+);
+
 impl WriteMode {
+    pub const SPELLINGS: &[&str] = &["append", "merge", "replace"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WriteMode::Append => "append",
@@ -230,6 +293,72 @@ pub struct PipelineSpec {
     pub origin: Origin,
 }
 
+/// A pipeline's clauses as given, by `CREATE PIPELINE` or by a manifest: the one place that
+/// owns the defaults (a snapshot cursor implies MODE REPLACE, otherwise APPEND; ON SCHEMA
+/// CHANGE EVOLVE) and, through [`PipelineSpec::check`], every check across clauses.
+#[derive(Debug, Clone)]
+pub struct PipelineBuilder {
+    pub name: String,
+    /// `INSERT INTO context.<table> SELECT ...`, kept as given.
+    pub sql: String,
+    pub cursor: Option<CursorSpec>,
+    pub mode: Option<WriteMode>,
+    pub key: Vec<String>,
+    pub on_schema_change: Option<SchemaPolicy>,
+    pub checkpoint_pages: Option<u64>,
+    pub schedule: ScheduleBuilder,
+    pub origin: Origin,
+}
+
+impl PipelineBuilder {
+    pub fn new(name: impl Into<String>, sql: impl Into<String>, origin: Origin) -> Self {
+        PipelineBuilder {
+            name: name.into(),
+            sql: sql.into(),
+            cursor: None,
+            mode: None,
+            key: Vec::new(),
+            on_schema_change: None,
+            checkpoint_pages: None,
+            schedule: ScheduleBuilder::default(),
+            origin,
+        }
+    }
+
+    /// The checked spec. Errors name the pipeline.
+    pub fn build(self) -> Result<PipelineSpec> {
+        validate_name("pipeline", &self.name)?;
+        let name = self.name;
+        let in_pipeline = |e: Error| e.context(|e| format!("pipeline '{name}': {e}"));
+        let body = crate::sql::parse_pipeline_body(&self.sql).map_err(in_pipeline)?;
+        // A snapshot replaces the table: that is its only sensible write mode.
+        let snapshot = self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.kind == CursorKind::SnapshotId);
+        let default_mode = if snapshot {
+            WriteMode::Replace
+        } else {
+            WriteMode::Append
+        };
+        let schedule = self.schedule.build().map_err(in_pipeline)?;
+        let spec = PipelineSpec {
+            sql: self.sql,
+            target: body.target,
+            cursor: self.cursor,
+            mode: self.mode.unwrap_or(default_mode),
+            key: self.key,
+            on_schema_change: self.on_schema_change.unwrap_or_default(),
+            checkpoint_pages: self.checkpoint_pages,
+            schedule,
+            origin: self.origin,
+            name,
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+}
+
 impl PipelineSpec {
     /// Checks the clauses fit together (no I/O, no look at the query's tables).
     pub fn check(&self) -> Result<()> {
@@ -256,6 +385,9 @@ impl PipelineSpec {
                 .map_err(|e| Error::InvalidInput(format!("pipeline '{}': {e}", self.name)))?;
         }
         let kind = self.cursor.as_ref().map(|c| c.kind);
+        if self.checkpoint_pages == Some(0) {
+            return err("CHECKPOINT EVERY n PAGES needs a positive number of pages".into());
+        }
         if self.checkpoint_pages.is_some() && kind != Some(CursorKind::OpaqueToken) {
             return err("CHECKPOINT EVERY n PAGES goes with CURSOR TOKEN: only a token cursor can resume in the middle of a run".into());
         }
@@ -418,7 +550,14 @@ pub enum Role {
     Admin,
 }
 
+keyword_enum!(
+    Role,
+    "What the user may do: read_only (SELECT, EXPLAIN, SHOW) or admin (also DDL and RUN PIPELINE)."
+);
+
 impl Role {
+    pub const SPELLINGS: &[&str] = &["read_only", "readonly", "admin"];
+
     pub fn parse(text: &str) -> Result<Role> {
         match text.to_ascii_lowercase().as_str() {
             "read_only" | "readonly" => Ok(Role::ReadOnly),
@@ -454,4 +593,32 @@ pub struct ServeSpec {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub users: Vec<UserSpec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema's spellings are exactly what `parse` reads.
+    #[test]
+    fn every_spelling_parses() {
+        for s in CursorKind::SPELLINGS {
+            CursorKind::parse(s).unwrap();
+        }
+        for s in NullRule::SPELLINGS {
+            NullRule::parse(s).unwrap();
+        }
+        for s in SchemaPolicy::SPELLINGS {
+            SchemaPolicy::parse(s).unwrap();
+        }
+        for s in WriteMode::SPELLINGS {
+            WriteMode::parse(s).unwrap();
+        }
+        for s in Role::SPELLINGS {
+            Role::parse(s).unwrap();
+        }
+        for s in crate::schedule::MissedPolicy::SPELLINGS {
+            crate::schedule::MissedPolicy::parse(s).unwrap();
+        }
+    }
 }

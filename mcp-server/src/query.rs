@@ -12,8 +12,8 @@ use datafusion::prelude::SQLOptions;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::StreamExt;
-use hakiri_engine::Engine;
-use hakiri_engine::sql::{HakiriStatement, parse_statements};
+use hakiri_engine::sql::{Access, HakiriStatement, parse_statements};
+use hakiri_engine::{Engine, Output};
 use serde_json::{Value, json};
 
 /// What an agent may not do through `context.query`, and what to use instead.
@@ -61,17 +61,35 @@ pub async fn read_only(
             statements.len()
         ));
     };
-    let HakiriStatement::DataFusion(statement) = statement else {
-        return Err(refusal(statement));
-    };
-    // Writes are refused before planning too, so the message says why rather than what
-    // planning the write found wrong; the plan check below is what guarantees it.
-    if let Some(write) = write_kind(statement) {
-        return Err(format!(
-            "context.query runs read-only queries (SELECT, EXPLAIN, SHOW); {write} writes. \
-             Context tables change only through pipelines: run one with the pipeline.run tool"
-        ));
+    // Decided by the statement's access, as for pgwire's read-only role; session
+    // statements are refused too: every call shares the engine's one session.
+    match (statement.access(), statement) {
+        (Access::Read, HakiriStatement::DataFusion(_)) => {}
+        (Access::Read, hakiri) => {
+            let work = hakiri_read(engine, hakiri.clone(), limit);
+            return tokio::time::timeout(timeout, work)
+                .await
+                .map_err(|_| too_slow(timeout))?;
+        }
+        (Access::Session, s) => {
+            return Err(format!(
+                "context.query runs read-only queries (SELECT, EXPLAIN, SHOW); '{s}' sets up a \
+                 session, and every call shares one: leave it out"
+            ));
+        }
+        (Access::Write, HakiriStatement::DataFusion(s)) => {
+            // The message says why rather than what planning the write found wrong.
+            let write = write_kind(s).unwrap_or("this statement");
+            return Err(format!(
+                "context.query runs read-only queries (SELECT, EXPLAIN, SHOW); {write} writes. \
+                 Context tables change only through pipelines: run one with the pipeline.run tool"
+            ));
+        }
+        (Access::Write, hakiri) => return Err(refusal(hakiri)),
     }
+    let HakiriStatement::DataFusion(statement) = statement else {
+        unreachable!("Hakiri's statements are answered above");
+    };
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -96,12 +114,54 @@ pub async fn read_only(
         let stream = df.execute_stream().await.map_err(|e| e.to_string())?;
         collect(stream, limit).await
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| {
-        format!(
-            "the query did not finish within {} ms: add filters or a LIMIT, or raise timeout_ms",
-            timeout.as_millis()
-        )
-    })?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| too_slow(timeout))?
+}
+
+fn too_slow(timeout: Duration) -> String {
+    format!(
+        "the query did not finish within {} ms: add filters or a LIMIT, or raise timeout_ms",
+        timeout.as_millis()
+    )
+}
+
+/// A read among Hakiri's statements (`SHOW PIPELINES`, `PLAN PIPELINE`, ...), as rows.
+async fn hakiri_read(
+    engine: &Engine,
+    statement: HakiriStatement,
+    limit: usize,
+) -> Result<Value, String> {
+    match engine
+        .execute_statement(statement)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Output::Stream(stream) => collect(stream, limit).await,
+        Output::Plan(plan) => {
+            let rows: Vec<Value> = plan
+                .physical_plan
+                .lines()
+                .take(limit)
+                .map(|l| json!([l]))
+                .collect();
+            Ok(json!({
+                "columns": [{"name": "plan", "type": "Utf8", "nullable": false}],
+                "row_count": rows.len(),
+                "truncated": plan.physical_plan.lines().count() > limit,
+                "rows": rows,
+            }))
+        }
+        Output::Message(m) => Ok(json!({
+            "columns": [{"name": "message", "type": "Utf8", "nullable": false}],
+            "row_count": 1,
+            "truncated": false,
+            "rows": [[m]],
+        })),
+        Output::Run(_) => {
+            Err("context.query does not run pipelines: use the pipeline.run tool".into())
+        }
+    }
 }
 
 /// Up to `limit` rows of the stream, as `{columns, rows, row_count, truncated}`; the rest of

@@ -13,6 +13,7 @@ use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use hakiri_engine::sql::{Access, statement_access};
 use hakiri_engine::types::Role;
 
 use crate::User;
@@ -46,36 +47,9 @@ pub(crate) fn refuse(user: &str, statement: &str) -> PgWireError {
     )
 }
 
-/// Whether a read-only user may run `statement`.
+/// Whether a read-only user may run `statement`: it reads or only sets up the session.
 fn readable(statement: &Statement) -> bool {
-    matches!(
-        statement,
-        Statement::Query(_)
-            | Statement::Explain { .. }
-            | Statement::ExplainTable { .. }
-            | Statement::ShowVariable { .. }
-            | Statement::ShowVariables { .. }
-            | Statement::ShowStatus { .. }
-            | Statement::ShowTables { .. }
-            | Statement::ShowColumns { .. }
-            | Statement::ShowCreate { .. }
-            | Statement::ShowFunctions { .. }
-            | Statement::ShowSchemas { .. }
-            | Statement::ShowDatabases { .. }
-            | Statement::ShowCatalogs { .. }
-            | Statement::ShowViews { .. }
-            | Statement::Set(_)
-            | Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Savepoint { .. }
-            | Statement::ReleaseSavepoint { .. }
-            | Statement::Declare { .. }
-            | Statement::Fetch { .. }
-            | Statement::Close { .. }
-            | Statement::Discard { .. }
-            | Statement::Deallocate { .. }
-    )
+    statement_access(statement) != Access::Write
 }
 
 /// The first hook of every statement, on both protocols.

@@ -27,7 +27,7 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::{StreamExt, stream};
-use hakiri_engine::sql::{HakiriStatement, parse_statements};
+use hakiri_engine::sql::{Access, HakiriStatement, parse_statements};
 use hakiri_engine::types::Role;
 use hakiri_engine::{Engine, Error, ErrorCategory, Output};
 
@@ -146,17 +146,6 @@ impl QueryParser for HakiriParser {
     }
 }
 
-/// Statements a read-only user may run among Hakiri's.
-fn readable(statement: &HakiriStatement) -> bool {
-    matches!(
-        statement,
-        HakiriStatement::ShowPipelines
-            | HakiriStatement::ShowSources
-            | HakiriStatement::ShowCreatePipeline { .. }
-            | HakiriStatement::PlanPipeline { .. }
-    )
-}
-
 fn sqlstate(e: &Error) -> &'static str {
     match e.category() {
         ErrorCategory::InvalidInput => "42601",
@@ -255,7 +244,7 @@ impl HakiriService {
         role: Role,
         user: &str,
     ) -> PgWireResult<Response> {
-        if role != Role::Admin && !readable(&statement) {
+        if role != Role::Admin && statement.access() == Access::Write {
             return Err(refuse(user, &statement.to_string()));
         }
         let tag = tag_of(&statement);

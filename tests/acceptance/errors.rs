@@ -80,7 +80,7 @@ fn invalid_manifests() {
     let p = Project::new("[pipelines.p]\nsql = \"SELECT 1\"\n");
     let (code, msg) = err(&p, &["pipeline", "list"]);
     assert_eq!(code, 2);
-    insta::assert_snapshot!(msg, @"error: <project>/hakiri.toml: pipeline 'p': a pipeline body must be INSERT INTO context.<table> SELECT ..., found: SELECT 1");
+    insta::assert_snapshot!(msg, @"error: <project>/hakiri.toml, line 1 column 1: pipeline 'p': a pipeline body must be INSERT INTO context.<table> SELECT ..., found: SELECT 1");
 
     let p = Project::new("[sources.s]\ntype = \"ftp\"\n");
     let (code, msg) = err(&p, &["pipeline", "list"]);

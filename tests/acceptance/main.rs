@@ -2,11 +2,13 @@
 //! modules keeps link time down.
 
 mod abuse;
+mod access;
 mod crash;
 mod demo;
 mod depcheck;
 mod errors;
 mod exactly_once;
+mod examples;
 mod faults;
 mod files;
 mod github;
@@ -18,5 +20,6 @@ mod postgres;
 mod readme;
 mod s3;
 mod schedule;
+mod schema;
 mod slt;
 mod sql_shell;

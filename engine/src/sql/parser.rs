@@ -14,10 +14,10 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
-use crate::schedule::{Cadence, Interval, MissedPolicy, ScheduleSpec};
+use crate::schedule::{Interval, MissedPolicy};
 use crate::types::{
-    CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, SchemaPolicy, SourceSpec, WriteMode,
-    validate_name,
+    CursorKind, CursorSpec, NullRule, Origin, PipelineBuilder, PipelineSpec, SchemaPolicy,
+    SourceSpec, WriteMode, validate_name,
 };
 
 /// A parsed statement: one of Hakiri's, or a DataFusion statement.
@@ -425,12 +425,8 @@ impl HakiriParser<'_> {
     /// any order.
     fn create_pipeline(&mut self, or_replace: bool) -> Result<HakiriStatement> {
         let name = self.name("pipeline")?;
-        let mut cursor: Option<CursorSpec> = None;
-        let mut mode = None;
-        let mut key = Vec::new();
-        let mut on_schema_change = SchemaPolicy::Evolve;
-        let mut checkpoint_pages = None;
-        let mut sched = ScheduleClauses::default();
+        // The SQL is filled in after the clauses; the builder owns defaults and checks.
+        let mut p = PipelineBuilder::new(name, String::new(), Origin::Sql);
         loop {
             if self.eat(&["CURSOR"]) {
                 let kind =
@@ -460,31 +456,27 @@ impl HakiriParser<'_> {
                         break;
                     }
                 }
-                cursor = Some(c);
+                p.cursor = Some(c);
             } else if self.eat(&["CHECKPOINT", "EVERY"]) {
-                checkpoint_pages = Some(self.count("CHECKPOINT EVERY 10 PAGES")?);
+                p.checkpoint_pages = Some(self.count("CHECKPOINT EVERY 10 PAGES")?);
                 self.expect("PAGES")?;
             } else if self.eat(&["SCHEDULE"]) {
-                let cadence = if self.eat(&["EVERY"]) {
-                    Cadence::Every(Interval::parse("SCHEDULE EVERY", &self.string()?)?)
+                if self.eat(&["EVERY"]) {
+                    p.schedule.every = Some(Interval::parse("SCHEDULE EVERY", &self.string()?)?);
                 } else if self.eat(&["CRON"]) {
-                    let expr = self.string()?;
-                    let tz = if self.eat(&["TZ"]) {
-                        Some(self.string()?)
-                    } else {
-                        None
-                    };
-                    Cadence::Cron { expr, tz }
+                    p.schedule.cron = Some(self.string()?);
+                    if self.eat(&["TZ"]) {
+                        p.schedule.tz = Some(self.string()?);
+                    }
                 } else {
                     return Err(sql_err(
                         "expected EVERY '15 minutes' or CRON '0 * * * *' after SCHEDULE",
                     ));
-                };
-                sched.cadence = Some(cadence);
+                }
             } else if self.eat(&["JITTER"]) {
-                sched.jitter = Some(Interval::parse("JITTER", &self.string()?)?);
+                p.schedule.jitter = Some(Interval::parse("JITTER", &self.string()?)?);
             } else if self.eat(&["ON", "MISSED"]) {
-                sched.on_missed = Some(if self.eat(&["SKIP"]) {
+                p.schedule.on_missed = Some(if self.eat(&["SKIP"]) {
                     MissedPolicy::Skip
                 } else if self.eat(&["RUN", "ONCE"]) {
                     MissedPolicy::RunOnce
@@ -492,12 +484,12 @@ impl HakiriParser<'_> {
                     return Err(sql_err("expected SKIP or RUN ONCE after ON MISSED"));
                 });
             } else if self.eat(&["RETRY"]) {
-                sched.retries = Some(self.count_u32("RETRY 3 [BACKOFF '30 seconds']")?);
+                p.schedule.retries = Some(self.count_u32("RETRY 3 [BACKOFF '30 seconds']")?);
                 if self.eat(&["BACKOFF"]) {
-                    sched.backoff = Some(Interval::parse("BACKOFF", &self.string()?)?);
+                    p.schedule.backoff = Some(Interval::parse("BACKOFF", &self.string()?)?);
                 }
             } else if self.eat(&["SUSPEND", "AFTER"]) {
-                sched.suspend_after = Some(self.count_u32("SUSPEND AFTER 3 FAILURES")?);
+                p.schedule.suspend_after = Some(self.count_u32("SUSPEND AFTER 3 FAILURES")?);
                 if !self.eat(&["FAILURES"]) {
                     self.expect("FAILURE")?;
                 }
@@ -509,81 +501,23 @@ impl HakiriParser<'_> {
                             "MODE MERGE needs the columns that identify a row: MODE MERGE KEY (id)",
                         ));
                     }
-                    key = self.identifier_list()?;
+                    p.key = self.identifier_list()?;
                 }
-                mode = Some(m);
+                p.mode = Some(m);
             } else if self.eat(&["ON", "SCHEMA", "CHANGE"]) {
-                on_schema_change = SchemaPolicy::parse(
+                p.on_schema_change = Some(SchemaPolicy::parse(
                     &self.keyword("ON SCHEMA CHANGE", "EVOLVE, FREEZE or DISCARD")?,
-                )?;
+                )?);
             } else {
                 break;
             }
         }
         self.expect("AS")?;
         let stmt = self.df.parser.parse_statement().map_err(parse_err)?;
-        let body = PipelineBody::from_statement(&stmt)?;
-        // A snapshot replaces the table: that is its only sensible write mode.
-        let snapshot = cursor
-            .as_ref()
-            .is_some_and(|c| c.kind == CursorKind::SnapshotId);
-        let mode = mode.unwrap_or(if snapshot {
-            WriteMode::Replace
-        } else {
-            WriteMode::Append
-        });
-        let spec = PipelineSpec {
-            name,
-            sql: stmt.to_string(),
-            target: body.target,
-            cursor,
-            mode,
-            key,
-            on_schema_change,
-            checkpoint_pages,
-            schedule: sched.into_spec()?,
-            origin: Origin::Sql,
-        };
-        spec.check()?;
+        PipelineBody::from_statement(&stmt)?;
+        p.sql = stmt.to_string();
+        let spec = p.build()?;
         Ok(HakiriStatement::CreatePipeline { spec, or_replace })
-    }
-}
-
-/// The schedule clauses of a `CREATE PIPELINE`, which may come in any order.
-#[derive(Default)]
-struct ScheduleClauses {
-    cadence: Option<Cadence>,
-    jitter: Option<Interval>,
-    on_missed: Option<MissedPolicy>,
-    retries: Option<u32>,
-    backoff: Option<Interval>,
-    suspend_after: Option<u32>,
-}
-
-impl ScheduleClauses {
-    fn into_spec(self) -> Result<Option<ScheduleSpec>> {
-        let Some(cadence) = self.cadence else {
-            let extra = [
-                (self.jitter.is_some(), "JITTER"),
-                (self.on_missed.is_some(), "ON MISSED"),
-                (self.retries.is_some(), "RETRY"),
-                (self.suspend_after.is_some(), "SUSPEND AFTER"),
-            ];
-            if let Some((_, clause)) = extra.iter().find(|(given, _)| *given) {
-                return Err(sql_err(format!(
-                    "{clause} goes with a schedule: add SCHEDULE EVERY '15 minutes' or SCHEDULE CRON '0 * * * *'"
-                )));
-            }
-            return Ok(None);
-        };
-        Ok(Some(ScheduleSpec {
-            cadence,
-            jitter: self.jitter,
-            on_missed: self.on_missed.unwrap_or_default(),
-            retries: self.retries.unwrap_or(0),
-            backoff: self.backoff,
-            suspend_after: self.suspend_after,
-        }))
     }
 }
 
