@@ -221,6 +221,16 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                         println!("{t}");
                     }
                 }
+                SourceCommand::Refresh { name } => {
+                    for (table, schema) in engine.refresh_source(&name).await? {
+                        let columns: Vec<String> = schema
+                            .fields()
+                            .iter()
+                            .map(|f| format!("{} {}", f.name(), f.data_type()))
+                            .collect();
+                        println!("{name}.{table}: {}", columns.join(", "));
+                    }
+                }
                 SourceCommand::Sample {
                     table,
                     limit,

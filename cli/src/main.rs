@@ -117,6 +117,9 @@ enum SourceCommand {
     List,
     /// The tables of a source (a database's are discovered from the server).
     Tables { name: String },
+    /// Discover the source's table schemas again (asking the source) and keep them for
+    /// listings (\dt, information_schema, psql), which never ask the source themselves.
+    Refresh { name: String },
     /// The first rows of a source table, read live.
     Sample {
         /// SOURCE.TABLE

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, AsArray};
-use futures::TryStreamExt;
 use hakiri_engine::Engine;
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
@@ -110,29 +108,27 @@ impl Highlighter for Shell {}
 impl Validator for Shell {}
 impl Helper for Shell {}
 
-/// Reads table and column names for completion.
+/// Reads table and column names for completion, from the context and state schemas only
+/// (never a source's, which could mean waiting on a remote system before the prompt).
 async fn refresh(engine: &Engine, names: &Names) {
-    let sql = "SELECT table_schema, table_name, column_name FROM information_schema.columns \
-               WHERE table_schema IN ('context', 'hakiri')";
-    let Ok(stream) = engine.query(sql).await else {
-        return;
-    };
-    let Ok(batches) = stream.try_collect::<Vec<_>>().await else {
-        return;
-    };
     let mut words = BTreeSet::new();
-    for batch in batches {
-        let text = |i: usize| batch.column(i).as_string_opt::<i32>().cloned();
-        let (Some(schema), Some(table), Some(column)) = (text(0), text(1), text(2)) else {
+    let session = engine.session();
+    for schema_name in ["context", "hakiri"] {
+        let Some(schema) = session
+            .catalog(&session.state().config().options().catalog.default_catalog)
+            .and_then(|c| c.schema(schema_name))
+        else {
             continue;
         };
-        for row in 0..batch.num_rows() {
-            if table.is_null(row) {
+        for table in schema.table_names() {
+            let Ok(Some(provider)) = schema.table(&table).await else {
                 continue;
+            };
+            for f in provider.schema().fields() {
+                words.insert(f.name().to_string());
             }
-            words.insert(table.value(row).to_string());
-            words.insert(format!("{}.{}", schema.value(row), table.value(row)));
-            words.insert(column.value(row).to_string());
+            words.insert(format!("{schema_name}.{table}"));
+            words.insert(table);
         }
     }
     *names.words.write().unwrap_or_else(|e| e.into_inner()) = words;

@@ -311,6 +311,29 @@ impl Engine {
         connector.discover(&spec).await
     }
 
+    /// Discovers the schemas of a source's tables again, asking the source, and keeps them
+    /// in `hakiri.source_schemas` for listings; each table with its schema.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown source; the source's own error when it cannot be reached.
+    pub async fn refresh_source(&self, name: &str) -> Result<Vec<(String, SchemaRef)>> {
+        self.source(name)?;
+        let schema = self
+            .ctx
+            .catalog(CATALOG_NAME)
+            .and_then(|c| c.schema(name))
+            .ok_or_else(|| Error::Internal(format!("source '{name}' is not registered")))?;
+        let source = schema
+            .downcast_ref::<SourceSchemaProvider>()
+            .ok_or_else(|| Error::Internal(format!("schema '{name}' is not a source")))?;
+        let mut out = Vec::new();
+        for table in datafusion::catalog::SchemaProvider::table_names(source) {
+            let schema = source.refresh(&table).await?;
+            out.push((table, schema));
+        }
+        Ok(out)
+    }
+
     /// Asks runs in progress to stop (`AtCheckpoint`: at their next checkpoint, `Now`: at
     /// once). A stopped run ends failed with its committed checkpoints kept, so the next run
     /// resumes after them.
@@ -412,7 +435,9 @@ impl Engine {
                 spec.clone(),
                 connector,
                 self.hints.clone(),
-            )),
+                self.catalog.clone(),
+                self.clock.clone(),
+            )?),
         )?;
         write(&self.sources).insert(spec.name.clone(), spec.clone());
         Ok(())

@@ -88,6 +88,13 @@ pub trait Source: Debug + Send + Sync {
     async fn discover(&self, spec: &SourceSpec) -> Result<Vec<String>> {
         Ok(self.table_names(spec))
     }
+    /// Whether building `table`'s provider may wait on a remote system (schema inference
+    /// over the network). Catalog listings never build such a table: they use the schema
+    /// last discovered. Local data and declared schemas answer at once (say `false`).
+    fn remote_discovery(&self, spec: &SourceSpec, table: &str) -> bool {
+        let _ = (spec, table);
+        true
+    }
     /// Builds the table provider for `table`; may do I/O (schema inference). `hint` is a
     /// schema a pipeline run learned from the source's data (new fields, wider types) that
     /// the table's own schema must cover.

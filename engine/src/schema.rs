@@ -15,6 +15,46 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 use crate::types::SchemaPolicy;
 
+/// A schema's columns as JSON text (`[{"name", "type", "nullable"}]`, types as Arrow writes
+/// them), for `hakiri.source_schemas`: readable in SQL and read back by [`parse_columns_text`].
+pub fn columns_text(schema: &Schema) -> String {
+    let columns: Vec<serde_json::Value> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "type": f.data_type().to_string(),
+                "nullable": f.is_nullable(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(columns).to_string()
+}
+
+/// The schema [`columns_text`] wrote.
+///
+/// # Errors
+/// `Internal` when the text is not such a list or names a type Arrow cannot read back.
+pub fn parse_columns_text(text: &str) -> Result<SchemaRef> {
+    let bad = |why: String| Error::Internal(format!("unreadable source schema {text}: {why}"));
+    let columns: Vec<serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let mut fields = Vec::with_capacity(columns.len());
+    for c in columns {
+        let (Some(name), Some(ty)) = (c["name"].as_str(), c["type"].as_str()) else {
+            return Err(bad("a column without name or type".into()));
+        };
+        let ty: DataType = ty.parse().map_err(|e| bad(format!("{e}")))?;
+        fields.push(Field::new(
+            name,
+            ty,
+            c["nullable"].as_bool().unwrap_or(true),
+        ));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
 /// The type both `a` and `b` fit in without loss, if there is one.
 pub fn widen(a: &DataType, b: &DataType) -> Option<DataType> {
     use DataType::*;
@@ -277,6 +317,29 @@ impl Conform {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn columns_text_reads_back() {
+        use datafusion::arrow::datatypes::TimeUnit;
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("amount", DataType::Decimal128(10, 2), true),
+            Field::new(
+                "tags",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                true,
+            ),
+        ]);
+        let text = columns_text(&schema);
+        assert_eq!(*parse_columns_text(&text).unwrap(), schema, "{text}");
+        assert!(parse_columns_text("[{\"name\": \"x\"}]").is_err());
+    }
+
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
 

@@ -11,6 +11,7 @@ mod auth;
 mod cancel;
 mod compat;
 mod cursors;
+mod listing;
 mod roles;
 mod service;
 mod settings;

@@ -52,11 +52,7 @@ impl HakiriService {
         let ctx = Arc::new(engine.session().clone());
         // pg_catalog over the engine's catalogs (context, hakiri and the sources), for
         // psql's \d and the introspection queries of drivers and BI tools.
-        if let Err(e) = datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
-            &ctx,
-            "datafusion",
-            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        ) {
+        if let Err(e) = crate::listing::setup(&ctx, "datafusion") {
             tracing::warn!("pg_catalog is not available: {e}");
         }
         let hooks: Vec<Arc<dyn QueryHook>> = vec![

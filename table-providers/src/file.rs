@@ -109,6 +109,11 @@ impl Source for FileSource {
         validate_tables(spec, "file")
     }
 
+    /// Files are local: inferring a schema never waits on a remote system.
+    fn remote_discovery(&self, _spec: &SourceSpec, _table: &str) -> bool {
+        false
+    }
+
     fn table_names(&self, spec: &SourceSpec) -> Vec<String> {
         tables(spec).into_keys().collect()
     }

@@ -131,6 +131,11 @@ impl Source for GithubSource {
         Ok(())
     }
 
+    /// Every table's schema is declared: building one makes no request.
+    fn remote_discovery(&self, _spec: &SourceSpec, _table: &str) -> bool {
+        false
+    }
+
     fn table_names(&self, _spec: &SourceSpec) -> Vec<String> {
         TABLES.iter().map(|t| t.name.to_string()).collect()
     }

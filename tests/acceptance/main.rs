@@ -13,6 +13,7 @@ mod faults;
 mod files;
 mod github;
 mod incremental;
+mod introspection;
 mod mcp;
 mod pagination;
 mod pgwire;

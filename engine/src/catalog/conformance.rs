@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, STATE_TABLES};
+use super::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, STATE_TABLES, SourceSchema};
 use crate::error::Error;
 use crate::schedule::{Cadence, Interval, MissedPolicy, ScheduleSpec};
 use crate::types::{
@@ -34,7 +34,7 @@ macro_rules! catalog_conformance {
                 replace_retires_files_until_purged, schema_versions_and_events,
                 failed_run_keeps_the_cursor, boundary_is_committed_with_the_cursor,
                 cursor_moves_wait_for_live_runs,
-                schedule_states_round_trip,
+                schedule_states_round_trip, source_schemas_last_until_the_source_changes,
                 state_tables_have_their_columns);
         }
     };
@@ -549,6 +549,10 @@ pub fn state_tables_have_their_columns(c: &dyn Catalog) {
             &["id", "at", "kind", "subject", "message", "run_id"],
         ),
         (
+            "source_schemas",
+            &["source", "table_name", "columns", "discovered_at"],
+        ),
+        (
             "schedules",
             &[
                 "pipeline",
@@ -575,6 +579,50 @@ pub fn state_tables_have_their_columns(c: &dyn Catalog) {
         table.to_record_batch().unwrap();
     }
     assert!(matches!(c.state_table("nope"), Err(Error::NotFound(_))));
+}
+
+/// A discovered schema is kept per table, replaced by a newer one, and forgotten when the
+/// source's options change or the source is dropped; an unchanged upsert keeps it.
+pub fn source_schemas_last_until_the_source_changes(c: &dyn Catalog) {
+    let spec = |url: &str| SourceSpec {
+        name: "api".into(),
+        connector: "http".into(),
+        options: [("base_url".to_string(), url.to_string())].into(),
+        origin: Origin::Manifest,
+    };
+    let schema = |table: &str, columns: &str, at: i64| SourceSchema {
+        source: "api".into(),
+        table: table.into(),
+        columns: columns.into(),
+        discovered_at: t(at),
+    };
+    c.upsert_source(&spec("http://a"), t(0)).unwrap();
+    c.put_source_schema(&schema("items", "[1]", 1)).unwrap();
+    c.put_source_schema(&schema("users", "[2]", 1)).unwrap();
+    c.put_source_schema(&schema("items", "[3]", 2)).unwrap();
+    assert_eq!(
+        c.source_schemas("api").unwrap(),
+        vec![schema("items", "[3]", 2), schema("users", "[2]", 1)]
+    );
+    assert!(c.source_schemas("other").unwrap().is_empty());
+    assert_eq!(c.state_table("source_schemas").unwrap().rows.len(), 2);
+    c.upsert_source(&spec("http://a"), t(3)).unwrap();
+    assert_eq!(
+        c.source_schemas("api").unwrap().len(),
+        2,
+        "unchanged source"
+    );
+    c.upsert_source(&spec("http://b"), t(4)).unwrap();
+    assert!(
+        c.source_schemas("api").unwrap().is_empty(),
+        "changed options"
+    );
+    c.put_source_schema(&schema("items", "[4]", 5)).unwrap();
+    c.drop_source("api").unwrap();
+    assert!(
+        c.source_schemas("api").unwrap().is_empty(),
+        "dropped source"
+    );
 }
 
 #[cfg(test)]

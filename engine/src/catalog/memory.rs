@@ -9,7 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::state_tables::{ColumnType, RawTable, RawValue};
 use super::{
     Catalog, CommitOutcome, CursorEntry, CursorMove, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun,
-    RunCommit, RunRecord, STATE_TABLES, ScheduleState, TableEntry, already_running,
+    RunCommit, RunRecord, STATE_TABLES, ScheduleState, SourceSchema, TableEntry, already_running,
 };
 use crate::error::Result;
 use crate::types::{PipelineSpec, RunCounters, RunStatus, SourceSpec};
@@ -75,6 +75,7 @@ struct State {
     schema_versions: Vec<SchemaVersion>,
     events: Vec<Event>,
     schedules: BTreeMap<String, ScheduleState>,
+    source_schemas: BTreeMap<(String, String), SourceSchema>,
 }
 
 impl std::fmt::Debug for State {
@@ -135,6 +136,13 @@ impl Catalog for MemoryCatalog {
     fn upsert_source(&self, spec: &SourceSpec, now: DateTime<Utc>) -> Result<()> {
         let mut st = self.state();
         let created_at = st.sources.get(&spec.name).map_or(now, |s| s.created_at);
+        let changed = st.sources.get(&spec.name).is_some_and(|s| {
+            s.value.connector != spec.connector || s.value.options != spec.options
+        });
+        if changed {
+            st.source_schemas
+                .retain(|(source, _), _| *source != spec.name);
+        }
         st.sources.insert(
             spec.name.clone(),
             Stamped {
@@ -147,7 +155,27 @@ impl Catalog for MemoryCatalog {
     }
 
     fn drop_source(&self, name: &str) -> Result<bool> {
-        Ok(self.state().sources.remove(name).is_some())
+        let mut st = self.state();
+        st.source_schemas.retain(|(source, _), _| source != name);
+        Ok(st.sources.remove(name).is_some())
+    }
+
+    fn source_schemas(&self, source: &str) -> Result<Vec<SourceSchema>> {
+        Ok(self
+            .state()
+            .source_schemas
+            .values()
+            .filter(|s| s.source == source)
+            .cloned()
+            .collect())
+    }
+
+    fn put_source_schema(&self, schema: &SourceSchema) -> Result<()> {
+        self.state().source_schemas.insert(
+            (schema.source.clone(), schema.table.clone()),
+            schema.clone(),
+        );
+        Ok(())
     }
 
     fn list_sources(&self) -> Result<Vec<SourceSpec>> {
@@ -784,6 +812,25 @@ impl Catalog for MemoryCatalog {
                             ot(s.last_status.as_deref()),
                             otime(s.last_fired_at),
                             time(s.updated_at),
+                        ]
+                    })
+                    .collect(),
+            ),
+            "source_schemas" => (
+                vec![
+                    ("source", Text),
+                    ("table_name", Text),
+                    ("columns", Text),
+                    ("discovered_at", Timestamp),
+                ],
+                st.source_schemas
+                    .values()
+                    .map(|s| {
+                        vec![
+                            t(&s.source),
+                            t(&s.table),
+                            t(&s.columns),
+                            time(s.discovered_at),
                         ]
                     })
                     .collect(),

@@ -26,6 +26,7 @@ pub const STATE_TABLES: &[&str] = &[
     "schema_versions",
     "events",
     "schedules",
+    "source_schemas",
 ];
 
 /// A committed Parquet file of the context store.
@@ -166,12 +167,30 @@ pub struct ScheduleState {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A source table's schema as last discovered (a row of `hakiri.source_schemas`), kept so
+/// catalog listings (`\dt`, `information_schema`, `pg_catalog`) never ask the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSchema {
+    pub source: String,
+    pub table: String,
+    /// The columns as JSON text, see [`crate::schema::columns_text`].
+    pub columns: String,
+    pub discovered_at: DateTime<Utc>,
+}
+
 /// The catalog port. Every method is one transaction; an adapter passes the conformance
 /// suite in [`conformance`].
 pub trait Catalog: std::fmt::Debug + Send + Sync {
+    /// Creates or replaces a source; a change of its type or options forgets the schemas
+    /// discovered for its tables.
     fn upsert_source(&self, spec: &SourceSpec, now: DateTime<Utc>) -> Result<()>;
+    /// Drops a source and its discovered schemas.
     fn drop_source(&self, name: &str) -> Result<bool>;
     fn list_sources(&self) -> Result<Vec<SourceSpec>>;
+    /// The discovered schemas of a source's tables.
+    fn source_schemas(&self, source: &str) -> Result<Vec<SourceSchema>>;
+    /// Keeps a table's discovered schema (replacing the one before).
+    fn put_source_schema(&self, schema: &SourceSchema) -> Result<()>;
 
     /// Creates or replaces a pipeline; one without a schedule loses its schedule state.
     fn upsert_pipeline(&self, spec: &PipelineSpec, now: DateTime<Utc>) -> Result<()>;

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, param
 use super::state_tables::{ColumnType, RawTable, RawValue};
 use super::{
     Catalog, CommitOutcome, CursorEntry, CursorMove, FileEntry, IsAlive, NewRun, RunCommit,
-    RunHolder, RunRecord, STATE_TABLES, ScheduleState, TableEntry, already_running,
+    RunHolder, RunRecord, STATE_TABLES, ScheduleState, SourceSchema, TableEntry, already_running,
 };
 use crate::error::{Error, Result};
 use crate::types::{Origin, PipelineSpec, RunCounters, SourceSpec};
@@ -22,6 +22,13 @@ CREATE TABLE IF NOT EXISTS sources (
     origin TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS source_schemas (
+    source TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    discovered_at TEXT NOT NULL,
+    PRIMARY KEY (source, table_name)
 );
 CREATE TABLE IF NOT EXISTS pipelines (
     name TEXT PRIMARY KEY,
@@ -225,7 +232,15 @@ impl Catalog for SqliteCatalog {
     fn upsert_source(&self, spec: &SourceSpec, now: DateTime<Utc>) -> Result<()> {
         let options = serde_json::to_string(&spec.options)
             .map_err(|e| Error::Internal(format!("encoding source options: {e}")))?;
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // Another type or other options may mean other tables and columns.
+        tx.execute(
+            "DELETE FROM source_schemas WHERE source = ?1 AND EXISTS
+               (SELECT 1 FROM sources WHERE name = ?1 AND (type != ?2 OR options != ?3))",
+            params![spec.name, spec.connector, options],
+        )?;
+        tx.execute(
             "INSERT INTO sources (name, type, options, origin, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)
              ON CONFLICT(name) DO UPDATE SET type = ?2, options = ?3, origin = ?4, updated_at = ?5",
@@ -237,14 +252,49 @@ impl Catalog for SqliteCatalog {
                 ts(now)
             ],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
     fn drop_source(&self, name: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM sources WHERE name = ?1", [name])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM source_schemas WHERE source = ?1", [name])?;
+        let dropped = tx.execute("DELETE FROM sources WHERE name = ?1", [name])? > 0;
+        tx.commit()?;
+        Ok(dropped)
+    }
+
+    fn source_schemas(&self, source: &str) -> Result<Vec<SourceSchema>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT source, table_name, columns, discovered_at FROM source_schemas
+             WHERE source = ?1 ORDER BY table_name",
+        )?;
+        let rows = stmt.query_map([source], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (source, table, columns, at) = row?;
+            out.push(SourceSchema {
+                source,
+                table,
+                columns,
+                discovered_at: parse_ts(&at)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn put_source_schema(&self, s: &SourceSchema) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO source_schemas (source, table_name, columns, discovered_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(source, table_name) DO UPDATE SET columns = ?3, discovered_at = ?4",
+            params![s.source, s.table, s.columns, ts(s.discovered_at)],
+        )?;
+        Ok(())
     }
 
     fn list_sources(&self) -> Result<Vec<SourceSpec>> {

@@ -100,6 +100,15 @@ impl Source for HttpSource {
         Ok(())
     }
 
+    /// A declared `schema` needs no request; otherwise the first page is read to infer one.
+    fn remote_discovery(&self, spec: &SourceSpec, table: &str) -> bool {
+        let (mut raw, tables) = split_options(spec);
+        if let Some(own) = tables.get(table) {
+            raw.extend(own.clone());
+        }
+        !raw.contains_key("schema")
+    }
+
     fn table_names(&self, spec: &SourceSpec) -> Vec<String> {
         split_options(spec).1.into_keys().collect()
     }
