@@ -185,7 +185,7 @@ impl Engine {
             let live = catalog
                 .runs(None)?
                 .into_iter()
-                .filter(|r| r.status == RunStatus::Running.as_str())
+                .filter(|r| r.status == RunStatus::Running)
                 .map(|r| r.run_id)
                 .collect();
             Ok((catalog.all_files()?, live))

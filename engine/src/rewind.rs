@@ -8,6 +8,7 @@ use crate::catalog::CursorMove;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::run::{holder_alive, this_holder};
+use crate::types::EventKind;
 use crate::types::{CursorKind, PipelineSpec, WriteMode};
 
 /// Who moved a cursor: the operating-system user, host and process.
@@ -92,7 +93,7 @@ impl Engine {
                 pipeline: name.to_string(),
                 kind: cursor.kind.as_str().to_string(),
                 to: to.map(str::to_string),
-                event: ("cursor_reset".into(), message.clone()),
+                event: (EventKind::CursorReset, message.clone()),
                 at: now,
             },
             &|r| holder_alive(r, now),

@@ -30,6 +30,7 @@ use crate::store::{LineageColumns, schema_text};
 use crate::types::{
     CursorKind, DEFAULT_CHECKPOINT_PAGES, NullRule, PipelineSpec, RunCounters, RunStatus, WriteMode,
 };
+use crate::types::{EventKind, metric};
 
 /// How long a run's holder may go without a heartbeat before another process may take the
 /// run over. Heartbeats come every [`HEARTBEAT_EVERY`].
@@ -300,7 +301,7 @@ impl Engine {
         // nothing the run did.
         let _ = self.catalog().add_event(
             self.clock().now(),
-            "run_trace",
+            EventKind::RunTrace,
             &run.spec.name,
             &run.trace.message(&run),
             Some(&run.run_id),
@@ -387,7 +388,7 @@ impl Engine {
                             );
                             self.catalog().add_event(
                                 self.clock().now(),
-                                "schema_drift",
+                                EventKind::SchemaDrift,
                                 &run.spec.target,
                                 &msg,
                                 Some(&run.run_id),
@@ -452,7 +453,7 @@ impl Engine {
         let mut events = Vec::new();
         for change in &report.boundary_changes {
             events.push((
-                "boundary_changed".to_string(),
+                EventKind::BoundaryChanged,
                 format!("pipeline '{}': {change}", spec.name),
             ));
         }
@@ -480,7 +481,7 @@ impl Engine {
                         boundary: None,
                         schema: None,
                         events: vec![(
-                            "snapshot_unchanged".into(),
+                            EventKind::SnapshotUnchanged,
                             format!(
                                 "pipeline '{}': snapshot {id} is the committed one; the run wrote nothing",
                                 spec.name
@@ -521,7 +522,7 @@ impl Engine {
                 }
                 if part.boundary_missing > 0 {
                     events.push((
-                        "boundary_changed".into(),
+                        EventKind::BoundaryChanged,
                         format!(
                             "pipeline '{}': {} row(s) written at cursor value '{}' by earlier runs were not read again (removed or rewritten upstream, or the query's columns changed); rows that differ were written",
                             spec.name,
@@ -536,13 +537,13 @@ impl Engine {
         };
         if part.null_cursor_rows > 0 {
             let rule = spec.cursor.as_ref().map(|c| c.on_null).unwrap_or_default();
-            let what = if rule == NullRule::Skip {
-                "skipped"
+            let (what, kind) = if rule == NullRule::Skip {
+                ("skipped", EventKind::NullCursorRowsSkipped)
             } else {
-                "loaded"
+                ("loaded", EventKind::NullCursorRowsLoaded)
             };
             events.push((
-                format!("null_cursor_rows_{what}"),
+                kind,
                 format!(
                     "pipeline '{}': {} row(s) with a NULL cursor {what} (ON NULL {})",
                     spec.name,
@@ -553,7 +554,7 @@ impl Engine {
         }
         if run.counters.rows_discarded > discarded_before {
             events.push((
-                "rows_discarded".into(),
+                EventKind::RowsDiscarded,
                 format!(
                     "pipeline '{}': {} row(s) did not fit the table's column types and were discarded (ON SCHEMA CHANGE DISCARD)",
                     spec.name,
@@ -604,7 +605,7 @@ impl Engine {
         };
         if let Some(w) = &run.window {
             events.push((
-                "backfill".into(),
+                EventKind::Backfill,
                 format!(
                     "pipeline '{}': backfill {} by {}: {} row(s) read and merged; the committed cursor stays '{}'",
                     spec.name,
@@ -1117,11 +1118,11 @@ pub(crate) fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> SourceMetrics {
                     .map(|v| v.as_usize() as u64)
                     .unwrap_or(0)
             };
-            sum.pages += named("pages");
-            sum.bytes += named("bytes");
-            sum.requests += named("requests");
-            sum.fetch_ns += named("fetch_time");
-            sum.decode_ns += named("decode_time");
+            sum.pages += named(metric::PAGES);
+            sum.bytes += named(metric::BYTES);
+            sum.requests += named(metric::REQUESTS);
+            sum.fetch_ns += named(metric::FETCH_TIME);
+            sum.decode_ns += named(metric::DECODE_TIME);
         }
         stack.extend(p.children().into_iter().cloned());
     }

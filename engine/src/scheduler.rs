@@ -30,6 +30,7 @@ use crate::catalog::ScheduleState;
 use crate::engine::{Engine, RunSummary, StopLevel};
 use crate::error::{Error, ErrorCategory, Result};
 use crate::schedule::{MissedPolicy, ScheduleSpec};
+use crate::types::EventKind;
 use crate::types::{PipelineSpec, RunStatus};
 
 /// A slot at most this late when the scheduler starts is fired as usual, not "missed".
@@ -107,7 +108,7 @@ impl Engine {
                         suspended: old.as_ref().is_some_and(|o| o.suspended),
                         suspended_reason: old.as_ref().and_then(|o| o.suspended_reason.clone()),
                         last_run_id: old.as_ref().and_then(|o| o.last_run_id.clone()),
-                        last_status: old.as_ref().and_then(|o| o.last_status.clone()),
+                        last_status: old.as_ref().and_then(|o| o.last_status),
                         last_fired_at: old.as_ref().and_then(|o| o.last_fired_at),
                         updated_at: now,
                     };
@@ -145,7 +146,7 @@ impl Engine {
         let (kind, message) = if suspend {
             state.suspended_reason = Some(format!("ALTER PIPELINE {name} SUSPEND"));
             (
-                "pipeline_suspended",
+                EventKind::PipelineSuspended,
                 format!(
                     "pipeline '{name}' suspended by ALTER PIPELINE {name} SUSPEND; resume with ALTER PIPELINE {name} RESUME"
                 ),
@@ -161,7 +162,7 @@ impl Engine {
             state.next_fire_at = schedule.next_slot(name, now)?;
             state.slot_at = state.next_fire_at;
             (
-                "pipeline_resumed",
+                EventKind::PipelineResumed,
                 format!(
                     "pipeline '{name}' resumed; next run at {}",
                     at(state.next_fire_at)
@@ -229,7 +230,7 @@ impl Scheduler {
                 tracing::warn!(pipeline = %name, run_id = %r.fired.run_id, "slot skipped: the previous run is still running");
                 engine
                     .catalog()
-                    .add_event(now, "slot_skipped", &name, &message, None)?;
+                    .add_event(now, EventKind::SlotSkipped, &name, &message, None)?;
                 self.advance(&name, &schedule, &mut state, now)?;
                 continue;
             }
@@ -270,7 +271,7 @@ impl Scheduler {
         tracing::info!(pipeline = %name, missed = %count, run_once, "missed slots");
         self.engine
             .catalog()
-            .add_event(now, "schedule_missed", name, &message, None)?;
+            .add_event(now, EventKind::ScheduleMissed, name, &message, None)?;
         if run_once {
             state.slot_at = last;
             Ok(true)
@@ -310,7 +311,7 @@ impl Scheduler {
             attempt: state.attempt,
         };
         state.last_run_id = Some(run_id.clone());
-        state.last_status = Some(RunStatus::Running.as_str().into());
+        state.last_status = Some(RunStatus::Running);
         state.last_fired_at = Some(now);
         state.next_fire_at = schedule.next_slot(name, now.max(fired.slot))?;
         state.slot_at = state.next_fire_at;
@@ -377,17 +378,17 @@ impl Scheduler {
             Ok(summary) => {
                 tracing::info!(pipeline = %name, run_id = %summary.run_id, status = summary.status.as_str(),
                     rows = summary.counters.rows_written, elapsed_ms = summary.elapsed.as_millis() as u64, "run finished");
-                state.last_status = Some(summary.status.as_str().into());
+                state.last_status = Some(summary.status);
                 state.consecutive_failures = 0;
                 state.attempt = 0;
             }
             // Another process holds the pipeline's run lock: this slot is skipped.
             Err(e) if e.category() == ErrorCategory::AlreadyExists => {
                 tracing::warn!(pipeline = %name, "slot skipped: {e}");
-                state.last_status = Some("skipped".into());
+                state.last_status = Some(RunStatus::Skipped);
                 engine.catalog().add_event(
                     now,
-                    "slot_skipped",
+                    EventKind::SlotSkipped,
                     name,
                     &format!(
                         "pipeline '{name}': the slot at {} was skipped: {e}",
@@ -399,11 +400,11 @@ impl Scheduler {
             // A stopping process ended the run: not the pipeline's fault.
             Err(e) if engine.stop_level() > StopLevel::Running => {
                 tracing::info!(pipeline = %name, run_id = %fired.run_id, "run stopped: {e}");
-                state.last_status = Some(RunStatus::Failed.as_str().into());
+                state.last_status = Some(RunStatus::Failed);
             }
             Err(e) => {
                 tracing::warn!(pipeline = %name, run_id = %fired.run_id, attempt = fired.attempt, "run failed: {e}");
-                state.last_status = Some(RunStatus::Failed.as_str().into());
+                state.last_status = Some(RunStatus::Failed);
                 let retry_at = now + ms(schedule.backoff(fired.attempt + 1));
                 if fired.attempt < schedule.retries && retry_at < state.next_fire_at {
                     state.attempt = fired.attempt + 1;
@@ -411,7 +412,7 @@ impl Scheduler {
                     state.slot_at = fired.slot;
                     engine.catalog().add_event(
                         now,
-                        "run_retry",
+                        EventKind::RunRetry,
                         name,
                         &format!(
                             "pipeline '{name}': run {} failed; retry {} of {} at {}",
@@ -440,7 +441,7 @@ impl Scheduler {
                         ));
                         engine.catalog().add_event(
                             now,
-                            "pipeline_suspended",
+                            EventKind::PipelineSuspended,
                             name,
                             &message,
                             Some(&fired.run_id),
@@ -661,7 +662,10 @@ mod tests {
         assert_eq!(fired["c"], cron);
         let runs = f.engine.catalog().runs(None).unwrap();
         assert_eq!(runs.len(), 100);
-        assert!(runs.iter().all(|r| r.status == "succeeded"), "{runs:?}");
+        assert!(
+            runs.iter().all(|r| r.status == RunStatus::Succeeded),
+            "{runs:?}"
+        );
         assert_eq!(f.state("q").next_fire_at, end);
     }
 
@@ -692,7 +696,7 @@ mod tests {
         s.wait_idle().await.unwrap();
         let runs = f.engine.catalog().runs(Some("slow")).unwrap();
         assert_eq!(runs.len(), 2);
-        assert!(runs.iter().all(|r| r.status == "succeeded"));
+        assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -754,7 +758,7 @@ mod tests {
         assert_eq!(fired.len(), 1);
         assert_eq!(
             f.engine.catalog().runs(Some("late")).unwrap()[0].status,
-            "succeeded"
+            RunStatus::Succeeded
         );
     }
 

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, Schema
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
+use crate::types::EventKind;
 use crate::types::SchemaPolicy;
 
 /// A schema's columns as JSON text (`[{"name", "type", "nullable"}]`, types as Arrow writes
@@ -115,20 +116,20 @@ pub enum Change {
 
 impl Change {
     /// (event kind, message) for `hakiri.events`.
-    pub fn event(&self, table: &str) -> (String, String) {
+    pub fn event(&self, table: &str) -> (EventKind, String) {
         match self {
             Change::Added { column, ty } => (
-                "column_added".into(),
+                EventKind::ColumnAdded,
                 format!(
                     "table '{table}': column '{column}' ({ty}) added; older rows read it as NULL"
                 ),
             ),
             Change::Widened { column, from, to } => (
-                "column_widened".into(),
+                EventKind::ColumnWidened,
                 format!("table '{table}': column '{column}' widened from {from} to {to}"),
             ),
             Change::Variant { column, from, to } => (
-                "column_variant".into(),
+                EventKind::ColumnVariant,
                 format!(
                     "table '{table}': column '{column}' received {to} values but was {from}; it now holds text (a variant column) under ON SCHEMA CHANGE EVOLVE"
                 ),

@@ -501,6 +501,14 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::PartialFailure,
+        RunStatus::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
@@ -510,6 +518,140 @@ impl RunStatus {
             RunStatus::Skipped => "skipped",
         }
     }
+
+    /// The status as the catalog stores it.
+    ///
+    /// # Errors
+    /// `Internal` for text no version of Hakiri wrote (a damaged catalog).
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::Internal(format!("unknown run status '{s}' in the catalog")))
+    }
+
+    /// Whether the run is over (anything but `running`).
+    pub fn is_final(self) -> bool {
+        self != RunStatus::Running
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an event in `hakiri.events` records. The catalog stores [`EventKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A context table's first commit.
+    TableCreated,
+    /// A column appeared in a table.
+    ColumnAdded,
+    /// A column's type was widened (int to bigint, int to double).
+    ColumnWidened,
+    /// A column's values no longer fit one type: it became a variant (JSON text).
+    ColumnVariant,
+    /// A run saw the source's schema drift between pages.
+    SchemaDrift,
+    /// Records at a token cursor's boundary were rewritten upstream.
+    BoundaryChanged,
+    /// A snapshot run found the source unchanged.
+    SnapshotUnchanged,
+    NullCursorRowsSkipped,
+    NullCursorRowsLoaded,
+    RowsDiscarded,
+    Backfill,
+    CursorReset,
+    /// A run's timings and request counts (`run.trace`).
+    RunTrace,
+    SlotSkipped,
+    ScheduleMissed,
+    RunRetry,
+    PipelineSuspended,
+    PipelineResumed,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 18] = [
+        EventKind::TableCreated,
+        EventKind::ColumnAdded,
+        EventKind::ColumnWidened,
+        EventKind::ColumnVariant,
+        EventKind::SchemaDrift,
+        EventKind::BoundaryChanged,
+        EventKind::SnapshotUnchanged,
+        EventKind::NullCursorRowsSkipped,
+        EventKind::NullCursorRowsLoaded,
+        EventKind::RowsDiscarded,
+        EventKind::Backfill,
+        EventKind::CursorReset,
+        EventKind::RunTrace,
+        EventKind::SlotSkipped,
+        EventKind::ScheduleMissed,
+        EventKind::RunRetry,
+        EventKind::PipelineSuspended,
+        EventKind::PipelineResumed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::TableCreated => "table_created",
+            EventKind::ColumnAdded => "column_added",
+            EventKind::ColumnWidened => "column_widened",
+            EventKind::ColumnVariant => "column_variant",
+            EventKind::SchemaDrift => "schema_drift",
+            EventKind::BoundaryChanged => "boundary_changed",
+            EventKind::SnapshotUnchanged => "snapshot_unchanged",
+            EventKind::NullCursorRowsSkipped => "null_cursor_rows_skipped",
+            EventKind::NullCursorRowsLoaded => "null_cursor_rows_loaded",
+            EventKind::RowsDiscarded => "rows_discarded",
+            EventKind::Backfill => "backfill",
+            EventKind::CursorReset => "cursor_reset",
+            EventKind::RunTrace => "run_trace",
+            EventKind::SlotSkipped => "slot_skipped",
+            EventKind::ScheduleMissed => "schedule_missed",
+            EventKind::RunRetry => "run_retry",
+            EventKind::PipelineSuspended => "pipeline_suspended",
+            EventKind::PipelineResumed => "pipeline_resumed",
+        }
+    }
+
+    /// Events about a table's schema: its history, with `hakiri.schema_versions`.
+    pub fn is_schema_change(self) -> bool {
+        matches!(
+            self,
+            EventKind::TableCreated
+                | EventKind::ColumnAdded
+                | EventKind::ColumnWidened
+                | EventKind::ColumnVariant
+                | EventKind::SchemaDrift
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The names of the metrics source scans report (DataFusion `MetricsSet`), which the run
+/// loop sums into its counters and trace.
+pub mod metric {
+    /// Pages (responses, files, COPY chunks) read.
+    pub const PAGES: &str = "pages";
+    /// Bytes read from the source.
+    pub const BYTES: &str = "bytes";
+    /// Requests sent.
+    pub const REQUESTS: &str = "requests";
+    /// Time waiting on the source, in nanoseconds.
+    pub const FETCH_TIME: &str = "fetch_time";
+    /// Time decoding pages into Arrow, in nanoseconds.
+    pub const DECODE_TIME: &str = "decode_time";
+    /// Rows produced.
+    pub const ROWS: &str = "rows";
 }
 
 /// Counters a run keeps while it streams.

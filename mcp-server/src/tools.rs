@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hakiri_engine::Engine;
-use hakiri_engine::types::validate_name;
+use hakiri_engine::types::{EventKind, validate_name};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -93,7 +93,7 @@ fn build_definitions() -> Vec<Tool> {
         ),
         tool(
             "context.schema",
-            "The columns and types of a context table, lineage columns (_hakiri_run_id, _hakiri_loaded_at) included.",
+            "The columns and types of a context table, lineage columns (_hakiri_run_id, _hakiri_loaded_at) included, and its schema history: every schema version (with the run that made it) and the schema events (table_created, column_added, column_widened, column_variant, schema_drift).",
             schema(json!({"table": name_property("A context table's name (see context.tables).")}), &["table"]),
         ),
         tool(
@@ -366,7 +366,38 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            Ok((json!({"table": table, "columns": columns}), text))
+            // `table` passed validate_name: safe to splice.
+            let versions = objects(
+                engine,
+                &format!(
+                    "SELECT version, schema, run_id, created_at FROM hakiri.schema_versions \
+                     WHERE table_name = '{table}' ORDER BY version"
+                ),
+            )
+            .await?;
+            let kinds: Vec<String> = EventKind::ALL
+                .iter()
+                .filter(|k| k.is_schema_change())
+                .map(|k| format!("'{}'", k.as_str()))
+                .collect();
+            let events = objects(
+                engine,
+                &format!(
+                    "SELECT at, kind, message, run_id FROM hakiri.events \
+                     WHERE subject = '{table}' AND kind IN ({}) ORDER BY id",
+                    kinds.join(", ")
+                ),
+            )
+            .await?;
+            let text = format!(
+                "{text} ({} schema version(s), {} schema event(s))",
+                versions.len(),
+                events.len()
+            );
+            Ok((
+                json!({"table": table, "columns": columns, "versions": versions, "schema_events": events}),
+                text,
+            ))
         }
         "context.query" => {
             let QueryArgs {

@@ -99,6 +99,7 @@ fn client(args: &[String], project: &Project) -> String {
     for check in [
         "tools listed: 13",
         "every tool called with valid and invalid input",
+        "context.schema gives the history: ",
         "context.query: typed rows, limit, refusals",
         "pipeline.run then run.tail",
         "run.tail and run.trace of a CLI run",

@@ -15,6 +15,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, STATE_TABLES, SourceSchema};
 use crate::error::Error;
 use crate::schedule::{Cadence, Interval, MissedPolicy, ScheduleSpec};
+use crate::types::EventKind;
 use crate::types::{
     CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, RunCounters, RunStatus, SchemaPolicy,
     SourceSpec, WriteMode,
@@ -110,13 +111,12 @@ fn commit(run: &str, table: &str, files: Vec<FileEntry>, cursor: Option<&str>) -
     }
 }
 
-fn status(c: &dyn Catalog, run: &str) -> String {
+fn status(c: &dyn Catalog, run: &str) -> &'static str {
     c.runs(None)
         .unwrap()
         .into_iter()
         .find(|r| r.run_id == run)
-        .map(|r| r.status)
-        .unwrap_or_default()
+        .map_or("missing", |r| r.status.as_str())
 }
 
 pub fn sources_round_trip(c: &dyn Catalog) {
@@ -232,7 +232,7 @@ pub fn commit_applies_everything_at_once(c: &dyn Catalog) {
         ("t", 3, 1)
     );
     let run = &c.runs(Some("p")).unwrap()[0];
-    assert_eq!(run.status, "succeeded");
+    assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.counters.rows_written, 3);
     assert_eq!(run.cursor_end.as_deref(), Some("7"));
     assert_eq!(run.ended_at, Some(t(10)));
@@ -316,7 +316,7 @@ pub fn schema_versions_and_events(c: &dyn Catalog) {
     c.begin_run(&new_run("r3", "p", 2, 1), &alive).unwrap();
     let mut wider = commit("r3", "t", vec![file("t", "r3", 3)], None);
     wider.schema = Some("id Int64, name Utf8".into());
-    wider.events = vec![("column_added".into(), "column name Utf8 added".into())];
+    wider.events = vec![(EventKind::ColumnAdded, "column name Utf8 added".into())];
     assert_eq!(c.commit(&wider).unwrap().new_schema_version, Some(2));
     let events = c.state_table("events").unwrap();
     let kinds: Vec<String> = events
@@ -385,7 +385,7 @@ pub fn schedule_states_round_trip(c: &dyn Catalog) {
     s.suspended = true;
     s.suspended_reason = Some("3 failures".into());
     s.last_run_id = Some("r1".into());
-    s.last_status = Some("failed".into());
+    s.last_status = Some(RunStatus::Failed);
     s.last_fired_at = Some(t(900));
     c.put_schedule(&s).unwrap();
     assert_eq!(c.schedules().unwrap(), vec![s.clone()]);
@@ -429,7 +429,7 @@ pub fn cursor_moves_wait_for_live_runs(c: &dyn Catalog) {
         pipeline: "p".into(),
         kind: "monotonic".into(),
         to: v.map(str::to_string),
-        event: ("cursor_reset".into(), format!("to {v:?}")),
+        event: (EventKind::CursorReset, format!("to {v:?}")),
         at: t(30),
     };
     c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
@@ -454,7 +454,11 @@ pub fn cursor_moves_wait_for_live_runs(c: &dyn Catalog) {
     let resets = events
         .rows
         .iter()
-        .filter(|r| r.contains(&super::state_tables::RawValue::Text("cursor_reset".into())))
+        .filter(|r| {
+            r.contains(&super::state_tables::RawValue::Text(
+                EventKind::CursorReset.as_str().into(),
+            ))
+        })
         .count();
     assert_eq!(resets, 2);
 }

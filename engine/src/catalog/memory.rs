@@ -12,7 +12,7 @@ use super::{
     RunCommit, RunRecord, STATE_TABLES, ScheduleState, SourceSchema, TableEntry, already_running,
 };
 use crate::error::Result;
-use crate::types::{PipelineSpec, RunCounters, RunStatus, SourceSpec};
+use crate::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
 #[derive(Debug, Default)]
 pub struct MemoryCatalog {
@@ -91,7 +91,7 @@ impl State {
 
     fn mark_dead(&mut self, run_id: &str, now: DateTime<Utc>) {
         if let Some(r) = self.run_mut(run_id) {
-            r.status = RunStatus::PartialFailure.as_str().into();
+            r.status = RunStatus::PartialFailure;
             r.ended_at = Some(now);
             r.error = Some(DEAD_RUN_ERROR.into());
         }
@@ -247,7 +247,7 @@ impl Catalog for MemoryCatalog {
         let running: Vec<RunRecord> = st
             .runs
             .iter()
-            .filter(|r| r.pipeline == run.pipeline && r.status == "running")
+            .filter(|r| r.pipeline == run.pipeline && r.status == RunStatus::Running)
             .cloned()
             .collect();
         for r in &running {
@@ -261,7 +261,7 @@ impl Catalog for MemoryCatalog {
         st.runs.push(RunRecord {
             run_id: run.run_id.clone(),
             pipeline: run.pipeline.clone(),
-            status: RunStatus::Running.as_str().into(),
+            status: RunStatus::Running,
             started_at: run.started_at,
             ended_at: None,
             counters: RunCounters::default(),
@@ -279,7 +279,7 @@ impl Catalog for MemoryCatalog {
         let running: Vec<RunRecord> = st
             .runs
             .iter()
-            .filter(|r| r.pipeline == m.pipeline && r.status == "running")
+            .filter(|r| r.pipeline == m.pipeline && r.status == RunStatus::Running)
             .cloned()
             .collect();
         if let Some(r) = running.iter().find(|r| is_alive(r)) {
@@ -305,7 +305,7 @@ impl Catalog for MemoryCatalog {
                 st.cursors.remove(&m.pipeline);
             }
         }
-        st.event(m.at, &m.event.0, &m.pipeline, &m.event.1, None);
+        st.event(m.at, m.event.0.as_str(), &m.pipeline, &m.event.1, None);
         Ok(())
     }
 
@@ -313,7 +313,7 @@ impl Catalog for MemoryCatalog {
         if let Some(r) = self
             .state()
             .run_mut(run_id)
-            .filter(|r| r.status == "running")
+            .filter(|r| r.status == RunStatus::Running)
         {
             r.heartbeat_at = at;
         }
@@ -330,9 +330,9 @@ impl Catalog for MemoryCatalog {
         if let Some(r) = self
             .state()
             .run_mut(run_id)
-            .filter(|r| r.status == "running")
+            .filter(|r| r.status == RunStatus::Running)
         {
-            r.status = RunStatus::Failed.as_str().into();
+            r.status = RunStatus::Failed;
             r.ended_at = Some(ended_at);
             r.counters = counters.clone();
             r.error = Some(error.into());
@@ -346,9 +346,12 @@ impl Catalog for MemoryCatalog {
             .runs
             .iter()
             .find(|r| r.run_id == c.run_id)
-            .map(|r| r.status.clone());
-        if status.as_deref() != Some("running") {
-            return Err(super::commit_refused(&c.run_id, status));
+            .map(|r| r.status);
+        if status != Some(RunStatus::Running) {
+            return Err(super::commit_refused(
+                &c.run_id,
+                status.map(RunStatus::as_str),
+            ));
         }
         let mut outcome = CommitOutcome::default();
         if c.replace {
@@ -391,14 +394,20 @@ impl Catalog for MemoryCatalog {
                 });
                 if v == 1 {
                     let msg = format!("table '{}' created", c.table);
-                    st.event(c.at, "table_created", &c.table, &msg, Some(&c.run_id));
+                    st.event(
+                        c.at,
+                        EventKind::TableCreated.as_str(),
+                        &c.table,
+                        &msg,
+                        Some(&c.run_id),
+                    );
                 }
                 version = Some(v);
                 outcome.new_schema_version = Some(v);
             }
         }
         for (kind, msg) in &c.events {
-            st.event(c.at, kind, &c.table, msg, Some(&c.run_id));
+            st.event(c.at, kind.as_str(), &c.table, msg, Some(&c.run_id));
         }
         if files > 0 || version.is_some() {
             let created_at = st.tables.get(&c.table).map_or(c.at, |t| t.created_at);
@@ -439,7 +448,7 @@ impl Catalog for MemoryCatalog {
             r.cursor_end = Some(v.clone());
         }
         if let Some(status) = c.finish {
-            r.status = status.as_str().into();
+            r.status = status;
             r.ended_at = Some(c.at);
             if r.cursor_end.is_none() {
                 r.cursor_end = r.cursor_start.clone();
@@ -465,7 +474,7 @@ impl Catalog for MemoryCatalog {
         let dead: Vec<String> = st
             .runs
             .iter()
-            .filter(|r| r.status == "running" && !is_alive(r))
+            .filter(|r| r.status == RunStatus::Running && !is_alive(r))
             .map(|r| r.run_id.clone())
             .collect();
         for id in &dead {
@@ -529,12 +538,13 @@ impl Catalog for MemoryCatalog {
     fn add_event(
         &self,
         at: DateTime<Utc>,
-        kind: &str,
+        kind: EventKind,
         subject: &str,
         message: &str,
         run_id: Option<&str>,
     ) -> Result<()> {
-        self.state().event(at, kind, subject, message, run_id);
+        self.state()
+            .event(at, kind.as_str(), subject, message, run_id);
         Ok(())
     }
 
@@ -642,7 +652,7 @@ impl Catalog for MemoryCatalog {
                         vec![
                             t(&r.run_id),
                             t(&r.pipeline),
-                            t(&r.status),
+                            t(r.status.as_str()),
                             time(r.started_at),
                             otime(r.ended_at),
                             n(c.rows_read),
@@ -809,7 +819,7 @@ impl Catalog for MemoryCatalog {
                             n(s.suspended.into()),
                             ot(s.suspended_reason.as_deref()),
                             ot(s.last_run_id.as_deref()),
-                            ot(s.last_status.as_deref()),
+                            ot(s.last_status.map(RunStatus::as_str)),
                             otime(s.last_fired_at),
                             time(s.updated_at),
                         ]

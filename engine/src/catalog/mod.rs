@@ -12,7 +12,7 @@ pub use sqlite::SqliteCatalog;
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
-use crate::types::{PipelineSpec, RunCounters, RunStatus, SourceSpec};
+use crate::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
 /// The names of the state tables, each readable as `hakiri.<name>`.
 pub const STATE_TABLES: &[&str] = &[
@@ -62,7 +62,7 @@ pub struct NewRun {
 pub struct RunRecord {
     pub run_id: String,
     pub pipeline: String,
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub counters: RunCounters,
@@ -97,7 +97,7 @@ pub struct RunCommit {
     /// from the latest one.
     pub schema: Option<String>,
     /// Events recorded with this commit: (kind, message), for example one per column added.
-    pub events: Vec<(String, String)>,
+    pub events: Vec<(EventKind, String)>,
     /// The run's counters so far (they replace the stored ones).
     pub counters: RunCounters,
     pub at: DateTime<Utc>,
@@ -116,7 +116,7 @@ pub struct CursorMove {
     /// The new value; `None` forgets the cursor (the next run starts afresh).
     pub to: Option<String>,
     /// The event recorded with it: (kind, message).
-    pub event: (String, String),
+    pub event: (EventKind, String),
     pub at: DateTime<Utc>,
 }
 
@@ -162,7 +162,7 @@ pub struct ScheduleState {
     pub suspended: bool,
     pub suspended_reason: Option<String>,
     pub last_run_id: Option<String>,
-    pub last_status: Option<String>,
+    pub last_status: Option<RunStatus>,
     pub last_fired_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
@@ -253,7 +253,7 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
     fn add_event(
         &self,
         at: DateTime<Utc>,
-        kind: &str,
+        kind: EventKind,
         subject: &str,
         message: &str,
         run_id: Option<&str>,
@@ -293,9 +293,9 @@ pub fn unknown_state_table(name: &str) -> crate::error::Error {
 }
 
 /// The error for a commit of a run that is no longer `running` (`status`, if it exists).
-pub fn commit_refused(run_id: &str, status: Option<String>) -> crate::error::Error {
+pub fn commit_refused(run_id: &str, status: Option<&str>) -> crate::error::Error {
     crate::error::Error::Internal(format!(
         "run {run_id} is {} in the catalog, not running; its commit was abandoned",
-        status.unwrap_or_else(|| "missing".into())
+        status.unwrap_or("missing")
     ))
 }

@@ -12,7 +12,7 @@ use super::{
     RunHolder, RunRecord, STATE_TABLES, ScheduleState, SourceSchema, TableEntry, already_running,
 };
 use crate::error::{Error, Result};
-use crate::types::{Origin, PipelineSpec, RunCounters, SourceSpec};
+use crate::types::{EventKind, Origin, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS sources (
@@ -515,7 +515,7 @@ impl Catalog for SqliteCatalog {
         };
         tx.execute(
             "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, ?2, ?3, ?4, NULL)",
-            params![now, m.event.0, m.pipeline, m.event.1],
+            params![now, m.event.0.as_str(), m.pipeline, m.event.1],
         )?;
         tx.commit()?;
         Ok(())
@@ -570,7 +570,7 @@ impl Catalog for SqliteCatalog {
             .optional()?;
         if status.as_deref() != Some("running") {
             // Another process judged this run dead: its commit must not land.
-            return Err(super::commit_refused(&commit.run_id, status));
+            return Err(super::commit_refused(&commit.run_id, status.as_deref()));
         }
 
         if commit.replace {
@@ -599,10 +599,10 @@ impl Catalog for SqliteCatalog {
             )
             .optional()?;
         let mut version = latest.as_ref().map(|(v, _)| *v);
-        let add_event = |kind: &str, message: &str| {
+        let add_event = |kind: EventKind, message: &str| {
             tx.execute(
                 "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![now, kind, commit.table, message, commit.run_id],
+                params![now, kind.as_str(), commit.table, message, commit.run_id],
             )
         };
         if let Some(schema) = &commit.schema {
@@ -614,7 +614,7 @@ impl Catalog for SqliteCatalog {
                 )?;
                 if v == 1 {
                     add_event(
-                        "table_created",
+                        EventKind::TableCreated,
                         &format!("table '{}' created", commit.table),
                     )?;
                 }
@@ -623,7 +623,7 @@ impl Catalog for SqliteCatalog {
             }
         }
         for (kind, message) in &commit.events {
-            add_event(kind, message)?;
+            add_event(*kind, message)?;
         }
         if files > 0 || version.is_some() {
             tx.execute(
@@ -788,7 +788,7 @@ impl Catalog for SqliteCatalog {
                 suspended: suspended != 0,
                 suspended_reason,
                 last_run_id,
-                last_status,
+                last_status: last_status.as_deref().map(RunStatus::parse).transpose()?,
                 last_fired_at: times.0.as_deref().map(parse_ts).transpose()?,
                 updated_at: parse_ts(&times.1)?,
             });
@@ -812,7 +812,7 @@ impl Catalog for SqliteCatalog {
                 s.suspended as i64,
                 s.suspended_reason,
                 s.last_run_id,
-                s.last_status,
+                s.last_status.map(RunStatus::as_str),
                 s.last_fired_at.map(ts),
                 ts(s.updated_at),
             ],
@@ -823,14 +823,14 @@ impl Catalog for SqliteCatalog {
     fn add_event(
         &self,
         at: DateTime<Utc>,
-        kind: &str,
+        kind: EventKind,
         subject: &str,
         message: &str,
         run_id: Option<&str>,
     ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ts(at), kind, subject, message, run_id],
+            params![ts(at), kind.as_str(), subject, message, run_id],
         )?;
         Ok(())
     }
@@ -900,7 +900,7 @@ fn select_runs(conn: &Connection, tail: &str, p: impl Params) -> Result<Vec<RunR
         out.push(RunRecord {
             run_id: r.get(0)?,
             pipeline: r.get(1)?,
-            status: r.get(2)?,
+            status: RunStatus::parse(&r.get::<_, String>(2)?)?,
             started_at: parse_ts(&started)?,
             ended_at: ended.as_deref().map(parse_ts).transpose()?,
             counters: RunCounters {

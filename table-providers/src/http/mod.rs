@@ -35,7 +35,7 @@ use futures::stream;
 use hakiri_engine::cursor::{BoundaryRows, text_hash};
 use hakiri_engine::ports::{OptionSpec, RunContext, Source, SourceDrift, validate_options};
 use hakiri_engine::sources::resolve_value;
-use hakiri_engine::types::SourceSpec;
+use hakiri_engine::types::{SourceSpec, metric};
 
 use crate::error::{Error, Result};
 use options::{HttpTableOptions, Pagination, SOURCE_OPTIONS, TABLE_OPTIONS, validate_table_keys};
@@ -597,10 +597,11 @@ impl ExecutionPlan for HttpExec {
             pager,
             table: self.table.clone(),
             budget: run.as_ref().and_then(|rc| rc.page_budget),
-            pages: MetricBuilder::new(&self.metrics).counter("pages", partition),
-            bytes: MetricBuilder::new(&self.metrics).counter("bytes", partition),
-            requests: MetricBuilder::new(&self.metrics).counter("requests", partition),
-            fetch_time: MetricBuilder::new(&self.metrics).subset_time("fetch_time", partition),
+            pages: MetricBuilder::new(&self.metrics).counter(metric::PAGES, partition),
+            bytes: MetricBuilder::new(&self.metrics).counter(metric::BYTES, partition),
+            requests: MetricBuilder::new(&self.metrics).counter(metric::REQUESTS, partition),
+            fetch_time: MetricBuilder::new(&self.metrics)
+                .subset_time(metric::FETCH_TIME, partition),
         };
         let state = ScanState {
             pages: Pages::new(fetcher, self.limit.is_none()),
@@ -609,7 +610,8 @@ impl ExecutionPlan for HttpExec {
             schema: self.schema.clone(),
             projection: self.projection.clone(),
             remaining: self.limit,
-            decode_time: MetricBuilder::new(&self.metrics).subset_time("decode_time", partition),
+            decode_time: MetricBuilder::new(&self.metrics)
+                .subset_time(metric::DECODE_TIME, partition),
         };
         let out_schema = self.props.eq_properties.schema().clone();
         let s = stream::try_unfold(state, |mut st| async move {

@@ -658,7 +658,8 @@ impl ExecutionPlan for PostgresExec {
         let shared = (self.sqls.len() > 1).then(|| self.snapshot.clone());
         let columns = self.columns.clone();
         let schema = self.schema.clone();
-        let rows_metric = MetricBuilder::new(&self.metrics).counter("rows", partition);
+        let rows_metric = MetricBuilder::new(&self.metrics)
+            .counter(hakiri_engine::types::metric::ROWS, partition);
         let batch_size = opts.batch_size;
         let start = async move {
             let client = opts.connect().await?;
