@@ -15,6 +15,7 @@ mod github;
 mod incremental;
 mod introspection;
 mod mcp;
+mod migrations;
 mod pagination;
 mod pgwire;
 mod postgres;

@@ -6,10 +6,10 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::state_tables::{ColumnType, RawTable, RawValue};
+use super::state_tables::{RawTable, RawValue};
 use super::{
     Catalog, CommitOutcome, CursorEntry, CursorMove, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun,
-    RunCommit, RunRecord, STATE_TABLES, ScheduleState, SourceSchema, TableEntry, already_running,
+    RunCommit, RunRecord, ScheduleState, SourceSchema, TableEntry, already_running,
 };
 use crate::error::Result;
 use crate::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
@@ -549,10 +549,7 @@ impl Catalog for MemoryCatalog {
     }
 
     fn state_table(&self, name: &str) -> Result<RawTable> {
-        use ColumnType::{Int, Text, Timestamp};
-        if !STATE_TABLES.contains(&name) {
-            return Err(super::unknown_state_table(name));
-        }
+        let decl = super::state_table(name).ok_or_else(|| super::unknown_state_table(name))?;
         let st = self.state();
         let t = |s: &str| RawValue::Text(s.to_string());
         let ot = |s: Option<&str>| s.map_or(RawValue::Null, |s| RawValue::Text(s.to_string()));
@@ -560,321 +557,197 @@ impl Catalog for MemoryCatalog {
             |d: DateTime<Utc>| RawValue::Text(d.to_rfc3339_opts(SecondsFormat::Micros, true));
         let otime = |d: Option<DateTime<Utc>>| d.map_or(RawValue::Null, time);
         let n = |v: u64| RawValue::Int(v as i64);
-        let (columns, rows): (Vec<(&str, ColumnType)>, Vec<Vec<RawValue>>) = match name {
-            "sources" => (
-                vec![
-                    ("name", Text),
-                    ("type", Text),
-                    ("options", Text),
-                    ("origin", Text),
-                    ("created_at", Timestamp),
-                    ("updated_at", Timestamp),
-                ],
-                st.sources
-                    .values()
-                    .map(|s| {
-                        let options = serde_json::to_string(&s.value.options).unwrap_or_default();
-                        vec![
-                            t(&s.value.name),
-                            t(&s.value.connector),
-                            t(&options),
-                            t(s.value.origin.as_str()),
-                            time(s.created_at),
-                            time(s.updated_at),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "pipelines" => (
-                vec![
-                    ("name", Text),
-                    ("target_table", Text),
-                    ("cursor_kind", Text),
-                    ("cursor_column", Text),
-                    ("cursor_initial", Text),
-                    ("write_mode", Text),
-                    ("merge_key", Text),
-                    ("on_schema_change", Text),
-                    ("sql", Text),
-                    ("definition", Text),
-                    ("origin", Text),
-                    ("created_at", Timestamp),
-                    ("updated_at", Timestamp),
-                ],
-                st.pipelines
-                    .values()
-                    .map(|s| {
-                        let p = &s.value;
-                        let c = p.cursor.as_ref();
-                        let key = (!p.key.is_empty()).then(|| p.key.join(", "));
-                        vec![
-                            t(&p.name),
-                            t(&p.target),
-                            ot(c.map(|c| c.kind.as_str())),
-                            ot(c.and_then(|c| c.column.as_deref())),
-                            ot(c.and_then(|c| c.initial.as_deref())),
-                            t(p.mode.as_str()),
-                            ot(key.as_deref()),
-                            t(p.on_schema_change.as_str()),
-                            t(&p.sql),
-                            t(&p.to_string()),
-                            t(p.origin.as_str()),
-                            time(s.created_at),
-                            time(s.updated_at),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "runs" => (
-                vec![
-                    ("run_id", Text),
-                    ("pipeline", Text),
-                    ("status", Text),
-                    ("started_at", Timestamp),
-                    ("ended_at", Timestamp),
-                    ("rows_read", Int),
-                    ("rows_written", Int),
-                    ("pages", Int),
-                    ("bytes", Int),
-                    ("rows_skipped", Int),
-                    ("rows_discarded", Int),
-                    ("cursor_start", Text),
-                    ("cursor_end", Text),
-                    ("error", Text),
-                    ("pid", Int),
-                    ("host", Text),
-                    ("heartbeat_at", Timestamp),
-                ],
-                st.runs
-                    .iter()
-                    .map(|r| {
-                        let c = &r.counters;
-                        vec![
-                            t(&r.run_id),
-                            t(&r.pipeline),
-                            t(r.status.as_str()),
-                            time(r.started_at),
-                            otime(r.ended_at),
-                            n(c.rows_read),
-                            n(c.rows_written),
-                            n(c.pages),
-                            n(c.bytes),
-                            n(c.rows_skipped),
-                            n(c.rows_discarded),
-                            ot(r.cursor_start.as_deref()),
-                            ot(r.cursor_end.as_deref()),
-                            ot(r.error.as_deref()),
-                            n(r.holder.pid as u64),
-                            t(&r.holder.host),
-                            time(r.heartbeat_at),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "cursors" => (
-                vec![
-                    ("pipeline", Text),
-                    ("kind", Text),
-                    ("value", Text),
-                    ("run_id", Text),
-                    ("updated_at", Timestamp),
-                    ("boundary", Text),
-                ],
-                st.cursors
-                    .iter()
-                    .map(|(p, c)| {
-                        vec![
-                            t(p),
-                            t(&c.kind),
-                            t(&c.value),
-                            t(&c.run_id),
-                            time(c.at),
-                            ot(c.boundary.as_deref()),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "cursor_history" => (
-                vec![
-                    ("id", Int),
-                    ("pipeline", Text),
-                    ("kind", Text),
-                    ("value", Text),
-                    ("run_id", Text),
-                    ("committed_at", Timestamp),
-                    ("boundary", Text),
-                ],
-                st.cursor_history
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (c, at, boundary))| {
-                        vec![
-                            n(i as u64 + 1),
-                            t(&c.pipeline),
-                            t(&c.kind),
-                            t(&c.value),
-                            t(&c.run_id),
-                            time(*at),
-                            ot(boundary.as_deref()),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "tables" => (
-                vec![
-                    ("name", Text),
-                    ("rows", Int),
-                    ("files", Int),
-                    ("schema_version", Int),
-                    ("created_at", Timestamp),
-                    ("updated_at", Timestamp),
-                ],
-                st.tables
-                    .iter()
-                    .map(|(name, r)| {
-                        let v = r.schema_version.map_or(RawValue::Null, RawValue::Int);
-                        vec![
-                            t(name),
-                            n(r.rows),
-                            n(r.files),
-                            v,
-                            time(r.created_at),
-                            time(r.updated_at),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "files" => (
-                vec![
-                    ("path", Text),
-                    ("table_name", Text),
-                    ("run_id", Text),
-                    ("rows", Int),
-                    ("bytes", Int),
-                    ("created_at", Timestamp),
-                    ("retired_at", Timestamp),
-                ],
-                st.files
-                    .iter()
-                    .map(|f| {
-                        let e = &f.entry;
-                        vec![
-                            t(&e.path),
-                            t(&e.table),
-                            t(&e.run_id),
-                            n(e.rows),
-                            n(e.bytes),
-                            time(f.created_at),
-                            otime(f.retired_at),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "schema_versions" => (
-                vec![
-                    ("table_name", Text),
-                    ("version", Int),
-                    ("schema", Text),
-                    ("run_id", Text),
-                    ("created_at", Timestamp),
-                ],
-                st.schema_versions
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            t(&v.table),
-                            RawValue::Int(v.version),
-                            t(&v.schema),
-                            t(&v.run_id),
-                            time(v.at),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "schedules" => (
-                vec![
-                    ("pipeline", Text),
-                    ("schedule", Text),
-                    ("next_fire_at", Timestamp),
-                    ("slot_at", Timestamp),
-                    ("attempt", Int),
-                    ("consecutive_failures", Int),
-                    ("suspended", Int),
-                    ("suspended_reason", Text),
-                    ("last_run_id", Text),
-                    ("last_status", Text),
-                    ("last_fired_at", Timestamp),
-                    ("updated_at", Timestamp),
-                ],
-                st.schedules
-                    .values()
-                    .map(|s| {
-                        vec![
-                            t(&s.pipeline),
-                            t(&s.schedule),
-                            time(s.next_fire_at),
-                            time(s.slot_at),
-                            n(s.attempt.into()),
-                            n(s.consecutive_failures.into()),
-                            n(s.suspended.into()),
-                            ot(s.suspended_reason.as_deref()),
-                            ot(s.last_run_id.as_deref()),
-                            ot(s.last_status.map(RunStatus::as_str)),
-                            otime(s.last_fired_at),
-                            time(s.updated_at),
-                        ]
-                    })
-                    .collect(),
-            ),
-            "source_schemas" => (
-                vec![
-                    ("source", Text),
-                    ("table_name", Text),
-                    ("columns", Text),
-                    ("discovered_at", Timestamp),
-                ],
-                st.source_schemas
-                    .values()
-                    .map(|s| {
-                        vec![
-                            t(&s.source),
-                            t(&s.table),
-                            t(&s.columns),
-                            time(s.discovered_at),
-                        ]
-                    })
-                    .collect(),
-            ),
-            _ => (
-                vec![
-                    ("id", Int),
-                    ("at", Timestamp),
-                    ("kind", Text),
-                    ("subject", Text),
-                    ("message", Text),
-                    ("run_id", Text),
-                ],
-                st.events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        vec![
-                            n(i as u64 + 1),
-                            time(e.at),
-                            t(&e.kind),
-                            t(&e.subject),
-                            t(&e.message),
-                            ot(e.run_id.as_deref()),
-                        ]
-                    })
-                    .collect(),
-            ),
+        // The rows in the declaration's column order (the conformance suite checks it).
+        let rows: Vec<Vec<RawValue>> = match name {
+            "sources" => st
+                .sources
+                .values()
+                .map(|s| {
+                    let options = serde_json::to_string(&s.value.options).unwrap_or_default();
+                    vec![
+                        t(&s.value.name),
+                        t(&s.value.connector),
+                        t(&options),
+                        t(s.value.origin.as_str()),
+                        time(s.created_at),
+                        time(s.updated_at),
+                    ]
+                })
+                .collect(),
+            "pipelines" => st
+                .pipelines
+                .values()
+                .map(|s| {
+                    let p = &s.value;
+                    let c = p.cursor.as_ref();
+                    let key = (!p.key.is_empty()).then(|| p.key.join(", "));
+                    vec![
+                        t(&p.name),
+                        t(&p.target),
+                        ot(c.map(|c| c.kind.as_str())),
+                        ot(c.and_then(|c| c.column.as_deref())),
+                        ot(c.and_then(|c| c.initial.as_deref())),
+                        t(p.mode.as_str()),
+                        ot(key.as_deref()),
+                        t(p.on_schema_change.as_str()),
+                        t(&p.sql),
+                        t(&p.to_string()),
+                        t(p.origin.as_str()),
+                        time(s.created_at),
+                        time(s.updated_at),
+                    ]
+                })
+                .collect(),
+            "runs" => st
+                .runs
+                .iter()
+                .map(|r| {
+                    let c = &r.counters;
+                    vec![
+                        t(&r.run_id),
+                        t(&r.pipeline),
+                        t(r.status.as_str()),
+                        time(r.started_at),
+                        otime(r.ended_at),
+                        n(c.rows_read),
+                        n(c.rows_written),
+                        n(c.pages),
+                        n(c.bytes),
+                        n(c.rows_skipped),
+                        n(c.rows_discarded),
+                        ot(r.cursor_start.as_deref()),
+                        ot(r.cursor_end.as_deref()),
+                        ot(r.error.as_deref()),
+                        n(r.holder.pid as u64),
+                        t(&r.holder.host),
+                        time(r.heartbeat_at),
+                    ]
+                })
+                .collect(),
+            "cursors" => st
+                .cursors
+                .iter()
+                .map(|(p, c)| {
+                    vec![
+                        t(p),
+                        t(&c.kind),
+                        t(&c.value),
+                        t(&c.run_id),
+                        time(c.at),
+                        ot(c.boundary.as_deref()),
+                    ]
+                })
+                .collect(),
+            "cursor_history" => st
+                .cursor_history
+                .iter()
+                .enumerate()
+                .map(|(i, (c, at, boundary))| {
+                    vec![
+                        n(i as u64 + 1),
+                        t(&c.pipeline),
+                        t(&c.kind),
+                        t(&c.value),
+                        t(&c.run_id),
+                        time(*at),
+                        ot(boundary.as_deref()),
+                    ]
+                })
+                .collect(),
+            "tables" => st
+                .tables
+                .iter()
+                .map(|(name, r)| {
+                    let v = r.schema_version.map_or(RawValue::Null, RawValue::Int);
+                    vec![
+                        t(name),
+                        n(r.rows),
+                        n(r.files),
+                        v,
+                        time(r.created_at),
+                        time(r.updated_at),
+                    ]
+                })
+                .collect(),
+            "files" => st
+                .files
+                .iter()
+                .map(|f| {
+                    let e = &f.entry;
+                    vec![
+                        t(&e.path),
+                        t(&e.table),
+                        t(&e.run_id),
+                        n(e.rows),
+                        n(e.bytes),
+                        time(f.created_at),
+                        otime(f.retired_at),
+                    ]
+                })
+                .collect(),
+            "schema_versions" => st
+                .schema_versions
+                .iter()
+                .map(|v| {
+                    vec![
+                        t(&v.table),
+                        RawValue::Int(v.version),
+                        t(&v.schema),
+                        t(&v.run_id),
+                        time(v.at),
+                    ]
+                })
+                .collect(),
+            "schedules" => st
+                .schedules
+                .values()
+                .map(|s| {
+                    vec![
+                        t(&s.pipeline),
+                        t(&s.schedule),
+                        time(s.next_fire_at),
+                        time(s.slot_at),
+                        n(s.attempt.into()),
+                        n(s.consecutive_failures.into()),
+                        n(s.suspended.into()),
+                        ot(s.suspended_reason.as_deref()),
+                        ot(s.last_run_id.as_deref()),
+                        ot(s.last_status.map(RunStatus::as_str)),
+                        otime(s.last_fired_at),
+                        time(s.updated_at),
+                    ]
+                })
+                .collect(),
+            "source_schemas" => st
+                .source_schemas
+                .values()
+                .map(|s| {
+                    vec![
+                        t(&s.source),
+                        t(&s.table),
+                        t(&s.columns),
+                        time(s.discovered_at),
+                    ]
+                })
+                .collect(),
+            _ => st
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    vec![
+                        n(i as u64 + 1),
+                        time(e.at),
+                        t(&e.kind),
+                        t(&e.subject),
+                        t(&e.message),
+                        ot(e.run_id.as_deref()),
+                    ]
+                })
+                .collect(),
         };
         Ok(RawTable {
-            columns: columns
-                .into_iter()
-                .map(|(c, ty)| (c.to_string(), ty))
-                .collect(),
+            columns: decl.columns(),
             rows,
         })
     }

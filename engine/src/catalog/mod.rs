@@ -14,20 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
-/// The names of the state tables, each readable as `hakiri.<name>`.
-pub const STATE_TABLES: &[&str] = &[
-    "sources",
-    "pipelines",
-    "runs",
-    "cursors",
-    "cursor_history",
-    "tables",
-    "files",
-    "schema_versions",
-    "events",
-    "schedules",
-    "source_schemas",
-];
+pub use state_tables::{STATE_TABLES, TableDecl, state_table};
 
 /// A committed Parquet file of the context store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,7 +273,7 @@ pub fn unknown_state_table(name: &str) -> crate::error::Error {
         "no state table 'hakiri.{name}': the state tables are {}",
         STATE_TABLES
             .iter()
-            .map(|t| format!("hakiri.{t}"))
+            .map(|t| format!("hakiri.{}", t.name))
             .collect::<Vec<_>>()
             .join(", ")
     ))

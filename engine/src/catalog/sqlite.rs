@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, params};
 
-use super::state_tables::{ColumnType, RawTable, RawValue};
+use super::state_tables::{RawTable, RawValue};
 use super::{
     Catalog, CommitOutcome, CursorEntry, CursorMove, FileEntry, IsAlive, NewRun, RunCommit,
     RunHolder, RunRecord, STATE_TABLES, ScheduleState, SourceSchema, TableEntry, already_running,
@@ -14,7 +14,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::types::{EventKind, Origin, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
-const SCHEMA: &str = r#"
+/// The catalog's tables as the releases before versioned migrations created them (frozen:
+/// migration 1 brings such a catalog up, whatever release made it).
+const SCHEMA_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS sources (
     name TEXT PRIMARY KEY,
     type TEXT NOT NULL,
@@ -22,13 +24,6 @@ CREATE TABLE IF NOT EXISTS sources (
     origin TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS source_schemas (
-    source TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    columns TEXT NOT NULL,
-    discovered_at TEXT NOT NULL,
-    PRIMARY KEY (source, table_name)
 );
 CREATE TABLE IF NOT EXISTS pipelines (
     name TEXT PRIMARY KEY,
@@ -129,8 +124,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 "#;
 
-/// Columns added after the first release: added to an older catalog when it is opened.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+/// Columns those releases added to older catalogs when they opened them (frozen, like
+/// `SCHEMA_V1`): probed once, by migration 1.
+const LEGACY_COLUMNS: &[(&str, &str, &str)] = &[
     ("pipelines", "merge_key", "TEXT"),
     ("pipelines", "on_schema_change", "TEXT"),
     ("pipelines", "definition", "TEXT"),
@@ -143,6 +139,93 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("cursors", "boundary", "TEXT"),
     ("cursor_history", "boundary", "TEXT"),
 ];
+
+/// Indexes of a new catalog (and of migration 1).
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, status);";
+
+/// A step of the catalog's schema, applied in one transaction with the others due; the
+/// catalog's version is SQLite's `PRAGMA user_version`.
+struct Migration {
+    version: i64,
+    what: &'static str,
+    apply: fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+}
+
+/// Every change to the catalog's tables since versioning, in order. A new catalog is
+/// created from `STATE_TABLES` at the last version; a change to `STATE_TABLES` comes with
+/// a migration here (`migrations_and_declaration_agree` checks they match).
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "the tables and columns of the releases before versioning",
+        apply: |tx| {
+            tx.execute_batch(SCHEMA_V1)?;
+            for (table, column, decl) in LEGACY_COLUMNS {
+                let exists: bool = tx.query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                    params![table, column],
+                    |r| r.get(0),
+                )?;
+                if !exists {
+                    tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+                }
+            }
+            tx.execute_batch(INDEXES)
+        },
+    },
+    Migration {
+        version: 2,
+        what: "hakiri.source_schemas (listings never wait on a source)",
+        apply: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE source_schemas (
+                    source TEXT NOT NULL,
+                    table_name TEXT NOT NULL,
+                    columns TEXT NOT NULL,
+                    discovered_at TEXT NOT NULL,
+                    PRIMARY KEY (source, table_name)
+                );",
+            )
+        },
+    },
+];
+
+/// The version of the catalog this build writes.
+pub const CATALOG_VERSION: i64 = 2;
+
+/// Brings the catalog to [`CATALOG_VERSION`]: a new one is created from the declaration,
+/// an older one migrated; one written by a newer Hakiri is refused (it may hold what this
+/// build would lose).
+fn migrate(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let fresh: bool = tx.query_row(
+        "SELECT COUNT(*) = 0 FROM sqlite_master WHERE type = 'table' AND name = 'runs'",
+        [],
+        |r| r.get(0),
+    )?;
+    if version > CATALOG_VERSION {
+        return Err(Error::Config(format!(
+            "the catalog is at version {version}, written by a newer Hakiri (this one reads versions up to {CATALOG_VERSION}): run that version, or upgrade hakiri"
+        )));
+    }
+    if fresh {
+        for table in STATE_TABLES {
+            tx.execute_batch(&table.create_sql())?;
+        }
+        tx.execute_batch(INDEXES)?;
+    } else {
+        for m in MIGRATIONS.iter().filter(|m| m.version > version) {
+            (m.apply)(tx).map_err(|e| {
+                Error::Internal(format!(
+                    "migrating the catalog to version {} ({}) failed: {e}; the catalog is unchanged (the migration rolled back)",
+                    m.version, m.what
+                ))
+            })?;
+        }
+    }
+    tx.pragma_update(None, "user_version", CATALOG_VERSION)?;
+    Ok(())
+}
 
 /// Timestamps are stored as RFC 3339 text with microseconds, so the database is readable
 /// with the `sqlite3` shell and sorts correctly as text.
@@ -182,17 +265,7 @@ impl SqliteCatalog {
         set_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(SCHEMA)?;
-        for (table, column, decl) in ADDED_COLUMNS {
-            let exists: bool = tx.query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-                params![table, column],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
-            }
-        }
+        migrate(&tx)?;
         tx.commit()?;
         Ok(SqliteCatalog {
             conn: Mutex::new(conn),
@@ -836,29 +909,10 @@ impl Catalog for SqliteCatalog {
     }
 
     fn state_table(&self, name: &str) -> Result<RawTable> {
-        if !STATE_TABLES.contains(&name) {
-            return Err(super::unknown_state_table(name));
-        }
+        let decl = super::state_table(name).ok_or_else(|| super::unknown_state_table(name))?;
         let conn = self.conn();
-        // `name` is one of the fixed names above, so it is safe to splice.
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {name}"))?;
-        let columns: Vec<(String, ColumnType)> = stmt
-            .columns()
-            .iter()
-            .map(|c| {
-                let decl = c.decl_type().unwrap_or("TEXT").to_ascii_uppercase();
-                let ty = if c.name().ends_with("_at") {
-                    ColumnType::Timestamp
-                } else if decl.contains("INT") {
-                    ColumnType::Int
-                } else if decl.contains("REAL") {
-                    ColumnType::Float
-                } else {
-                    ColumnType::Text
-                };
-                (c.name().to_string(), ty)
-            })
-            .collect();
+        let mut stmt = conn.prepare(&decl.select_sql())?;
+        let columns = decl.columns();
         let n = columns.len();
         let mut rows_out = Vec::new();
         let mut rows = stmt.query([])?;
@@ -941,6 +995,136 @@ fn mark_dead(conn: &Connection, run_id: &str, now: &str) -> Result<()> {
 mod tests {
     use super::SqliteCatalog;
     use std::time::Duration;
+
+    use super::{CATALOG_VERSION, LEGACY_COLUMNS, SCHEMA_V1};
+    use crate::catalog::{Catalog, STATE_TABLES};
+
+    /// A catalog written by the release of 2026-12-02, before versioned migrations.
+    fn legacy_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/catalog-2026-12-02/.hakiri/catalog.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        std::fs::copy(from, &path).unwrap();
+        (dir, path)
+    }
+
+    /// Each declared table has exactly the declared columns, with the declared types.
+    fn assert_matches_declaration(path: &std::path::Path) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CATALOG_VERSION);
+        for decl in STATE_TABLES {
+            let mut stmt = conn
+                .prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY name")
+                .unwrap();
+            let got: Vec<(String, String)> = stmt
+                .query_map([decl.name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let mut want: Vec<(String, String)> = decl
+                .columns
+                .iter()
+                .map(|c| {
+                    let ty = c.sqlite.split_whitespace().next().unwrap_or_default();
+                    (c.name.to_string(), ty.to_string())
+                })
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "hakiri.{} on disk", decl.name);
+        }
+    }
+
+    /// A new catalog (from the declaration) and a migrated one (from the oldest tables the
+    /// releases before versioning made, and from today's) have the same tables and columns.
+    #[test]
+    fn migrations_and_declaration_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        SqliteCatalog::open(&fresh).unwrap();
+        assert_matches_declaration(&fresh);
+
+        let oldest = dir.path().join("oldest.db");
+        let conn = rusqlite::Connection::open(&oldest).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        // The very first release had none of the columns added since.
+        for (table, column, _) in LEGACY_COLUMNS {
+            let has: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            if has {
+                conn.execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
+                    .unwrap();
+            }
+        }
+        drop(conn);
+        SqliteCatalog::open(&oldest).unwrap();
+        assert_matches_declaration(&oldest);
+
+        let (_keep, legacy) = legacy_fixture();
+        SqliteCatalog::open(&legacy).unwrap();
+        assert_matches_declaration(&legacy);
+    }
+
+    /// Today's catalog opens, migrates, and every state table reads back what it held.
+    #[test]
+    fn a_catalog_written_by_the_2026_12_02_release_migrates_and_reads_back() {
+        let (_keep, path) = legacy_fixture();
+        let c = SqliteCatalog::open(&path).unwrap();
+        let rows = |name: &str| {
+            let t = c.state_table(name).unwrap();
+            t.to_record_batch().unwrap();
+            t.rows.len()
+        };
+        for (name, n) in [
+            ("sources", 3),
+            ("pipelines", 3),
+            ("runs", 3),
+            ("cursors", 2),
+            ("cursor_history", 3),
+            ("tables", 2),
+            ("files", 3),
+            ("schema_versions", 3),
+            ("events", 6),
+            ("schedules", 1),
+            ("source_schemas", 0),
+        ] {
+            assert_eq!(rows(name), n, "hakiri.{name}");
+        }
+        assert_eq!(c.cursor("events").unwrap().as_deref(), Some("1000"));
+        let runs = c.runs(None).unwrap();
+        assert!(
+            runs.iter()
+                .all(|r| r.status == crate::types::RunStatus::Succeeded),
+            "{runs:?}"
+        );
+        assert_eq!(c.list_pipelines().unwrap().len(), 3);
+        assert_eq!(c.schedules().unwrap().len(), 1);
+        // Opening again is a no-op at the current version.
+        drop(c);
+        SqliteCatalog::open(&path).unwrap();
+        assert_matches_declaration(&path);
+    }
+
+    #[test]
+    fn a_catalog_from_a_newer_hakiri_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        SqliteCatalog::open(&path).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", CATALOG_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let e = SqliteCatalog::open(&path).unwrap_err().to_string();
+        assert!(e.contains("written by a newer Hakiri"), "{e}");
+    }
 
     /// Regression: `hakiri run` failed with "database is locked" when it opened a new catalog
     /// while another command was creating it: the switch to WAL holds a read lock and wants

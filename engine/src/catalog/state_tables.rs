@@ -13,7 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
 
-use super::{Catalog, STATE_TABLES};
+use super::Catalog;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,229 @@ pub enum RawValue {
     Int(i64),
     Float(f64),
     Text(String),
+}
+
+/// A column of a state table: its name, how it reads in SQL, and its SQLite declaration.
+#[derive(Debug)]
+pub struct ColumnDecl {
+    pub name: &'static str,
+    pub ty: ColumnType,
+    pub sqlite: &'static str,
+}
+
+const fn col(name: &'static str, ty: ColumnType, sqlite: &'static str) -> ColumnDecl {
+    ColumnDecl { name, ty, sqlite }
+}
+
+/// A state table, `hakiri.<name>`.
+#[derive(Debug)]
+pub struct TableDecl {
+    pub name: &'static str,
+    pub columns: &'static [ColumnDecl],
+    /// Table constraints after the columns (a composite primary key).
+    pub constraints: &'static str,
+}
+
+impl TableDecl {
+    /// The SQLite `CREATE TABLE` of a new catalog.
+    pub fn create_sql(&self) -> String {
+        let mut parts: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.sqlite))
+            .collect();
+        if !self.constraints.is_empty() {
+            parts.push(self.constraints.to_string());
+        }
+        format!(
+            "CREATE TABLE {} (\n    {}\n);",
+            self.name,
+            parts.join(",\n    ")
+        )
+    }
+
+    /// `SELECT <every column, in declared order> FROM <name>`: the order is the
+    /// declaration's whatever order migrations added columns in.
+    pub fn select_sql(&self) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|c| c.name).collect();
+        format!("SELECT {} FROM {}", names.join(", "), self.name)
+    }
+
+    /// The columns as `hakiri.<name>` shows them.
+    pub fn columns(&self) -> Vec<(String, ColumnType)> {
+        self.columns
+            .iter()
+            .map(|c| (c.name.to_string(), c.ty))
+            .collect()
+    }
+}
+
+use ColumnType::{Int, Text, Timestamp};
+
+/// The state tables, declared once: the SQLite DDL of a new catalog, the columns both
+/// adapters show as `hakiri.<name>` and the conformance suite's checks all come from here.
+/// A change here needs a migration in `sqlite.rs` (a test compares the two).
+pub const STATE_TABLES: &[TableDecl] = &[
+    TableDecl {
+        name: "sources",
+        columns: &[
+            col("name", Text, "TEXT PRIMARY KEY"),
+            col("type", Text, "TEXT NOT NULL"),
+            col("options", Text, "TEXT NOT NULL"),
+            col("origin", Text, "TEXT NOT NULL"),
+            col("created_at", Timestamp, "TEXT NOT NULL"),
+            col("updated_at", Timestamp, "TEXT NOT NULL"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "pipelines",
+        columns: &[
+            col("name", Text, "TEXT PRIMARY KEY"),
+            col("target_table", Text, "TEXT NOT NULL"),
+            col("cursor_kind", Text, "TEXT"),
+            col("cursor_column", Text, "TEXT"),
+            col("cursor_initial", Text, "TEXT"),
+            col("write_mode", Text, "TEXT NOT NULL"),
+            col("merge_key", Text, "TEXT"),
+            col("on_schema_change", Text, "TEXT"),
+            col("sql", Text, "TEXT NOT NULL"),
+            col("definition", Text, "TEXT"),
+            col("origin", Text, "TEXT NOT NULL"),
+            col("created_at", Timestamp, "TEXT NOT NULL"),
+            col("updated_at", Timestamp, "TEXT NOT NULL"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "runs",
+        columns: &[
+            col("run_id", Text, "TEXT PRIMARY KEY"),
+            col("pipeline", Text, "TEXT NOT NULL"),
+            col("status", Text, "TEXT NOT NULL"),
+            col("started_at", Timestamp, "TEXT NOT NULL"),
+            col("ended_at", Timestamp, "TEXT"),
+            col("rows_read", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("rows_written", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("pages", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("bytes", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("rows_skipped", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("rows_discarded", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("cursor_start", Text, "TEXT"),
+            col("cursor_end", Text, "TEXT"),
+            col("error", Text, "TEXT"),
+            col("pid", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("host", Text, "TEXT NOT NULL DEFAULT ''"),
+            col("heartbeat_at", Timestamp, "TEXT"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "cursors",
+        columns: &[
+            col("pipeline", Text, "TEXT PRIMARY KEY"),
+            col("kind", Text, "TEXT NOT NULL"),
+            col("value", Text, "TEXT"),
+            col("run_id", Text, "TEXT"),
+            col("updated_at", Timestamp, "TEXT NOT NULL"),
+            col("boundary", Text, "TEXT"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "cursor_history",
+        columns: &[
+            col("id", Int, "INTEGER PRIMARY KEY AUTOINCREMENT"),
+            col("pipeline", Text, "TEXT NOT NULL"),
+            col("kind", Text, "TEXT NOT NULL"),
+            col("value", Text, "TEXT NOT NULL"),
+            col("run_id", Text, "TEXT NOT NULL"),
+            col("committed_at", Timestamp, "TEXT NOT NULL"),
+            col("boundary", Text, "TEXT"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "tables",
+        columns: &[
+            col("name", Text, "TEXT PRIMARY KEY"),
+            col("rows", Int, "INTEGER NOT NULL"),
+            col("files", Int, "INTEGER NOT NULL"),
+            col("schema_version", Int, "INTEGER"),
+            col("created_at", Timestamp, "TEXT NOT NULL"),
+            col("updated_at", Timestamp, "TEXT NOT NULL"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "files",
+        columns: &[
+            col("path", Text, "TEXT PRIMARY KEY"),
+            col("table_name", Text, "TEXT NOT NULL"),
+            col("run_id", Text, "TEXT NOT NULL"),
+            col("rows", Int, "INTEGER NOT NULL"),
+            col("bytes", Int, "INTEGER NOT NULL"),
+            col("created_at", Timestamp, "TEXT NOT NULL"),
+            col("retired_at", Timestamp, "TEXT"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "schema_versions",
+        columns: &[
+            col("table_name", Text, "TEXT NOT NULL"),
+            col("version", Int, "INTEGER NOT NULL"),
+            col("schema", Text, "TEXT NOT NULL"),
+            col("run_id", Text, "TEXT"),
+            col("created_at", Timestamp, "TEXT NOT NULL"),
+        ],
+        constraints: "PRIMARY KEY (table_name, version)",
+    },
+    TableDecl {
+        name: "events",
+        columns: &[
+            col("id", Int, "INTEGER PRIMARY KEY AUTOINCREMENT"),
+            col("at", Timestamp, "TEXT NOT NULL"),
+            col("kind", Text, "TEXT NOT NULL"),
+            col("subject", Text, "TEXT NOT NULL"),
+            col("message", Text, "TEXT NOT NULL"),
+            col("run_id", Text, "TEXT"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "schedules",
+        columns: &[
+            col("pipeline", Text, "TEXT PRIMARY KEY"),
+            col("schedule", Text, "TEXT NOT NULL"),
+            col("next_fire_at", Timestamp, "TEXT NOT NULL"),
+            col("slot_at", Timestamp, "TEXT NOT NULL"),
+            col("attempt", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("consecutive_failures", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("suspended", Int, "INTEGER NOT NULL DEFAULT 0"),
+            col("suspended_reason", Text, "TEXT"),
+            col("last_run_id", Text, "TEXT"),
+            col("last_status", Text, "TEXT"),
+            col("last_fired_at", Timestamp, "TEXT"),
+            col("updated_at", Timestamp, "TEXT NOT NULL"),
+        ],
+        constraints: "",
+    },
+    TableDecl {
+        name: "source_schemas",
+        columns: &[
+            col("source", Text, "TEXT NOT NULL"),
+            col("table_name", Text, "TEXT NOT NULL"),
+            col("columns", Text, "TEXT NOT NULL"),
+            col("discovered_at", Timestamp, "TEXT NOT NULL"),
+        ],
+        constraints: "PRIMARY KEY (source, table_name)",
+    },
+];
+
+/// The declaration of `hakiri.<name>`.
+pub fn state_table(name: &str) -> Option<&'static TableDecl> {
+    STATE_TABLES.iter().find(|t| t.name == name)
 }
 
 /// A state table read from the catalog, before conversion to Arrow.
@@ -124,11 +347,11 @@ impl StateSchemaProvider {
 #[async_trait]
 impl SchemaProvider for StateSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        STATE_TABLES.iter().map(|s| s.to_string()).collect()
+        STATE_TABLES.iter().map(|t| t.name.to_string()).collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if !STATE_TABLES.contains(&name) {
+        if state_table(name).is_none() {
             return Ok(None);
         }
         let batch = self.catalog.state_table(name)?.to_record_batch()?;
@@ -137,6 +360,6 @@ impl SchemaProvider for StateSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        STATE_TABLES.contains(&name)
+        state_table(name).is_some()
     }
 }
