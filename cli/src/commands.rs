@@ -10,6 +10,7 @@ use crate::{Cli, Command, Failure, PipelineCommand, SchemaCommand, SourceCommand
 
 fn config_err(msg: String) -> Failure {
     Failure {
+        broken_pipe: false,
         code: 2,
         message: msg,
     }
@@ -88,6 +89,7 @@ fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Fail
     let changes = engine
         .sync_manifest(&manifest.sources, &manifest.pipelines, apply)
         .map_err(|e| Failure {
+            broken_pipe: false,
             code: 2,
             message: format!("{manifest_file}: {e}"),
         })?;
@@ -153,6 +155,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             } else {
                 Err(Failure {
+                    broken_pipe: false,
                     code: 1,
                     message: format!(
                         "{} pipeline run(s) failed: {}",
@@ -183,6 +186,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             hakiri_mcp::serve_stdio(std::sync::Arc::new(engine))
                 .await
                 .map_err(|e| Failure {
+                    broken_pipe: false,
                     code: 1,
                     message: e,
                 })
@@ -610,7 +614,7 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let served = tokio::select! {
         () = postgres => Ok(()),
-        result = mcp => result.map_err(|e| Failure { code: 1, message: e }),
+        result = mcp => result.map_err(|e| Failure { code: 1, message: e, broken_pipe: false }),
         _ = tokio::signal::ctrl_c() => { eprintln!("stopping (interrupt): no new runs"); Ok(()) }
         _ = term.recv() => { eprintln!("stopping (terminate): no new runs"); Ok(()) }
     };

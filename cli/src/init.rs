@@ -74,6 +74,7 @@ pub enum ManifestFormat {
 
 pub fn init(dir: &Path, format: ManifestFormat) -> Result<(), Failure> {
     let fail = |m: String| Failure {
+        broken_pipe: false,
         code: 2,
         message: m,
     };

@@ -153,6 +153,9 @@ enum PipelineCommand {
 pub struct Failure {
     pub code: u8,
     pub message: String,
+    /// The output's reader went away (`hakiri query ... | head`): not a failure of ours,
+    /// found in the error's chain of sources.
+    pub broken_pipe: bool,
 }
 
 impl From<Error> for Failure {
@@ -163,6 +166,7 @@ impl From<Error> for Failure {
         };
         Failure {
             code,
+            broken_pipe: e.is_broken_pipe(),
             message: e.to_string(),
         }
     }
@@ -173,6 +177,7 @@ impl From<std::io::Error> for Failure {
         Failure {
             code: 1,
             message: format!("writing output: {e}"),
+            broken_pipe: e.kind() == std::io::ErrorKind::BrokenPipe,
         }
     }
 }
@@ -191,7 +196,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) if f.message.contains("Broken pipe") => ExitCode::SUCCESS,
+        Err(f) if f.broken_pipe => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
             ExitCode::from(f.code)

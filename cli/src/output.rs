@@ -20,11 +20,31 @@ pub enum Format {
     Json,
 }
 
-fn arrow_err(e: impl std::fmt::Display) -> Failure {
+fn arrow_err(e: datafusion::arrow::error::ArrowError) -> Failure {
+    use datafusion::arrow::error::ArrowError;
+    // Writers report a closed stdout (`hakiri query ... | head`) as an I/O error.
+    let broken_pipe = match &e {
+        ArrowError::IoError(_, io) => io.kind() == std::io::ErrorKind::BrokenPipe,
+        ArrowError::ExternalError(inner) => inner
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe),
+        _ => false,
+    };
     Failure {
         code: 1,
         message: format!("formatting output: {e}"),
+        broken_pipe,
     }
+}
+
+/// [`arrow_err`], knowing whether the writer's stdout found its reader gone.
+fn watched(
+    e: datafusion::arrow::error::ArrowError,
+    broken: &std::rc::Rc<std::cell::Cell<bool>>,
+) -> Failure {
+    let mut f = arrow_err(e);
+    f.broken_pipe |= broken.get();
+    f
 }
 
 /// CSV has no nested values: lists, structs and maps are written as their display text
@@ -62,6 +82,30 @@ fn nested_as_text(batch: RecordBatch) -> Result<RecordBatch, Failure> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err)
 }
 
+/// stdout, noting whether a write failed because its reader went away: Arrow's CSV writer
+/// keeps only the text of an I/O error, so the kind is taken here, where it is known.
+struct Stdout {
+    inner: std::io::StdoutLock<'static>,
+    broken: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| self.note(e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| self.note(e))
+    }
+}
+
+impl Stdout {
+    fn note(&self, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            self.broken.set(true);
+        }
+    }
+}
+
 /// Writes a query's rows to stdout and returns the row count.
 pub async fn print_stream(
     mut stream: SendableRecordBatchStream,
@@ -86,23 +130,35 @@ pub async fn print_stream(
             writeln!(out, "{table}")?;
         }
         Format::Csv => {
+            let broken = std::rc::Rc::default();
+            let out = Stdout {
+                inner: stdout.lock(),
+                broken: std::rc::Rc::clone(&broken),
+            };
+            let fail = |e| watched(e, &broken);
             let mut writer = datafusion::arrow::csv::WriterBuilder::new()
                 .with_header(true)
-                .build(stdout.lock());
+                .build(out);
             while let Some(b) = stream.next().await {
                 let b = b.map_err(Error::from)?;
                 rows += b.num_rows();
-                writer.write(&nested_as_text(b)?).map_err(arrow_err)?;
+                writer.write(&nested_as_text(b)?).map_err(fail)?;
             }
         }
         Format::Json => {
-            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(stdout.lock());
+            let broken = std::rc::Rc::default();
+            let out = Stdout {
+                inner: stdout.lock(),
+                broken: std::rc::Rc::clone(&broken),
+            };
+            let fail = |e| watched(e, &broken);
+            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(out);
             while let Some(b) = stream.next().await {
                 let b = b.map_err(Error::from)?;
                 rows += b.num_rows();
-                writer.write(&b).map_err(arrow_err)?;
+                writer.write(&b).map_err(fail)?;
             }
-            writer.finish().map_err(arrow_err)?;
+            writer.finish().map_err(fail)?;
         }
     }
     Ok(rows)

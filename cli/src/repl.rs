@@ -142,6 +142,7 @@ fn describe_sql(name: &str) -> Result<String, Failure> {
         None if valid(name) => (None, name),
         _ => {
             return Err(Failure {
+                broken_pipe: false,
                 code: 1,
                 message: format!("\\d takes a table name (NAME or SCHEMA.NAME), not '{name}'"),
             });
@@ -193,6 +194,7 @@ pub async fn sql(
         }
         if let Some(file) = file {
             let text = std::fs::read_to_string(&file).map_err(|e| Failure {
+                broken_pipe: false,
                 code: 2,
                 message: format!("cannot read {}: {e}", file.display()),
             })?;
@@ -212,6 +214,7 @@ async fn interactive(engine: &Engine, root: &Path) -> Result<(), Failure> {
     let names = Arc::new(Names::default());
     refresh(engine, &names).await;
     let mut editor: Editor<Shell, DefaultHistory> = Editor::new().map_err(|e| Failure {
+        broken_pipe: false,
         code: 1,
         message: format!("cannot start the shell: {e}"),
     })?;
@@ -238,6 +241,7 @@ async fn interactive(engine: &Engine, root: &Path) -> Result<(), Failure> {
             Err(ReadlineError::Eof) => break,
             Err(e) => {
                 return Err(Failure {
+                    broken_pipe: false,
                     code: 1,
                     message: format!("reading input: {e}"),
                 });

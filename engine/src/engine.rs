@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProviderFactory;
+use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SessionConfig, SessionContext};
@@ -48,7 +49,9 @@ pub struct Recovery {
     pub removed_files: Vec<String>,
 }
 
-/// The result of one statement.
+/// The result of one statement. One per statement, moved once: the size of its largest
+/// variant does not matter, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// Rows of a query, streamed.
     Stream(SendableRecordBatchStream),
@@ -689,10 +692,11 @@ impl Engine {
 
     async fn run_datafusion(&self, stmt: DFStatement) -> Result<SendableRecordBatchStream> {
         let state = self.ctx.state();
+        let refs = state.resolve_table_references(&stmt).unwrap_or_default();
         let plan = state
             .statement_to_plan(stmt)
             .await
-            .map_err(|e| self.explain_error(e.into()))?;
+            .map_err(|e| self.missing_table(e.into(), &refs))?;
         if let LogicalPlan::Dml(dml) = &plan {
             return Err(Error::Unsupported(format!(
                 "{} on '{}' is not supported: rows enter the context store only through pipelines (CREATE PIPELINE name AS INSERT INTO context.t SELECT ...; then RUN PIPELINE name)",
@@ -703,33 +707,58 @@ impl Engine {
             .ctx
             .execute_logical_plan(plan)
             .await
-            .map_err(|e| self.explain_error(e.into()))?;
+            .map_err(Error::from)?;
         Ok(df.execute_stream().await?)
     }
 
-    /// Turns DataFusion's "table not found" into a message listing what does exist.
-    fn explain_error(&self, e: Error) -> Error {
-        let msg = e.to_string();
-        let Some(start) = msg.find("table '") else {
-            return e;
-        };
-        if !msg.contains("not found") {
-            return e;
+    /// A statement that names a context table or a source that does not exist fails with
+    /// [`Error::TableNotFound`] or [`Error::SourceNotFound`], listing what does exist. The
+    /// names come from the statement's table references, looked up in the session, never
+    /// from DataFusion's message.
+    fn missing_table(&self, e: Error, refs: &[TableReference]) -> Error {
+        let options = self.ctx.state().config().options().catalog.clone();
+        for r in refs {
+            let r = r
+                .clone()
+                .resolve(&options.default_catalog, &options.default_schema);
+            let schema = r.schema.to_string();
+            let table = r.table.to_string();
+            if schema != "context" && RESERVED_SCHEMAS.contains(&schema.as_str()) {
+                continue;
+            }
+            let Some(catalog) = self.ctx.catalog(&r.catalog) else {
+                continue;
+            };
+            match catalog.schema(&schema) {
+                None => {
+                    return Error::SourceNotFound {
+                        name: schema,
+                        table,
+                        hint: self.what_exists(),
+                    };
+                }
+                Some(s) if schema == "context" && !s.table_exist(&table) => {
+                    return Error::TableNotFound {
+                        schema,
+                        table,
+                        hint: self.what_exists(),
+                    };
+                }
+                Some(_) => {}
+            }
         }
-        let name = msg[start + 7..].split('\'').next().unwrap_or("");
-        let parts: Vec<&str> = name.split('.').collect();
-        let (schema, table) = match parts.as_slice() {
-            [_, s, t] => (*s, *t),
-            [s, t] => (*s, *t),
-            _ => return e,
-        };
+        e
+    }
+
+    /// "context tables: ...; sources: ...", for not-found errors.
+    fn what_exists(&self) -> String {
         let tables: Vec<String> = self
             .catalog
             .tables()
             .map(|t| t.into_iter().map(|t| t.name).collect())
             .unwrap_or_default();
         let sources: Vec<String> = self.sources().into_iter().map(|s| s.name).collect();
-        let hint = format!(
+        format!(
             "context tables: {}; sources: {}",
             if tables.is_empty() {
                 "none yet (run a pipeline to create one)".to_string()
@@ -741,20 +770,7 @@ impl Engine {
             } else {
                 sources.join(", ")
             }
-        );
-        if schema == "context" {
-            Error::NotFound(format!(
-                "no context table named '{table}' ({hint}); check the name or run the pipeline that loads it: hakiri run <pipeline>"
-            ))
-        } else if schema == "hakiri" {
-            e
-        } else if !sources.iter().any(|s| s == schema) {
-            Error::NotFound(format!(
-                "no source named '{schema}' (in '{schema}.{table}'); {hint}. Declare it in hakiri.toml or with CREATE SOURCE"
-            ))
-        } else {
-            e
-        }
+        )
     }
 
     /// The cursor value a run of `spec` would start from, and whether it is the INITIAL one.
@@ -811,10 +827,11 @@ impl Engine {
         }
         let state = self.pipeline_state();
         let stmt = DFStatement::Statement(Box::new(SQLStatement::Query(body.query)));
+        let refs = state.resolve_table_references(&stmt).unwrap_or_default();
         let plan = state
             .statement_to_plan(stmt)
             .await
-            .map_err(|e| self.explain_error(e.into()))?;
+            .map_err(|e| self.missing_table(e.into(), &refs))?;
         let params = plan.get_parameter_types()?;
         let mut plan = plan;
         for (name, ty) in params {
@@ -852,11 +869,10 @@ impl Engine {
         apply_lag: bool,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = self.logical_plan(spec, cursor, apply_lag).await?;
-        Ok(self
-            .pipeline_state()
+        self.pipeline_state()
             .create_physical_plan(&plan)
             .await
-            .map_err(|e| self.explain_error(e.into()))?)
+            .map_err(Error::from)
     }
 
     /// What a run of `name` would do: the cursor it starts from, what is pushed into each
@@ -891,7 +907,7 @@ impl Engine {
         let plan = state
             .create_physical_plan(&optimized)
             .await
-            .map_err(|e| self.explain_error(e.into()))?;
+            .map_err(Error::from)?;
         Ok(PlanReport {
             physical_plan: displayable(plan.as_ref()).indent(true).to_string(),
             pipeline: spec,

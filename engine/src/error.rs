@@ -22,6 +22,21 @@ pub enum ErrorCategory {
     Internal,
 }
 
+impl ErrorCategory {
+    /// The category's name, as MCP tool errors carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::InvalidInput => "invalid_input",
+            ErrorCategory::Config => "config",
+            ErrorCategory::NotFound => "not_found",
+            ErrorCategory::AlreadyExists => "already_exists",
+            ErrorCategory::Unsupported => "unsupported",
+            ErrorCategory::Upstream => "upstream",
+            ErrorCategory::Internal => "internal",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -44,6 +59,39 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     Upstream(String),
+    /// No table `schema.table` (a context table); `hint` lists what exists.
+    #[error(
+        "no context table named '{table}' ({hint}); check the name or run the pipeline that loads it: hakiri run <pipeline>"
+    )]
+    TableNotFound {
+        schema: String,
+        table: String,
+        hint: String,
+    },
+    /// A query names `source.table` of a source that does not exist.
+    #[error(
+        "no source named '{name}' (in '{name}.{table}'); {hint}. Declare it in hakiri.toml or with CREATE SOURCE"
+    )]
+    SourceNotFound {
+        name: String,
+        table: String,
+        hint: String,
+    },
+    /// Another live run holds the pipeline's run lock.
+    #[error(
+        "pipeline '{pipeline}' is already running: run {run_id} started at {started_at} by {holder} (last heartbeat {heartbeat_at}); wait for it to end, or stop that process (a run whose process is gone is taken over automatically)"
+    )]
+    RunLockHeld {
+        pipeline: String,
+        run_id: String,
+        /// `process <pid> on host '<host>'`.
+        holder: String,
+        started_at: String,
+        heartbeat_at: String,
+    },
+    /// A run ended by a stopping process (SIGTERM, Ctrl-C), not by the pipeline's fault.
+    #[error("stopped: {why}")]
+    RunStopped { why: String },
     #[error("{}", display_catalog(.0))]
     Catalog(#[from] rusqlite::Error),
     /// The disk is full (ENOSPC) while writing `path`.
@@ -85,6 +133,9 @@ impl Error {
             Error::AlreadyExists(_) => ErrorCategory::AlreadyExists,
             Error::Unsupported(_) => ErrorCategory::Unsupported,
             Error::Upstream(_) => ErrorCategory::Upstream,
+            Error::TableNotFound { .. } | Error::SourceNotFound { .. } => ErrorCategory::NotFound,
+            Error::RunLockHeld { .. } => ErrorCategory::AlreadyExists,
+            Error::RunStopped { .. } => ErrorCategory::Internal,
             Error::Catalog(_) | Error::Io { .. } | Error::Internal(_) => ErrorCategory::Internal,
             Error::StorageFull { .. } => ErrorCategory::Internal,
             Error::DataFusion(e) => datafusion_category(e),
@@ -106,6 +157,33 @@ impl Error {
             path: path.as_ref().display().to_string(),
             source,
         }
+    }
+
+    /// Whether the error comes from writing to a closed pipe (`hakiri query ... | head`),
+    /// found in the error's chain of sources, not its text.
+    pub fn is_broken_pipe(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return true;
+            }
+            if let Some(df) = e.downcast_ref::<DataFusionError>() {
+                match df.find_root() {
+                    DataFusionError::IoError(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+                        return true;
+                    }
+                    DataFusionError::External(inner) => {
+                        cur = Some(inner.as_ref());
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            cur = e.source();
+        }
+        false
     }
 
     /// Whether the error is a full disk (ENOSPC, SQLite's "database or disk is full"),

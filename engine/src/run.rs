@@ -46,10 +46,7 @@ const SEQ_COLUMN: &str = "__hakiri_seq";
 
 /// The error of a run ended by a stopping process (it is not the pipeline's fault).
 fn stopped(why: &str) -> Error {
-    Error::Context {
-        category: crate::error::ErrorCategory::Internal,
-        message: format!("stopped: {why}"),
-    }
+    Error::RunStopped { why: why.into() }
 }
 
 /// This process as a run holder.
@@ -675,12 +672,11 @@ impl Engine {
         let Some(max) = max else {
             return Ok(run.floor.clone().or(run.cursor.clone()));
         };
-        if let Some(committed) = run.floor.as_deref() {
-            if let Ok(c) = ScalarValue::try_from_string(committed.to_string(), &max.data_type()) {
-                if c.partial_cmp(max) == Some(std::cmp::Ordering::Greater) {
-                    return Ok(Some(committed.to_string()));
-                }
-            }
+        if let Some(committed) = run.floor.as_deref()
+            && let Ok(c) = ScalarValue::try_from_string(committed.to_string(), &max.data_type())
+            && c.partial_cmp(max) == Some(std::cmp::Ordering::Greater)
+        {
+            return Ok(Some(committed.to_string()));
         }
         crate::cursor::render(max).map(Some)
     }
@@ -834,11 +830,10 @@ impl Engine {
                                 b.at_max.clear();
                             }
                         }
-                        if let Some(b) = at_boundary.as_mut() {
-                            if order != Some(Some(std::cmp::Ordering::Less)) {
+                        if let Some(b) = at_boundary.as_mut()
+                            && order != Some(Some(std::cmp::Ordering::Less)) {
                                 b.collect_at(&batch, &v, &hashes)?;
                             }
-                        }
                     }
                 }
                 for &k in &key_cols {
@@ -1074,10 +1069,10 @@ impl AtBoundary {
             return run.boundary.clone();
         };
         let mut hashes = Vec::new();
-        if let (Some((value, _)), Some(b)) = (&self.committed, &run.boundary) {
-            if value.partial_cmp(max) == Some(std::cmp::Ordering::Equal) {
-                hashes.extend(&b.hashes);
-            }
+        if let (Some((value, _)), Some(b)) = (&self.committed, &run.boundary)
+            && value.partial_cmp(max) == Some(std::cmp::Ordering::Equal)
+        {
+            hashes.extend(&b.hashes);
         }
         hashes.extend(self.at_max);
         Some(BoundaryRows { hashes })

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::catalog::ScheduleState;
 use crate::engine::{Engine, RunSummary, StopLevel};
-use crate::error::{Error, ErrorCategory, Result};
+use crate::error::{Error, Result};
 use crate::schedule::{MissedPolicy, ScheduleSpec};
 use crate::types::EventKind;
 use crate::types::{PipelineSpec, RunStatus};
@@ -383,7 +383,7 @@ impl Scheduler {
                 state.attempt = 0;
             }
             // Another process holds the pipeline's run lock: this slot is skipped.
-            Err(e) if e.category() == ErrorCategory::AlreadyExists => {
+            Err(e @ Error::RunLockHeld { .. }) => {
                 tracing::warn!(pipeline = %name, "slot skipped: {e}");
                 state.last_status = Some(RunStatus::Skipped);
                 engine.catalog().add_event(

@@ -181,10 +181,11 @@ pub fn merge(table: &Schema, incoming: &Schema) -> (Schema, Vec<Change>) {
                 }
             }
         }
-        if let Some(t) = fields.iter_mut().find(|t| t.name() == f.name()) {
-            if f.is_nullable() && !t.is_nullable() {
-                *t = t.clone().with_nullable(true);
-            }
+        if let Some(t) = fields.iter_mut().find(|t| t.name() == f.name())
+            && f.is_nullable()
+            && !t.is_nullable()
+        {
+            *t = t.clone().with_nullable(true);
         }
     }
     (Schema::new(fields), changes)

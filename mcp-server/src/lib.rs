@@ -54,7 +54,16 @@ impl HakiriMcp {
                 result.content = vec![Content::text(redact(&text, &secrets))];
                 result
             }
-            Err(message) => CallToolResult::error(vec![Content::text(redact(&message, &secrets))]),
+            Err(e) => {
+                let message = redact(&e.message, &secrets);
+                let category = e.category.as_str();
+                let mut result =
+                    CallToolResult::error(vec![Content::text(format!("{message} [{category}]"))]);
+                result.structured_content = Some(serde_json::json!({
+                    "error": {"category": category, "message": message}
+                }));
+                result
+            }
         }
     }
 
@@ -69,10 +78,10 @@ impl HakiriMcp {
                 let secret_named = ["token", "password", "secret", "key", "credential"]
                     .iter()
                     .any(|s| lower.contains(s));
-                if let Ok(resolved) = resolve_value(option, value) {
-                    if resolved != *value || secret_named {
-                        secrets.push(resolved);
-                    }
+                if let Ok(resolved) = resolve_value(option, value)
+                    && (resolved != *value || secret_named)
+                {
+                    secrets.push(resolved);
                 }
             }
         }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hakiri_engine::Engine;
 use hakiri_engine::types::{EventKind, validate_name};
+use hakiri_engine::{Engine, ErrorCategory};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -15,7 +15,43 @@ use crate::query;
 use crate::runs::Runs;
 
 /// A tool's answer: the structured result and its text rendering, or an error message.
-pub type Answer = Result<(Value, String), String>;
+pub type Answer = Result<(Value, String), ToolError>;
+
+/// A tool's failure: the message a person needs and the engine's error category
+/// (`not_found`, `upstream`, ...), so an agent can tell a typo from an outage.
+#[derive(Debug)]
+pub struct ToolError {
+    pub category: ErrorCategory,
+    pub message: String,
+}
+
+impl From<hakiri_engine::Error> for ToolError {
+    fn from(e: hakiri_engine::Error) -> Self {
+        ToolError {
+            category: e.category(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl ToolError {
+    fn not_found(message: String) -> Self {
+        ToolError {
+            category: ErrorCategory::NotFound,
+            message,
+        }
+    }
+}
+
+/// The tools' own refusals (bad arguments, writes through context.query).
+impl From<String> for ToolError {
+    fn from(message: String) -> Self {
+        ToolError {
+            category: ErrorCategory::InvalidInput,
+            message,
+        }
+    }
+}
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
@@ -281,11 +317,8 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
         }
         "source.list_tables" => {
             let SourceArgs { source } = args(tool, arguments)?;
-            validate_name("source", &source).map_err(|e| e.to_string())?;
-            let tables = engine
-                .source_tables(&source)
-                .await
-                .map_err(|e| e.to_string())?;
+            validate_name("source", &source)?;
+            let tables = engine.source_tables(&source).await?;
             let text = format!("{source}: {}", tables.join(", "));
             Ok((json!({"source": source, "tables": tables}), text))
         }
@@ -295,29 +328,22 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
                 table,
                 limit,
             } = args(tool, arguments)?;
-            validate_name("source", &source).map_err(|e| e.to_string())?;
-            validate_name("table", &table).map_err(|e| e.to_string())?;
+            validate_name("source", &source)?;
+            validate_name("table", &table)?;
             let limit = limit.unwrap_or(10);
             if !(1..=1000).contains(&limit) {
-                return Err(format!("limit must be between 1 and 1000, not {limit}"));
+                return Err(format!("limit must be between 1 and 1000, not {limit}").into());
             }
-            let stream = engine
-                .sample(&format!("{source}.{table}"), limit)
-                .await
-                .map_err(|e| e.to_string())?;
+            let stream = engine.sample(&format!("{source}.{table}"), limit).await?;
             let result = query::collect(stream, limit).await?;
             let text = format!("{} row(s) of {source}.{table}", result["row_count"]);
             Ok((result, text))
         }
         "source.discover" => {
             let SourceArgs { source } = args(tool, arguments)?;
-            validate_name("source", &source).map_err(|e| e.to_string())?;
+            validate_name("source", &source)?;
             let mut tables = Vec::new();
-            for table in engine
-                .source_tables(&source)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            for table in engine.source_tables(&source).await? {
                 let described = match engine.session().table(format!("{source}.{table}")).await {
                     Ok(df) => json!({"name": table, "columns": fields(df.schema().as_arrow())}),
                     Err(e) => json!({"name": table, "error": e.to_string()}),
@@ -345,13 +371,13 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
         }
         "context.schema" => {
             let TableArgs { table } = args(tool, arguments)?;
-            validate_name("table", &table).map_err(|e| e.to_string())?;
+            validate_name("table", &table)?;
             let df = engine
                 .session()
                 .table(format!("context.{table}"))
                 .await
                 .map_err(|_| {
-                    format!("no context table named '{table}': context.tables lists them (a table appears after its pipeline's first run)")
+                    ToolError::not_found(format!("no context table named '{table}': context.tables lists them (a table appears after its pipeline's first run)"))
                 })?;
             let columns = fields(df.schema().as_arrow());
             let text = format!(
@@ -407,9 +433,7 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
             } = args(tool, arguments)?;
             let limit = limit.unwrap_or(DEFAULT_LIMIT);
             if !(1..=MAX_LIMIT).contains(&limit) {
-                return Err(format!(
-                    "limit must be between 1 and {MAX_LIMIT}, not {limit}"
-                ));
+                return Err(format!("limit must be between 1 and {MAX_LIMIT}, not {limit}").into());
             }
             let timeout = Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).max(1));
             let result = query::read_only(engine, &sql, limit, timeout).await?;
@@ -451,8 +475,8 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
         }
         "pipeline.describe" => {
             let PipelineArgs { name } = args(tool, arguments)?;
-            validate_name("pipeline", &name).map_err(|e| e.to_string())?;
-            let spec = engine.pipeline(&name).map_err(|e| e.to_string())?;
+            validate_name("pipeline", &name)?;
+            let spec = engine.pipeline(&name)?;
             let cursor = objects(
                 engine,
                 &format!("SELECT * FROM hakiri.cursors WHERE pipeline = '{name}'"),
@@ -486,11 +510,8 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
         }
         "pipeline.dry_run" => {
             let PipelineArgs { name } = args(tool, arguments)?;
-            validate_name("pipeline", &name).map_err(|e| e.to_string())?;
-            let plan = engine
-                .plan_pipeline(&name)
-                .await
-                .map_err(|e| e.to_string())?;
+            validate_name("pipeline", &name)?;
+            let plan = engine.plan_pipeline(&name).await?;
             let pushdown: Vec<Value> = plan
                 .pushdown
                 .iter()
@@ -512,8 +533,8 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
         }
         "pipeline.run" => {
             let PipelineArgs { name } = args(tool, arguments)?;
-            validate_name("pipeline", &name).map_err(|e| e.to_string())?;
-            engine.pipeline(&name).map_err(|e| e.to_string())?;
+            validate_name("pipeline", &name)?;
+            engine.pipeline(&name)?;
             let run_id = runs.start(engine.clone(), &name);
             let text = format!("run {run_id} started; follow it with run.tail");
             Ok((
@@ -584,7 +605,7 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
                 return Err(format!(
                     "run {run_id} has no trace yet (status {}): a run's trace is recorded when it ends; poll run.tail until done",
                     record["status"].as_str().unwrap_or("unknown")
-                ));
+                ).into());
             };
             let mut stages = serde_json::Map::new();
             let mut counts = serde_json::Map::new();
@@ -609,14 +630,14 @@ pub async fn call(engine: &Arc<Engine>, runs: &Runs, tool: &str, arguments: Json
             });
             Ok((value, message.to_string()))
         }
-        other => Err(unknown_tool(other)),
+        other => Err(unknown_tool(other).into()),
     }
 }
 
-fn no_such_run(run_id: &str) -> String {
-    format!(
+fn no_such_run(run_id: &str) -> ToolError {
+    ToolError::not_found(format!(
         "no run with id '{run_id}': pipeline.describe lists a pipeline's recent runs, hakiri.runs all of them"
-    )
+    ))
 }
 
 async fn run_record(engine: &Engine, run_id: &str) -> Result<Option<Value>, String> {

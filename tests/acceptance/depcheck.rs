@@ -72,8 +72,7 @@ fn no_forbidden_dependency_edges() {
         let name = p["name"].as_str().unwrap();
         for d in p["dependencies"].as_array().unwrap() {
             let dep = d["name"].as_str().unwrap();
-            if members.contains(&dep) && !allowed[name].contains(&dep) && !(name == "hakiri-tests")
-            {
+            if members.contains(&dep) && !allowed[name].contains(&dep) && (name != "hakiri-tests") {
                 violations.push(format!("{name} -> {dep}"));
             }
         }

@@ -129,3 +129,28 @@ fn writes_outside_pipelines_are_refused() {
     );
     assert_eq!(p.query_csv("select count(*) from events"), vec!["2"]);
 }
+
+/// A reader that goes away (`| head`) is not a failure: hakiri exits 0 without an error
+/// line, for every output format. Found in the error's chain (an I/O error of kind
+/// BrokenPipe), not in its text.
+#[test]
+fn a_closed_output_pipe_is_not_an_error() {
+    let p = project();
+    let bin = hakiri_tests::hakiri_bin();
+    // (The table format renders all rows before writing; the streamed formats matter.)
+    for format in ["csv", "json"] {
+        let script = format!(
+            "set -o pipefail; '{}' query --format {format} 'select * from generate_series(1, 3000000)' | head -n 2 > /dev/null",
+            bin.display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(p.path())
+            .env_remove("HAKIRI_PROJECT")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{format}: {stderr}");
+        assert!(!stderr.contains("error"), "{format}: {stderr}");
+    }
+}

@@ -208,9 +208,9 @@ fn connection_problems_name_the_source_and_the_fix() {
         "{}",
         wrong.stderr
     );
-    let down = Project::new(&format!(
-        "[sources.pg]\ntype = \"postgres\"\nurl = \"postgres://hakiri@127.0.0.1:1/postgres\"\nconnect_timeout_ms = \"2000\"\n"
-    ));
+    let down = Project::new(
+        "[sources.pg]\ntype = \"postgres\"\nurl = \"postgres://hakiri@127.0.0.1:1/postgres\"\nconnect_timeout_ms = \"2000\"\n",
+    );
     let unreachable = down.hakiri(&["query", "select * from pg.events"]);
     assert_eq!(unreachable.code, 1);
     assert!(

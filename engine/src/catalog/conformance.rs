@@ -193,7 +193,11 @@ pub fn pipelines_round_trip(c: &dyn Catalog) {
 pub fn run_lock_names_a_live_holder(c: &dyn Catalog) {
     c.begin_run(&new_run("r1", "p", 0, 4242), &alive).unwrap();
     let err = c.begin_run(&new_run("r2", "p", 1, 7), &alive).unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    assert!(
+        matches!(&err, Error::RunLockHeld { pipeline, run_id, .. } if pipeline == "p" && run_id == "r1"),
+        "{err:?}"
+    );
+    assert_eq!(err.category(), crate::error::ErrorCategory::AlreadyExists);
     let msg = err.to_string();
     assert!(
         msg.contains("r1") && msg.contains("4242") && msg.contains("conformance"),
@@ -440,7 +444,7 @@ pub fn cursor_moves_wait_for_live_runs(c: &dyn Catalog) {
     // A live run holds the cursor: the move is refused and changes nothing.
     assert!(matches!(
         c.move_cursor(&to(Some("3")), &alive),
-        Err(Error::AlreadyExists(_))
+        Err(Error::RunLockHeld { .. })
     ));
     assert_eq!(c.cursor("p").unwrap().as_deref(), Some("7"));
     // Its holder dead, the run is marked and the move applies, boundary cleared.

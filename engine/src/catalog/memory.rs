@@ -382,29 +382,29 @@ impl Catalog for MemoryCatalog {
             .max_by_key(|v| v.version)
             .map(|v| (v.version, v.schema.clone()));
         let mut version = latest.as_ref().map(|(v, _)| *v);
-        if let Some(schema) = &c.schema {
-            if latest.as_ref().map(|(_, s)| s) != Some(schema) {
-                let v = version.unwrap_or(0) + 1;
-                st.schema_versions.push(SchemaVersion {
-                    table: c.table.clone(),
-                    version: v,
-                    schema: schema.clone(),
-                    run_id: c.run_id.clone(),
-                    at: c.at,
-                });
-                if v == 1 {
-                    let msg = format!("table '{}' created", c.table);
-                    st.event(
-                        c.at,
-                        EventKind::TableCreated.as_str(),
-                        &c.table,
-                        &msg,
-                        Some(&c.run_id),
-                    );
-                }
-                version = Some(v);
-                outcome.new_schema_version = Some(v);
+        if let Some(schema) = &c.schema
+            && latest.as_ref().map(|(_, s)| s) != Some(schema)
+        {
+            let v = version.unwrap_or(0) + 1;
+            st.schema_versions.push(SchemaVersion {
+                table: c.table.clone(),
+                version: v,
+                schema: schema.clone(),
+                run_id: c.run_id.clone(),
+                at: c.at,
+            });
+            if v == 1 {
+                let msg = format!("table '{}' created", c.table);
+                st.event(
+                    c.at,
+                    EventKind::TableCreated.as_str(),
+                    &c.table,
+                    &msg,
+                    Some(&c.run_id),
+                );
             }
+            version = Some(v);
+            outcome.new_schema_version = Some(v);
         }
         for (kind, msg) in &c.events {
             st.event(c.at, kind.as_str(), &c.table, msg, Some(&c.run_id));

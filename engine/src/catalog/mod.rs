@@ -256,15 +256,13 @@ pub const DEAD_RUN_ERROR: &str = "the process running this run stopped before th
 
 /// The error for a pipeline whose run lock is held by a live run.
 pub fn already_running(r: &RunRecord) -> crate::error::Error {
-    crate::error::Error::AlreadyExists(format!(
-        "pipeline '{}' is already running: run {} started at {} by process {} on host '{}' (last heartbeat {}); wait for it to end, or stop that process (a run whose process is gone is taken over automatically)",
-        r.pipeline,
-        r.run_id,
-        r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-        r.holder.pid,
-        r.holder.host,
-        r.heartbeat_at.format("%Y-%m-%d %H:%M:%S UTC"),
-    ))
+    crate::error::Error::RunLockHeld {
+        pipeline: r.pipeline.clone(),
+        run_id: r.run_id.clone(),
+        holder: format!("process {} on host '{}'", r.holder.pid, r.holder.host),
+        started_at: r.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        heartbeat_at: r.heartbeat_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    }
 }
 
 /// The error for a state table name that is not one of [`STATE_TABLES`].

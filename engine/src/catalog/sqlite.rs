@@ -678,22 +678,22 @@ impl Catalog for SqliteCatalog {
                 params![now, kind.as_str(), commit.table, message, commit.run_id],
             )
         };
-        if let Some(schema) = &commit.schema {
-            if latest.as_ref().map(|(_, s)| s) != Some(schema) {
-                let v = version.unwrap_or(0) + 1;
-                tx.execute(
+        if let Some(schema) = &commit.schema
+            && latest.as_ref().map(|(_, s)| s) != Some(schema)
+        {
+            let v = version.unwrap_or(0) + 1;
+            tx.execute(
                     "INSERT INTO schema_versions (table_name, version, schema, run_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![commit.table, v, schema, commit.run_id, now],
                 )?;
-                if v == 1 {
-                    add_event(
-                        EventKind::TableCreated,
-                        &format!("table '{}' created", commit.table),
-                    )?;
-                }
-                version = Some(v);
-                outcome.new_schema_version = Some(v);
+            if v == 1 {
+                add_event(
+                    EventKind::TableCreated,
+                    &format!("table '{}' created", commit.table),
+                )?;
             }
+            version = Some(v);
+            outcome.new_schema_version = Some(v);
         }
         for (kind, message) in &commit.events {
             add_event(*kind, message)?;

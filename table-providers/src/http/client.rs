@@ -112,11 +112,10 @@ pub async fn get(
                             // next (after the body: the timeout covers the body's reading).
                             if let Some(wait) =
                                 rate_limit_wait(&headers).filter(|w| *w <= MAX_RETRY_AFTER)
+                                && headers.get("x-ratelimit-remaining").is_some()
                             {
-                                if headers.get("x-ratelimit-remaining").is_some() {
-                                    tracing::warn!(%url, ?wait, "rate limit exhausted; waiting for the reset");
-                                    tokio::time::sleep(wait).await;
-                                }
+                                tracing::warn!(%url, ?wait, "rate limit exhausted; waiting for the reset");
+                                tokio::time::sleep(wait).await;
                             }
                             return Ok(Page {
                                 body: body.to_vec(),

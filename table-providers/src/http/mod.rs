@@ -328,10 +328,10 @@ impl TableProvider for HttpTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let mut pushed: Vec<Pushed> = Vec::new();
         for f in filters {
-            if let Some(p) = self.pushable(f) {
-                if !pushed.iter().any(|q| q.param == p.param) {
-                    pushed.push(p);
-                }
+            if let Some(p) = self.pushable(f)
+                && !pushed.iter().any(|q| q.param == p.param)
+            {
+                pushed.push(p);
             }
         }
         let projected = match projection {
@@ -476,7 +476,7 @@ impl Fetcher {
 /// every page (no LIMIT, so nothing is fetched in vain), by a task of their own that keeps
 /// a page ahead: the next page is on the wire and located while this one decodes.
 enum Pages {
-    OnDemand(Fetcher),
+    OnDemand(Box<Fetcher>),
     Ahead {
         rx: tokio::sync::mpsc::Receiver<DfResult<Next>>,
         _task: SpawnedTask<()>,
@@ -486,7 +486,7 @@ enum Pages {
 impl Pages {
     fn new(mut fetcher: Fetcher, ahead: bool) -> Self {
         if !ahead {
-            return Pages::OnDemand(fetcher);
+            return Pages::OnDemand(Box::new(fetcher));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let task = SpawnedTask::spawn(async move {
@@ -726,7 +726,8 @@ fn skip_written(
         let mut skipper = b.skipper();
         let keep: Vec<bool> = hashes.iter().map(|h| !skipper.skip(*h)).collect();
         page.retain(|i| keep[i]);
-        let (kept, dropped): (Vec<(u64, bool)>, Vec<(u64, bool)>) = hashes
+        type Flagged = Vec<(u64, bool)>;
+        let (kept, dropped): (Flagged, Flagged) = hashes
             .iter()
             .copied()
             .zip(keep.iter().copied())
@@ -743,7 +744,7 @@ fn skip_written(
             ));
         }
     }
-    let boundary = at_boundary.then(|| BoundaryRows { hashes });
+    let boundary = at_boundary.then_some(BoundaryRows { hashes });
     (boundary, skipped, change)
 }
 

@@ -554,18 +554,17 @@ impl Pager {
         len: u64,
     ) -> Result<Option<Url>> {
         let n = self.pages;
-        if let Some(p) = &self.opts.has_more_path {
-            if lookup(body, p).and_then(Value::as_bool) == Some(false) {
-                return Ok(None);
-            }
+        if let Some(p) = &self.opts.has_more_path
+            && lookup(body, p).and_then(Value::as_bool) == Some(false)
+        {
+            return Ok(None);
         }
-        if let Some(p) = &self.opts.total_path {
-            if lookup(body, p)
+        if let Some(p) = &self.opts.total_path
+            && lookup(body, p)
                 .and_then(Value::as_u64)
                 .is_some_and(|total| self.records >= total)
-            {
-                return Ok(None);
-            }
+        {
+            return Ok(None);
         }
         let next = match &self.opts.pagination {
             Pagination::None => None,

@@ -137,12 +137,11 @@ fn numeric_type(pg_type: &str) -> DataType {
     let inner = pg_type
         .strip_prefix("numeric(")
         .and_then(|s| s.strip_suffix(')'));
-    if let Some((p, s)) = inner.and_then(|i| i.split_once(',')) {
-        if let (Ok(p), Ok(s)) = (p.trim().parse::<u8>(), s.trim().parse::<i8>()) {
-            if (1..=38).contains(&p) {
-                return DataType::Decimal128(p, s);
-            }
-        }
+    if let Some((p, s)) = inner.and_then(|i| i.split_once(','))
+        && let (Ok(p), Ok(s)) = (p.trim().parse::<u8>(), s.trim().parse::<i8>())
+        && (1..=38).contains(&p)
+    {
+        return DataType::Decimal128(p, s);
     }
     DataType::Utf8
 }
