@@ -78,37 +78,86 @@ fn slt_dir() -> PathBuf {
     hakiri_tests::repo_root().join("tests/slt")
 }
 
+/// Runs (or with `--complete`, rewrites) one file in a fresh project.
+async fn run_file(file: PathBuf, complete: bool) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EngineOptions {
+        connectors: hakiri_table_providers::connectors(&slt_dir().join("data")),
+        table_factories: hakiri_table_providers::table_factories(),
+        clock: None,
+    };
+    let mut engine = Engine::open(dir.path(), options).map_err(|e| e.to_string())?;
+    hakiri_udfs::register_all(engine.session_mut()).map_err(|e| e.to_string())?;
+    let engine = Arc::new(engine);
+    let db_dir = std::sync::Mutex::new(Some(dir));
+    let mut runner = sqllogictest::Runner::new(move || {
+        let engine = engine.clone();
+        let dir = db_dir
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| tempfile::tempdir().unwrap());
+        async move { Ok(HakiriDb { engine, _dir: dir }) }
+    });
+    if complete {
+        runner
+            .update_test_file(
+                &file,
+                " ",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::default_column_validator,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        // The error names the record, its SQL and the file and line.
+        runner
+            .run_file_async(&file)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Every `.slt` file under tests/slt, in parallel, each in its own project; a failure
+/// report names every failing file. `SLT_COMPLETE=1` rewrites the files' expected results
+/// from what the engine answers (`scripts/slt --complete`); `SLT_FILES=a,b` runs the files
+/// whose names contain `a` or `b`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictests() {
+    let complete = std::env::var("SLT_COMPLETE").is_ok_and(|v| v == "1");
+    let only: Vec<String> = std::env::var("SLT_FILES")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
     let mut files: Vec<PathBuf> = std::fs::read_dir(slt_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            only.is_empty() || only.iter().any(|o| name.contains(o.as_str()))
+        })
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files found");
-    for file in files {
-        let dir = tempfile::tempdir().unwrap();
-        let options = EngineOptions {
-            connectors: hakiri_table_providers::connectors(&slt_dir().join("data")),
-            table_factories: hakiri_table_providers::table_factories(),
-            clock: None,
-        };
-        let mut engine = Engine::open(dir.path(), options).unwrap();
-        hakiri_udfs::register_all(engine.session_mut()).unwrap();
-        let engine = Arc::new(engine);
-        let db_dir = std::sync::Mutex::new(Some(dir));
-        let mut runner = sqllogictest::Runner::new(|| {
-            let engine = engine.clone();
-            let dir = db_dir
-                .lock()
-                .unwrap()
-                .take()
-                .unwrap_or_else(|| tempfile::tempdir().unwrap());
-            async move { Ok(HakiriDb { engine, _dir: dir }) }
-        });
-        if let Err(e) = runner.run_file_async(&file).await {
-            panic!("{}: {e}", file.display());
+    let mut tasks = tokio::task::JoinSet::new();
+    for file in files.clone() {
+        tasks.spawn(async move { (file.clone(), run_file(file, complete).await) });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (file, result) = done.expect("an .slt task panicked");
+        if let Err(e) = result {
+            failures.push(format!("{}:\n{e}", file.display()));
         }
     }
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "{} of {} .slt file(s) failed{}:\n\n{}",
+        failures.len(),
+        files.len(),
+        if complete { " to complete" } else { "" },
+        failures.join("\n\n")
+    );
 }
