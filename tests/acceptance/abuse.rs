@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use hakiri_tests::{HakiriServer, Project, repo_root, venv_bin};
+use crate::support::{HakiriServer, Project, repo_root, venv_bin};
 
 const ENV: [(&str, &str); 2] = [
     ("TEST_ADMIN_PASSWORD", "admin-secret"),

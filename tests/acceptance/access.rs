@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use crate::support::{HakiriServer, Project, repo_root, venv_bin};
 use hakiri_engine::sql::{Access, parse_statements};
-use hakiri_tests::{HakiriServer, Project, repo_root, venv_bin};
 
 /// Every statement kind, with the access the test expects.
 const TABLE: &[(&str, Access)] = &[

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hakiri_tests::{Project, Server, hakiri_bin};
+use crate::support::{Project, Server, hakiri_bin};
 use serde_json::Value;
 
 const ROWS: u64 = 1500;

@@ -1,7 +1,7 @@
 //! The foundation acceptance: `hakiri init demo`, the httpbin pipeline against a real
 //! httpbin (Debian's python3-httpbin) on 127.0.0.1, and the offline sample pipeline.
 
-use hakiri_tests::{Server, hakiri};
+use crate::support::{Server, hakiri};
 
 #[test]
 fn demo_httpbin_runs_twice_and_records_runs() {

@@ -1,7 +1,7 @@
 //! Bad input gets a message naming the problem and the fix, and the right exit code
 //! (1: a statement or run failed; 2: usage or configuration). Messages are snapshots.
 
-use hakiri_tests::{Project, hakiri};
+use crate::support::{Project, hakiri};
 
 const MANIFEST: &str = r#"
 [sources.samples]
@@ -136,7 +136,7 @@ fn writes_outside_pipelines_are_refused() {
 #[test]
 fn a_closed_output_pipe_is_not_an_error() {
     let p = project();
-    let bin = hakiri_tests::hakiri_bin();
+    let bin = crate::support::hakiri_bin();
     // (The table format renders all rows before writing; the streamed formats matter.)
     for format in ["csv", "json"] {
         let script = format!(

@@ -4,12 +4,12 @@
 //! source grew, stayed the same, or the run was killed after its last page committed; and
 //! a `>=` monotonic append pipeline skips the boundary rows it already loaded.
 
-use hakiri_tests::{Project, Server};
+use crate::support::{Project, Server};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hakiri_tests::hakiri_bin;
+use crate::support::hakiri_bin;
 
 /// Starts `hakiri run pipeline` `kills` times and SIGKILLs it a seeded random moment (within
 /// `window_ms`) after its run began, so every kill lands on a run: in the middle, or after

@@ -3,24 +3,12 @@
 
 use std::path::Path;
 
-use hakiri_tests::{PgCluster, Run, Server, hakiri, repo_root};
+use crate::support::{PgCluster, Run, Server, copy_dir, hakiri, repo_root};
 
 /// A copy of `examples/<name>` in a temporary folder (the example stays clean).
 fn copy_example(name: &str) -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            let target = to.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy(&e.path(), &target);
-            } else {
-                std::fs::copy(e.path(), target).unwrap();
-            }
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    copy(&repo_root().join("examples").join(name), dir.path());
+    copy_dir(&repo_root().join("examples").join(name), dir.path());
     dir
 }
 

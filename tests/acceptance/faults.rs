@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hakiri_tests::{Project, Server};
+use crate::support::{Project, Server};
 
 pub(crate) fn assert_catalog_intact(dir: &Path) {
     let db = rusqlite::Connection::open(dir.join(".hakiri/catalog.db")).expect("open catalog");
@@ -101,7 +101,7 @@ sql = "INSERT INTO context.grow SELECT * FROM api.grow WHERE id > $cursor"
         server.url()
     );
     std::fs::write(root.join("hakiri.toml"), manifest).unwrap();
-    let run = |args: &[&str]| hakiri_tests::hakiri(&root, args, &[]);
+    let run = |args: &[&str]| crate::support::hakiri(&root, args, &[]);
     let count = || -> Vec<String> {
         let r = run(&[
             "query",
@@ -299,7 +299,7 @@ fn a_fault_past_the_retries_fails_the_run_cleanly_and_the_next_run_is_exact() {
 
 #[test]
 fn a_postgres_backend_killed_mid_copy_fails_the_run_cleanly_and_the_next_run_is_exact() {
-    use hakiri_tests::PgCluster;
+    use crate::support::PgCluster;
     const ROWS: u64 = 400_000;
     let pg = PgCluster::start();
     pg.psql(&format!(
@@ -328,7 +328,7 @@ sql = "INSERT INTO context.ev SELECT * FROM pg.slow_events WHERE id > $cursor"
     // Start the run, and terminate its backend as soon as it is in the middle of a COPY.
     let mut killed = false;
     for _attempt in 0..3 {
-        let mut cmd = Command::new(hakiri_tests::hakiri_bin());
+        let mut cmd = Command::new(crate::support::hakiri_bin());
         cmd.current_dir(p.path())
             .args(["run", "ev"])
             .env(env[0].0, env[0].1)
@@ -361,7 +361,7 @@ sql = "INSERT INTO context.ev SELECT * FROM pg.slow_events WHERE id > $cursor"
     }
     assert!(killed, "no run was caught in the middle of its COPY");
     assert_catalog_intact(p.path());
-    let files = hakiri_tests::hakiri(
+    let files = crate::support::hakiri(
         p.path(),
         &[
             "query",
@@ -373,8 +373,8 @@ sql = "INSERT INTO context.ev SELECT * FROM pg.slow_events WHERE id > $cursor"
     )
     .ok();
     assert_eq!(files.stdout.lines().nth(1), Some("0"));
-    hakiri_tests::hakiri(p.path(), &["run", "ev"], &env).ok();
-    let got = hakiri_tests::hakiri(
+    crate::support::hakiri(p.path(), &["run", "ev"], &env).ok();
+    let got = crate::support::hakiri(
         p.path(),
         &[
             "query",
@@ -393,7 +393,7 @@ sql = "INSERT INTO context.ev SELECT * FROM pg.slow_events WHERE id > $cursor"
 
 #[test]
 fn an_s3_object_read_failing_half_way_loads_nothing_partial_and_the_next_run_is_exact() {
-    use hakiri_tests::S3Server;
+    use crate::support::S3Server;
     const ROWS: u64 = 60_000;
     let s3 = S3Server::start();
     s3.create_bucket("drops");
@@ -429,7 +429,7 @@ sql = "INSERT INTO context.events SELECT * FROM lake.events"
         ("TEST_S3_KEY_ID", "hakiri-test"),
         ("TEST_S3_SECRET", "not-a-real-secret"),
     ];
-    let first = hakiri_tests::hakiri(p.path(), &["run", "events"], &keys);
+    let first = crate::support::hakiri(p.path(), &["run", "events"], &keys);
     let cuts = proxy.get("/__proxy/cuts");
     assert_ne!(cuts.trim(), "0", "the proxy cut no read");
     if first.code != 0 {
@@ -440,7 +440,7 @@ sql = "INSERT INTO context.events SELECT * FROM lake.events"
             "{}",
             first.stderr
         );
-        let rows = hakiri_tests::hakiri(
+        let rows = crate::support::hakiri(
             p.path(),
             &[
                 "query",
@@ -460,10 +460,10 @@ sql = "INSERT INTO context.events SELECT * FROM lake.events"
     }
     // Run until the proxy has cut all it will: the table then holds the object once.
     for _ in 0..3 {
-        hakiri_tests::hakiri(p.path(), &["run", "events"], &keys);
+        crate::support::hakiri(p.path(), &["run", "events"], &keys);
     }
-    hakiri_tests::hakiri(p.path(), &["run", "events"], &keys).ok();
-    let got = hakiri_tests::hakiri(
+    crate::support::hakiri(p.path(), &["run", "events"], &keys).ok();
+    let got = crate::support::hakiri(
         p.path(),
         &[
             "query",

@@ -1,6 +1,6 @@
 //! File-level increments: a token pipeline over a folder loads each new file once.
 
-use hakiri_tests::Project;
+use crate::support::Project;
 
 #[test]
 fn new_files_are_picked_up_once() {

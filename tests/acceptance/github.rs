@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use hakiri_tests::{Project, Run, Server, hakiri};
+use crate::support::{Project, Run, Server, hakiri};
 use serde_json::Value;
 
 const TOKEN_ENV: &str = "HAKIRI_TEST_GH_TOKEN";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hakiri_tests::{Project, Server, hakiri_bin};
+use crate::support::{Project, Server, hakiri_bin};
 use serde_json::Value;
 
 /// A project with an http source `api` over `server` and the given tables and pipelines.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hakiri_tests::{HakiriServer, Project, psql};
+use crate::support::{HakiriServer, Project, psql};
 
 /// A TCP server that counts connections and closes each one unanswered.
 fn dropping_server() -> (u16, Arc<AtomicUsize>) {

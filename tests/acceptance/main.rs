@@ -1,6 +1,9 @@
 //! End-to-end tests with real servers and the real `hakiri` binary. One test binary with
 //! modules keeps link time down.
 
+#[allow(dead_code)]
+mod support;
+
 mod abuse;
 mod access;
 mod crash;

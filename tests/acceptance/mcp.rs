@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use hakiri_tests::{HakiriServer, Project, Server, hakiri, venv_bin};
+use crate::support::{HakiriServer, Project, Server, hakiri, venv_bin};
 
 const TOKEN_ENV: &str = "HAKIRI_TEST_MCP_GH_TOKEN";
 /// The GitHub token: no tool result may contain it.
@@ -82,7 +82,7 @@ sql = "INSERT INTO context.people SELECT * FROM drop.people"
 
 fn client(args: &[String], project: &Project) -> String {
     let out = Command::new(venv_bin("python"))
-        .arg(hakiri_tests::repo_root().join("tests/fixtures/mcp_client.py"))
+        .arg(crate::support::repo_root().join("tests/fixtures/mcp_client.py"))
         .args(args)
         .current_dir(project.path())
         .env(TOKEN_ENV, SECRET)
@@ -117,7 +117,7 @@ fn client(args: &[String], project: &Project) -> String {
 #[test]
 fn mcp_over_stdio_serves_every_tool_and_answers_from_the_context() {
     let (p, _github) = two_days();
-    let bin = hakiri_tests::hakiri_bin().display().to_string();
+    let bin = crate::support::hakiri_bin().display().to_string();
     client(&["stdio".into(), bin, p.path().display().to_string()], &p);
 }
 

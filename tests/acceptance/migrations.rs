@@ -2,27 +2,12 @@
 //! before versioned migrations) opens with this build: the catalog is migrated, every state
 //! table reads back, the context tables are intact and the cursors carry on.
 
-use std::path::Path;
-
-use hakiri_tests::{hakiri, repo_root};
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
+use crate::support::{copy_dir, hakiri, repo_root};
 
 #[test]
 fn a_project_from_the_2026_12_02_release_migrates_and_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    copy(
+    copy_dir(
         &repo_root().join("tests/fixtures/catalog-2026-12-02"),
         dir.path(),
     );

@@ -1,7 +1,7 @@
 //! Each pagination style and stop rule, retries and a malformed page, against the local
 //! paginated server tests/fixtures/paged_server.py (a real HTTP server on 127.0.0.1).
 
-use hakiri_tests::{Project, Server};
+use crate::support::{Project, Server};
 
 /// A project with one http source over the fixture server, a table per case, and a
 /// pipeline per table loading it into context.<table>.

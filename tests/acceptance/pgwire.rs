@@ -1,6 +1,6 @@
 //! `hakiri serve` with real clients: `psql` and Python's psycopg 3.
 
-use hakiri_tests::{HakiriServer, Project, psql, venv_bin};
+use crate::support::{HakiriServer, Project, psql, venv_bin};
 
 const ENV: [(&str, &str); 2] = [
     ("TEST_ADMIN_PASSWORD", "admin-secret"),
@@ -180,11 +180,11 @@ fn psycopg_parameters_server_side_cursor_and_fifty_concurrent_connections() {
     let p = project();
     let server = HakiriServer::start(p.path(), &ENV);
     let out = std::process::Command::new(venv_bin("python"))
-        .arg(hakiri_tests::repo_root().join("tests/fixtures/pg_clients.py"))
+        .arg(crate::support::repo_root().join("tests/fixtures/pg_clients.py"))
         .arg(server.url("analyst", "analyst-secret"))
         .arg(server.url("admin", "admin-secret"))
         .arg(p.path().join("incoming"))
-        .arg(hakiri_tests::hakiri_bin())
+        .arg(crate::support::hakiri_bin())
         .arg(p.path())
         .output()
         .expect("run pg_clients.py");
@@ -211,7 +211,7 @@ fn bi_tool_and_driver_startup_queries_succeed() {
     let p = project();
     let server = HakiriServer::start(p.path(), &ENV);
     let out = std::process::Command::new(venv_bin("python"))
-        .arg(hakiri_tests::repo_root().join("tests/fixtures/client_startup/replay.py"))
+        .arg(crate::support::repo_root().join("tests/fixtures/client_startup/replay.py"))
         .arg(server.url("analyst", "analyst-secret"))
         .output()
         .expect("run replay.py");

@@ -1,7 +1,7 @@
 //! The postgres connector against a real, throwaway PostgreSQL cluster (initdb + pg_ctl on
 //! 127.0.0.1), with data written by the real psql client.
 
-use hakiri_tests::{PgCluster, Project, Run, hakiri};
+use crate::support::{PgCluster, Project, Run, hakiri};
 
 const PASSWORD_ENV: &str = "HAKIRI_TEST_PGPASSWORD";
 

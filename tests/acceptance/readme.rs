@@ -4,7 +4,7 @@ use std::process::Command;
 
 #[test]
 fn readme_main_job_command_works_offline() {
-    let root = hakiri_tests::repo_root();
+    let root = crate::support::repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let marker = "<!-- main-job -->";
     let start = readme
@@ -18,7 +18,7 @@ fn readme_main_job_command_works_offline() {
         .expect("a ```sh block after the marker")
         .trim();
     let mut bash = Command::new("bash");
-    hakiri_tests::without_cargo_test_env(&mut bash);
+    crate::support::without_cargo_test_env(&mut bash);
     let out = bash
         .args(["-c", cmd])
         .current_dir(&root)

@@ -2,7 +2,7 @@
 //! new objects are loaded once, live queries read CSV, NDJSON and Parquet objects, and a
 //! wrong bucket or endpoint names the source and the fix.
 
-use hakiri_tests::{Project, S3Server, free_port, hakiri};
+use crate::support::{Project, S3Server, free_port, hakiri};
 
 const KEYS: [(&str, &str); 2] = [
     ("TEST_S3_KEY_ID", "hakiri-test"),
@@ -31,7 +31,7 @@ sql = "INSERT INTO context.events SELECT * FROM lake.events"
     )
 }
 
-fn run(p: &Project, args: &[&str]) -> hakiri_tests::Run {
+fn run(p: &Project, args: &[&str]) -> crate::support::Run {
     hakiri(p.path(), args, &KEYS)
 }
 

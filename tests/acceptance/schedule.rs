@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hakiri_tests::{Project, Server, hakiri_bin, python, repo_root};
+use crate::support::{Project, Server, hakiri_bin, python, repo_root};
 
 const ROWS: u64 = 600;
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hakiri_tests::{hakiri, repo_root, venv_bin};
+use crate::support::{hakiri, repo_root, venv_bin};
 
 /// `hakiri schema export --output FILE` into `dir`; also checks stdout gives the same text.
 fn export(dir: &Path) -> PathBuf {

@@ -75,7 +75,7 @@ impl sqllogictest::AsyncDB for HakiriDb {
 }
 
 fn slt_dir() -> PathBuf {
-    hakiri_tests::repo_root().join("tests/slt")
+    crate::support::repo_root().join("tests/slt")
 }
 
 /// Runs (or with `--complete`, rewrites) one file in a fresh project.

@@ -5,9 +5,9 @@ use crate::pgwire::project;
 #[test]
 fn the_sql_shell_completes_reads_multi_line_statements_and_quits() {
     let p = project();
-    let out = std::process::Command::new(hakiri_tests::python())
-        .arg(hakiri_tests::repo_root().join("tests/fixtures/repl_pty.py"))
-        .arg(hakiri_tests::hakiri_bin())
+    let out = std::process::Command::new(crate::support::python())
+        .arg(crate::support::repo_root().join("tests/fixtures/repl_pty.py"))
+        .arg(crate::support::hakiri_bin())
         .arg(p.path())
         .output()
         .expect("run repl_pty.py");

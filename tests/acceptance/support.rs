@@ -8,34 +8,47 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `hakiri` binary, built once per test run: `cargo test` builds a binary only for its
-/// own package's integration tests, so this makes sure the tests never run a stale one.
+/// The `hakiri` binary cargo built for these tests (`CARGO_BIN_EXE_hakiri`: the tests are
+/// in the binary's package, so `cargo test` builds it first; nothing builds inside a test).
+///
+/// Run through a hard link of this process's own: another cargo command (the README test
+/// runs `scripts/demo`) may re-link `target/debug/hakiri` meanwhile, and a spawn must never
+/// fall in that gap or run another build.
 pub fn hakiri_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/<test> -> target/<profile>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target folder");
-        let target_dir = profile_dir.parent().expect("target root");
-        let mut build = Command::new(env!("CARGO"));
-        without_cargo_test_env(&mut build);
-        // The same command as scripts/demo, so both share one set of artifacts.
-        let status = build
-            .args(["build", "-q", "-p", "hakiri", "--target-dir"])
-            .arg(target_dir)
-            .current_dir(repo_root())
-            .status()
-            .expect("run cargo build -p hakiri");
-        assert!(status.success(), "cargo build -p hakiri failed");
-        let bin = profile_dir.join("hakiri");
-        assert!(
-            bin.exists(),
-            "{} is missing after cargo build",
-            bin.display()
-        );
-        bin
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_hakiri"));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hakiri-bin");
+        let _ = std::fs::create_dir_all(&dir);
+        // Links left by earlier runs whose process is gone.
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok();
+            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let link = dir.join(std::process::id().to_string());
+        let _ = std::fs::remove_file(&link);
+        match std::fs::hard_link(&built, &link) {
+            Ok(()) => link,
+            Err(_) => built,
+        }
     })
     .clone()
+}
+
+/// Copies the folder `from` (files and subfolders) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's folder");
+    for e in std::fs::read_dir(from).expect("read the folder to copy") {
+        let e = e.expect("a folder entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("its type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy a file");
+        }
+    }
 }
 
 /// Removes the variables cargo sets for a test process from a command that runs cargo:
@@ -62,9 +75,8 @@ pub fn without_cargo_test_env(cmd: &mut Command) {
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
-    // `cargo test` sets CARGO_MANIFEST_DIR when it runs a test; prefer it to the compiled-in
-    // path, which is stale when two checkouts share one target folder (cargo reuses this
-    // library's artifact across them, and fixtures would be read from the other checkout).
+    // `cargo test` sets CARGO_MANIFEST_DIR (cli/) when it runs a test; prefer it to the
+    // compiled-in path, which is stale when two checkouts share one target folder.
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
