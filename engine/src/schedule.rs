@@ -115,20 +115,30 @@ pub struct ScheduleSpec {
     pub suspend_after: Option<u32>,
 }
 
-/// The clauses of a schedule as given (by `CREATE PIPELINE` or a manifest's `schedule`
-/// table), in any order; [`ScheduleBuilder::build`] owns the defaults and the checks that
-/// span clauses, so both grammars agree.
-#[derive(Debug, Clone, Default)]
+/// The clauses of a schedule as given (by `CREATE PIPELINE`, or read as a manifest's
+/// `schedule = { every = "15 minutes" }` / `{ cron = "0 * * * *", tz = "Europe/Berlin" }`),
+/// in any order; [`ScheduleBuilder::build`] owns the defaults and the checks that span
+/// clauses, so both grammars agree.
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Schedule")]
 pub struct ScheduleBuilder {
     /// A schedule was declared (a manifest's `schedule = {}`): it then needs a cadence.
+    #[serde(skip)]
+    #[schemars(skip)]
     pub declared: bool,
     pub every: Option<Interval>,
+    /// A cron expression (five fields), in `tz` or UTC.
     pub cron: Option<String>,
+    /// The cron expression's time zone, e.g. Europe/Berlin.
     pub tz: Option<String>,
     pub jitter: Option<Interval>,
     pub on_missed: Option<MissedPolicy>,
+    /// A failed run is tried again this many times.
     pub retries: Option<u32>,
     pub backoff: Option<Interval>,
+    /// After this many failed slots in a row the pipeline is suspended.
+    #[serde(rename = "suspend_after_failures")]
     pub suspend_after: Option<u32>,
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-use hakiri_engine::schedule::{Interval, MissedPolicy};
+use hakiri_engine::schedule::ScheduleBuilder;
 use hakiri_engine::types::{
     CursorKind, CursorSpec, NullRule, Origin, PipelineBuilder, PipelineSpec, Role, SchemaPolicy,
     SourceSpec, UserSpec, WriteMode, validate_name,
@@ -72,7 +72,7 @@ pub struct PipelineDoc {
     /// For a token cursor: commit data and token every this many pages (default 10).
     #[schemars(range(min = 1))]
     pub checkpoint_pages: Option<u64>,
-    pub schedule: Option<ScheduleDoc>,
+    pub schedule: Option<ScheduleBuilder>,
 }
 
 /// `cursor = { kind = "monotonic", column = "id", initial = 0 }`.
@@ -88,25 +88,6 @@ pub struct CursorDoc {
     /// For a monotonic cursor with merge: read this much again (a number or '1 hour').
     pub lag: Option<Scalar>,
     pub on_null: Option<NullRule>,
-}
-
-/// `schedule = { every = "15 minutes" }` or `{ cron = "0 * * * *", tz = "Europe/Berlin" }`:
-/// the keys mirror `CREATE PIPELINE ... SCHEDULE`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleDoc {
-    pub every: Option<Interval>,
-    /// A cron expression (five fields), in `tz` or UTC.
-    pub cron: Option<String>,
-    /// The cron expression's time zone, e.g. Europe/Berlin.
-    pub tz: Option<String>,
-    pub jitter: Option<Interval>,
-    pub on_missed: Option<MissedPolicy>,
-    /// A failed run is tried again this many times.
-    pub retries: Option<u32>,
-    pub backoff: Option<Interval>,
-    /// After this many failed slots in a row the pipeline is suspended.
-    pub suspend_after_failures: Option<u32>,
 }
 
 /// `[serve]`: the endpoints and users of `hakiri serve`.
@@ -180,16 +161,11 @@ impl Entry for PipelineSpec {
         p.key = doc.key.map(|k| k.0).unwrap_or_default();
         p.on_schema_change = doc.on_schema_change;
         p.checkpoint_pages = doc.checkpoint_pages;
-        if let Some(s) = doc.schedule {
-            p.schedule.declared = true;
-            p.schedule.every = s.every;
-            p.schedule.cron = s.cron;
-            p.schedule.tz = s.tz;
-            p.schedule.jitter = s.jitter;
-            p.schedule.on_missed = s.on_missed;
-            p.schedule.retries = s.retries;
-            p.schedule.backoff = s.backoff;
-            p.schedule.suspend_after = s.suspend_after_failures;
+        if let Some(schedule) = doc.schedule {
+            p.schedule = ScheduleBuilder {
+                declared: true,
+                ..schedule
+            };
         }
         p.build()
     }
