@@ -69,6 +69,7 @@ fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Fail
         connectors: hakiri_table_providers::connectors(root),
         table_factories: hakiri_table_providers::table_factories(),
         clock: fixed_clock()?,
+        catalog: None,
     };
     let mut engine = Engine::open(root, options)?;
     hakiri_udfs::register_all(engine.session_mut()).map_err(Error::from)?;

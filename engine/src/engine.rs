@@ -38,6 +38,9 @@ pub struct EngineOptions {
     /// `CREATE EXTERNAL TABLE ... STORED AS <NAME>` factories.
     pub table_factories: Vec<(String, Arc<dyn TableProviderFactory>)>,
     pub clock: Option<Arc<dyn Clock>>,
+    /// The catalog (default: SQLite in `<root>/.hakiri/catalog.db`); tests inject the
+    /// memory catalog.
+    pub catalog: Option<Arc<dyn Catalog>>,
 }
 
 /// What opening a project found and repaired.
@@ -176,7 +179,10 @@ impl Engine {
     pub fn open(root: &Path, options: EngineOptions) -> Result<Self> {
         let dir = root.join(".hakiri");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&dir.join("catalog.db"))?);
+        let catalog: Arc<dyn Catalog> = match options.catalog {
+            Some(c) => c,
+            None => Arc::new(SqliteCatalog::open(&dir.join("catalog.db"))?),
+        };
         let store = ContextStore::open(dir.join("store"))?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
 

@@ -1,24 +1,20 @@
-//! Hakiri's engine: core types, ports, the SQL extension, the runtime, the SQLite catalog
-//! and the context store. It depends on DataFusion and nothing of Hakiri's.
+//! Hakiri's engine: the session, statements, planning, the run loop and the scheduler, the
+//! SQLite and memory catalogs and the context store. The shared types, errors, ports and
+//! the SQL grammar are `hakiri-core`'s, re-exported here under the same module names.
 
 pub mod catalog;
-pub mod cursor;
 pub mod engine;
-pub mod error;
-#[cfg(test)]
-mod fuzz_cursor;
-#[cfg(any(test, feature = "fuzz"))]
-pub mod fuzzing;
 pub mod ports;
 pub mod rewind;
 mod run;
-pub mod schedule;
 pub mod scheduler;
 pub mod schema;
 pub mod sources;
-pub mod sql;
 pub mod store;
-pub mod types;
+
+#[cfg(any(test, feature = "fuzz"))]
+pub use hakiri_core::fuzzing;
+pub use hakiri_core::{cursor, error, schedule, sql, types};
 
 pub use engine::{
     ChangeSet, Engine, EngineOptions, Output, PlanReport, Recovery, RunProgress, RunSummary,

@@ -543,8 +543,8 @@ mod tests {
         engine: Arc<Engine>,
     }
 
-    /// An engine on a manual clock set to `start`, with a `gate()` function that blocks
-    /// its run until `open` is set (a run that outlasts its interval).
+    /// An engine on a manual clock set to `start` and the memory catalog, with a `gate()`
+    /// function that blocks its run until `open` is set (a run that outlasts its interval).
     async fn fixture(start: &str, sql: &str, open: Arc<AtomicBool>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(t(start)));
@@ -552,6 +552,7 @@ mod tests {
             dir.path(),
             EngineOptions {
                 clock: Some(clock.clone()),
+                catalog: Some(Arc::new(crate::catalog::MemoryCatalog::new())),
                 ..EngineOptions::default()
             },
         )
@@ -737,10 +738,12 @@ mod tests {
         let f = fixture("2026-11-28T00:00:00Z", "SELECT 1", open_gate()).await;
         let mut s = Scheduler::new(f.engine.clone(), 2);
         assert!(s.tick().await.unwrap().is_empty());
+        // Another process: another engine over the same catalog.
         let other = Engine::open(
             f._dir.path(),
             EngineOptions {
                 clock: Some(f.clock.clone()),
+                catalog: Some(f.engine.catalog().clone()),
                 ..EngineOptions::default()
             },
         )

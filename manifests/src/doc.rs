@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-use hakiri_engine::schedule::ScheduleBuilder;
-use hakiri_engine::types::{
+use hakiri_core::schedule::ScheduleBuilder;
+use hakiri_core::types::{
     CursorKind, CursorSpec, NullRule, Origin, PipelineBuilder, PipelineSpec, Role, SchemaPolicy,
     SourceSpec, UserSpec, WriteMode, validate_name,
 };
@@ -141,14 +141,14 @@ pub trait Entry: Sized {
     /// `pipeline`, `source`, `user`: for names and messages.
     const KIND: &'static str;
     type Doc: for<'de> Deserialize<'de> + JsonSchema;
-    fn make(name: &str, doc: Self::Doc) -> hakiri_engine::Result<Self>;
+    fn make(name: &str, doc: Self::Doc) -> hakiri_core::Result<Self>;
 }
 
 impl Entry for PipelineSpec {
     const KIND: &'static str = "pipeline";
     type Doc = PipelineDoc;
 
-    fn make(name: &str, doc: PipelineDoc) -> hakiri_engine::Result<Self> {
+    fn make(name: &str, doc: PipelineDoc) -> hakiri_core::Result<Self> {
         let mut p = PipelineBuilder::new(name, doc.sql, Origin::Manifest);
         p.cursor = doc.cursor.map(|c| CursorSpec {
             kind: c.kind,
@@ -175,7 +175,7 @@ impl Entry for SourceSpec {
     const KIND: &'static str = "source";
     type Doc = SourceDoc;
 
-    fn make(name: &str, doc: SourceDoc) -> hakiri_engine::Result<Self> {
+    fn make(name: &str, doc: SourceDoc) -> hakiri_core::Result<Self> {
         let mut options = BTreeMap::new();
         flatten("", doc.options, &mut options);
         Ok(SourceSpec {
@@ -191,7 +191,7 @@ impl Entry for UserSpec {
     const KIND: &'static str = "user";
     type Doc = UserDoc;
 
-    fn make(name: &str, doc: UserDoc) -> hakiri_engine::Result<Self> {
+    fn make(name: &str, doc: UserDoc) -> hakiri_core::Result<Self> {
         Ok(UserSpec {
             name: name.to_string(),
             password: doc.password,

@@ -2,7 +2,7 @@
 //! error, never a panic or a hang. `HAKIRI_FUZZ_CASES` sets the cases (default 256);
 //! `scripts/fuzz` runs more.
 
-use hakiri_engine::fuzzing::config;
+use hakiri_core::fuzzing::config;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;

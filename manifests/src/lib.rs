@@ -16,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
-use hakiri_engine::types::{PipelineSpec, ServeSpec, SourceSpec};
-use hakiri_engine::{Error, Result};
+use hakiri_core::types::{PipelineSpec, ServeSpec, SourceSpec};
+use hakiri_core::{Error, Result};
 
 mod doc;
 
@@ -328,10 +328,7 @@ sql = "INSERT INTO context.events SELECT * FROM samples.events WHERE id > $curso
         assert!(*line >= 4, "{e}");
         // A snapshot cursor implies MODE REPLACE, from the same builder as SQL.
         let m = parse("[pipelines.p]\nsql = \"INSERT INTO context.t SELECT * FROM s.t\"\ncursor = { kind = \"snapshot\" }\n").unwrap();
-        assert_eq!(
-            m.pipelines[0].mode,
-            hakiri_engine::types::WriteMode::Replace
-        );
+        assert_eq!(m.pipelines[0].mode, hakiri_core::types::WriteMode::Replace);
         // `$schema` is allowed at the top of a JSON manifest, for editors.
         parse_json(r#"{"$schema": "./hakiri.schema.json", "project": {"name": "x"}}"#).unwrap();
     }

@@ -28,10 +28,10 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 use futures::{StreamExt, TryStreamExt, stream};
-use hakiri_engine::ports::RunContext;
-use hakiri_engine::ports::{OptionSpec, Source, validate_options};
-use hakiri_engine::sources::resolve_value;
-use hakiri_engine::types::SourceSpec;
+use hakiri_core::ports::RunContext;
+use hakiri_core::ports::{OptionSpec, Source, validate_options};
+use hakiri_core::sources::resolve_value;
+use hakiri_core::types::SourceSpec;
 use object_store::ObjectStore;
 use std::collections::BTreeSet;
 
@@ -171,7 +171,7 @@ pub(crate) fn tables(spec: &SourceSpec) -> BTreeMap<String, BTreeMap<String, Str
 /// Checks the `tables.<name>.*` options of a file or s3 source.
 pub(crate) fn validate_tables(spec: &SourceSpec, connector: &str) -> Result<()> {
     for (table, opts) in tables(spec) {
-        hakiri_engine::types::validate_name("table", &table)?;
+        hakiri_core::types::validate_name("table", &table)?;
         for key in opts.keys() {
             if key != "path" && key != "format" {
                 return Err(Error::InvalidInput(format!(

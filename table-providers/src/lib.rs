@@ -12,7 +12,7 @@ pub mod s3;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProviderFactory;
-use hakiri_engine::ports::Source;
+use hakiri_core::ports::Source;
 
 /// A true/false option value (also yes/no and 1/0), for every connector's flags.
 pub(crate) fn parse_flag(option: &str, value: &str) -> error::Result<bool> {

@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use hakiri_engine::ports::{OptionSpec, Source, validate_options};
-use hakiri_engine::sources::resolve_value;
-use hakiri_engine::types::SourceSpec;
+use hakiri_core::ports::{OptionSpec, Source, validate_options};
+use hakiri_core::sources::resolve_value;
+use hakiri_core::types::SourceSpec;
 use object_store::aws::AmazonS3Builder;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 

@@ -3,18 +3,21 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-/// Workspace crates each crate may depend on (normal and build dependencies).
+/// Workspace crates each crate may depend on (any kind of dependency). Connectors and the
+/// manifest reader see the core only: never the engine's runtime, catalog or store.
 fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
     BTreeMap::from([
-        ("hakiri-engine", vec![]),
-        ("hakiri-udfs", vec!["hakiri-engine"]),
-        ("hakiri-table-providers", vec!["hakiri-engine"]),
-        ("hakiri-manifests", vec!["hakiri-engine"]),
+        ("hakiri-core", vec![]),
+        ("hakiri-engine", vec!["hakiri-core"]),
+        ("hakiri-udfs", vec![]),
+        ("hakiri-table-providers", vec!["hakiri-core"]),
+        ("hakiri-manifests", vec!["hakiri-core"]),
         ("hakiri-pgwire", vec!["hakiri-engine"]),
         ("hakiri-mcp", vec!["hakiri-engine"]),
         (
             "hakiri",
             vec![
+                "hakiri-core",
                 "hakiri-engine",
                 "hakiri-udfs",
                 "hakiri-table-providers",
@@ -24,6 +27,46 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
             ],
         ),
     ])
+}
+
+/// The edges between workspace crates that `allowed` forbids.
+fn violations(
+    meta: &serde_json::Value,
+    allowed: &BTreeMap<&'static str, Vec<&'static str>>,
+) -> Vec<String> {
+    let packages = meta["packages"].as_array().unwrap();
+    let members: Vec<&str> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let mut out = Vec::new();
+    for p in packages {
+        let name = p["name"].as_str().unwrap();
+        for d in p["dependencies"].as_array().unwrap() {
+            let dep = d["name"].as_str().unwrap();
+            let ok = allowed.get(name).is_some_and(|a| a.contains(&dep));
+            if members.contains(&dep) && !ok {
+                out.push(format!("{name} -> {dep}"));
+            }
+        }
+    }
+    out
+}
+
+/// The check rejects what it must: a connector depending on the engine.
+#[test]
+fn a_connector_to_engine_edge_is_rejected() {
+    let meta = serde_json::json!({"packages": [
+        {"name": "hakiri-core", "dependencies": []},
+        {"name": "hakiri-engine", "dependencies": [{"name": "hakiri-core"}]},
+        {"name": "hakiri-table-providers", "dependencies": [
+            {"name": "hakiri-core"}, {"name": "hakiri-engine"}, {"name": "datafusion"}
+        ]},
+    ]});
+    assert_eq!(
+        violations(&meta, &allowed()),
+        vec!["hakiri-table-providers -> hakiri-engine"]
+    );
 }
 
 #[test]
@@ -58,26 +101,21 @@ fn no_forbidden_dependency_edges() {
             "crate {m} is not in the dependency table of this test: add it"
         );
     }
-    let mut violations = Vec::new();
-    for p in meta["packages"].as_array().unwrap() {
-        let name = p["name"].as_str().unwrap();
-        for d in p["dependencies"].as_array().unwrap() {
-            let dep = d["name"].as_str().unwrap();
-            if members.contains(&dep) && !allowed[name].contains(&dep) {
-                violations.push(format!("{name} -> {dep}"));
-            }
-        }
-    }
+    let violations = violations(&meta, &allowed);
     assert!(
         violations.is_empty(),
         "forbidden edges (see ARCHITECTURE.md): {violations:?}"
     );
     // The test checks itself: the edge table forbids what ARCHITECTURE.md forbids.
     assert!(
-        !allowed["hakiri-engine"]
+        !allowed["hakiri-core"]
             .iter()
             .any(|d| d.starts_with("hakiri"))
     );
+    assert_eq!(allowed["hakiri-engine"], vec!["hakiri-core"]);
+    for connector_side in ["hakiri-table-providers", "hakiri-manifests"] {
+        assert!(!allowed[connector_side].contains(&"hakiri-engine"));
+    }
     assert!(!allowed["hakiri-table-providers"].contains(&"hakiri-udfs"));
     assert!(allowed.values().all(|deps| !deps.contains(&"hakiri")));
 }

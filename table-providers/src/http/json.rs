@@ -170,10 +170,10 @@ pub struct PageCheck {
 pub fn check_page(
     records: Vec<Value>,
     schema: &SchemaRef,
-    policy: hakiri_engine::types::SchemaPolicy,
+    policy: hakiri_core::types::SchemaPolicy,
     page: u64,
 ) -> Result<PageCheck> {
-    use hakiri_engine::types::SchemaPolicy;
+    use hakiri_core::types::SchemaPolicy;
     // The page's type, field by field, without building a type per record: fields the table
     // keeps as JSON text take any value, so their values are not looked into.
     let json_text: Vec<&str> = schema
@@ -788,7 +788,7 @@ mod fuzz;
 mod tests {
     use super::*;
     use datafusion::arrow::array::Array;
-    use hakiri_engine::types::SchemaPolicy;
+    use hakiri_core::types::SchemaPolicy;
     use serde_json::json;
 
     #[test]

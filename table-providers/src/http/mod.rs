@@ -32,10 +32,10 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use futures::stream;
-use hakiri_engine::cursor::{BoundaryRows, text_hash};
-use hakiri_engine::ports::{OptionSpec, RunContext, Source, SourceDrift, validate_options};
-use hakiri_engine::sources::resolve_value;
-use hakiri_engine::types::{SourceSpec, metric};
+use hakiri_core::cursor::{BoundaryRows, text_hash};
+use hakiri_core::ports::{OptionSpec, RunContext, Source, SourceDrift, validate_options};
+use hakiri_core::sources::resolve_value;
+use hakiri_core::types::{SourceSpec, metric};
 
 use crate::error::{Error, Result};
 use options::{HttpTableOptions, Pagination, SOURCE_OPTIONS, TABLE_OPTIONS, validate_table_keys};
@@ -94,7 +94,7 @@ impl Source for HttpSource {
         validate_options(&what, self.options(), spec.options.keys())?;
         let (_, tables) = split_options(spec);
         for (table, opts) in &tables {
-            hakiri_engine::types::validate_name("table", table)?;
+            hakiri_core::types::validate_name("table", table)?;
             validate_table_keys(&format!("table '{}.{table}'", spec.name), opts.keys())?;
         }
         Ok(())

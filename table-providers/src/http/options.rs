@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hakiri_engine::ports::{OptionSpec, validate_options};
-use hakiri_engine::sources::resolve_value;
+use hakiri_core::ports::{OptionSpec, validate_options};
+use hakiri_core::sources::resolve_value;
 
 use crate::error::{Error, Result};
 

@@ -660,7 +660,7 @@ mod tests {
     #[test]
     fn fuzz_resume_tokens() {
         use proptest::prelude::*;
-        let config = hakiri_engine::fuzzing::config();
+        let config = hakiri_core::fuzzing::config();
         let styles: Vec<Vec<(&str, &str)>> = vec![
             vec![
                 ("pagination", "cursor"),

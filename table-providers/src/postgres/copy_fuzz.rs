@@ -4,7 +4,7 @@
 //! `scripts/fuzz` runs more.
 
 use datafusion::arrow::array::{Array, ArrayRef};
-use hakiri_engine::fuzzing::config;
+use hakiri_core::fuzzing::config;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;

@@ -30,9 +30,9 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use futures::{StreamExt, stream};
-use hakiri_engine::ports::{OptionSpec, Source, validate_options};
-use hakiri_engine::sources::resolve_value;
-use hakiri_engine::types::SourceSpec;
+use hakiri_core::ports::{OptionSpec, Source, validate_options};
+use hakiri_core::sources::resolve_value;
+use hakiri_core::types::SourceSpec;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{Error, Result};
@@ -658,8 +658,8 @@ impl ExecutionPlan for PostgresExec {
         let shared = (self.sqls.len() > 1).then(|| self.snapshot.clone());
         let columns = self.columns.clone();
         let schema = self.schema.clone();
-        let rows_metric = MetricBuilder::new(&self.metrics)
-            .counter(hakiri_engine::types::metric::ROWS, partition);
+        let rows_metric =
+            MetricBuilder::new(&self.metrics).counter(hakiri_core::types::metric::ROWS, partition);
         let batch_size = opts.batch_size;
         let start = async move {
             let client = opts.connect().await?;
