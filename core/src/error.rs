@@ -162,6 +162,11 @@ impl Error {
     /// Whether the error comes from writing to a closed pipe (`hakiri query ... | head`),
     /// found in the error's chain of sources, not its text.
     pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            Error::DataFusion(df) => return df_broken_pipe(df),
+            Error::Io { source, .. } => return source.kind() == std::io::ErrorKind::BrokenPipe,
+            _ => {}
+        }
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = cur {
             if let Some(io) = e.downcast_ref::<std::io::Error>()
@@ -196,6 +201,30 @@ impl Error {
             Error::DataFusion(e) => find_hakiri_error(e).is_some_and(Error::is_storage_full),
             _ => false,
         }
+    }
+}
+
+/// Whether a DataFusion error is, or wraps, writing to a closed pipe.
+fn df_broken_pipe(e: &DataFusionError) -> bool {
+    let pipe = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
+    match e {
+        DataFusionError::IoError(io) => pipe(io),
+        DataFusionError::ArrowError(a, _) => match a.as_ref() {
+            datafusion::arrow::error::ArrowError::IoError(_, io) => pipe(io),
+            datafusion::arrow::error::ArrowError::ExternalError(inner) => {
+                inner.downcast_ref::<std::io::Error>().is_some_and(pipe)
+            }
+            _ => false,
+        },
+        DataFusionError::External(inner) => {
+            inner.downcast_ref::<std::io::Error>().is_some_and(pipe)
+                || inner
+                    .downcast_ref::<Error>()
+                    .is_some_and(Error::is_broken_pipe)
+        }
+        DataFusionError::Context(_, inner) => df_broken_pipe(inner),
+        DataFusionError::Shared(inner) => df_broken_pipe(inner),
+        _ => false,
     }
 }
 
@@ -286,6 +315,23 @@ fn display_datafusion(e: &DataFusionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A closed pipe is found however it is wrapped, and nothing else counts as one.
+    #[test]
+    fn broken_pipes_are_found_in_the_chain() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(Error::io("stdout", pipe()).is_broken_pipe());
+        assert!(Error::from(DataFusionError::IoError(pipe())).is_broken_pipe());
+        let arrow = datafusion::arrow::error::ArrowError::IoError("write".into(), pipe());
+        assert!(Error::from(arrow).is_broken_pipe());
+        let wrapped = DataFusionError::Context(
+            "writing".into(),
+            Box::new(DataFusionError::External(Box::new(pipe()))),
+        );
+        assert!(Error::from(wrapped).is_broken_pipe());
+        assert!(!Error::io("x", std::io::Error::other("Broken pipe")).is_broken_pipe());
+        assert!(!Error::InvalidInput("Broken pipe".into()).is_broken_pipe());
+    }
 
     #[test]
     fn context_keeps_the_category() {

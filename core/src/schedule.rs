@@ -146,6 +146,16 @@ impl ScheduleBuilder {
     /// The schedule, or `None` when none was declared.
     pub fn build(self) -> Result<Option<ScheduleSpec>> {
         let bad = |m: &str| Err(Error::InvalidInput(m.to_string()));
+        if self.suspend_after == Some(0) {
+            return bad(
+                "SUSPEND AFTER (suspend_after_failures) needs at least 1 failure: SUSPEND AFTER 3 FAILURES",
+            );
+        }
+        if self.backoff.is_some() && self.retries.unwrap_or(0) == 0 {
+            return bad(
+                "BACKOFF goes with RETRY n (retries, at least 1): RETRY 3 BACKOFF '30 seconds'",
+            );
+        }
         if self.tz.is_some() && self.cron.is_none() {
             return bad("TZ (schedule.tz) goes with CRON, not EVERY");
         }

@@ -698,7 +698,16 @@ impl Engine {
 
     async fn run_datafusion(&self, stmt: DFStatement) -> Result<SendableRecordBatchStream> {
         let state = self.ctx.state();
-        let refs = state.resolve_table_references(&stmt).unwrap_or_default();
+        // Only a query's references are tables it reads (a DDL's target is one it makes).
+        let reads = matches!(
+            &stmt,
+            DFStatement::Statement(s) if matches!(s.as_ref(), SQLStatement::Query(_))
+        ) || matches!(&stmt, DFStatement::Explain(_));
+        let refs = if reads {
+            state.resolve_table_references(&stmt).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let plan = state
             .statement_to_plan(stmt)
             .await
@@ -722,8 +731,25 @@ impl Engine {
     /// names come from the statement's table references, looked up in the session, never
     /// from DataFusion's message.
     fn missing_table(&self, e: Error, refs: &[TableReference]) -> Error {
-        let options = self.ctx.state().config().options().catalog.clone();
+        // Only a planning error can be a missing table (not, say, a bad option).
+        let planning = match &e {
+            Error::DataFusion(df) => {
+                matches!(df.find_root(), datafusion::error::DataFusionError::Plan(_))
+            }
+            _ => false,
+        };
+        if !planning {
+            return e;
+        }
+        let state = self.ctx.state();
+        let options = state.config().options().catalog.clone();
         for r in refs {
+            // `FROM generate_series(1, 3)` is a reference too: a table function.
+            if let TableReference::Bare { table } = r
+                && state.table_functions().contains_key(table.as_ref())
+            {
+                continue;
+            }
             let r = r
                 .clone()
                 .resolve(&options.default_catalog, &options.default_schema);

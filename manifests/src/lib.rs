@@ -329,6 +329,25 @@ sql = "INSERT INTO context.events SELECT * FROM samples.events WHERE id > $curso
         // A snapshot cursor implies MODE REPLACE, from the same builder as SQL.
         let m = parse("[pipelines.p]\nsql = \"INSERT INTO context.t SELECT * FROM s.t\"\ncursor = { kind = \"snapshot\" }\n").unwrap();
         assert_eq!(m.pipelines[0].mode, hakiri_core::types::WriteMode::Replace);
+        // Regression: `suspend_after_failures = 0` was stored as SUSPEND AFTER 0 FAILURES,
+        // which the SQL parser refuses, so the next open failed; BACKOFF without RETRY was
+        // dropped from the stored definition, so every open saw the pipeline as changed.
+        let sql = "sql = \"INSERT INTO context.t SELECT * FROM s.t\"";
+        for (schedule, want) in [
+            (
+                "{ every = \"1 hour\", suspend_after_failures = 0 }",
+                "SUSPEND AFTER",
+            ),
+            (
+                "{ every = \"1 hour\", backoff = \"1 minute\" }",
+                "BACKOFF goes with RETRY",
+            ),
+        ] {
+            let e = parse(&format!("[pipelines.p]\n{sql}\nschedule = {schedule}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
         // `$schema` is allowed at the top of a JSON manifest, for editors.
         parse_json(r#"{"$schema": "./hakiri.schema.json", "project": {"name": "x"}}"#).unwrap();
     }

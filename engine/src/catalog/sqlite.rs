@@ -178,7 +178,9 @@ const MIGRATIONS: &[Migration] = &[
         what: "hakiri.source_schemas (listings never wait on a source)",
         apply: |tx| {
             tx.execute_batch(
-                "CREATE TABLE source_schemas (
+                // IF NOT EXISTS: builds between the table's arrival and versioning made it
+                // in catalogs still at version 0.
+                "CREATE TABLE IF NOT EXISTS source_schemas (
                     source TEXT NOT NULL,
                     table_name TEXT NOT NULL,
                     columns TEXT NOT NULL,
@@ -1109,6 +1111,22 @@ mod tests {
         assert_eq!(c.schedules().unwrap().len(), 1);
         // Opening again is a no-op at the current version.
         drop(c);
+        SqliteCatalog::open(&path).unwrap();
+        assert_matches_declaration(&path);
+    }
+
+    /// Regression: builds between `source_schemas`' arrival and versioning created it in
+    /// catalogs still at version 0; migration 2 failed on them with "already exists".
+    #[test]
+    fn a_version_0_catalog_that_already_has_source_schemas_migrates() {
+        let (_keep, path) = legacy_fixture();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE source_schemas (source TEXT NOT NULL, table_name TEXT NOT NULL,
+             columns TEXT NOT NULL, discovered_at TEXT NOT NULL, PRIMARY KEY (source, table_name))",
+        )
+        .unwrap();
+        drop(conn);
         SqliteCatalog::open(&path).unwrap();
         assert_matches_declaration(&path);
     }
