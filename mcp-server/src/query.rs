@@ -14,7 +14,14 @@ use datafusion::sql::sqlparser::ast::Statement;
 use futures::StreamExt;
 use hakiri_engine::sql::{Access, HakiriStatement, parse_statements};
 use hakiri_engine::{Engine, Output};
+
+use crate::tools::ToolError;
 use serde_json::{Value, json};
+
+/// An engine, DataFusion or Arrow error as a tool error, keeping its category.
+fn engine_err(e: impl Into<hakiri_engine::Error>) -> ToolError {
+    ToolError::from(e.into())
+}
 
 /// What an agent may not do through `context.query`, and what to use instead.
 fn refusal(statement: &HakiriStatement) -> String {
@@ -53,13 +60,14 @@ pub async fn read_only(
     sql: &str,
     limit: usize,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, ToolError> {
     let statements = parse_statements(sql).map_err(|e| format!("invalid SQL: {e}"))?;
     let [statement] = statements.as_slice() else {
         return Err(format!(
             "context.query runs one statement at a time; this text holds {}",
             statements.len()
-        ));
+        )
+        .into());
     };
     // Decided by the statement's access, as for pgwire's read-only role; session
     // statements are refused too: every call shares the engine's one session.
@@ -75,7 +83,8 @@ pub async fn read_only(
             return Err(format!(
                 "context.query runs read-only queries (SELECT, EXPLAIN, SHOW); '{s}' sets up a \
                  session, and every call shares one: leave it out"
-            ));
+            )
+            .into());
         }
         (Access::Write, HakiriStatement::DataFusion(s)) => {
             // The message says why rather than what planning the write found wrong.
@@ -83,9 +92,10 @@ pub async fn read_only(
             return Err(format!(
                 "context.query runs read-only queries (SELECT, EXPLAIN, SHOW); {write} writes. \
                  Context tables change only through pipelines: run one with the pipeline.run tool"
-            ));
+            )
+            .into());
         }
-        (Access::Write, hakiri) => return Err(refusal(hakiri)),
+        (Access::Write, hakiri) => return Err(refusal(hakiri).into()),
     }
     let HakiriStatement::DataFusion(statement) = statement else {
         unreachable!("Hakiri's statements are answered above");
@@ -99,7 +109,7 @@ pub async fn read_only(
         let plan = state
             .statement_to_plan(statement.as_ref().clone())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(engine_err)?;
         options.verify_plan(&plan).map_err(|e| {
             format!(
                 "context.query runs read-only queries (SELECT, EXPLAIN, SHOW): {e}. Pipelines \
@@ -110,8 +120,8 @@ pub async fn read_only(
             .session()
             .execute_logical_plan(plan)
             .await
-            .map_err(|e| e.to_string())?;
-        let stream = df.execute_stream().await.map_err(|e| e.to_string())?;
+            .map_err(engine_err)?;
+        let stream = df.execute_stream().await.map_err(engine_err)?;
         collect(stream, limit).await
     };
     tokio::time::timeout(timeout, work)
@@ -131,11 +141,11 @@ async fn hakiri_read(
     engine: &Engine,
     statement: HakiriStatement,
     limit: usize,
-) -> Result<Value, String> {
+) -> Result<Value, ToolError> {
     match engine
         .execute_statement(statement)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(engine_err)?
     {
         Output::Stream(stream) => collect(stream, limit).await,
         Output::Plan(plan) => {
@@ -158,20 +168,24 @@ async fn hakiri_read(
             "truncated": false,
             "rows": [[m]],
         })),
-        Output::Run(_) => {
-            Err("context.query does not run pipelines: use the pipeline.run tool".into())
-        }
+        Output::Run(_) => Err(String::from(
+            "context.query does not run pipelines: use the pipeline.run tool",
+        )
+        .into()),
     }
 }
 
 /// Up to `limit` rows of the stream, as `{columns, rows, row_count, truncated}`; the rest of
 /// the stream is never read.
-pub async fn collect(mut stream: SendableRecordBatchStream, limit: usize) -> Result<Value, String> {
+pub async fn collect(
+    mut stream: SendableRecordBatchStream,
+    limit: usize,
+) -> Result<Value, ToolError> {
     let schema = stream.schema();
     let mut rows = Vec::new();
     let mut truncated = false;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| e.to_string())?;
+        let batch = batch.map_err(engine_err)?;
         let room = limit - rows.len();
         if batch.num_rows() > room {
             truncated = true;
@@ -194,9 +208,9 @@ pub async fn collect(mut stream: SendableRecordBatchStream, limit: usize) -> Res
     }))
 }
 
-async fn next_has_rows(stream: &mut SendableRecordBatchStream) -> Result<bool, String> {
+async fn next_has_rows(stream: &mut SendableRecordBatchStream) -> Result<bool, ToolError> {
     while let Some(batch) = stream.next().await {
-        if batch.map_err(|e| e.to_string())?.num_rows() > 0 {
+        if batch.map_err(engine_err)?.num_rows() > 0 {
             return Ok(true);
         }
     }
@@ -215,7 +229,7 @@ pub fn columns(schema: &SchemaRef) -> Vec<Value> {
 /// The rows of a batch as JSON arrays in column order: numbers stay numbers, nested
 /// values become arrays and objects, NULL is null. Each column is encoded on its own so
 /// repeated column names (`select a.id, b.id`) keep their values.
-fn json_rows(batch: &RecordBatch) -> Result<Vec<Value>, String> {
+fn json_rows(batch: &RecordBatch) -> Result<Vec<Value>, ToolError> {
     let mut rows: Vec<Vec<Value>> = vec![Vec::with_capacity(batch.num_columns()); batch.num_rows()];
     for (i, field) in batch.schema().fields().iter().enumerate() {
         let single = RecordBatch::try_new(
@@ -224,15 +238,19 @@ fn json_rows(batch: &RecordBatch) -> Result<Vec<Value>, String> {
             ])),
             vec![batch.column(i).clone()],
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(engine_err)?;
         let mut writer = ArrayWriter::new(Vec::new());
-        writer.write(&single).map_err(|e| e.to_string())?;
-        writer.finish().map_err(|e| e.to_string())?;
+        writer.write(&single).map_err(engine_err)?;
+        writer.finish().map_err(engine_err)?;
         let encoded = writer.into_inner();
         let values: Vec<Value> = if encoded.is_empty() {
             Vec::new()
         } else {
-            serde_json::from_slice(&encoded).map_err(|e| e.to_string())?
+            serde_json::from_slice(&encoded).map_err(|e| {
+                ToolError::from(hakiri_engine::Error::Internal(format!(
+                    "reading back a row's JSON: {e}"
+                )))
+            })?
         };
         for (row, value) in rows.iter_mut().zip(values) {
             row.push(value.get("v").cloned().unwrap_or(Value::Null));

@@ -257,8 +257,8 @@ struct RunArgs {
 
 /// Rows of a query over the state tables as JSON objects (names are validated before they
 /// are spliced into `sql`).
-async fn objects(engine: &Engine, sql: &str) -> Result<Vec<Value>, String> {
-    let stream = engine.query(sql).await.map_err(|e| e.to_string())?;
+async fn objects(engine: &Engine, sql: &str) -> Result<Vec<Value>, ToolError> {
+    let stream = engine.query(sql).await?;
     let table = query::collect(stream, MAX_LIMIT).await?;
     let names: Vec<String> = table["columns"]
         .as_array()
@@ -640,7 +640,7 @@ fn no_such_run(run_id: &str) -> ToolError {
     ))
 }
 
-async fn run_record(engine: &Engine, run_id: &str) -> Result<Option<Value>, String> {
+async fn run_record(engine: &Engine, run_id: &str) -> Result<Option<Value>, ToolError> {
     let mut rows = objects(
         engine,
         &format!("SELECT * FROM hakiri.runs WHERE run_id = '{run_id}'"),
