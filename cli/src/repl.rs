@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use hakiri_engine::Engine;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::physical_plan::memory::MemoryStream;
+use hakiri_engine::{Engine, Error, Output};
 use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -135,11 +138,14 @@ async fn refresh(engine: &Engine, names: &Names) {
 }
 
 /// `\d NAME`: the columns of a table, as a query on information_schema.
-fn describe_sql(name: &str) -> Result<String, Failure> {
+/// `\d NAME` (context, then hakiri) or `\d SCHEMA.NAME`: the table's columns, read from
+/// its provider. Not a query of `information_schema.columns`, which builds every table of
+/// every schema, and so would wait on any source that cannot be reached.
+async fn describe(engine: &Engine, name: &str) -> Result<Output, Failure> {
     let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
-    let (schema, table) = match name.split_once('.') {
-        Some((s, t)) if valid(s) && valid(t) => (Some(s), t),
-        None if valid(name) => (None, name),
+    let (schemas, table) = match name.split_once('.') {
+        Some((s, t)) if valid(s) && valid(t) => (vec![s], t),
+        None if valid(name) => (vec!["context", "hakiri"], name),
         _ => {
             return Err(Failure {
                 broken_pipe: false,
@@ -148,12 +154,45 @@ fn describe_sql(name: &str) -> Result<String, Failure> {
             });
         }
     };
-    let schema_filter = schema.map_or(String::new(), |s| format!(" AND table_schema = '{s}'"));
-    Ok(format!(
-        "SELECT table_schema AS schema, column_name AS column, data_type AS type, is_nullable AS nullable \
-         FROM information_schema.columns WHERE table_name = '{table}'{schema_filter} \
-         ORDER BY table_schema, ordinal_position"
-    ))
+    let session = engine.session();
+    let catalog = session
+        .catalog(&session.state().config().options().catalog.default_catalog)
+        .ok_or_else(|| Error::Internal("the session has no default catalog".into()))?;
+    let (mut out_schema, mut column, mut ty, mut nullable) = (vec![], vec![], vec![], vec![]);
+    for s in &schemas {
+        let Some(provider) = catalog.schema(s) else {
+            continue;
+        };
+        let Some(t) = provider.table(table).await.map_err(Error::from)? else {
+            continue;
+        };
+        for f in t.schema().fields() {
+            out_schema.push(s.to_string());
+            column.push(f.name().clone());
+            ty.push(f.data_type().to_string());
+            nullable.push(if f.is_nullable() { "YES" } else { "NO" }.to_string());
+        }
+        break;
+    }
+    if column.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no table '{name}' in {}: \\dt lists the tables",
+            schemas.join(" or ")
+        ))
+        .into());
+    }
+    let fields = ["schema", "column", "type", "nullable"]
+        .map(|n| Field::new(n, DataType::Utf8, false))
+        .to_vec();
+    let columns: Vec<ArrayRef> = [out_schema, column, ty, nullable]
+        .into_iter()
+        .map(|v| Arc::new(StringArray::from(v)) as ArrayRef)
+        .collect();
+    let batch =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(Error::from)?;
+    let stream =
+        MemoryStream::try_new(vec![batch.clone()], batch.schema(), None).map_err(Error::from)?;
+    Ok(Output::Stream(Box::pin(stream)))
 }
 
 const LIST_TABLES: &str = "SELECT table_schema AS schema, table_name AS name, table_type AS type \
@@ -163,12 +202,12 @@ const LIST_TABLES: &str = "SELECT table_schema AS schema, table_name AS name, ta
 /// Runs statements (or one backslash command) and prints their results.
 async fn run(engine: &Engine, text: &str, timing: bool) -> Result<(), Failure> {
     let started = Instant::now();
-    let sql = match text.trim() {
-        "\\dt" | "\\d" => LIST_TABLES.to_string(),
-        t if t.starts_with("\\d ") => describe_sql(t[3..].trim())?,
-        t => t.to_string(),
+    let outputs = match text.trim() {
+        "\\dt" | "\\d" => engine.execute(LIST_TABLES).await?,
+        t if t.starts_with("\\d ") => vec![describe(engine, t[3..].trim()).await?],
+        t => engine.execute(t).await?,
     };
-    print_outputs(engine.execute(&sql).await?, Format::Table).await?;
+    print_outputs(outputs, Format::Table).await?;
     if timing {
         println!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
     }

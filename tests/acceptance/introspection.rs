@@ -113,6 +113,14 @@ fn listing_tables_never_waits_on_an_unreachable_source() {
         "{}",
         out.stdout
     );
+    let out = quick("hakiri sql -c '\\d events'", &requests, limit, || {
+        p.hakiri(&["sql", "-c", "\\d events"]).ok()
+    });
+    assert!(
+        out.stdout.contains("context") && out.stdout.contains("kind"),
+        "{}",
+        out.stdout
+    );
 
     let server = HakiriServer::start(p.path(), &ENV);
     let url = server.url("analyst", "analyst-secret");
