@@ -1085,19 +1085,23 @@ mod tests {
             t.to_record_batch().unwrap();
             t.rows.len()
         };
-        for (name, n) in [
-            ("sources", 3),
-            ("pipelines", 3),
-            ("runs", 3),
-            ("cursors", 2),
-            ("cursor_history", 3),
-            ("tables", 2),
-            ("files", 3),
-            ("schema_versions", 3),
-            ("events", 6),
-            ("schedules", 1),
-            ("source_schemas", 0),
-        ] {
+        let expected = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/catalog-2026-12-02/state_rows.txt"),
+        )
+        .unwrap();
+        let expected: Vec<(&str, usize)> = expected
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(t, n)| (t, n.parse().unwrap()))
+            .collect();
+        assert_eq!(
+            expected.len(),
+            STATE_TABLES.len(),
+            "a count per state table"
+        );
+        for (name, n) in expected {
             assert_eq!(rows(name), n, "hakiri.{name}");
         }
         assert_eq!(c.cursor("events").unwrap().as_deref(), Some("1000"));
