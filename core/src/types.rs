@@ -414,6 +414,11 @@ impl PipelineSpec {
                 }
             }
         }
+        // Regression: each page group of a token run committed as a replace, so the table
+        // kept only the run's last page group.
+        if c.kind == CursorKind::OpaqueToken && self.mode == WriteMode::Replace {
+            return err("a token cursor reads only the pages after its token, so MODE REPLACE would keep only the last page group: use MODE APPEND (or leave MODE out) or MODE MERGE KEY (...)".into());
+        }
         if c.kind == CursorKind::SnapshotId {
             if self.mode != WriteMode::Replace {
                 return err("a snapshot cursor replaces the table on every changed snapshot: use MODE REPLACE (or leave MODE out)".into());
