@@ -59,6 +59,17 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     Upstream(String),
+    /// An HTTP request of a source failed: `status` when the server answered, the transport
+    /// error as `source` when it did not (or the last one, after retries). `message` says
+    /// what failed and what to do next.
+    #[error("{message}")]
+    Http {
+        url: String,
+        status: Option<u16>,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// No table `schema.table` (a context table); `hint` lists what exists.
     #[error(
         "no context table named '{table}' ({hint}); check the name or run the pipeline that loads it: hakiri run <pipeline>"
@@ -114,11 +125,14 @@ pub enum Error {
     DataFusion(Box<DataFusionError>),
     #[error("internal error: {0}. This is a bug in Hakiri; please report it")]
     Internal(String),
-    /// An error re-worded with where it happened; see [`Error::context`].
+    /// An error re-worded with where it happened, kept as its source; see
+    /// [`Error::context`].
     #[error("{message}")]
     Context {
         category: ErrorCategory,
         message: String,
+        #[source]
+        source: Box<Error>,
     },
 }
 
@@ -132,7 +146,7 @@ impl Error {
             Error::NotFound(_) => ErrorCategory::NotFound,
             Error::AlreadyExists(_) => ErrorCategory::AlreadyExists,
             Error::Unsupported(_) => ErrorCategory::Unsupported,
-            Error::Upstream(_) => ErrorCategory::Upstream,
+            Error::Upstream(_) | Error::Http { .. } => ErrorCategory::Upstream,
             Error::TableNotFound { .. } | Error::SourceNotFound { .. } => ErrorCategory::NotFound,
             Error::RunLockHeld { .. } => ErrorCategory::AlreadyExists,
             Error::RunStopped { .. } => ErrorCategory::Internal,
@@ -144,11 +158,21 @@ impl Error {
     }
 
     /// Re-words the error with `f` (which sees the original) and keeps its category, so a
-    /// front end still maps it to the same exit code or SQLSTATE.
+    /// front end still maps it to the same exit code or SQLSTATE, and the original as its
+    /// source, so what it was stays known ([`Error::kind`]).
     pub fn context(self, f: impl FnOnce(&Error) -> String) -> Error {
         Error::Context {
             category: self.category(),
             message: f(&self),
+            source: Box::new(self),
+        }
+    }
+
+    /// The error under any re-wording by [`Error::context`]: what to match on.
+    pub fn kind(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.kind(),
+            e => e,
         }
     }
 
@@ -165,6 +189,7 @@ impl Error {
         match self {
             Error::DataFusion(df) => return df_broken_pipe(df),
             Error::Io { source, .. } => return source.kind() == std::io::ErrorKind::BrokenPipe,
+            Error::Context { source, .. } => return source.is_broken_pipe(),
             _ => {}
         }
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
@@ -199,6 +224,7 @@ impl Error {
             Error::Io { source, .. } => io_storage_full(source),
             Error::Catalog(e) => sqlite_full(e),
             Error::DataFusion(e) => find_hakiri_error(e).is_some_and(Error::is_storage_full),
+            Error::Context { source, .. } => source.is_storage_full(),
             _ => false,
         }
     }
@@ -342,5 +368,55 @@ mod tests {
             Error::io("/x", std::io::Error::other("disk full")).context(|e| format!("run: {e}"));
         assert_eq!(io.category(), ErrorCategory::Internal);
         assert!(!io.to_string().contains("bug"), "{io}");
+    }
+
+    /// Wrapping keeps the error it wraps: its variant (what callers match on), its
+    /// sources (a broken pipe, a full disk) and the chain `std::error::Error` walks.
+    #[test]
+    fn context_keeps_the_source() {
+        let held = Error::RunLockHeld {
+            pipeline: "p".into(),
+            run_id: "r".into(),
+            holder: "process 1 on host 'h'".into(),
+            started_at: "t".into(),
+            heartbeat_at: "t".into(),
+        };
+        let e = held
+            .context(|e| format!("a: {e}"))
+            .context(|e| format!("b: {e}"));
+        assert!(matches!(e.kind(), Error::RunLockHeld { pipeline, .. } if pipeline == "p"));
+        assert!(
+            e.to_string()
+                .starts_with("b: a: pipeline 'p' is already running")
+        );
+        let inner = std::error::Error::source(&e).expect("a source");
+        assert!(inner.to_string().starts_with("a: "), "{inner}");
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(
+            Error::io("stdout", pipe)
+                .context(|e| format!("printing: {e}"))
+                .is_broken_pipe()
+        );
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert!(
+            Error::io("/d", full)
+                .context(|e| format!("writing: {e}"))
+                .is_storage_full()
+        );
+        let http = Error::Http {
+            url: "http://127.0.0.1:1/x".into(),
+            status: Some(503),
+            message: "GET http://127.0.0.1:1/x failed after 3 attempts".into(),
+            source: None,
+        };
+        let e = http.context(|e| format!("page 2: {e}"));
+        assert_eq!(e.category(), ErrorCategory::Upstream);
+        assert!(matches!(
+            e.kind(),
+            Error::Http {
+                status: Some(503),
+                ..
+            }
+        ));
     }
 }

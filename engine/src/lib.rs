@@ -1,8 +1,9 @@
-//! Hakiri's engine: the session, statements, planning, the run loop and the scheduler, the
-//! SQLite and memory catalogs and the context store. The shared types, errors, ports and
-//! the SQL grammar are `hakiri-core`'s, re-exported here under the same module names.
+//! Hakiri's engine: the session, statements, planning, the run loop and the scheduler, and
+//! the context store. The shared types, errors, ports and the SQL grammar are
+//! `hakiri-core`'s and the catalog is `hakiri-catalog`'s, re-exported here under the same
+//! module names.
 
-pub mod catalog;
+pub use hakiri_catalog as catalog;
 pub mod engine;
 pub mod ports;
 pub mod rewind;

@@ -383,7 +383,7 @@ impl Scheduler {
                 state.attempt = 0;
             }
             // Another process holds the pipeline's run lock: this slot is skipped.
-            Err(e @ Error::RunLockHeld { .. }) => {
+            Err(e) if matches!(e.kind(), Error::RunLockHeld { .. }) => {
                 tracing::warn!(pipeline = %name, "slot skipped: {e}");
                 state.last_status = Some(RunStatus::Skipped);
                 engine.catalog().add_event(

@@ -36,6 +36,7 @@ use object_store::ObjectStore;
 use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
+use hakiri_core::error::ErrorCategory;
 
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -240,10 +241,11 @@ pub(crate) async fn listing_table(
         .with_listing_options(options)
         .infer_schema(&state)
         .await
-        .map_err(|e| {
-            Error::InvalidInput(format!(
-                "cannot read table '{source}.{table}' from '{location}': {e}"
-            ))
+        .map_err(|e| Error::Context {
+            // What to fix is the table's options; the store's error stays the source.
+            category: ErrorCategory::InvalidInput,
+            message: format!("cannot read table '{source}.{table}' from '{location}': {e}"),
+            source: Box::new(e.into()),
         })?;
     let listing = Arc::new(ListingTable::try_new(config)?);
     Ok(Arc::new(FileTable {

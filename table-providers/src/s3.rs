@@ -182,38 +182,91 @@ fn store(spec: &SourceSpec) -> Result<(Settings, Arc<dyn ObjectStore>)> {
     Ok((Settings { bucket, endpoint }, Arc::new(store)))
 }
 
-/// What to do next about an object-store failure, from S3's error codes; `None` when the
-/// message says nothing the source's options can fix.
-fn hint(spec: &SourceSpec, settings: &Settings, message: &str) -> Option<String> {
-    let at = settings.endpoint.as_deref().unwrap_or("AWS");
-    let fix = if message.contains("NoSuchBucket") {
-        format!(
-            "bucket '{}' does not exist at {at}: check the source's bucket option",
-            settings.bucket
-        )
+/// What went wrong with the store, for the hint: read from object_store's error kinds
+/// (a GET or HEAD maps S3's 404, 403 and 401 to `NotFound`, `PermissionDenied` and
+/// `Unauthenticated`) and its HTTP error kind (a connection or a timeout).
+#[derive(Debug, PartialEq)]
+enum StoreFault {
+    NoBucket,
+    Credentials,
+    Unreachable,
+}
+
+fn fault(e: &Error) -> Option<StoreFault> {
+    let store = store_error(e)?;
+    match store {
+        object_store::Error::NotFound { .. } => return Some(StoreFault::NoBucket),
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => return Some(StoreFault::Credentials),
+        _ => {}
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(store);
+    while let Some(e) = cur {
+        if let Some(http) = e.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind::{Connect, Request, Timeout};
+            if matches!(http.kind(), Connect | Request | Timeout) {
+                return Some(StoreFault::Unreachable);
+            }
+        }
+        cur = e.source();
+    }
+    // A LIST request's failure comes as `Generic` with its status hidden in a private type
+    // (object_store 0.13's `RetryError`): only S3's error code in the response's text
+    // tells a missing bucket or refused credentials apart. The library should expose it.
+    let text = store.to_string();
+    if text.contains("NoSuchBucket") {
+        Some(StoreFault::NoBucket)
     } else if [
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "AccessDenied",
-        "Forbidden",
     ]
     .iter()
-    .any(|code| message.contains(code))
+    .any(|code| text.contains(code))
     {
-        "the store refused the credentials: check access_key_id and secret_access_key (and region)"
-            .to_string()
-    } else if ["error sending request", "connect", "timed out", "dns error"]
-        .iter()
-        .any(|s| message.contains(s))
-    {
-        format!("cannot reach {at}: check the endpoint option and that the store is running")
+        Some(StoreFault::Credentials)
     } else {
+        None
+    }
+}
+
+/// The object_store error under a Hakiri error (through DataFusion's wrapping).
+fn store_error(e: &Error) -> Option<&object_store::Error> {
+    let Error::DataFusion(df) = e.kind() else {
         return None;
     };
-    Some(format!(
-        "{message}\n  source '{}' (type s3): {fix}",
-        spec.name
-    ))
+    let mut cur: &datafusion::error::DataFusionError = df;
+    loop {
+        use datafusion::error::DataFusionError as D;
+        match cur {
+            D::ObjectStore(s) => return Some(s),
+            D::Context(_, inner) => cur = inner,
+            D::Shared(inner) => cur = inner,
+            D::External(b) => {
+                return b
+                    .downcast_ref::<object_store::Error>()
+                    .or_else(|| b.downcast_ref::<Error>().and_then(store_error));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// What to do next about an object-store failure; `None` when it is nothing the source's
+/// options can fix.
+fn hint(spec: &SourceSpec, settings: &Settings, e: &Error) -> Option<String> {
+    let at = settings.endpoint.as_deref().unwrap_or("AWS");
+    let fix = match fault(e)? {
+        StoreFault::NoBucket => format!(
+            "bucket '{}' does not exist at {at}: check the source's bucket option",
+            settings.bucket
+        ),
+        StoreFault::Credentials => "the store refused the credentials: check access_key_id and secret_access_key (and region)".to_string(),
+        StoreFault::Unreachable => {
+            format!("cannot reach {at}: check the endpoint option and that the store is running")
+        }
+    };
+    Some(format!("{e}\n  source '{}' (type s3): {fix}", spec.name))
 }
 
 #[async_trait]
@@ -264,9 +317,44 @@ impl Source for S3Source {
             .unwrap_or_default();
         listing_table(&spec.name, table, &location, &format, Some(store))
             .await
-            .map_err(|e| match hint(spec, &settings, &e.to_string()) {
+            .map_err(|e| match hint(spec, &settings, &e) {
                 Some(message) => Error::Upstream(message),
                 None => e,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::error::DataFusionError;
+
+    fn wrapped(store: object_store::Error) -> Error {
+        let df = DataFusionError::ObjectStore(Box::new(store));
+        Error::from(DataFusionError::Context("listing".into(), Box::new(df)))
+            .context(|e| format!("reading lake.events: {e}"))
+    }
+
+    /// The fault comes from object_store's error kind, under DataFusion's and Hakiri's
+    /// wrapping, whatever the message says.
+    #[test]
+    fn faults_come_from_the_store_errors_kind() {
+        let source = || Box::new(std::io::Error::other("no message to read")) as _;
+        let not_found = object_store::Error::NotFound {
+            path: "incoming/".into(),
+            source: source(),
+        };
+        assert_eq!(fault(&wrapped(not_found)), Some(StoreFault::NoBucket));
+        let denied = object_store::Error::PermissionDenied {
+            path: "incoming/".into(),
+            source: source(),
+        };
+        assert_eq!(fault(&wrapped(denied)), Some(StoreFault::Credentials));
+        let other = object_store::Error::NotImplemented {
+            operation: "x".into(),
+            implementer: "y".into(),
+        };
+        assert_eq!(fault(&wrapped(other)), None);
+        assert_eq!(fault(&Error::Upstream("NoSuchBucket".into())), None);
     }
 }

@@ -8,7 +8,8 @@ use std::process::Command;
 fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
     BTreeMap::from([
         ("hakiri-core", vec![]),
-        ("hakiri-engine", vec!["hakiri-core"]),
+        ("hakiri-catalog", vec!["hakiri-core"]),
+        ("hakiri-engine", vec!["hakiri-core", "hakiri-catalog"]),
         ("hakiri-udfs", vec![]),
         ("hakiri-table-providers", vec!["hakiri-core"]),
         ("hakiri-manifests", vec!["hakiri-core"]),
@@ -112,9 +113,14 @@ fn no_forbidden_dependency_edges() {
             .iter()
             .any(|d| d.starts_with("hakiri"))
     );
-    assert_eq!(allowed["hakiri-engine"], vec!["hakiri-core"]);
+    assert_eq!(
+        allowed["hakiri-engine"],
+        vec!["hakiri-core", "hakiri-catalog"]
+    );
+    assert_eq!(allowed["hakiri-catalog"], vec!["hakiri-core"]);
     for connector_side in ["hakiri-table-providers", "hakiri-manifests"] {
         assert!(!allowed[connector_side].contains(&"hakiri-engine"));
+        assert!(!allowed[connector_side].contains(&"hakiri-catalog"));
     }
     assert!(!allowed["hakiri-table-providers"].contains(&"hakiri-udfs"));
     assert!(allowed.values().all(|deps| !deps.contains(&"hakiri")));

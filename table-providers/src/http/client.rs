@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Client, StatusCode};
 
 use super::options::HttpTableOptions;
-use crate::error::{Error, Result, upstream};
+use crate::error::{Error, Result};
 
 /// The longest `Retry-After` honoured; a longer one fails the request rather than stall.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -60,8 +60,14 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// What to do after one request that did not give a page.
 enum Retry {
-    /// Send it again after the backoff (or `wait`), counting an attempt; `why` says why.
-    After { wait: Option<Duration>, why: String },
+    /// Send it again after the backoff (or `wait`), counting an attempt; `why` says why,
+    /// with the response's status, or the transport error, kept for the final error.
+    After {
+        wait: Option<Duration>,
+        why: String,
+        status: Option<StatusCode>,
+        source: Option<reqwest::Error>,
+    },
     /// A rate limit was waited out: send it again, not counted as an attempt.
     Now,
 }
@@ -131,10 +137,14 @@ pub async fn get(
                                 "reading the response body timed out after {:?}",
                                 opts.timeout
                             ),
+                            status: Some(status),
+                            source: Some(e),
                         },
                         Err(e) => Retry::After {
                             wait: None,
                             why: format!("the response body was cut short: {}", error_chain(&e)),
+                            status: Some(status),
+                            source: Some(e),
                         },
                     }
                 }
@@ -142,21 +152,35 @@ pub async fn get(
             Err(e) if e.is_timeout() => Retry::After {
                 wait: None,
                 why: format!("timed out after {:?}", opts.timeout),
+                status: None,
+                source: Some(e),
             },
             Err(e) if e.is_connect() || e.is_request() => Retry::After {
                 wait: None,
                 why: error_chain(&e),
+                status: None,
+                source: Some(e),
             },
-            Err(e) => return Err(upstream(format!("GET {url} failed: {}", error_chain(&e)))),
+            Err(e) => {
+                let message = format!("GET {url} failed: {}", error_chain(&e));
+                return Err(http_error(url, None, message, Some(e)));
+            }
         };
-        let Retry::After { wait, why } = retry else {
+        let Retry::After {
+            wait,
+            why,
+            status,
+            source,
+        } = retry
+        else {
             continue;
         };
         if attempt >= opts.max_retries {
-            return Err(upstream(format!(
+            let message = format!(
                 "GET {url} failed after {} attempts: {why}; the API may be down: run again later or raise max_retries",
                 attempt + 1
-            )));
+            );
+            return Err(http_error(url, status, message, source));
         }
         let backoff = opts
             .backoff
@@ -166,6 +190,22 @@ pub async fn get(
         tracing::warn!(%url, attempt, ?delay, "retrying after {why}");
         tokio::time::sleep(delay).await;
         attempt += 1;
+    }
+}
+
+/// A failed request as [`Error::Http`]: the status if the server answered, the transport
+/// error as the source.
+fn http_error(
+    url: &url::Url,
+    status: Option<StatusCode>,
+    message: String,
+    source: Option<reqwest::Error>,
+) -> Error {
+    Error::Http {
+        url: url.to_string(),
+        status: status.map(|s| s.as_u16()),
+        message,
+        source: source.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
     }
 }
 
@@ -202,10 +242,11 @@ async fn retry_status(
     if limited {
         let wait = limit_wait.unwrap_or_default();
         if wait > MAX_RETRY_AFTER || *rate_limited >= opts.max_retries.max(3) {
-            return Err(upstream(format!(
+            let message = format!(
                 "GET {url} is rate limited ({status}) for another {}s; run again after the limit resets",
                 wait.as_secs()
-            )));
+            );
+            return Err(http_error(url, Some(status), message, None));
         }
         tracing::warn!(%url, ?wait, "rate limited ({status}); waiting");
         *rate_limited += 1;
@@ -214,21 +255,26 @@ async fn retry_status(
     }
     if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
         if let Some(a) = after.filter(|a| *a > MAX_RETRY_AFTER) {
-            return Err(upstream(format!(
+            let message = format!(
                 "GET {url} returned {status} with Retry-After {}s, longer than the {}s Hakiri waits; run again later",
                 a.as_secs(),
                 MAX_RETRY_AFTER.as_secs()
-            )));
+            );
+            return Err(http_error(url, Some(status), message, None));
         }
         return Ok(Retry::After {
             wait: after,
             why: format!("{status}"),
+            status: Some(status),
+            source: None,
         });
     }
     if status.is_server_error() {
         return Ok(Retry::After {
             wait: None,
             why: format!("{status}: {snippet}"),
+            status: Some(status),
+            source: None,
         });
     }
     let hint = match status.as_u16() {
@@ -238,7 +284,6 @@ async fn retry_status(
         404 => "check the base_url and path options",
         _ => "check the request options (query.*, header.*)",
     };
-    Err(upstream(format!(
-        "GET {url} returned {status}: {snippet}; {hint}"
-    )))
+    let message = format!("GET {url} returned {status}: {snippet}; {hint}");
+    Err(http_error(url, Some(status), message, None))
 }

@@ -11,8 +11,8 @@ use super::{
     Catalog, CommitOutcome, CursorEntry, CursorMove, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun,
     RunCommit, RunRecord, ScheduleState, SourceSchema, TableEntry, already_running,
 };
-use crate::error::Result;
-use crate::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
+use hakiri_core::error::Result;
+use hakiri_core::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
 #[derive(Debug, Default)]
 pub struct MemoryCatalog {

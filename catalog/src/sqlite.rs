@@ -11,8 +11,8 @@ use super::{
     Catalog, CommitOutcome, CursorEntry, CursorMove, FileEntry, IsAlive, NewRun, RunCommit,
     RunHolder, RunRecord, STATE_TABLES, ScheduleState, SourceSchema, TableEntry, already_running,
 };
-use crate::error::{Error, Result};
-use crate::types::{EventKind, Origin, PipelineSpec, RunCounters, RunStatus, SourceSpec};
+use hakiri_core::error::{Error, Result};
+use hakiri_core::types::{EventKind, Origin, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
 /// The catalog's tables as the releases before versioned migrations created them (frozen:
 /// migration 1 brings such a catalog up, whatever release made it).
@@ -479,8 +479,8 @@ impl Catalog for SqliteCatalog {
                 };
                 format!("CREATE PIPELINE {name}{cursor} MODE {mode} AS {sql}")
             });
-            let mut spec = match crate::sql::parse_statements(&definition)?.pop() {
-                Some(crate::sql::HakiriStatement::CreatePipeline { spec, .. }) => spec,
+            let mut spec = match hakiri_core::sql::parse_statements(&definition)?.pop() {
+                Some(hakiri_core::sql::HakiriStatement::CreatePipeline { spec, .. }) => spec,
                 _ => {
                     return Err(Error::Internal(format!(
                         "pipeline '{name}' in the catalog has a definition that is not CREATE PIPELINE: {definition}"
@@ -999,7 +999,7 @@ mod tests {
     use std::time::Duration;
 
     use super::{CATALOG_VERSION, LEGACY_COLUMNS, SCHEMA_V1};
-    use crate::catalog::{Catalog, STATE_TABLES};
+    use crate::{Catalog, STATE_TABLES};
 
     /// A catalog written by the release of 2026-12-02, before versioned migrations.
     fn legacy_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -1108,7 +1108,7 @@ mod tests {
         let runs = c.runs(None).unwrap();
         assert!(
             runs.iter()
-                .all(|r| r.status == crate::types::RunStatus::Succeeded),
+                .all(|r| r.status == hakiri_core::types::RunStatus::Succeeded),
             "{runs:?}"
         );
         assert_eq!(c.list_pipelines().unwrap().len(), 3);

@@ -3,7 +3,7 @@
 //! An adapter joins with one line, in any crate's tests:
 //!
 //! ```text
-//! hakiri_engine::catalog_conformance!(postgres, PostgresCatalog::connect(...).unwrap());
+//! hakiri_catalog::catalog_conformance!(postgres, PostgresCatalog::connect(...).unwrap());
 //! ```
 //!
 //! which expands to one `#[test]` per check below, each on a fresh catalog.
@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, STATE_TABLES, SourceSchema};
-use crate::error::Error;
-use crate::schedule::{Cadence, Interval, MissedPolicy, ScheduleSpec};
-use crate::types::EventKind;
-use crate::types::{
+use hakiri_core::error::Error;
+use hakiri_core::schedule::{Cadence, Interval, MissedPolicy, ScheduleSpec};
+use hakiri_core::types::EventKind;
+use hakiri_core::types::{
     CursorKind, CursorSpec, NullRule, Origin, PipelineSpec, RunCounters, RunStatus, SchemaPolicy,
     SourceSpec, WriteMode,
 };
@@ -44,7 +44,7 @@ macro_rules! catalog_conformance {
             #[test]
             fn $check() {
                 let catalog = $make;
-                $crate::catalog::conformance::$check(&catalog);
+                $crate::conformance::$check(&catalog);
             }
         )*
     };
@@ -197,7 +197,10 @@ pub fn run_lock_names_a_live_holder(c: &dyn Catalog) {
         matches!(&err, Error::RunLockHeld { pipeline, run_id, .. } if pipeline == "p" && run_id == "r1"),
         "{err:?}"
     );
-    assert_eq!(err.category(), crate::error::ErrorCategory::AlreadyExists);
+    assert_eq!(
+        err.category(),
+        hakiri_core::error::ErrorCategory::AlreadyExists
+    );
     let msg = err.to_string();
     assert!(
         msg.contains("r1") && msg.contains("4242") && msg.contains("conformance"),
@@ -569,7 +572,7 @@ pub fn source_schemas_last_until_the_source_changes(c: &dyn Catalog) {
 
 #[cfg(test)]
 mod tests {
-    use crate::catalog::{MemoryCatalog, SqliteCatalog};
+    use crate::{MemoryCatalog, SqliteCatalog};
 
     crate::catalog_conformance!(sqlite, SqliteCatalog::open_in_memory().unwrap());
     crate::catalog_conformance!(memory, MemoryCatalog::new());

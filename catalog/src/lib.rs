@@ -1,6 +1,13 @@
 //! The `Catalog` port: all of Hakiri's state (sources, pipelines, runs, cursors, tables,
 //! files, schema versions, events) as SQL tables, plus the one-transaction run commit.
+//!
+//! The crate holds the port and its records, the declaration of the `hakiri.*` tables
+//! (`state_tables`), the SQLite adapter (a project's `.hakiri/catalog.db`, with its
+//! migrations) and the memory one (for tests), and, behind the `conformance` feature, the
+//! suite every adapter passes. It depends on the core only: the engine gets a catalog
+//! injected (`EngineOptions.catalog`), so its tests run on the memory catalog.
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod memory;
 mod sqlite;
@@ -11,8 +18,8 @@ pub use sqlite::SqliteCatalog;
 
 use chrono::{DateTime, Utc};
 
-use crate::error::Result;
-use crate::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
+use hakiri_core::error::Result;
+use hakiri_core::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
 pub use state_tables::{STATE_TABLES, TableDecl, state_table};
 
@@ -78,7 +85,7 @@ pub struct RunCommit {
     /// The new cursor (kind, value); `None` leaves the cursor as it is.
     pub cursor: Option<(String, String)>,
     /// The records already written at the new cursor's boundary
-    /// ([`crate::cursor::Boundary::to_text`]), stored with it; ignored without `cursor`.
+    /// ([`hakiri_core::cursor::BoundaryRows::to_text`]), stored with it; ignored without `cursor`.
     pub boundary: Option<String>,
     /// The table's schema rendered as text, recorded as a new schema version if it differs
     /// from the latest one.
@@ -160,7 +167,7 @@ pub struct ScheduleState {
 pub struct SourceSchema {
     pub source: String,
     pub table: String,
-    /// The columns as JSON text, see [`crate::schema::columns_text`].
+    /// The columns as JSON text, as the engine's `schema::columns_text` writes them.
     pub columns: String,
     pub discovered_at: DateTime<Utc>,
 }
@@ -255,8 +262,8 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
 pub const DEAD_RUN_ERROR: &str = "the process running this run stopped before the run ended; its committed checkpoints stay, nothing after them was committed";
 
 /// The error for a pipeline whose run lock is held by a live run.
-pub fn already_running(r: &RunRecord) -> crate::error::Error {
-    crate::error::Error::RunLockHeld {
+pub fn already_running(r: &RunRecord) -> hakiri_core::error::Error {
+    hakiri_core::error::Error::RunLockHeld {
         pipeline: r.pipeline.clone(),
         run_id: r.run_id.clone(),
         holder: format!("process {} on host '{}'", r.holder.pid, r.holder.host),
@@ -266,8 +273,8 @@ pub fn already_running(r: &RunRecord) -> crate::error::Error {
 }
 
 /// The error for a state table name that is not one of [`STATE_TABLES`].
-pub fn unknown_state_table(name: &str) -> crate::error::Error {
-    crate::error::Error::NotFound(format!(
+pub fn unknown_state_table(name: &str) -> hakiri_core::error::Error {
+    hakiri_core::error::Error::NotFound(format!(
         "no state table 'hakiri.{name}': the state tables are {}",
         STATE_TABLES
             .iter()
@@ -278,8 +285,8 @@ pub fn unknown_state_table(name: &str) -> crate::error::Error {
 }
 
 /// The error for a commit of a run that is no longer `running` (`status`, if it exists).
-pub fn commit_refused(run_id: &str, status: Option<&str>) -> crate::error::Error {
-    crate::error::Error::Internal(format!(
+pub fn commit_refused(run_id: &str, status: Option<&str>) -> hakiri_core::error::Error {
+    hakiri_core::error::Error::Internal(format!(
         "run {run_id} is {} in the catalog, not running; its commit was abandoned",
         status.unwrap_or("missing")
     ))
