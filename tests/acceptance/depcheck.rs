@@ -147,3 +147,81 @@ fn one_copy_of_the_core_crates() {
         );
     }
 }
+
+/// Each dependency's features, as `cargo tree` resolves them for `args`: path (workspace)
+/// crates left out, since a rebuild of our own crates is expected.
+fn resolved_features(args: &[&str]) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "--prefix", "none", "-f", "{p}|{f}"])
+        .args(args)
+        .current_dir(crate::support::repo_root())
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut map: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let line = line.trim_end_matches(" (*)");
+        let Some((package, features)) = line.split_once('|') else {
+            continue;
+        };
+        if package.contains(" (/") {
+            continue;
+        }
+        let entry = map.entry(package.to_string()).or_default();
+        entry.extend(
+            features
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_string),
+        );
+    }
+    map
+}
+
+/// Dependencies of the binary that the whole workspace's tests resolve with other features
+/// (each would be compiled twice).
+fn feature_differences(
+    binary: &BTreeMap<String, std::collections::BTreeSet<String>>,
+    tests: &BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Vec<String> {
+    binary
+        .iter()
+        .filter_map(|(p, f)| {
+            let g = tests.get(p)?;
+            (g != f).then(|| format!("{p}: {f:?} for the binary, {g:?} for the tests"))
+        })
+        .collect()
+}
+
+/// `./scripts/demo` (`cargo build -p hakiri`) and `./scripts/test` (`cargo test --workspace`)
+/// resolve every shared dependency with the same features, so a fresh machine builds each
+/// once (issue 16 item 12; regression: the tests' sqllogictest turned on md-5's and
+/// getrandom's `std`, and DataFusion, arrow and object_store were built twice).
+#[test]
+fn the_binary_and_the_tests_build_each_dependency_once() {
+    let one = |p: &str, f: &[&str]| {
+        (
+            p.to_string(),
+            f.iter()
+                .map(|s| s.to_string())
+                .collect::<std::collections::BTreeSet<_>>(),
+        )
+    };
+    // The check sees a difference when there is one.
+    let binary = BTreeMap::from([one("md-5 v0.10.6", &[]), one("tokio v1", &["rt"])]);
+    let tests = BTreeMap::from([one("md-5 v0.10.6", &["std"]), one("tokio v1", &["rt"])]);
+    assert_eq!(feature_differences(&binary, &tests).len(), 1);
+
+    let binary = resolved_features(&["-p", "hakiri", "-e", "normal,build"]);
+    let tests = resolved_features(&["--workspace", "-e", "normal,build,dev"]);
+    assert!(binary.keys().any(|p| p.starts_with("datafusion v")));
+    let differ = feature_differences(&binary, &tests);
+    assert!(
+        differ.is_empty(),
+        "these would be built twice: declare the tests' features in cli/Cargo.toml's feature unification: {differ:#?}"
+    );
+}
