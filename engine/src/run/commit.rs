@@ -35,7 +35,8 @@ pub(crate) enum Decision {
 
 #[derive(Debug)]
 pub(crate) struct CommitPlan {
-    /// The cursor after the commit: what the next part or run reads from.
+    /// The cursor after the commit, what this run's next part reads from (the catalog
+    /// gets `commit_cursor`; after a backfill this is the committed floor).
     pub cursor: Option<String>,
     /// What the commit writes as the cursor (kind, value): set when the value, or its
     /// boundary, changed, or on a first commit.

@@ -231,8 +231,8 @@ impl Engine {
         progress: &(dyn Fn(&RunProgress) + Send + Sync),
     ) -> Result<RunSummary> {
         let spec = self.pipeline(name)?;
-        // A pipeline stored before a check was added (token cursors with MODE REPLACE)
-        // is refused here, before it runs, with what to change.
+        // Every clause check again: a pipeline stored before a check existed (a token
+        // cursor with MODE REPLACE) is refused before it runs, with what to change.
         spec.check()?;
         let started_at = self.clock().now();
         let (committed, committed_is_initial) = self.start_cursor(&spec)?;
@@ -602,7 +602,7 @@ impl Engine {
             return Err(e);
         }
         let staged = rows.rows;
-        let files = if staged == 0 && !rows.strategy.keeps_empty_part(table_schema.is_some()) {
+        let files = if !rows.keeps_file(table_schema.is_some()) {
             writer.abort();
             Vec::new()
         } else {

@@ -19,7 +19,7 @@ pub(crate) struct PartRows {
     conform: Conform,
     lineage: LineageColumns,
     staged: SchemaRef,
-    /// Rows staged so far.
+    /// Rows staged so far (for a merge, its input rows: the merge may write fewer).
     pub rows: u64,
 }
 
@@ -68,6 +68,12 @@ impl PartRows {
         let out = self.strategy.stage(out, &self.staged)?;
         self.rows += out.num_rows() as u64;
         Ok(out)
+    }
+
+    /// Whether the part commits its staged file (`table_exists`: the table has files): one
+    /// with rows always; an empty one only to create or empty the table.
+    pub fn keeps_file(&self, table_exists: bool) -> bool {
+        self.rows > 0 || self.strategy.keeps_empty_part(table_exists)
     }
 
     pub fn finish(self, state: &CursorState) -> Tracked {

@@ -173,7 +173,7 @@ impl Sim {
         for b in batches {
             staged.push(part.push(b, &mut self.counters)?);
         }
-        let keep = part.rows > 0 || part.strategy.keeps_empty_part(self.table_schema.is_some());
+        let keep = part.keeps_file(self.table_schema.is_some());
         let schema = part.staged_schema();
         let tracked = part.finish(&self.state);
         if keep && staged.is_empty() {
@@ -236,26 +236,28 @@ impl Sim {
     }
 
     /// The engine's merge query over the table and the staged rows. The table's rows are
-    /// read in the staged schema, as the store reads files of older schemas.
+    /// read in the staged schema as the store reads files of older schemas: missing
+    /// columns, the arrival number among them, are NULL.
     async fn merge(&self, staged: &[RecordBatch]) -> Vec<RecordBatch> {
-        let schema = staged[0].schema();
-        let mut all: Vec<RecordBatch> = Vec::new();
-        for old in &self.table {
+        let fields: Vec<Field> = staged[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let read = |b: &RecordBatch| {
             let cols = schema
                 .fields()
                 .iter()
-                .map(|f| match old.column_by_name(f.name()) {
+                .map(|f| match b.column_by_name(f.name()) {
                     Some(c) => datafusion::arrow::compute::cast(c, f.data_type()).unwrap(),
-                    // The table's rows go first (number -1: a staged row of their key wins).
-                    None if f.name() == SEQ_COLUMN => {
-                        Arc::new(Int64Array::from(vec![-1; old.num_rows()]))
-                    }
-                    None => datafusion::arrow::array::new_null_array(f.data_type(), old.num_rows()),
+                    None => datafusion::arrow::array::new_null_array(f.data_type(), b.num_rows()),
                 })
                 .collect();
-            all.push(RecordBatch::try_new(schema.clone(), cols).unwrap());
-        }
-        all.extend(staged.iter().cloned());
+            RecordBatch::try_new(schema.clone(), cols).unwrap()
+        };
+        let all: Vec<RecordBatch> = self.table.iter().chain(staged).map(read).collect();
         let ctx = SessionContext::new();
         let table = MemTable::try_new(schema.clone(), vec![all]).unwrap();
         ctx.register_table("merge_input", Arc::new(table)).unwrap();
