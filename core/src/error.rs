@@ -70,6 +70,18 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A Postgres source failed: the server's SQLSTATE when it answered, the driver's
+    /// error as `cause`. `message` names the source and says what to fix.
+    #[error("{message}")]
+    Postgres {
+        name: String,
+        /// `user@host:port/dbname`.
+        endpoint: String,
+        sqlstate: Option<String>,
+        message: String,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// No table `schema.table` (a context table); `hint` lists what exists.
     #[error(
         "no context table named '{table}' ({hint}); check the name or run the pipeline that loads it: hakiri run <pipeline>"
@@ -146,7 +158,9 @@ impl Error {
             Error::NotFound(_) => ErrorCategory::NotFound,
             Error::AlreadyExists(_) => ErrorCategory::AlreadyExists,
             Error::Unsupported(_) => ErrorCategory::Unsupported,
-            Error::Upstream(_) | Error::Http { .. } => ErrorCategory::Upstream,
+            Error::Upstream(_) | Error::Http { .. } | Error::Postgres { .. } => {
+                ErrorCategory::Upstream
+            }
             Error::TableNotFound { .. } | Error::SourceNotFound { .. } => ErrorCategory::NotFound,
             Error::RunLockHeld { .. } => ErrorCategory::AlreadyExists,
             Error::RunStopped { .. } => ErrorCategory::Internal,

@@ -208,6 +208,21 @@ fn connection_problems_name_the_source_and_the_fix() {
         "{}",
         wrong.stderr
     );
+    // Regression: with no password option the server's request for one read as "cannot
+    // reach PostgreSQL".
+    let no_password = Project::new(&format!(
+        "[sources.pg]\ntype = \"postgres\"\nurl = \"{}\"\n",
+        pg.url()
+    ));
+    let missing = no_password.hakiri(&["query", "select * from pg.events"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("source 'pg' (postgres ")
+            && missing.stderr.contains("the source has no password option")
+            && !missing.stderr.contains("cannot reach"),
+        "{}",
+        missing.stderr
+    );
     let down = Project::new(
         "[sources.pg]\ntype = \"postgres\"\nurl = \"postgres://hakiri@127.0.0.1:1/postgres\"\nconnect_timeout_ms = \"2000\"\n",
     );

@@ -194,10 +194,14 @@ impl PgOptions {
         Ok(client)
     }
 
+    /// The driver's error as [`Error::Postgres`], with what to fix: from the server's
+    /// SQLSTATE when it answered; a missing password when no password is configured and no
+    /// I/O error is under the error; otherwise the server is unreachable.
     fn explain(&self, e: tokio_postgres::Error) -> Error {
         let source = &self.source;
         let endpoint = self.endpoint();
-        if let Some(db) = e.as_db_error() {
+        let mut sqlstate = None;
+        let message = if let Some(db) = e.as_db_error() {
             let code = db.code().code();
             let fix = match code {
                 "28P01" | "28000" => {
@@ -207,22 +211,37 @@ impl PgOptions {
                 "42501" => "grant the user SELECT on the table",
                 _ => "check the source's options",
             };
-            return Error::Upstream(format!(
+            sqlstate = Some(code.to_string());
+            format!(
                 "source '{source}' (postgres {endpoint}): {} (SQLSTATE {code}); {fix}",
                 db.message()
-            ));
+            )
+        } else if self.config.get_password().is_none() && !io_error_under(&e) {
+            // Connected, or timed out: the driver does not say which (its error kinds are
+            // private), so the hint names both fixes.
+            format!(
+                "source '{source}' (postgres {endpoint}): {e}; the source has no password option: if the server asks for one, set it (a secret reference such as 'env:PGPASSWORD'); if the server did not answer, check host and port"
+            )
+        } else {
+            let detail = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            format!(
+                "source '{source}': cannot reach PostgreSQL at {endpoint}: {e}{}; check host and port, and that the server accepts TCP connections",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({detail})")
+                }
+            )
+        };
+        Error::Postgres {
+            name: source.clone(),
+            endpoint,
+            sqlstate,
+            message,
+            cause: Box::new(e),
         }
-        let detail = std::error::Error::source(&e)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        Error::Upstream(format!(
-            "source '{source}': cannot reach PostgreSQL at {endpoint}: {e}{}; check host and port, and that the server accepts TCP connections",
-            if detail.is_empty() {
-                String::new()
-            } else {
-                format!(" ({detail})")
-            }
-        ))
     }
 
     /// The tables and views of the schema.
@@ -760,6 +779,18 @@ impl ExecutionPlan for PostgresExec {
 
 /// The exported snapshot of a parallel scan: its holding connection and its id.
 type SharedSnapshot = Arc<tokio::sync::OnceCell<(Arc<Client>, String)>>;
+
+/// Whether an I/O error (a refused or cut connection, a timeout) is in the error's chain.
+fn io_error_under(e: &tokio_postgres::Error) -> bool {
+    let mut cur = std::error::Error::source(e);
+    while let Some(inner) = cur {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        cur = inner.source();
+    }
+    false
+}
 
 /// `CREATE EXTERNAL TABLE t STORED AS POSTGRES LOCATION 'postgres://user@host/db'
 /// OPTIONS ('table' 'events', 'password' 'env:PGPASSWORD')`.
