@@ -3,6 +3,22 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+/// What `cargo ARGS` prints in the repository (metadata and tree only: nothing is built).
+fn cargo(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(crate::support::repo_root())
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("cargo prints UTF-8")
+}
+
 /// Workspace crates each crate may depend on (any kind of dependency). Connectors and the
 /// manifest reader see the core only: never the engine's runtime, catalog or store.
 fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
@@ -72,23 +88,14 @@ fn a_connector_to_engine_edge_is_rejected() {
 
 #[test]
 fn no_forbidden_dependency_edges() {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(crate::support::repo_root())
-        .output()
-        .expect("cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = cargo(&[
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+        "--offline",
+    ]);
+    let meta: serde_json::Value = serde_json::from_str(&out).unwrap();
     let allowed = allowed();
     let members: Vec<&str> = meta["packages"]
         .as_array()
@@ -128,12 +135,7 @@ fn no_forbidden_dependency_edges() {
 
 #[test]
 fn one_copy_of_the_core_crates() {
-    let out = Command::new(env!("CARGO"))
-        .args(["tree", "-d", "-e", "normal", "--depth", "0", "--offline"])
-        .current_dir(crate::support::repo_root())
-        .output()
-        .expect("cargo tree");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = cargo(&["tree", "-d", "-e", "normal", "--depth", "0", "--offline"]);
     for core in [
         "arrow ",
         "datafusion ",
@@ -151,19 +153,11 @@ fn one_copy_of_the_core_crates() {
 /// Each dependency's features, as `cargo tree` resolves them for `args`: path (workspace)
 /// crates left out, since a rebuild of our own crates is expected.
 fn resolved_features(args: &[&str]) -> BTreeMap<String, std::collections::BTreeSet<String>> {
-    let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "--prefix", "none", "-f", "{p}|{f}"])
-        .args(args)
-        .current_dir(crate::support::repo_root())
-        .output()
-        .expect("cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut all = vec!["tree", "--offline", "--prefix", "none", "-f", "{p}|{f}"];
+    all.extend(args);
+    let out = cargo(&all);
     let mut map: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in out.lines() {
         let line = line.trim_end_matches(" (*)");
         let Some((package, features)) = line.split_once('|') else {
             continue;
