@@ -523,7 +523,13 @@ pub fn state_tables_have_their_columns(c: &dyn Catalog) {
             "hakiri.{name} has rows"
         );
     }
-    assert!(matches!(c.state_table("nope"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        c.state_table("nope"),
+        Err(Error::Unknown {
+            kind: hakiri_core::error::Thing::StateTable,
+            ..
+        })
+    ));
 }
 
 /// A discovered schema is kept per table, replaced by a newer one, and forgotten when the

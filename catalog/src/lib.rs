@@ -274,14 +274,11 @@ pub fn already_running(r: &RunRecord) -> hakiri_core::error::Error {
 
 /// The error for a state table name that is not one of [`STATE_TABLES`].
 pub fn unknown_state_table(name: &str) -> hakiri_core::error::Error {
-    hakiri_core::error::Error::NotFound(format!(
-        "no state table 'hakiri.{name}': the state tables are {}",
-        STATE_TABLES
-            .iter()
-            .map(|t| format!("hakiri.{}", t.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    hakiri_core::error::Error::Unknown {
+        kind: hakiri_core::error::Thing::StateTable,
+        name: name.to_string(),
+        known: STATE_TABLES.iter().map(|t| t.name.to_string()).collect(),
+    }
 }
 
 /// The error for a commit of a run that is no longer `running` (`status`, if it exists).

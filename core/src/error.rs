@@ -37,6 +37,30 @@ impl ErrorCategory {
     }
 }
 
+/// What kind of named thing an [`Error::Unknown`] or [`Error::Exists`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thing {
+    Source,
+    Pipeline,
+    StateTable,
+}
+
+impl Thing {
+    fn as_str(self) -> &'static str {
+        match self {
+            Thing::Source => "source",
+            Thing::Pipeline => "pipeline",
+            Thing::StateTable => "state table",
+        }
+    }
+}
+
+impl std::fmt::Display for Thing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -53,8 +77,23 @@ pub enum Error {
     },
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
+    /// No source, pipeline or state table named `name`; `known` names those there are.
+    #[error("{}", unknown_message(*kind, name, known))]
+    Unknown {
+        kind: Thing,
+        name: String,
+        known: Vec<String>,
+    },
+    /// A source or pipeline named `name` exists already.
+    #[error("{kind} '{name}' exists: use CREATE OR REPLACE {} to change it", kind.as_str().to_uppercase())]
+    Exists { kind: Thing, name: String },
+    /// A source has no table `table`; `message` lists its tables and how to declare one.
+    #[error("{message}")]
+    SourceTableNotFound {
+        name: String,
+        table: String,
+        message: String,
+    },
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
@@ -156,12 +195,15 @@ impl Error {
             Error::InvalidInput(_) => ErrorCategory::InvalidInput,
             Error::Config(_) | Error::Manifest { .. } => ErrorCategory::Config,
             Error::NotFound(_) => ErrorCategory::NotFound,
-            Error::AlreadyExists(_) => ErrorCategory::AlreadyExists,
             Error::Unsupported(_) => ErrorCategory::Unsupported,
             Error::Upstream(_) | Error::Http { .. } | Error::Postgres { .. } => {
                 ErrorCategory::Upstream
             }
-            Error::TableNotFound { .. } | Error::SourceNotFound { .. } => ErrorCategory::NotFound,
+            Error::TableNotFound { .. }
+            | Error::SourceNotFound { .. }
+            | Error::Unknown { .. }
+            | Error::SourceTableNotFound { .. } => ErrorCategory::NotFound,
+            Error::Exists { .. } => ErrorCategory::AlreadyExists,
             Error::RunLockHeld { .. } => ErrorCategory::AlreadyExists,
             Error::RunStopped { .. } => ErrorCategory::Internal,
             Error::Catalog(_) | Error::Io { .. } | Error::Internal(_) => ErrorCategory::Internal,
@@ -241,6 +283,31 @@ impl Error {
             Error::Context { source, .. } => source.is_storage_full(),
             _ => false,
         }
+    }
+}
+
+fn unknown_message(kind: Thing, name: &str, known: &[String]) -> String {
+    match kind {
+        Thing::StateTable => format!(
+            "no state table 'hakiri.{name}': the state tables are {}",
+            known
+                .iter()
+                .map(|t| format!("hakiri.{t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Thing::Source | Thing::Pipeline if !known.is_empty() => {
+            format!(
+                "no {kind} named '{name}': the {kind}s are {}",
+                known.join(", ")
+            )
+        }
+        Thing::Source => format!(
+            "no source named '{name}': the sources are none yet (declare one in hakiri.toml or with CREATE SOURCE)"
+        ),
+        Thing::Pipeline => format!(
+            "no pipeline named '{name}': this project has no pipelines yet; declare one in hakiri.toml or with CREATE PIPELINE"
+        ),
     }
 }
 
@@ -432,5 +499,37 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Lookups of named things say what exists and how to go on, in one place for every
+    /// caller (CREATE twice, DROP or RUN of a missing name, a missing state table).
+    #[test]
+    fn named_things_say_what_exists() {
+        let exists = Error::Exists {
+            kind: Thing::Pipeline,
+            name: "p".into(),
+        };
+        assert_eq!(exists.category(), ErrorCategory::AlreadyExists);
+        assert_eq!(
+            exists.to_string(),
+            "pipeline 'p' exists: use CREATE OR REPLACE PIPELINE to change it"
+        );
+        let unknown = |kind, known: &[&str]| Error::Unknown {
+            kind,
+            name: "x".into(),
+            known: known.iter().map(|s| s.to_string()).collect(),
+        };
+        let e = unknown(Thing::Source, &["a", "b"]);
+        assert_eq!(e.category(), ErrorCategory::NotFound);
+        assert_eq!(e.to_string(), "no source named 'x': the sources are a, b");
+        assert!(
+            unknown(Thing::Pipeline, &[])
+                .to_string()
+                .ends_with("declare one in hakiri.toml or with CREATE PIPELINE")
+        );
+        assert_eq!(
+            unknown(Thing::StateTable, &["runs", "cursors"]).to_string(),
+            "no state table 'hakiri.x': the state tables are hakiri.runs, hakiri.cursors"
+        );
     }
 }

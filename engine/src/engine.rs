@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::Statement as SQLStatement;
 
 use crate::catalog::state_tables::StateSchemaProvider;
 use crate::catalog::{Catalog, SqliteCatalog};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Thing};
 use crate::ports::{Clock, Source, SystemClock};
 use crate::sources::{RESERVED_SCHEMAS, SourceSchemaProvider};
 use crate::sql::{HakiriStatement, parse_pipeline_body, parse_statements};
@@ -300,16 +300,10 @@ impl Engine {
     /// Looks a source up, or says which ones exist.
     pub fn source(&self, name: &str) -> Result<SourceSpec> {
         let sources = read(&self.sources);
-        sources.get(name).cloned().ok_or_else(|| {
-            let names: Vec<&str> = sources.keys().map(|s| s.as_str()).collect();
-            Error::NotFound(format!(
-                "no source named '{name}': the sources are {}",
-                if names.is_empty() {
-                    "none yet (declare one in hakiri.toml or with CREATE SOURCE)".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ))
+        sources.get(name).cloned().ok_or_else(|| Error::Unknown {
+            kind: Thing::Source,
+            name: name.to_string(),
+            known: sources.keys().cloned().collect(),
         })
     }
 
@@ -398,13 +392,10 @@ impl Engine {
     /// Looks a pipeline up, or says which ones exist.
     pub fn pipeline(&self, name: &str) -> Result<PipelineSpec> {
         let pipelines = read(&self.pipelines);
-        pipelines.get(name).cloned().ok_or_else(|| {
-            let names: Vec<&str> = pipelines.keys().map(|s| s.as_str()).collect();
-            Error::NotFound(if names.is_empty() {
-                format!("no pipeline named '{name}': this project has no pipelines yet; declare one in hakiri.toml or with CREATE PIPELINE")
-            } else {
-                format!("no pipeline named '{name}': the pipelines are {}", names.join(", "))
-            })
+        pipelines.get(name).cloned().ok_or_else(|| Error::Unknown {
+            kind: Thing::Pipeline,
+            name: name.to_string(),
+            known: pipelines.keys().cloned().collect(),
         })
     }
 
@@ -590,10 +581,10 @@ impl Engine {
                     )));
                 }
                 if exists && !or_replace {
-                    return Err(Error::AlreadyExists(format!(
-                        "source '{}' exists: use CREATE OR REPLACE SOURCE to change it",
-                        spec.name
-                    )));
+                    return Err(Error::Exists {
+                        kind: Thing::Source,
+                        name: spec.name,
+                    });
                 }
                 self.check_source(&spec)?;
                 self.catalog.upsert_source(&spec, now)?;
@@ -607,7 +598,11 @@ impl Engine {
                             "source {name} does not exist; nothing changed"
                         )));
                     }
-                    return Err(Error::NotFound(format!("no source named '{name}' to drop")));
+                    return Err(Error::Unknown {
+                        kind: Thing::Source,
+                        known: read(&self.sources).keys().cloned().collect(),
+                        name,
+                    });
                 }
                 self.catalog.drop_source(&name)?;
                 self.unregister_source(&name)?;
@@ -616,10 +611,10 @@ impl Engine {
             HakiriStatement::CreatePipeline { spec, or_replace } => {
                 let exists = read(&self.pipelines).contains_key(&spec.name);
                 if exists && !or_replace {
-                    return Err(Error::AlreadyExists(format!(
-                        "pipeline '{}' exists: use CREATE OR REPLACE PIPELINE to change it",
-                        spec.name
-                    )));
+                    return Err(Error::Exists {
+                        kind: Thing::Pipeline,
+                        name: spec.name,
+                    });
                 }
                 self.check_pipeline(&spec)?;
                 self.catalog.upsert_pipeline(&spec, now)?;

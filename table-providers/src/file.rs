@@ -194,11 +194,15 @@ pub(crate) fn validate_tables(spec: &SourceSpec, connector: &str) -> Result<()> 
 /// The error for a table name the source does not declare.
 pub(crate) fn no_such_table(spec: &SourceSpec, table: &str) -> Error {
     let names: Vec<String> = tables(spec).into_keys().collect();
-    Error::NotFound(format!(
-        "source '{}' has no table '{table}': its tables are {}",
-        spec.name,
-        names.join(", ")
-    ))
+    Error::SourceTableNotFound {
+        name: spec.name.clone(),
+        table: table.to_string(),
+        message: format!(
+            "source '{}' has no table '{table}': its tables are {}",
+            spec.name,
+            names.join(", ")
+        ),
+    }
 }
 
 /// The listing URL of a local path or an object-store URL. DataFusion reads globs only in

@@ -146,13 +146,19 @@ impl Source for GithubSource {
         table: &str,
         hint: Option<SchemaRef>,
     ) -> Result<Arc<dyn TableProvider>> {
-        let def = TABLES.iter().find(|t| t.name == table).ok_or_else(|| {
-            Error::NotFound(format!(
-                "source '{}' (github) has no table '{table}': its tables are {}",
-                spec.name,
-                TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+        let def =
+            TABLES
+                .iter()
+                .find(|t| t.name == table)
+                .ok_or_else(|| Error::SourceTableNotFound {
+                    name: spec.name.clone(),
+                    table: table.to_string(),
+                    message: format!(
+                        "source '{}' (github) has no table '{table}': its tables are {}",
+                        spec.name,
+                        TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+                    ),
+                })?;
         let get = |k: &str| spec.options.get(k).map(|v| resolve_value(k, v)).transpose();
         let base = get("base_url")?.unwrap_or_else(|| "https://api.github.com".into());
         let repo = get("repo")?.unwrap_or_default();

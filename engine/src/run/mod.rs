@@ -231,9 +231,6 @@ impl Engine {
         progress: &(dyn Fn(&RunProgress) + Send + Sync),
     ) -> Result<RunSummary> {
         let spec = self.pipeline(name)?;
-        // Every clause check again: a pipeline stored before a check existed (a token
-        // cursor with MODE REPLACE) is refused before it runs, with what to change.
-        spec.check()?;
         let started_at = self.clock().now();
         let (committed, committed_is_initial) = self.start_cursor(&spec)?;
         // A backfill starts at its window; the committed cursor stays as it is.
@@ -272,11 +269,17 @@ impl Engine {
             trace: RunTrace::default(),
         };
         let mut stop = self.stop_watch();
-        let outcome = tokio::select! {
-            outcome = self.drive(&mut run, progress) => outcome,
-            _ = stop.wait_for(|l| *l == StopLevel::Now) => Err(stopped(
-                "the process was stopping and the run did not reach a checkpoint within the shutdown grace",
-            )),
+        // Every clause is checked again: a pipeline stored before a check existed (a token
+        // cursor with MODE REPLACE) fails as a recorded run that reads nothing, with what
+        // to change.
+        let outcome = match run.spec.check() {
+            Err(e) => Err(e),
+            Ok(()) => tokio::select! {
+                outcome = self.drive(&mut run, progress) => outcome,
+                _ = stop.wait_for(|l| *l == StopLevel::Now) => Err(stopped(
+                    "the process was stopping and the run did not reach a checkpoint within the shutdown grace",
+                )),
+            },
         };
         // The trace is a record, not part of the run's result: failing to write it loses
         // nothing the run did.

@@ -863,3 +863,40 @@ fn an_empty_part_writes_a_file_only_to_create_or_empty_the_table() {
         );
     }
 }
+
+/// A pipeline stored before a check existed (here a token cursor with MODE REPLACE, put
+/// into the catalog without the builder) fails when it runs, as a failed run recorded in
+/// `hakiri.runs` with the check's message, and reads nothing.
+#[tokio::test]
+async fn a_stored_pipeline_that_fails_a_check_is_a_failed_run() {
+    let catalog = Arc::new(crate::catalog::MemoryCatalog::new());
+    let mut spec = build(Some(CursorKind::OpaqueToken), WriteMode::Append, |_| {}).unwrap();
+    spec.mode = WriteMode::Replace;
+    crate::catalog::Catalog::upsert_pipeline(catalog.as_ref(), &spec, Utc::now()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = crate::Engine::open(
+        dir.path(),
+        crate::EngineOptions {
+            catalog: Some(catalog.clone()),
+            ..crate::EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let err = engine.run_pipeline("p", &|_| {}).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("MODE REPLACE would keep only the last page group")
+            && msg.contains("nothing from this run was committed"),
+        "{msg}"
+    );
+    let runs = crate::catalog::Catalog::runs(catalog.as_ref(), Some("p")).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, crate::types::RunStatus::Failed);
+    assert!(
+        runs[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("MODE REPLACE")),
+        "{runs:?}"
+    );
+}

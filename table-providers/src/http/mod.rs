@@ -122,15 +122,19 @@ impl Source for HttpSource {
         let (mut raw, tables) = split_options(spec);
         let Some(own) = tables.get(table) else {
             let names: Vec<&str> = tables.keys().map(|s| s.as_str()).collect();
-            return Err(Error::NotFound(format!(
-                "source '{}' has no table '{table}': its tables are {}; declare it with tables.{table}.path",
-                spec.name,
-                if names.is_empty() {
-                    "none yet".to_string()
-                } else {
-                    names.join(", ")
-                }
-            )));
+            return Err(Error::SourceTableNotFound {
+                name: spec.name.clone(),
+                table: table.to_string(),
+                message: format!(
+                    "source '{}' has no table '{table}': its tables are {}; declare it with tables.{table}.path",
+                    spec.name,
+                    if names.is_empty() {
+                        "none yet".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            });
         };
         raw.extend(own.clone());
         let base = spec

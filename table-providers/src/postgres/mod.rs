@@ -353,16 +353,20 @@ impl PostgresTable {
         let columns = opts.columns(&client, table).await?;
         if columns.is_empty() {
             let tables = opts.discover().await.unwrap_or_default();
-            return Err(Error::NotFound(format!(
-                "source '{}' has no table '{table}' in schema '{}': its tables are {}",
-                opts.source,
-                opts.schema,
-                if tables.is_empty() {
-                    "none".to_string()
-                } else {
-                    tables.join(", ")
-                }
-            )));
+            return Err(Error::SourceTableNotFound {
+                name: opts.source.clone(),
+                table: table.to_string(),
+                message: format!(
+                    "source '{}' has no table '{table}' in schema '{}': its tables are {}",
+                    opts.source,
+                    opts.schema,
+                    if tables.is_empty() {
+                        "none".to_string()
+                    } else {
+                        tables.join(", ")
+                    }
+                ),
+            });
         }
         let schema = Arc::new(Schema::new(
             columns.iter().map(|c| c.field.clone()).collect::<Vec<_>>(),
