@@ -174,6 +174,14 @@ pub enum Error {
     },
     #[error("{}", display_datafusion(.0))]
     DataFusion(Box<DataFusionError>),
+    /// A connector crate's own typed error (downcast the source to its kind), with the
+    /// category that crate gave it.
+    #[error("{source}")]
+    Connector {
+        category: ErrorCategory,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("internal error: {0}. This is a bug in Hakiri; please report it")]
     Internal(String),
     /// An error re-worded with where it happened, kept as its source; see
@@ -209,7 +217,7 @@ impl Error {
             Error::Catalog(_) | Error::Io { .. } | Error::Internal(_) => ErrorCategory::Internal,
             Error::StorageFull { .. } => ErrorCategory::Internal,
             Error::DataFusion(e) => datafusion_category(e),
-            Error::Context { category, .. } => *category,
+            Error::Context { category, .. } | Error::Connector { category, .. } => *category,
         }
     }
 
