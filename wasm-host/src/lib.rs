@@ -32,5 +32,9 @@ pub use error::WasmError;
 pub use runtime::{CallEnv, Loaded, Runtime};
 pub mod source;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use source::WasmSource;
+#[cfg(test)]
+mod tests;

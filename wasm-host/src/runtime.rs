@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, Store, Trap};
 
 use crate::bindings::exports::hakiri::connector::source::{ReadRequest, ReadResponse};
@@ -156,7 +156,6 @@ impl Runtime {
     fn exports(&self, c: &Component) -> Vec<String> {
         c.component_type()
             .exports(&self.engine)
-            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
             .map(|(name, _)| name.to_string())
             .collect()
     }

@@ -203,7 +203,6 @@ impl TableProvider for WasmTable {
             projection: projection.cloned(),
             pushed: Arc::new(pushed),
             limit,
-            send_limit: self.info.supports_limit,
             props: Arc::new(props),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -225,7 +224,6 @@ pub struct WasmExec {
     projection: Option<Vec<usize>>,
     pushed: Arc<Vec<Pushed>>,
     limit: Option<usize>,
-    send_limit: bool,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -355,7 +353,7 @@ impl ExecutionPlan for WasmExec {
             request: ReadRequest {
                 projection: projection_names,
                 filters: self.pushed.iter().map(|p| p.filter.clone()).collect(),
-                limit: self.limit.filter(|_| self.send_limit).map(|l| l as u64),
+                limit: self.limit.map(|l| l as u64),
                 resume_token: None,
             },
             budget: run.as_ref().and_then(|rc| rc.page_budget),
