@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use hakiri_engine::{ChangeSet, Engine, EngineOptions, Error, Output, PlanReport, RunSummary};
 
 use crate::output::{Format, print_stream};
-use crate::{Cli, Command, Failure, PipelineCommand, SchemaCommand, SourceCommand};
+use crate::{
+    Cli, Command, ConnectorCommand, Failure, PipelineCommand, SchemaCommand, SourceCommand,
+};
 
 fn config_err(msg: String) -> Failure {
     Failure {
@@ -66,7 +68,11 @@ fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Fail
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let options = EngineOptions {
-        connectors: hakiri_table_providers::connectors(root),
+        connectors: {
+            let mut c = hakiri_table_providers::connectors(root);
+            c.push(std::sync::Arc::new(hakiri_wasm::WasmSource::new(root)));
+            c
+        },
         table_factories: hakiri_table_providers::table_factories(),
         clock: fixed_clock()?,
         catalog: None,
@@ -103,11 +109,22 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Schema {
             command: SchemaCommand::Export { output },
         } => return export_schema(output.as_deref()),
+        Command::Connector {
+            command: ConnectorCommand::Inspect { file },
+        } => {
+            let text = hakiri_wasm::inspect::inspect(file)
+                .await
+                .map_err(Error::from)?;
+            print!("{text}");
+            return Ok(());
+        }
         _ => {}
     }
     let root = project_root(cli.project)?;
     match cli.command {
-        Command::Init { .. } | Command::Schema { .. } => unreachable!("handled above"),
+        Command::Init { .. } | Command::Schema { .. } | Command::Connector { .. } => {
+            unreachable!("handled above")
+        }
         Command::Run {
             pipeline,
             all,

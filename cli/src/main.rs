@@ -104,6 +104,11 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// WASM connectors: what a component is, needs and exports.
+    Connector {
+        #[command(subcommand)]
+        command: ConnectorCommand,
+    },
     /// Discover sources: their tables and sample rows.
     Source {
         #[command(subcommand)]
@@ -129,6 +134,12 @@ enum SourceCommand {
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConnectorCommand {
+    /// Show a component's spec (options, the capabilities it needs), exports and imports.
+    Inspect { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]

@@ -212,3 +212,60 @@ sql = "INSERT INTO context.feed SELECT * FROM api.feed"
         p.query_csv("select count(*) > 20 from hakiri.cursor_history where pipeline = 'feed'");
     assert_eq!(checkpoints, vec!["true"]);
 }
+
+/// The same for a sandboxed connector: a WAT test guest (built into a component here)
+/// reads the fixture API's NDJSON pages with a token cursor, and `hakiri run` is killed 22
+/// times; the table then equals the source and killed runs resumed from their tokens.
+#[test]
+fn a_wasm_token_pipeline_survives_kills_and_resumes_where_it_stopped() {
+    use hakiri_wasm::testing::{Behaviour, Guest, build};
+    let server = Server::paged();
+    server.get(&format!("/admin/grow?n={ROWS}"));
+    let p = Project::new(&format!(
+        r#"
+[sources.x]
+type = "wasm"
+component = "connectors/pass.wasm"
+allow_hosts = "127.0.0.1"
+url = "{}/ndjson_grow?size=25&delay_ms=40"
+
+[pipelines.feed]
+cursor = {{ kind = "token" }}
+checkpoint_pages = 2
+sql = "INSERT INTO context.feed SELECT * FROM x.items"
+"#,
+        server.url()
+    ));
+    std::fs::create_dir_all(p.path().join("connectors")).unwrap();
+    std::fs::write(
+        p.path().join("connectors/pass.wasm"),
+        build(&Guest::new("pass", &["127.0.0.1"], Behaviour::PassThrough)),
+    )
+    .unwrap();
+    kill_at_random(&p, "feed", 0xA076_1D64_78BD_642F, 22, (40, 500));
+    p.hakiri(&["run", "feed"]).ok();
+    let runs = assert_intact(&p, "feed");
+    let requests: Vec<Value> =
+        serde_json::from_str(&server.get("/admin/log?path=/ndjson_grow")).unwrap();
+    let resumed: Vec<&String> = runs.iter().filter_map(|(_, s)| s.as_ref()).collect();
+    assert!(
+        resumed.len() >= 10,
+        "only {} runs resumed: {runs:?}",
+        resumed.len()
+    );
+    for token in &resumed {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r["query"]["token"].as_str() == Some(token.as_str())),
+            "no request resumed at token {token}"
+        );
+    }
+    // Nothing new: a run reads the last page again, skips what it wrote, and adds nothing.
+    p.hakiri(&["run", "feed"]).ok();
+    p.assert_ids_once("feed", ROWS, "after a run with nothing new");
+    // Grown: the next run loads only the new records.
+    server.get("/admin/grow?n=30");
+    p.hakiri(&["run", "feed"]).ok();
+    p.assert_ids_once("feed", ROWS + 30, "after the source grew");
+}

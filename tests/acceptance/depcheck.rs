@@ -28,6 +28,8 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         ("hakiri-engine", vec!["hakiri-core", "hakiri-catalog"]),
         ("hakiri-udfs", vec![]),
         ("hakiri-table-providers", vec!["hakiri-core"]),
+        // The sandbox is a connector: the core only (and itself, with its test guests).
+        ("hakiri-wasm", vec!["hakiri-core", "hakiri-wasm"]),
         ("hakiri-manifests", vec!["hakiri-core"]),
         ("hakiri-pgwire", vec!["hakiri-engine"]),
         ("hakiri-mcp", vec!["hakiri-engine"]),
@@ -38,6 +40,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "hakiri-engine",
                 "hakiri-udfs",
                 "hakiri-table-providers",
+                "hakiri-wasm",
                 "hakiri-manifests",
                 "hakiri-pgwire",
                 "hakiri-mcp",

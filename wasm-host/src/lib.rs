@@ -9,6 +9,7 @@
 pub mod error;
 pub mod grant;
 mod host;
+pub mod inspect;
 pub mod limits;
 pub mod runtime;
 
