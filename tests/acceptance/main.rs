@@ -28,3 +28,4 @@ mod schedule;
 mod schema;
 mod slt;
 mod sql_shell;
+mod wasm;
