@@ -49,7 +49,7 @@ pub struct ProjectDoc {
 /// `[sources.<name>]`: `type` names the connector; every other key is one of its options.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SourceDoc {
-    /// The connector: http, postgres, file, s3 or github.
+    /// The connector: http, postgres, file, s3, github or wasm (a sandboxed component).
     #[serde(rename = "type")]
     pub connector: String,
     /// The connector's options; nested tables become dotted keys (`tables.t.path`).
