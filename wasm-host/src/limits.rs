@@ -30,28 +30,9 @@ impl Default for Limits {
     }
 }
 
-/// The source options that set the limits.
-pub const OPTIONS: [(&str, &str); 4] = [
-    (
-        "fuel",
-        "the operation budget of one call, in fuel units (about one per instruction; default 20000000000)",
-    ),
-    (
-        "timeout",
-        "the wall-clock deadline of one call, host requests included (default '60 seconds')",
-    ),
-    (
-        "memory",
-        "the memory cap of one call's instance, like '512 MiB' (the default)",
-    ),
-    (
-        "log_rate",
-        "log bytes per second a call may write, like '64 KiB' (the default); the rest is dropped and counted",
-    ),
-];
-
 impl Limits {
-    /// The limits with the options given (`fuel`, `timeout`, `memory`, `log_rate`).
+    /// The limits with the options given (`fuel`, `timeout`, `memory`, `log_rate`; their
+    /// help is in [`crate::source::HOST_OPTIONS`]).
     pub fn from_options<'a>(
         mut get: impl FnMut(&str) -> Option<&'a str>,
     ) -> Result<Limits, String> {

@@ -94,10 +94,7 @@ impl Runtime {
             path: shown.clone(),
             source,
         })?;
-        self.load_bytes(&shown, &bytes).map(|l| Loaded {
-            path: path.into(),
-            ..l
-        })
+        self.load_bytes(&shown, &bytes)
     }
 
     /// [`Runtime::load`] of bytes; `shown` names them in errors.

@@ -46,25 +46,25 @@ pub const HOST_OPTIONS: &[OptionSpec] = &[
         name: "fuel",
         required: false,
         secret: false,
-        help: crate::limits::OPTIONS[0].1,
+        help: "the operation budget of one call, in fuel units (about one per instruction; default 20000000000)",
     },
     OptionSpec {
         name: "timeout",
         required: false,
         secret: false,
-        help: crate::limits::OPTIONS[1].1,
+        help: "the wall-clock deadline of one call, host requests included (default '60 seconds')",
     },
     OptionSpec {
         name: "memory",
         required: false,
         secret: false,
-        help: crate::limits::OPTIONS[2].1,
+        help: "the memory cap of one call's instance, like '512 MiB' (the default)",
     },
     OptionSpec {
         name: "log_rate",
         required: false,
         secret: false,
-        help: crate::limits::OPTIONS[3].1,
+        help: "log bytes per second a call may write, like '64 KiB' (the default); the rest is dropped and counted",
     },
 ];
 

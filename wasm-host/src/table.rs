@@ -440,15 +440,17 @@ impl Scan {
             batch = filter_record_batch(&batch, mask)?;
         }
         // A token run: the first page of a resumed run drops the records the committed
-        // boundary holds; a last page (no token past it) is the next run's boundary.
+        // boundary holds; a last page (no token past it) is the next run's boundary. Other
+        // pages are not hashed.
         let last = resp.next_token.is_none();
         let mut boundary = None;
         let mut skipped = 0;
-        if let (Some(rc), Some(hasher)) = (&self.run, &self.hasher) {
+        let resumed = self.pages_read == 1;
+        if let (Some(rc), Some(hasher)) = (&self.run, &self.hasher)
+            && (last || (resumed && rc.resume_boundary.is_some()))
+        {
             let hashes = hasher.hashes(&batch)?;
-            if self.pages_read == 1
-                && let Some(b) = &rc.resume_boundary
-            {
+            if resumed && let Some(b) = &rc.resume_boundary {
                 let mut skipper = b.skipper();
                 let keep: Vec<bool> = hashes.iter().map(|h| !skipper.skip(*h)).collect();
                 skipped = skipper.skipped();

@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, Int64Array};
@@ -411,5 +410,4 @@ async fn compiled_components_are_cached_on_disk() {
         "compile: {:?}, from the cache: {:?}",
         a.compile_time, b.compile_time
     );
-    let _ = Arc::new(a);
 }
