@@ -5,6 +5,7 @@ Writes under OUT (default bench/data):
   rest/n{N}/p00001.json ...  pages of PAGE rows: {"data": [...], "page": k,
                              "next": "<BASE>/n{N}/p{k+1}.json" | null, "next_cursor": "{k+1}" | null}
   ndjson/events_n{N}.ndjson  the same rows, one object per line (the Postgres load)
+  rest/n{N}/nd/p{k}.ndjson   page k as NDJSON; nd/next.map maps it to the next page's token
 Rows: id, updated_at (ISO-8601 UTC, rising with id), user_login (skewed), kind (weighted),
 amount (2 decimals), tags (0-3 strings), payload {repo {id, name}, ref, size, meta {score, draft}}.
 """
@@ -52,7 +53,8 @@ def main():
     a = ap.parse_args()
     pages = (a.rows + a.page - 1) // a.page
     rest = os.path.join(a.out, "rest", f"n{a.rows}")
-    os.makedirs(rest, exist_ok=True)
+    os.makedirs(os.path.join(rest, "nd"), exist_ok=True)
+    nd_next = open(os.path.join(rest, "nd", "next.map"), "w")
     os.makedirs(os.path.join(a.out, "ndjson"), exist_ok=True)
     rows = events(a.rows, a.seed)
     dump = lambda o: json.dumps(o, separators=(",", ":"))
@@ -69,6 +71,13 @@ def main():
             with open(os.path.join(rest, f"p{k:05d}.json"), "w") as f:
                 f.write(dump(body))
             nd.writelines(dump(r) + "\n" for r in data)
+            # The same page as NDJSON for the WASM pass-through guest, its next token
+            # (sent by nginx as x-next-token) in the map bench/run gives nginx.
+            with open(os.path.join(rest, "nd", f"p{k:05d}.ndjson"), "w") as f:
+                f.writelines(dump(r) + "\n" for r in data)
+            if not last:
+                nd_next.write(f'"n{a.rows}/{k:05d}" "{k + 1:05d}";\n')
+    nd_next.close()
 
 
 if __name__ == "__main__":

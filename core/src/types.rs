@@ -642,6 +642,10 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// Field metadata marking a column that holds JSON text (a value with no single type):
+/// connectors write a nested value there as its JSON text.
+pub const JSON_TEXT_KEY: &str = "hakiri.json";
+
 /// The names of the metrics source scans report (DataFusion `MetricsSet`), which the run
 /// loop sums into its counters and trace.
 pub mod metric {
@@ -657,6 +661,10 @@ pub mod metric {
     pub const DECODE_TIME: &str = "decode_time";
     /// Rows produced.
     pub const ROWS: &str = "rows";
+    /// Reads tried again after a rate-limited or transient failure.
+    pub const RETRIES: &str = "retries";
+    /// Log lines a sandboxed connector wrote past its log rate, dropped.
+    pub const LOG_LINES_DROPPED: &str = "log_lines_dropped";
 }
 
 /// Counters a run keeps while it streams.

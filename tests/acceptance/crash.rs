@@ -269,3 +269,60 @@ sql = "INSERT INTO context.feed SELECT * FROM x.items"
     p.hakiri(&["run", "feed"]).ok();
     p.assert_ids_once("feed", ROWS + 30, "after the source grew");
 }
+
+/// The same for the Python example connector (examples/connectors/cursor-api, built with
+/// componentize-py by its build script): a token pipeline over the fixture's cursor API
+/// (`next_cursor`, `?after=`) is killed 14 times; the table then equals the source, and the
+/// killed runs resumed from the cursors the connector returned.
+#[test]
+fn the_python_connector_survives_kills_and_resumes_where_it_stopped() {
+    let server = Server::paged();
+    server.get(&format!("/admin/grow?n={ROWS}"));
+    let p = Project::new(&format!(
+        r#"
+[sources.py]
+type = "wasm"
+component = "connectors/cursor-api.wasm"
+allow_hosts = "127.0.0.1"
+url = "{}/cursor_null?size=25&delay_ms=40"
+columns = "id:int64, name:utf8, amount:int64, bucket:int64"
+
+[pipelines.feed]
+cursor = {{ kind = "token" }}
+checkpoint_pages = 2
+sql = "INSERT INTO context.feed SELECT * FROM py.items"
+"#,
+        server.url()
+    ));
+    std::fs::create_dir_all(p.path().join("connectors")).unwrap();
+    std::fs::copy(
+        crate::support::python_connector(),
+        p.path().join("connectors/cursor-api.wasm"),
+    )
+    .unwrap();
+    // The first load compiles the component (seconds); kills during it would only repeat it.
+    let tables = p.hakiri(&["source", "tables", "py"]).ok();
+    assert!(tables.stdout.contains("items"), "{}", tables.stdout);
+    kill_at_random(&p, "feed", 0x9FB2_1C65_1E98_DF25, 14, (150, 1500));
+    p.hakiri(&["run", "feed"]).ok();
+    let runs = assert_intact(&p, "feed");
+    let requests: Vec<Value> =
+        serde_json::from_str(&server.get("/admin/log?path=/cursor_null")).unwrap();
+    let resumed: Vec<&String> = runs.iter().filter_map(|(_, s)| s.as_ref()).collect();
+    assert!(
+        resumed.len() >= 6,
+        "only {} runs resumed: {runs:?}",
+        resumed.len()
+    );
+    for token in &resumed {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r["query"]["after"].as_str() == Some(token.as_str())),
+            "no request resumed at cursor {token}"
+        );
+    }
+    server.get("/admin/grow?n=30");
+    p.hakiri(&["run", "feed"]).ok();
+    p.assert_ids_once("feed", ROWS + 30, "after the source grew");
+}

@@ -30,6 +30,9 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         ("hakiri-table-providers", vec!["hakiri-core"]),
         // The sandbox is a connector: the core only (and itself, with its test guests).
         ("hakiri-wasm", vec!["hakiri-core", "hakiri-wasm"]),
+        // The guest SDK is compiled into connectors, never into Hakiri: it depends on nothing
+        // of Hakiri's but the WIT contract.
+        ("hakiri-connector-sdk", vec![]),
         ("hakiri-manifests", vec!["hakiri-core"]),
         ("hakiri-pgwire", vec!["hakiri-engine"]),
         ("hakiri-mcp", vec!["hakiri-engine"]),

@@ -9,6 +9,7 @@ mod access;
 mod crash;
 mod demo;
 mod depcheck;
+mod conformance;
 mod errors;
 mod exactly_once;
 mod examples;

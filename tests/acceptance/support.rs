@@ -632,3 +632,33 @@ impl Drop for PgCluster {
         );
     }
 }
+
+/// The Python example connector (examples/connectors/cursor-api), built once per test
+/// process by its own build script with componentize-py from the test environment.
+pub fn python_connector() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cursor-api.wasm");
+            let script = repo_root().join("examples/connectors/cursor-api/build");
+            let r = Command::new(&script)
+                .arg(&out)
+                .env("COMPONENTIZE_PY", venv_bin("componentize-py"))
+                .output()
+                .expect("run examples/connectors/cursor-api/build");
+            assert!(
+                r.status.success(),
+                "building the Python connector failed:\n{}{}",
+                String::from_utf8_lossy(&r.stdout),
+                String::from_utf8_lossy(&r.stderr)
+            );
+            out
+        })
+        .clone()
+}
+
+/// A compile cache for components that tests share, so the Python connector (a CPython
+/// interpreter, ~19 MB) is compiled once per test process, not once per project.
+pub fn shared_wasm_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache")
+}

@@ -16,6 +16,11 @@ pub struct Limits {
     pub memory: usize,
     /// Log bytes per second the guest may write; the excess is dropped and counted.
     pub log_bytes_per_sec: usize,
+    /// Times a `read` the guest failed as rate-limited or transient is tried again.
+    pub max_retries: u32,
+    /// The first wait before a transient failure's retry, doubled each retry (a
+    /// rate-limited one waits what the guest's retry-after says).
+    pub retry_backoff: Duration,
 }
 
 impl Default for Limits {
@@ -26,12 +31,16 @@ impl Default for Limits {
             deadline: Duration::from_secs(60),
             memory: 512 << 20,
             log_bytes_per_sec: 64 << 10,
+            // As the native http connector's max_retries and retry_backoff_ms.
+            max_retries: 5,
+            retry_backoff: Duration::from_millis(250),
         }
     }
 }
 
 impl Limits {
-    /// The limits with the options given (`fuel`, `timeout`, `memory`, `log_rate`; their
+    /// The limits with the options given (`fuel`, `timeout`, `memory`, `log_rate`,
+    /// `max_retries`, `retry_backoff_ms`; their
     /// help is in [`crate::source::HOST_OPTIONS`]).
     pub fn from_options<'a>(
         mut get: impl FnMut(&str) -> Option<&'a str>,
@@ -54,6 +63,16 @@ impl Limits {
         }
         if let Some(v) = get("log_rate") {
             l.log_bytes_per_sec = bytes("log_rate", v)?;
+        }
+        if let Some(v) = get("max_retries") {
+            l.max_retries = v.trim().parse().map_err(|_| {
+                format!("option 'max_retries' is a whole number of retries, like 5; got '{v}'")
+            })?;
+        }
+        if let Some(v) = get("retry_backoff_ms") {
+            l.retry_backoff = Duration::from_millis(v.trim().parse().map_err(|_| {
+                format!("option 'retry_backoff_ms' is a whole number of milliseconds, like 250; got '{v}'")
+            })?);
         }
         Ok(l)
     }

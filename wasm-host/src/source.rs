@@ -66,6 +66,18 @@ pub const HOST_OPTIONS: &[OptionSpec] = &[
         secret: false,
         help: "log bytes per second a call may write, like '64 KiB' (the default); the rest is dropped and counted",
     },
+    OptionSpec {
+        name: "max_retries",
+        required: false,
+        secret: false,
+        help: "retries of a read the connector failed as rate-limited or transient (default 5)",
+    },
+    OptionSpec {
+        name: "retry_backoff_ms",
+        required: false,
+        secret: false,
+        help: "first wait before retrying a transient failure, doubled each retry (default 250); a rate-limited read waits the connector's retry-after",
+    },
 ];
 
 fn is_host_option(key: &str) -> bool {
@@ -107,9 +119,14 @@ pub struct Bound {
 
 impl WasmSource {
     /// Components are read relative to `root`; compiled ones are cached in
-    /// `<root>/.hakiri/wasm-cache`.
+    /// `<root>/.hakiri/wasm-cache`, or in `$HAKIRI_WASM_CACHE` when set (a folder several
+    /// projects share, so a large component compiles once per machine).
     pub fn new(root: &Path) -> Self {
-        Self::with_cache(root, Some(root.join(".hakiri").join("wasm-cache")))
+        let cache = match std::env::var_os("HAKIRI_WASM_CACHE") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => root.join(".hakiri").join("wasm-cache"),
+        };
+        Self::with_cache(root, Some(cache))
     }
 
     pub fn with_cache(root: &Path, cache_dir: Option<PathBuf>) -> Self {

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{BooleanArray, RecordBatch, new_null_array};
@@ -29,13 +30,45 @@ use datafusion::physical_plan::{
 use futures::stream;
 use hakiri_core::cursor::{BoundaryRows, RowHasher};
 use hakiri_core::ports::RunContext;
-use hakiri_core::types::metric;
+use hakiri_core::types::{JSON_TEXT_KEY, metric};
 
 use crate::bindings::hakiri::connector::types::{
-    CompareOp, DataType as WitType, Filter, ReadRequest, Rows, Scalar, TableInfo,
+    CompareOp, DataType as WitType, Filter, ReadRequest, ReadResponse, Rows, Scalar, TableInfo,
 };
-use crate::error::WasmError;
+use crate::error::{GuestKind, WasmError};
 use crate::source::Bound;
+
+/// NDJSON whose `json` columns hold any JSON value (arrow-json wants a string there): each
+/// value that is not a string or null is replaced by its JSON text. Values are borrowed
+/// (`RawValue`), not parsed into trees.
+fn nested_json_as_text(bytes: &[u8], json_columns: &[String]) -> Result<Vec<u8>, String> {
+    use serde_json::value::RawValue;
+    use std::collections::BTreeMap;
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let record: BTreeMap<String, &RawValue> =
+            serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        out.push(b'{');
+        for (i, (k, v)) in record.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, k).map_err(|e| e.to_string())?;
+            out.push(b':');
+            let raw = v.get();
+            if json_columns.iter().any(|c| c == k) && !raw.starts_with('"') && raw != "null" {
+                serde_json::to_writer(&mut out, raw).map_err(|e| e.to_string())?;
+            } else {
+                out.extend_from_slice(raw.as_bytes());
+            }
+        }
+        out.extend_from_slice(b"}\n");
+    }
+    Ok(out)
+}
 
 /// A table of a WASM connector.
 pub struct WasmTable {
@@ -135,7 +168,13 @@ fn schema_of(source: &str, info: &TableInfo) -> hakiri_core::error::Result<Schem
                     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
                 }
             };
-            Field::new(&f.name, ty, f.nullable)
+            let field = Field::new(&f.name, ty, f.nullable);
+            match f.data_type {
+                WitType::Json => field.with_metadata(
+                    [(JSON_TEXT_KEY.to_string(), "true".to_string())].into(),
+                ),
+                _ => field,
+            }
         })
         .collect();
     Ok(Arc::new(Schema::new(fields)))
@@ -273,6 +312,8 @@ struct Scan {
     bound: Arc<Bound>,
     table: String,
     schema: SchemaRef,
+    /// Columns of type json, whose nested NDJSON values become text.
+    json_columns: Vec<String>,
     projection: Option<Vec<usize>>,
     pushed: Arc<Vec<Pushed>>,
     request: ReadRequest,
@@ -288,6 +329,9 @@ struct Scan {
     bytes: datafusion::physical_plan::metrics::Count,
     fetch_time: datafusion::physical_plan::metrics::Time,
     decode_time: datafusion::physical_plan::metrics::Time,
+    retries: datafusion::physical_plan::metrics::Count,
+    /// Log lines the guest wrote past its log_rate, dropped.
+    logs_dropped: datafusion::physical_plan::metrics::Count,
 }
 
 impl ExecutionPlan for WasmExec {
@@ -357,6 +401,13 @@ impl ExecutionPlan for WasmExec {
                 resume_token: None,
             },
             budget: run.as_ref().and_then(|rc| rc.page_budget),
+            json_columns: self
+                .schema
+                .fields()
+                .iter()
+                .filter(|f| f.metadata().contains_key(JSON_TEXT_KEY))
+                .map(|f| f.name().clone())
+                .collect(),
             hasher: match &run {
                 Some(rc) if rc.token_cursor => Some(RowHasher::new(&self.schema)?),
                 _ => None,
@@ -372,6 +423,9 @@ impl ExecutionPlan for WasmExec {
                 .subset_time(metric::FETCH_TIME, partition),
             decode_time: MetricBuilder::new(&self.metrics)
                 .subset_time(metric::DECODE_TIME, partition),
+            retries: MetricBuilder::new(&self.metrics).counter(metric::RETRIES, partition),
+            logs_dropped: MetricBuilder::new(&self.metrics)
+                .counter(metric::LOG_LINES_DROPPED, partition),
         };
         let out_schema = self.props.eq_properties.schema().clone();
         let s = stream::try_unfold(scan, |mut st| async move {
@@ -397,21 +451,60 @@ impl Scan {
         }))
     }
 
+    /// One `read`, tried again while the guest says it is rate-limited (after its
+    /// retry-after, at most a minute) or failed transiently (after a doubling backoff), up
+    /// to `max_retries` times. Each call is a fresh instance, so a retry starts clean.
+    async fn read_with_retries(&mut self) -> DfResult<ReadResponse> {
+        let limits = &self.bound.env.limits;
+        let mut attempt = 0;
+        loop {
+            let err = match self
+                .bound
+                .loaded
+                .read(
+                    &self.bound.env,
+                    &self.bound.config,
+                    &self.table,
+                    &self.request,
+                )
+                .await
+            {
+                Ok((resp, stats)) => {
+                    self.logs_dropped.add(stats.log_lines_dropped as usize);
+                    return Ok(resp);
+                }
+                Err(e) => e,
+            };
+            let wait = match &err {
+                WasmError::Guest {
+                    kind: GuestKind::RateLimited,
+                    retry_after_ms,
+                    ..
+                } => Duration::from_millis(retry_after_ms.unwrap_or(1000).min(60_000)),
+                WasmError::Guest {
+                    kind: GuestKind::Transient,
+                    ..
+                } => limits.retry_backoff.saturating_mul(1 << attempt.min(10)),
+                _ => return Err(DataFusionError::from(hakiri_core::error::Error::from(err))),
+            };
+            if attempt >= limits.max_retries {
+                let e = hakiri_core::error::Error::from(err).context(|m| {
+                    format!("{m} (after {attempt} retries: run again later or raise the source's max_retries)")
+                });
+                return Err(DataFusionError::from(e));
+            }
+            attempt += 1;
+            self.retries.add(1);
+            tracing::warn!(source = %self.bound.env.source_name, table = %self.table, attempt, ?wait, "retrying a read: {err}");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Reads one page; `None` when it held no rows to emit (all skipped, or empty).
     async fn next_page(&mut self) -> DfResult<Option<RecordBatch>> {
         self.request.resume_token = self.token.clone();
         let fetching = self.fetch_time.timer();
-        let (resp, _stats) = self
-            .bound
-            .loaded
-            .read(
-                &self.bound.env,
-                &self.bound.config,
-                &self.table,
-                &self.request,
-            )
-            .await
-            .map_err(|e| DataFusionError::from(hakiri_core::error::Error::from(e)))?;
+        let resp = self.read_with_retries().await?;
         fetching.done();
         self.pages_read += 1;
         self.pages.add(1);
@@ -491,6 +584,14 @@ impl Scan {
     }
 
     fn ndjson(&self, bytes: &[u8]) -> DfResult<RecordBatch> {
+        let text;
+        let bytes = if self.json_columns.is_empty() {
+            bytes
+        } else {
+            text = nested_json_as_text(bytes, &self.json_columns)
+                .map_err(|e| self.page_error(format!("its NDJSON does not decode: {e}")))?;
+            &text[..]
+        };
         let reader = datafusion::arrow::json::ReaderBuilder::new(self.schema.clone())
             .build(Cursor::new(bytes))
             .map_err(|e| self.page_error(format!("its NDJSON does not decode: {e}")))?;
@@ -530,5 +631,22 @@ impl Scan {
             })
             .collect::<DfResult<Vec<_>>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod json_text_tests {
+    use super::nested_json_as_text;
+
+    #[test]
+    fn nested_values_of_json_columns_become_their_text() {
+        let page = b"{\"id\":1,\"tags\":[\"a\",1],\"p\":{\"x\":null}}\n\n{\"id\":2,\"tags\":\"plain\",\"p\":null}\n";
+        let out = nested_json_as_text(page, &["tags".into(), "p".into()]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"id\":1,\"p\":\"{\\\"x\\\":null}\",\"tags\":\"[\\\"a\\\",1]\"}\n{\"id\":2,\"p\":null,\"tags\":\"plain\"}\n"
+        );
+        let err = nested_json_as_text(b"{\"id\":1}\n{\"id\":", &["p".into()]).unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
     }
 }

@@ -39,6 +39,9 @@ pub struct Guest {
     /// The environment variables its spec says it needs.
     pub env: Vec<String>,
     pub behaviour: Behaviour,
+    /// Table `items`'s columns: name, `data-type` case index (0 boolean, 1 int64, 2 float64,
+    /// 3 utf8, 4 timestamp-us, 5 json), nullable. The first is the pushdown column.
+    pub fields: Vec<(String, u32, bool)>,
 }
 
 impl Guest {
@@ -48,6 +51,11 @@ impl Guest {
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
             behaviour,
+            fields: vec![
+                ("id".into(), 1, false),
+                ("name".into(), 3, true),
+                ("amount".into(), 1, true),
+            ],
         }
     }
 }
@@ -319,15 +327,12 @@ pub fn build_with(wit_dir: &Path, guest: &Guest) -> Result<Vec<u8>, String> {
     let discover_ty = result_of(&resolve, "source", "discover");
     let field =
         |name: &str, ty: u32, nullable: bool| V::L(vec![s(name), V::C(ty, None), V::B(nullable)]);
+    let first = guest.fields.first().map_or("id", |f| f.0.as_str());
     let items = V::L(vec![
         s("items"),
-        V::L(vec![
-            field("id", 1, false),
-            field("name", 3, true),
-            field("amount", 1, true),
-        ]),
+        V::L(guest.fields.iter().map(|(n, t, null)| field(n, *t, *null)).collect()),
         NONE,
-        V::L(vec![V::L(vec![s("id"), V::B(true)])]),
+        V::L(vec![V::L(vec![s(first), V::B(true)])]),
     ]);
     let discover_at = d.value(&discover_ty, &V::C(0, Some(Box::new(V::L(vec![items])))));
 

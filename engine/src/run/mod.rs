@@ -146,13 +146,20 @@ struct RunTrace {
     write: Duration,
     commit: Duration,
     requests: u64,
+    retries: u64,
+    /// Log lines sandboxed connectors wrote past their log rate (dropped).
+    log_lines_dropped: u64,
 }
 
 impl RunTrace {
     fn message(&self, run: &Run) -> String {
         let ms = |d: Duration| format!("{:.1}ms", d.as_secs_f64() * 1000.0);
+        let dropped = match self.log_lines_dropped {
+            0 => String::new(),
+            n => format!(" log_lines_dropped={n}"),
+        };
         format!(
-            "plan={} fetch={} decode={} write={} commit={} total={} requests={} pages={} rows={}",
+            "plan={} fetch={} decode={} write={} commit={} total={} requests={} retries={} pages={} rows={}{dropped}",
             ms(self.plan),
             ms(self.fetch),
             ms(self.decode),
@@ -160,6 +167,7 @@ impl RunTrace {
             ms(self.commit),
             ms(run.t0.elapsed()),
             self.requests,
+            self.retries,
             run.counters.pages,
             run.counters.rows_written.max(run.committed_rows),
         )
@@ -429,6 +437,8 @@ impl Engine {
         run.trace.fetch += Duration::from_nanos(added.fetch_ns);
         run.trace.decode += Duration::from_nanos(added.decode_ns);
         run.trace.requests += added.requests;
+        run.trace.retries += added.retries;
+        run.trace.log_lines_dropped += added.log_lines_dropped;
         let part = part?;
         let report = rc.report();
         run.counters.pages += added.pages;
@@ -678,6 +688,8 @@ pub(crate) struct SourceMetrics {
     pub pages: u64,
     pub bytes: u64,
     pub requests: u64,
+    pub retries: u64,
+    pub log_lines_dropped: u64,
     pub fetch_ns: u64,
     pub decode_ns: u64,
 }
@@ -689,6 +701,10 @@ impl SourceMetrics {
             pages: self.pages.saturating_sub(before.pages),
             bytes: self.bytes.saturating_sub(before.bytes),
             requests: self.requests.saturating_sub(before.requests),
+            retries: self.retries.saturating_sub(before.retries),
+            log_lines_dropped: self
+                .log_lines_dropped
+                .saturating_sub(before.log_lines_dropped),
             fetch_ns: self.fetch_ns.saturating_sub(before.fetch_ns),
             decode_ns: self.decode_ns.saturating_sub(before.decode_ns),
         }
@@ -708,6 +724,8 @@ pub(crate) fn source_metrics(plan: &Arc<dyn ExecutionPlan>) -> SourceMetrics {
             sum.pages += named(metric::PAGES);
             sum.bytes += named(metric::BYTES);
             sum.requests += named(metric::REQUESTS);
+            sum.retries += named(metric::RETRIES);
+            sum.log_lines_dropped += named(metric::LOG_LINES_DROPPED);
             sum.fetch_ns += named(metric::FETCH_TIME);
             sum.decode_ns += named(metric::DECODE_TIME);
         }

@@ -18,8 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// Field metadata marking a column that holds JSON text (a value with no single type).
-pub const JSON_TEXT_KEY: &str = "hakiri.json";
+pub use hakiri_core::types::JSON_TEXT_KEY;
 
 /// The inferred type of a JSON value, merged over many values.
 #[derive(Debug, Clone, PartialEq)]
