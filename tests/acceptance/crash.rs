@@ -284,7 +284,7 @@ fn the_python_connector_survives_kills_and_resumes_where_it_stopped() {
 type = "wasm"
 component = "connectors/cursor-api.wasm"
 allow_hosts = "127.0.0.1"
-url = "{}/cursor_null?size=25&delay_ms=40"
+url = "{}/cursor_null?size=10&delay_ms=60"
 columns = "id:int64, name:utf8, amount:int64, bucket:int64"
 
 [pipelines.feed]
@@ -303,7 +303,7 @@ sql = "INSERT INTO context.feed SELECT * FROM py.items"
     // The first load compiles the component (seconds); kills during it would only repeat it.
     let tables = p.hakiri(&["source", "tables", "py"]).ok();
     assert!(tables.stdout.contains("items"), "{}", tables.stdout);
-    kill_at_random(&p, "feed", 0x9FB2_1C65_1E98_DF25, 14, (150, 1500));
+    kill_at_random(&p, "feed", 0x9FB2_1C65_1E98_DF25, 14, (300, 900));
     p.hakiri(&["run", "feed"]).ok();
     let runs = assert_intact(&p, "feed");
     let requests: Vec<Value> =

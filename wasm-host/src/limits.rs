@@ -115,6 +115,8 @@ mod tests {
             ("timeout", "2 seconds"),
             ("memory", "64 MiB"),
             ("log_rate", "10"),
+            ("max_retries", "2"),
+            ("retry_backoff_ms", "40"),
         ];
         let l =
             Limits::from_options(|k| opts.iter().find(|(n, _)| *n == k).map(|(_, v)| *v)).unwrap();
@@ -124,7 +126,9 @@ mod tests {
                 fuel: 1000,
                 deadline: Duration::from_secs(2),
                 memory: 64 << 20,
-                log_bytes_per_sec: 10
+                log_bytes_per_sec: 10,
+                max_retries: 2,
+                retry_backoff: Duration::from_millis(40),
             }
         );
         assert_eq!(Limits::from_options(|_| None).unwrap(), Limits::default());
@@ -132,5 +136,7 @@ mod tests {
         assert!(err.contains("like '512 MiB'"), "{err}");
         let err = Limits::from_options(|k| (k == "fuel").then_some("-1")).unwrap_err();
         assert!(err.contains("whole number"), "{err}");
+        let err = Limits::from_options(|k| (k == "max_retries").then_some("many")).unwrap_err();
+        assert!(err.contains("'max_retries' is a whole number"), "{err}");
     }
 }

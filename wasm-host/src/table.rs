@@ -503,7 +503,8 @@ impl Scan {
     /// Reads one page; `None` when it held no rows to emit (all skipped, or empty).
     async fn next_page(&mut self) -> DfResult<Option<RecordBatch>> {
         self.request.resume_token = self.token.clone();
-        let fetching = self.fetch_time.timer();
+        let fetch_time = self.fetch_time.clone();
+        let fetching = fetch_time.timer();
         let resp = self.read_with_retries().await?;
         fetching.done();
         self.pages_read += 1;
