@@ -195,13 +195,24 @@ mod tests {
     fn statuses_become_the_contracts_error_kinds() {
         let none: &[(String, String)] = &[];
         assert!(status_error("u", 204, none, b"").is_none());
-        assert!(matches!(status_error("u", 401, none, b""), Some(Error::Auth(_))));
-        assert!(matches!(status_error("u", 503, none, b"down"), Some(Error::Transient(m)) if m.contains("503: down")));
-        assert!(matches!(status_error("u", 404, none, b""), Some(Error::Fatal(_))));
+        assert!(matches!(
+            status_error("u", 401, none, b""),
+            Some(Error::Auth(_))
+        ));
+        assert!(
+            matches!(status_error("u", 503, none, b"down"), Some(Error::Transient(m)) if m.contains("503: down"))
+        );
+        assert!(matches!(
+            status_error("u", 404, none, b""),
+            Some(Error::Fatal(_))
+        ));
         let after = [("Retry-After".to_string(), "2.5".to_string())];
         assert!(matches!(
             status_error("u", 429, &after, b""),
-            Some(Error::RateLimited(RateLimit { retry_after_ms: 2500, .. }))
+            Some(Error::RateLimited(RateLimit {
+                retry_after_ms: 2500,
+                ..
+            }))
         ));
     }
 
@@ -209,7 +220,8 @@ mod tests {
     fn a_page_is_one_json_object_per_line() {
         let mut page = Ndjson::default();
         page.push(&serde_json::json!({"id": 1})).unwrap();
-        page.push(&serde_json::json!({"id": 2, "name": "b"})).unwrap();
+        page.push(&serde_json::json!({"id": 2, "name": "b"}))
+            .unwrap();
         let Rows::Ndjson(bytes) = page.into_rows() else {
             panic!("not ndjson")
         };
@@ -233,6 +245,8 @@ mod tests {
         assert_eq!(inexact, vec![0, 2]);
         let config = Config::new(vec![("url".into(), "x".into())]);
         assert_eq!(config.require("url").unwrap(), "x");
-        assert!(matches!(config.require("token"), Err(Error::InvalidConfig(m)) if m.contains("'token'")));
+        assert!(
+            matches!(config.require("token"), Err(Error::InvalidConfig(m)) if m.contains("'token'"))
+        );
     }
 }

@@ -141,10 +141,7 @@ fn python_case(server: &Server, root: &Path) -> Case {
             ("component", "cursor-api.wasm".to_string()),
             ("allow_hosts", "127.0.0.1".to_string()),
             ("url", url),
-            (
-                "columns",
-                "id:int64, name:utf8, amount:int64".to_string(),
-            ),
+            ("columns", "id:int64, name:utf8, amount:int64".to_string()),
             ("max_retries", "1".to_string()),
             ("retry_backoff_ms", "10".to_string()),
         ]
@@ -204,7 +201,11 @@ async fn spec_is_valid(case: &Case) {
     names.dedup();
     assert_eq!(names.len(), count, "{what}: option names repeat");
     for o in options {
-        assert!(!o.help.is_empty(), "{what}: option '{}' has no help", o.name);
+        assert!(
+            !o.help.is_empty(),
+            "{what}: option '{}' has no help",
+            o.name
+        );
     }
     case.source
         .validate(&case.spec)
@@ -212,8 +213,7 @@ async fn spec_is_valid(case: &Case) {
     // An unknown option is refused before any data moves (by validate, or for a WASM
     // connector whose options its component declares, when the table is built).
     let mut bad = case.spec.clone();
-    bad.options
-        .insert("no_such_option".into(), "1".into());
+    bad.options.insert("no_such_option".into(), "1".into());
     let err = match case.source.validate(&bad) {
         Err(e) => e,
         Ok(()) => case
@@ -292,7 +292,11 @@ async fn full_read(case: &Case, provider: &Arc<dyn TableProvider>) {
     assert_eq!(got, fixture(1..=N), "{}: a full read", case.what);
 }
 
-fn run_context(token: Option<String>, boundary: Option<BoundaryRows>, pages: u64) -> Arc<RunContext> {
+fn run_context(
+    token: Option<String>,
+    boundary: Option<BoundaryRows>,
+    pages: u64,
+) -> Arc<RunContext> {
     Arc::new(RunContext::new(
         token,
         boundary,
@@ -325,7 +329,11 @@ async fn resumes_from_every_token(case: &Case, provider: &Arc<dyn TableProvider>
         (token, boundary) = (report.token, report.boundary);
         checkpoints.push((token.clone(), boundary.clone(), seen.len()));
     }
-    assert_eq!(seen, fixture(1..=N), "{what}: page by page, each record once");
+    assert_eq!(
+        seen,
+        fixture(1..=N),
+        "{what}: page by page, each record once"
+    );
     assert!(
         checkpoints.len() >= N as usize / PAGE - 1,
         "{what}: {} tokens for {N} records in pages of {PAGE}",
@@ -442,5 +450,8 @@ async fn respects_limits(case: &Case, provider: &Arc<dyn TableProvider>, server:
     let got = rows(provider, None, "select id, name, amount from t limit 5").await;
     assert_eq!(got.len(), 5, "{what}: limit 5 gave {got:?}");
     let requests = log(server) - before;
-    assert_eq!(requests, 1, "{what}: limit 5 read {requests} pages of {PAGE}");
+    assert_eq!(
+        requests, 1,
+        "{what}: limit 5 read {requests} pages of {PAGE}"
+    );
 }

@@ -6,10 +6,10 @@ mod support;
 
 mod abuse;
 mod access;
+mod conformance;
 mod crash;
 mod demo;
 mod depcheck;
-mod conformance;
 mod errors;
 mod exactly_once;
 mod examples;

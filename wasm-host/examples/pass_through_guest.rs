@@ -12,7 +12,14 @@ fn main() {
         eprintln!("usage: pass_through_guest OUT.wasm HOST 'name:type, ...'");
         std::process::exit(2);
     };
-    let types = ["boolean", "int64", "float64", "utf8", "timestamp_us", "json"];
+    let types = [
+        "boolean",
+        "int64",
+        "float64",
+        "utf8",
+        "timestamp_us",
+        "json",
+    ];
     let mut guest = Guest::new("pass-through", &[host.as_str()], Behaviour::PassThrough);
     guest.fields = columns
         .split(',')
@@ -21,10 +28,13 @@ fn main() {
                 eprintln!("column '{c}' is not name:type");
                 std::process::exit(2)
             });
-            let t = types.iter().position(|t| *t == ty.trim()).unwrap_or_else(|| {
-                eprintln!("column '{c}': the type is one of {}", types.join(", "));
-                std::process::exit(2)
-            });
+            let t = types
+                .iter()
+                .position(|t| *t == ty.trim())
+                .unwrap_or_else(|| {
+                    eprintln!("column '{c}': the type is one of {}", types.join(", "));
+                    std::process::exit(2)
+                });
             (name.trim().to_string(), t as u32, name.trim() != "id")
         })
         .collect();

@@ -155,28 +155,27 @@ fn schema_of(source: &str, info: &TableInfo) -> hakiri_core::error::Result<Schem
                 })?;
         return Ok(reader.schema());
     }
-    let fields: Vec<Field> = info
-        .fields
-        .iter()
-        .map(|f| {
-            let ty = match f.data_type {
-                WitType::Boolean => DataType::Boolean,
-                WitType::Int64 => DataType::Int64,
-                WitType::Float64 => DataType::Float64,
-                WitType::Utf8 | WitType::Json => DataType::Utf8,
-                WitType::TimestampUs => {
-                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    let fields: Vec<Field> =
+        info.fields
+            .iter()
+            .map(|f| {
+                let ty = match f.data_type {
+                    WitType::Boolean => DataType::Boolean,
+                    WitType::Int64 => DataType::Int64,
+                    WitType::Float64 => DataType::Float64,
+                    WitType::Utf8 | WitType::Json => DataType::Utf8,
+                    WitType::TimestampUs => {
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                    }
+                };
+                let field = Field::new(&f.name, ty, f.nullable);
+                match f.data_type {
+                    WitType::Json => field
+                        .with_metadata([(JSON_TEXT_KEY.to_string(), "true".to_string())].into()),
+                    _ => field,
                 }
-            };
-            let field = Field::new(&f.name, ty, f.nullable);
-            match f.data_type {
-                WitType::Json => field.with_metadata(
-                    [(JSON_TEXT_KEY.to_string(), "true".to_string())].into(),
-                ),
-                _ => field,
-            }
-        })
-        .collect();
+            })
+            .collect();
     Ok(Arc::new(Schema::new(fields)))
 }
 

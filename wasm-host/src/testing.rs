@@ -330,7 +330,13 @@ pub fn build_with(wit_dir: &Path, guest: &Guest) -> Result<Vec<u8>, String> {
     let first = guest.fields.first().map_or("id", |f| f.0.as_str());
     let items = V::L(vec![
         s("items"),
-        V::L(guest.fields.iter().map(|(n, t, null)| field(n, *t, *null)).collect()),
+        V::L(
+            guest
+                .fields
+                .iter()
+                .map(|(n, t, null)| field(n, *t, *null))
+                .collect(),
+        ),
         NONE,
         V::L(vec![V::L(vec![s(first), V::B(true)])]),
     ]);
