@@ -2,7 +2,7 @@
 //! host as NDJSON, following the `x-next-token` header) with the given columns, for
 //! bench/run's WASM workload:
 //!
-//!     cargo run --release -p hakiri-wasm --features testing --example pass_through_guest -- \
+//!     cargo build --workspace --examples && target/debug/examples/pass_through_guest \
 //!         OUT.wasm HOST 'id:int64, kind:utf8, tags:json, ...'
 use hakiri_wasm::testing::{Behaviour, Guest, build};
 
