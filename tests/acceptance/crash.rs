@@ -213,6 +213,33 @@ sql = "INSERT INTO context.feed SELECT * FROM api.feed"
     assert_eq!(checkpoints, vec!["true"]);
 }
 
+/// At least `min` runs resumed from a committed token, and the fixture saw a request to
+/// `path` carrying each of those tokens in the query parameter `param`.
+fn assert_resumed_at_tokens(
+    server: &Server,
+    runs: &[(String, Option<String>)],
+    path: &str,
+    param: &str,
+    min: usize,
+) {
+    let requests: Vec<Value> =
+        serde_json::from_str(&server.get(&format!("/admin/log?path={path}"))).unwrap();
+    let resumed: Vec<&String> = runs.iter().filter_map(|(_, s)| s.as_ref()).collect();
+    assert!(
+        resumed.len() >= min,
+        "only {} runs resumed: {runs:?}",
+        resumed.len()
+    );
+    for token in &resumed {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r["query"][param].as_str() == Some(token.as_str())),
+            "no request to {path} resumed at {param}={token}"
+        );
+    }
+}
+
 /// The same for a sandboxed connector: a WAT test guest (built into a component here)
 /// reads the fixture API's NDJSON pages with a token cursor, and `hakiri run` is killed 22
 /// times; the table then equals the source and killed runs resumed from their tokens.
@@ -245,22 +272,7 @@ sql = "INSERT INTO context.feed SELECT * FROM x.items"
     kill_at_random(&p, "feed", 0xA076_1D64_78BD_642F, 22, (40, 500));
     p.hakiri(&["run", "feed"]).ok();
     let runs = assert_intact(&p, "feed");
-    let requests: Vec<Value> =
-        serde_json::from_str(&server.get("/admin/log?path=/ndjson_grow")).unwrap();
-    let resumed: Vec<&String> = runs.iter().filter_map(|(_, s)| s.as_ref()).collect();
-    assert!(
-        resumed.len() >= 10,
-        "only {} runs resumed: {runs:?}",
-        resumed.len()
-    );
-    for token in &resumed {
-        assert!(
-            requests
-                .iter()
-                .any(|r| r["query"]["token"].as_str() == Some(token.as_str())),
-            "no request resumed at token {token}"
-        );
-    }
+    assert_resumed_at_tokens(&server, &runs, "/ndjson_grow", "token", 10);
     // Nothing new: a run reads the last page again, skips what it wrote, and adds nothing.
     p.hakiri(&["run", "feed"]).ok();
     p.assert_ids_once("feed", ROWS, "after a run with nothing new");
@@ -306,22 +318,7 @@ sql = "INSERT INTO context.feed SELECT * FROM py.items"
     kill_at_random(&p, "feed", 0x9FB2_1C65_1E98_DF25, 14, (300, 900));
     p.hakiri(&["run", "feed"]).ok();
     let runs = assert_intact(&p, "feed");
-    let requests: Vec<Value> =
-        serde_json::from_str(&server.get("/admin/log?path=/cursor_null")).unwrap();
-    let resumed: Vec<&String> = runs.iter().filter_map(|(_, s)| s.as_ref()).collect();
-    assert!(
-        resumed.len() >= 6,
-        "only {} runs resumed: {runs:?}",
-        resumed.len()
-    );
-    for token in &resumed {
-        assert!(
-            requests
-                .iter()
-                .any(|r| r["query"]["after"].as_str() == Some(token.as_str())),
-            "no request resumed at cursor {token}"
-        );
-    }
+    assert_resumed_at_tokens(&server, &runs, "/cursor_null", "after", 6);
     server.get("/admin/grow?n=30");
     p.hakiri(&["run", "feed"]).ok();
     p.assert_ids_once("feed", ROWS + 30, "after the source grew");
