@@ -12,6 +12,7 @@ use datafusion::arrow::array::{BooleanArray, RecordBatch, new_null_array};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -306,7 +307,78 @@ impl DisplayAs for WasmExec {
     }
 }
 
-/// The state of a scan between pages.
+/// What calls the guest's `read`: one page per call, retried while the guest says so.
+struct Reader {
+    bound: Arc<Bound>,
+    table: String,
+    request: ReadRequest,
+    retries: datafusion::physical_plan::metrics::Count,
+    /// Log lines the guest wrote past its log_rate, dropped.
+    logs_dropped: datafusion::physical_plan::metrics::Count,
+}
+
+/// A scan's pages: read when asked (under a LIMIT, where a page read ahead may be read in
+/// vain), or by a task of their own that keeps one page ahead, so the guest reads the next
+/// page while this one decodes (as the native `http` connector does).
+enum Pages {
+    OnDemand {
+        reader: Box<Reader>,
+        /// The token that fetches the next page (`None`: the first).
+        token: Option<String>,
+    },
+    Ahead {
+        rx: tokio::sync::mpsc::Receiver<DfResult<ReadResponse>>,
+        _task: SpawnedTask<()>,
+    },
+}
+
+impl Pages {
+    /// Pages from `token` on; read ahead unless `on_demand`, at most `budget` of them.
+    fn new(
+        mut reader: Reader,
+        token: Option<String>,
+        on_demand: bool,
+        budget: Option<u64>,
+    ) -> Self {
+        if on_demand {
+            return Pages::OnDemand {
+                reader: Box::new(reader),
+                token,
+            };
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let task = SpawnedTask::spawn(async move {
+            let (mut token, mut left) = (token, budget);
+            loop {
+                let next = reader.read(token.take()).await;
+                left = left.map(|l| l.saturating_sub(1));
+                token = next.as_ref().ok().and_then(|r| r.next_token.clone());
+                let last = token.is_none() || left == Some(0);
+                if tx.send(next).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        Pages::Ahead { rx, _task: task }
+    }
+
+    async fn next(&mut self) -> DfResult<ReadResponse> {
+        match self {
+            Pages::OnDemand { reader, token } => {
+                let resp = reader.read(token.take()).await?;
+                token.clone_from(&resp.next_token);
+                Ok(resp)
+            }
+            Pages::Ahead { rx, .. } => rx.recv().await.unwrap_or_else(|| {
+                Err(DataFusionError::Internal(
+                    "the task reading pages ended without a result".into(),
+                ))
+            }),
+        }
+    }
+}
+
+/// The state of a scan between pages: the decoding half.
 struct Scan {
     bound: Arc<Bound>,
     table: String,
@@ -315,9 +387,9 @@ struct Scan {
     json_columns: Vec<String>,
     projection: Option<Vec<usize>>,
     pushed: Arc<Vec<Pushed>>,
-    request: ReadRequest,
+    pages_in: Pages,
     run: Option<Arc<RunContext>>,
-    /// The token that fetches the next page (`None`: the first).
+    /// The token that fetched the page being decoded's predecessor: the next page's.
     token: Option<String>,
     pages_read: u64,
     budget: Option<u64>,
@@ -328,9 +400,6 @@ struct Scan {
     bytes: datafusion::physical_plan::metrics::Count,
     fetch_time: datafusion::physical_plan::metrics::Time,
     decode_time: datafusion::physical_plan::metrics::Time,
-    retries: datafusion::physical_plan::metrics::Count,
-    /// Log lines the guest wrote past its log_rate, dropped.
-    logs_dropped: datafusion::physical_plan::metrics::Count,
 }
 
 impl ExecutionPlan for WasmExec {
@@ -387,19 +456,28 @@ impl ExecutionPlan for WasmExec {
                 .collect()
         });
         let token = run.as_ref().and_then(|rc| rc.resume_token.clone());
-        let scan = Scan {
+        let budget = run.as_ref().and_then(|rc| rc.page_budget);
+        let reader = Reader {
             bound: self.bound.clone(),
             table: self.table.clone(),
-            schema: self.schema.clone(),
-            projection: self.projection.clone(),
-            pushed: self.pushed.clone(),
             request: ReadRequest {
                 projection: projection_names,
                 filters: self.pushed.iter().map(|p| p.filter.clone()).collect(),
                 limit: self.limit.map(|l| l as u64),
                 resume_token: None,
             },
-            budget: run.as_ref().and_then(|rc| rc.page_budget),
+            retries: MetricBuilder::new(&self.metrics).counter(metric::RETRIES, partition),
+            logs_dropped: MetricBuilder::new(&self.metrics)
+                .counter(metric::LOG_LINES_DROPPED, partition),
+        };
+        let scan = Scan {
+            bound: self.bound.clone(),
+            table: self.table.clone(),
+            schema: self.schema.clone(),
+            projection: self.projection.clone(),
+            pushed: self.pushed.clone(),
+            pages_in: Pages::new(reader, token.clone(), self.limit.is_some(), budget),
+            budget,
             json_columns: self
                 .schema
                 .fields()
@@ -422,9 +500,6 @@ impl ExecutionPlan for WasmExec {
                 .subset_time(metric::FETCH_TIME, partition),
             decode_time: MetricBuilder::new(&self.metrics)
                 .subset_time(metric::DECODE_TIME, partition),
-            retries: MetricBuilder::new(&self.metrics).counter(metric::RETRIES, partition),
-            logs_dropped: MetricBuilder::new(&self.metrics)
-                .counter(metric::LOG_LINES_DROPPED, partition),
         };
         let out_schema = self.props.eq_properties.schema().clone();
         let s = stream::try_unfold(scan, |mut st| async move {
@@ -441,19 +516,12 @@ impl ExecutionPlan for WasmExec {
     }
 }
 
-impl Scan {
-    fn page_error(&self, message: String) -> DataFusionError {
-        DataFusionError::from(hakiri_core::error::Error::from(WasmError::Page {
-            source_name: self.bound.env.source_name.clone(),
-            table: self.table.clone(),
-            message,
-        }))
-    }
-
+impl Reader {
     /// One `read`, tried again while the guest says it is rate-limited (after its
     /// retry-after, at most a minute) or failed transiently (after a doubling backoff), up
     /// to `max_retries` times. Each call is a fresh instance, so a retry starts clean.
-    async fn read_with_retries(&mut self) -> DfResult<ReadResponse> {
+    async fn read(&mut self, token: Option<String>) -> DfResult<ReadResponse> {
+        self.request.resume_token = token;
         let limits = &self.bound.env.limits;
         let mut attempt = 0;
         loop {
@@ -498,13 +566,22 @@ impl Scan {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+impl Scan {
+    fn page_error(&self, message: String) -> DataFusionError {
+        DataFusionError::from(hakiri_core::error::Error::from(WasmError::Page {
+            source_name: self.bound.env.source_name.clone(),
+            table: self.table.clone(),
+            message,
+        }))
+    }
 
     /// Reads one page; `None` when it held no rows to emit (all skipped, or empty).
     async fn next_page(&mut self) -> DfResult<Option<RecordBatch>> {
-        self.request.resume_token = self.token.clone();
         let fetch_time = self.fetch_time.clone();
         let fetching = fetch_time.timer();
-        let resp = self.read_with_retries().await?;
+        let resp = self.pages_in.next().await?;
         fetching.done();
         self.pages_read += 1;
         self.pages.add(1);
@@ -584,6 +661,21 @@ impl Scan {
     }
 
     fn ndjson(&self, bytes: &[u8]) -> DfResult<RecordBatch> {
+        // The common page, every record fitting the table as it is: one pass from the text
+        // (the native `http` connector's decoder). Other pages take arrow-json, whose
+        // errors say what does not fit.
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            let lines: Vec<&str> = text
+                .split('\n')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            if let Ok(Some(batch)) =
+                hakiri_core::json::decode_fitting(lines.iter().copied(), &self.schema)
+            {
+                return Ok(batch);
+            }
+        }
         let text;
         let bytes = if self.json_columns.is_empty() {
             bytes

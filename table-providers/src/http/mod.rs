@@ -4,7 +4,7 @@
 //! `tables.<name>.<option>` (see [`options::TABLE_OPTIONS`]).
 
 mod client;
-pub mod json;
+pub use hakiri_core::json;
 pub mod options;
 mod pager;
 

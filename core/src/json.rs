@@ -1,5 +1,7 @@
 //! JSON records to Arrow: schema inference over sample pages (nested objects as Struct,
-//! arrays as List, conflicting values as JSON text) and decoding a page into a batch.
+//! arrays as List, conflicting values as JSON text) and decoding a page into a batch. The
+//! `http` connector uses all of it; the WASM host decodes NDJSON pages with
+//! `decode_fitting`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-pub use hakiri_core::types::JSON_TEXT_KEY;
+pub use crate::types::JSON_TEXT_KEY;
 
 /// The inferred type of a JSON value, merged over many values.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,10 +171,10 @@ pub struct PageCheck {
 pub fn check_page(
     records: Vec<Value>,
     schema: &SchemaRef,
-    policy: hakiri_core::types::SchemaPolicy,
+    policy: crate::types::SchemaPolicy,
     page: u64,
 ) -> Result<PageCheck> {
-    use hakiri_core::types::SchemaPolicy;
+    use crate::types::SchemaPolicy;
     // The page's type, field by field, without building a type per record: fields the table
     // keeps as JSON text take any value, so their values are not looked into.
     let json_text: Vec<&str> = schema
@@ -780,14 +782,14 @@ pub fn decode_fitting<'t>(
 }
 
 #[cfg(test)]
-#[path = "fuzz.rs"]
+#[path = "fuzz_json.rs"]
 mod fuzz;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::SchemaPolicy;
     use datafusion::arrow::array::Array;
-    use hakiri_core::types::SchemaPolicy;
     use serde_json::json;
 
     #[test]

@@ -3,8 +3,8 @@
 //! (`check_page` + `decode`) must agree on every page the text path takes.
 //! `HAKIRI_FUZZ_CASES` sets the cases (default 256); `scripts/fuzz` runs more.
 
-use hakiri_core::fuzzing::config;
-use hakiri_core::types::SchemaPolicy;
+use crate::fuzzing::config;
+use crate::types::SchemaPolicy;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::json;
