@@ -256,6 +256,11 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
     /// The rows of one state table (one of [`STATE_TABLES`]) as strings, integers, floats
     /// or nulls, with the column names, for exposing it through DataFusion.
     fn state_table(&self, name: &str) -> Result<state_tables::RawTable>;
+
+    /// Replaces every row of the given state tables with the given rows, in one
+    /// transaction (`hakiri sync pull`): the project is as before or as after, never a
+    /// mix. Refused while a run is running.
+    fn replace_state(&self, tables: &[(String, state_tables::RawTable)]) -> Result<()>;
 }
 
 /// The error text of a run found dead.

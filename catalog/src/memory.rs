@@ -11,7 +11,7 @@ use super::{
     Catalog, CommitOutcome, CursorEntry, CursorMove, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun,
     RunCommit, RunRecord, ScheduleState, SourceSchema, TableEntry, already_running,
 };
-use hakiri_core::error::Result;
+use hakiri_core::error::{Error, Result};
 use hakiri_core::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
 
 #[derive(Debug, Default)]
@@ -546,6 +546,13 @@ impl Catalog for MemoryCatalog {
         self.state()
             .event(at, kind.as_str(), subject, message, run_id);
         Ok(())
+    }
+
+    /// The memory catalog lives as long as its process: there is no project to sync.
+    fn replace_state(&self, _tables: &[(String, RawTable)]) -> Result<()> {
+        Err(Error::Unsupported(
+            "the memory catalog does not take a synced state: sync needs a project's SQLite catalog".into(),
+        ))
     }
 
     fn state_table(&self, name: &str) -> Result<RawTable> {

@@ -910,6 +910,51 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
+    fn replace_state(&self, tables: &[(String, RawTable)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let running: Option<String> = tx
+            .query_row(
+                "SELECT run_id FROM runs WHERE status = 'running' LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(run_id) = running {
+            return Err(Error::InvalidInput(format!(
+                "run {run_id} is running in this project: wait for it to end (or stop it), then try again"
+            )));
+        }
+        for (name, table) in tables {
+            let decl =
+                super::state_table(name).ok_or_else(|| super::unknown_state_table(name))?;
+            tx.execute(&format!("DELETE FROM {}", decl.name), [])?;
+            let names: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
+            if let Some(bad) = names.iter().find(|c| !decl.columns.iter().any(|d| d.name == **c)) {
+                return Err(Error::Internal(format!("state table {name} has no column {bad}")));
+            }
+            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            let mut insert = tx.prepare(&format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                decl.name,
+                names.join(", "),
+                marks.join(", ")
+            ))?;
+            for row in &table.rows {
+                use rusqlite::types::Value as V;
+                let values = row.iter().map(|v| match v {
+                    RawValue::Null => V::Null,
+                    RawValue::Int(i) => V::Integer(*i),
+                    RawValue::Float(f) => V::Real(*f),
+                    RawValue::Text(t) => V::Text(t.clone()),
+                });
+                insert.execute(rusqlite::params_from_iter(values))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn state_table(&self, name: &str) -> Result<RawTable> {
         let decl = super::state_table(name).ok_or_else(|| super::unknown_state_table(name))?;
         let conn = self.conn();

@@ -60,7 +60,7 @@ fn fixed_clock() -> Result<Option<std::sync::Arc<dyn hakiri_engine::ports::Clock
 
 /// Opens the project and brings the catalog in line with the manifest (or, with `apply`
 /// false, only the session: `plan` shows the changes without writing them).
-fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Failure> {
+pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Failure> {
     let manifest = hakiri_manifests::load(root)?;
     let manifest_file = hakiri_manifests::manifest_path(root)?;
     let manifest_file = manifest_file
@@ -71,11 +71,20 @@ fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Fail
         connectors: {
             let mut c = hakiri_table_providers::connectors(root);
             c.push(std::sync::Arc::new(hakiri_wasm::WasmSource::new(root)));
+            c.push(std::sync::Arc::new(hakiri_sync::DeltaSource));
             c
         },
         table_factories: hakiri_table_providers::table_factories(),
         clock: fixed_clock()?,
         catalog: None,
+        run_guard: match &manifest.sync {
+            Some(spec) => Some(std::sync::Arc::new(hakiri_sync::Leases::new(
+                root,
+                spec,
+                &manifest.project,
+            )?)),
+            None => None,
+        },
     };
     let mut engine = Engine::open(root, options)?;
     hakiri_udfs::register_all(engine.session_mut()).map_err(Error::from)?;
@@ -230,6 +239,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Sync { command } => crate::sync::run(&root, command).await,
         Command::Source { command } => {
             let (engine, _) = open(&root, true)?;
             match command {

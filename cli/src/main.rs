@@ -5,6 +5,7 @@ mod commands;
 mod init;
 mod output;
 mod repl;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,52 @@ enum Command {
         #[command(subcommand)]
         command: SourceCommand,
     },
+    /// Share the context store through the [sync] bucket or folder, as Delta Lake tables.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SyncCommand {
+    /// Upload what changed here (files, Delta commits, the project's state).
+    Push,
+    /// Make the remote's newest state this project's.
+    Pull {
+        /// Drop local commits that were never pushed.
+        #[arg(long)]
+        discard_local: bool,
+    },
+    /// Per table what is ahead and behind, and who holds each lease.
+    Status,
+    /// Single-writer leases of pipelines.
+    Lease {
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+    /// Delete objects in the remote's tables that no Delta table or state names (left by a
+    /// killed push), listing each.
+    Gc {
+        /// List them only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaseCommand {
+    /// Take (or renew) a pipeline's lease.
+    Acquire {
+        pipeline: String,
+        /// Take a lease another project holds past its TTL.
+        #[arg(long)]
+        steal: bool,
+    },
+    /// Give up this project's lease of a pipeline.
+    Release { pipeline: String },
+    /// Who holds each lease (or one pipeline's).
+    Status { pipeline: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]

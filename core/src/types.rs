@@ -750,6 +750,21 @@ pub struct ServeSpec {
     pub users: Vec<UserSpec>,
 }
 
+/// The `[sync]` section: the bucket (or folder) `hakiri sync` shares the store through.
+/// Credentials are secret references (`env:NAME`), resolved when a command uses them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncSpec {
+    /// `s3://bucket/prefix` or `file:///path`.
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    /// How long a lease lasts unless renewed, e.g. `"15 minutes"` (the default).
+    pub lease_ttl: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,8 @@ pub struct EngineOptions {
     /// The catalog (default: SQLite in `<root>/.hakiri/catalog.db`); tests inject the
     /// memory catalog.
     pub catalog: Option<Arc<dyn Catalog>>,
+    /// Asked before each run (a synced project's leases).
+    pub run_guard: Option<Arc<dyn crate::ports::RunGuard>>,
 }
 
 /// What opening a project found and repaired.
@@ -142,6 +144,7 @@ pub struct Engine {
     hints: SchemaHints,
     /// Tells runs in progress that the process is stopping (see [`StopLevel`]).
     stop: tokio::sync::watch::Sender<StopLevel>,
+    pub(crate) run_guard: Option<Arc<dyn crate::ports::RunGuard>>,
 }
 
 /// How far a stopping process has got; runs read it (see [`Engine::request_stop`]).
@@ -185,6 +188,7 @@ impl Engine {
         };
         let store = ContextStore::open(dir.join("store"))?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let run_guard = options.run_guard;
 
         let now = clock.now();
         let interrupted_runs = catalog.recover_runs(&|r| crate::run::holder_alive(r, now), now)?;
@@ -246,6 +250,7 @@ impl Engine {
             root: root.to_path_buf(),
             hints: SchemaHints::default(),
             stop: tokio::sync::watch::Sender::new(StopLevel::Running),
+            run_guard,
         };
         for spec in engine.catalog.list_sources()? {
             // A source whose connector is not built in stays in the catalog but is not

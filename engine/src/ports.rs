@@ -12,6 +12,13 @@ use crate::catalog::FileEntry;
 use crate::error::Result;
 pub use hakiri_core::ports::*;
 
+/// Asked before each run of a pipeline: an error refuses the run, before anything starts.
+/// A synced project's single-writer lease (`hakiri sync`) is one.
+#[async_trait::async_trait]
+pub trait RunGuard: Debug + Send + Sync {
+    async fn before_run(&self, pipeline: &str) -> Result<()>;
+}
+
 /// A staged write into the destination: nothing is visible until the catalog commit that
 /// records the files returned by [`StagedWrite::finish`].
 pub trait StagedWrite: Send {

@@ -37,6 +37,7 @@ pub struct ManifestDoc {
     #[serde(default)]
     pub pipelines: Named<PipelineSpec>,
     pub serve: Option<ServeDoc>,
+    pub sync: Option<SyncDoc>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -100,6 +101,27 @@ pub struct ServeDoc {
     pub tls_key: Option<String>,
     #[serde(default)]
     pub users: Named<UserSpec>,
+}
+
+/// `[sync]`: the bucket or folder `hakiri sync` shares the context store through, as Delta
+/// Lake tables.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncDoc {
+    /// `s3://bucket/prefix`, or `file:///path` for a folder.
+    pub url: String,
+    /// An S3-compatible endpoint such as http://127.0.0.1:9000 (default: AWS).
+    pub endpoint: Option<String>,
+    /// The bucket's region (default us-east-1).
+    pub region: Option<String>,
+    /// A secret reference such as env:AWS_ACCESS_KEY_ID.
+    pub access_key_id: Option<String>,
+    /// A secret reference such as env:AWS_SECRET_ACCESS_KEY.
+    pub secret_access_key: Option<String>,
+    /// A secret reference such as env:AWS_SESSION_TOKEN.
+    pub session_token: Option<String>,
+    /// How long a pipeline's lease lasts unless renewed (default "15 minutes").
+    pub lease_ttl: Option<String>,
 }
 
 /// `users.<name> = { password = "env:VAR", role = "read_only" }`.

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hakiri_core::types::{PipelineSpec, ServeSpec, SourceSpec};
+use hakiri_core::types::{PipelineSpec, ServeSpec, SourceSpec, SyncSpec};
 use hakiri_core::{Error, Result};
 
 mod doc;
@@ -37,6 +37,8 @@ pub struct Manifest {
     pub pipelines: Vec<PipelineSpec>,
     /// `[serve]`: the endpoints and users of `hakiri serve`.
     pub serve: ServeSpec,
+    /// `[sync]`: where `hakiri sync` shares the store, when the project does.
+    pub sync: Option<SyncSpec>,
 }
 
 /// Whether `dir` holds a manifest (`hakiri.toml` or `hakiri.json`).
@@ -129,6 +131,15 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
         sources: doc.sources.0,
         pipelines: doc.pipelines.0,
         serve: serve.unwrap_or_default(),
+        sync: doc.sync.map(|s| SyncSpec {
+            url: s.url,
+            endpoint: s.endpoint,
+            region: s.region,
+            access_key_id: s.access_key_id,
+            secret_access_key: s.secret_access_key,
+            session_token: s.session_token,
+            lease_ttl: s.lease_ttl,
+        }),
     })
 }
 

@@ -118,6 +118,13 @@ fn get(spec: &SourceSpec, name: &str) -> Result<Option<String>> {
         .transpose()
 }
 
+/// The object store of an s3 source's options (bucket, endpoint, region, credentials as
+/// secret references, timeout_seconds, path_style, allow_http); nothing is contacted yet.
+/// `hakiri sync` builds its bucket's store with it too.
+pub fn object_store(spec: &SourceSpec) -> Result<Arc<dyn ObjectStore>> {
+    store(spec).map(|(_, s)| s)
+}
+
 /// Builds the source's object store; nothing is contacted yet.
 fn store(spec: &SourceSpec) -> Result<(Settings, Arc<dyn ObjectStore>)> {
     let bucket = get(spec, "bucket")?.unwrap_or_default();
@@ -186,14 +193,18 @@ fn store(spec: &SourceSpec) -> Result<(Settings, Arc<dyn ObjectStore>)> {
 /// (a GET or HEAD maps S3's 404, 403 and 401 to `NotFound`, `PermissionDenied` and
 /// `Unauthenticated`) and its HTTP error kind (a connection or a timeout).
 #[derive(Debug, PartialEq)]
-enum StoreFault {
+pub enum StoreFault {
     NoBucket,
     Credentials,
     Unreachable,
 }
 
 fn fault(e: &Error) -> Option<StoreFault> {
-    let store = store_error(e)?;
+    store_fault(store_error(e)?)
+}
+
+/// What an object-store failure says about the store's settings (`None`: nothing they fix).
+pub fn store_fault(store: &object_store::Error) -> Option<StoreFault> {
     match store {
         object_store::Error::NotFound { .. } => return Some(StoreFault::NoBucket),
         object_store::Error::PermissionDenied { .. }

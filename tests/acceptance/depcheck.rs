@@ -33,6 +33,10 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         // The guest SDK is compiled into connectors, never into Hakiri: it depends on nothing
         // of Hakiri's but the WIT contract.
         ("hakiri-connector-sdk", vec![]),
+        (
+            "hakiri-sync",
+            vec!["hakiri-core", "hakiri-catalog", "hakiri-engine", "hakiri-table-providers"],
+        ),
         ("hakiri-manifests", vec!["hakiri-core"]),
         ("hakiri-pgwire", vec!["hakiri-engine"]),
         ("hakiri-mcp", vec!["hakiri-engine"]),
@@ -44,6 +48,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "hakiri-udfs",
                 "hakiri-table-providers",
                 "hakiri-wasm",
+                "hakiri-sync",
                 "hakiri-manifests",
                 "hakiri-pgwire",
                 "hakiri-mcp",

@@ -29,4 +29,5 @@ mod schedule;
 mod schema;
 mod slt;
 mod sql_shell;
+mod sync;
 mod wasm;

@@ -84,8 +84,7 @@ async fn run_file(file: PathBuf, complete: bool) -> Result<(), String> {
     let options = EngineOptions {
         connectors: hakiri_table_providers::connectors(&slt_dir().join("data")),
         table_factories: hakiri_table_providers::table_factories(),
-        clock: None,
-        catalog: None,
+        ..EngineOptions::default()
     };
     let mut engine = Engine::open(dir.path(), options).map_err(|e| e.to_string())?;
     hakiri_udfs::register_all(engine.session_mut()).map_err(|e| e.to_string())?;

@@ -422,9 +422,20 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// moto checking credentials: after the first `free` requests (unsigned, e.g. creating
+    /// a bucket), a request signed with a key moto's IAM does not know is refused with 403.
+    pub fn start_checking_credentials(free: u32) -> Self {
+        Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &free.to_string())])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut child = Command::new(venv_bin("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -239,6 +239,9 @@ impl Engine {
         progress: &(dyn Fn(&RunProgress) + Send + Sync),
     ) -> Result<RunSummary> {
         let spec = self.pipeline(name)?;
+        if let Some(guard) = &self.run_guard {
+            guard.before_run(&spec.name).await?;
+        }
         let started_at = self.clock().now();
         let (committed, committed_is_initial) = self.start_cursor(&spec)?;
         // A backfill starts at its window; the committed cursor stays as it is.

@@ -1,0 +1,459 @@
+//! `hakiri sync`: a project's context store shared through an S3-compatible bucket (or a
+//! folder) as Delta Lake tables that Spark, Trino, DuckDB and Athena read as they are,
+//! with the project's state beside them and a single-writer lease per pipeline.
+//!
+//! Its own crate because it is its own boundary: the object store and `deltalake` (with
+//! its kernel) stay out of the engine, which only sees the run guard ([`Leases`]).
+//!
+//! A push uploads the committed files the remote lacks (names are unique, nothing is
+//! overwritten), commits each changed table to its Delta table, then writes the next
+//! `state/<version>.json` only if absent: the state names exactly the files the Delta
+//! commits hold. A pull downloads the files of the remote's state, then replaces the
+//! catalog's state in one transaction. Both can be killed at any moment: the remote stays
+//! a set of valid Delta tables and states, the local project is as before or after.
+
+pub mod delta;
+mod error;
+pub mod lease;
+mod local;
+mod project;
+pub mod remote;
+mod source;
+pub mod state;
+mod transfer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hakiri_catalog::FileEntry;
+use hakiri_core::types::SyncSpec;
+use hakiri_engine::Engine;
+
+pub use error::SyncError;
+pub use lease::{Lease, Take};
+pub use project::Holder;
+pub use remote::Remote;
+pub use source::DeltaSource;
+
+use crate::error::Result;
+use crate::project::{Base, ProjectDir};
+use crate::state::{Changes, State, merge};
+
+fn state_key(version: u64) -> String {
+    format!("state/{version:020}.json")
+}
+
+/// Progress lines for long work (uploads, downloads).
+pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
+/// The sync side of an open project.
+pub struct Syncer<'a> {
+    engine: &'a Engine,
+    pub remote: Remote,
+    dir: ProjectDir,
+    pub me: Holder,
+    ttl: Duration,
+}
+
+/// What a push did.
+#[derive(Debug, Default)]
+pub struct PushReport {
+    /// The state version written; `None` when there was nothing to push.
+    pub version: Option<u64>,
+    pub tables: Vec<(String, delta::Published)>,
+    pub uploaded_files: usize,
+    pub uploaded_bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// What a pull did.
+#[derive(Debug, Default)]
+pub struct PullReport {
+    /// The remote state version the project now has; `None`: nothing to pull.
+    pub version: Option<u64>,
+    pub pushed_by: Option<String>,
+    /// The project had the remote's tables and cursors already.
+    pub up_to_date: bool,
+    pub downloaded_files: usize,
+    pub downloaded_bytes: u64,
+    pub tables: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// One table in `hakiri sync status`.
+#[derive(Debug)]
+pub struct TableStatus {
+    pub table: String,
+    /// Files here the remote state lacks, and the reverse.
+    pub ahead_files: usize,
+    pub behind_files: usize,
+    pub local_changed: bool,
+    pub remote_changed: bool,
+}
+
+#[derive(Debug)]
+pub struct StatusReport {
+    pub url: String,
+    pub remote_version: u64,
+    pub pushed_by: Option<String>,
+    pub base_version: Option<u64>,
+    pub tables: Vec<TableStatus>,
+    pub pipelines: Vec<(String, Option<Lease>)>,
+}
+
+/// The TTL `[sync] lease_ttl` gives (default 15 minutes).
+pub fn lease_ttl(spec: &SyncSpec) -> Result<Duration> {
+    match &spec.lease_ttl {
+        None => Ok(lease::DEFAULT_TTL),
+        Some(t) => humantime::parse_duration(t)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                SyncError::Config {
+                    option: "lease_ttl",
+                    message: format!("'{t}' is not a duration: write e.g. \"15 minutes\""),
+                }
+                .into()
+            }),
+    }
+}
+
+impl<'a> Syncer<'a> {
+    /// The sync of `engine`'s project with `[sync]` `spec`; nothing is contacted yet.
+    pub fn new(engine: &'a Engine, spec: Option<&SyncSpec>, project: &str) -> Result<Self> {
+        let spec = spec.ok_or(SyncError::NotConfigured)?;
+        let dir = ProjectDir::new(engine.root())?;
+        Ok(Syncer {
+            engine,
+            remote: Remote::open(spec)?,
+            me: dir.holder(project, engine.root())?,
+            dir,
+            ttl: lease_ttl(spec)?,
+        })
+    }
+
+    /// The newest state in the remote (version 0, empty, when there is none).
+    pub async fn latest(&self) -> Result<(u64, State)> {
+        let mut newest: Option<(u64, String)> = None;
+        for meta in self.remote.list("state").await? {
+            let rel = self.remote.relative(&meta.location);
+            let v = rel
+                .strip_prefix("state/")
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(v) = v
+                && newest.as_ref().is_none_or(|(n, _)| v > *n)
+            {
+                newest = Some((v, rel));
+            }
+        }
+        let Some((v, rel)) = newest else {
+            return Ok((0, State::default()));
+        };
+        let (bytes, _) = self.remote.get(&rel).await?.ok_or_else(|| SyncError::State {
+            key: rel.clone(),
+            message: "vanished while reading it".into(),
+        })?;
+        Ok((v, State::parse(&rel, &bytes)?))
+    }
+
+    /// The pipelines that write `tables` (a change to a table needs their leases).
+    fn writers_of(&self, state: &State, tables: &BTreeSet<String>) -> BTreeSet<String> {
+        state
+            .pipeline_defs
+            .iter()
+            .filter(|r| {
+                r.get("target_table")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|t| tables.contains(t))
+            })
+            .filter_map(|r| r.get("name").and_then(|v| v.as_str()).map(str::to_string))
+            .collect()
+    }
+
+    /// Pushes what changed here since the last sync.
+    ///
+    /// # Errors
+    /// `LeaseHeld` when a pipeline that changed is another project's; `Conflict` when the
+    /// remote changed the same table or pipeline; remote failures with what to fix.
+    pub async fn push(&self, progress: Progress<'_>) -> Result<PushReport> {
+        let started = Instant::now();
+        self.remote.check().await?;
+        let base = self.dir.base()?.unwrap_or_default();
+        let catalog = self.engine.catalog();
+        let mut report = PushReport::default();
+        for _attempt in 0..5 {
+            let local = State::of_catalog(catalog.as_ref())?;
+            let (remote_version, remote) = self.latest().await?;
+            let by = remote
+                .pushed_by
+                .as_ref()
+                .map_or("nobody".to_string(), |h| h.to_string());
+            let mut merged = merge(&base.local, &local, &remote, &by)?;
+            let mine = Changes::between(&base.local, &local.fingerprint());
+            let mut need: BTreeSet<String> = mine.pipelines.clone();
+            need.extend(self.writers_of(&local, &mine.tables));
+            for p in &need {
+                lease::acquire(&self.remote, p, &self.me, self.ttl, Take::Free).await?;
+            }
+            if remote_version > 0 && merged.fingerprint() == remote.fingerprint() {
+                self.dir.set_base(&Base {
+                    remote_version,
+                    local: local.fingerprint(),
+                })?;
+                report.elapsed = started.elapsed();
+                return Ok(report);
+            }
+            for t in &mine.tables {
+                let Some(ts) = merged.tables.get_mut(t) else {
+                    continue;
+                };
+                let files = catalog.table_files(t)?;
+                let (uploaded, bytes) = transfer::upload(
+                    &self.remote,
+                    self.engine.store().root(),
+                    &files,
+                    progress,
+                )
+                .await?;
+                report.uploaded_files += uploaded;
+                report.uploaded_bytes += bytes;
+                let Some(schema) = self.engine.store().table_schema(&files)? else {
+                    continue;
+                };
+                let data = transfer::data_files(self.engine.store().root(), &files)?;
+                match delta::publish(&self.remote, t, &schema, &data).await? {
+                    Some(p) => {
+                        ts.delta_version = Some(p.version);
+                        report.tables.push((t.clone(), p));
+                    }
+                    None => ts.delta_version = delta::active_files(&self.remote, t).await?.0,
+                }
+            }
+            let version = remote_version + 1;
+            merged.version = version;
+            merged.pushed_by = Some(self.me.clone());
+            merged.pushed_at = Some(Utc::now());
+            let body = serde_json::to_vec(&merged).expect("a state serializes");
+            if self.remote.create(&state_key(version), body).await? {
+                self.dir.set_base(&Base {
+                    remote_version: version,
+                    local: local.fingerprint(),
+                })?;
+                report.version = Some(version);
+                report.elapsed = started.elapsed();
+                return Ok(report);
+            }
+            progress(&format!(
+                "another project pushed state {version} first: merging with it"
+            ));
+        }
+        Err(SyncError::Lease(
+            "other projects kept pushing while this push ran: try again".into(),
+        )
+        .into())
+    }
+
+    /// Makes the remote's newest state this project's.
+    ///
+    /// # Errors
+    /// `LocalAhead` when this project has commits it never pushed (unless
+    /// `discard_local`).
+    pub async fn pull(&self, discard_local: bool, progress: Progress<'_>) -> Result<PullReport> {
+        let started = Instant::now();
+        self.remote.check().await?;
+        let catalog = self.engine.catalog();
+        let (version, remote) = self.latest().await?;
+        let mut report = PullReport::default();
+        if version == 0 {
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+        let base = self.dir.base()?.unwrap_or_default();
+        let local = State::of_catalog(catalog.as_ref())?;
+        if local.fingerprint() == remote.fingerprint() {
+            // A pull (or push) that committed and was stopped before it noted the base.
+            self.dir.set_base(&Base {
+                remote_version: version,
+                local: local.fingerprint(),
+            })?;
+            report.version = Some(version);
+            report.up_to_date = true;
+            report.pushed_by = remote.pushed_by.map(|h| h.to_string());
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+        let mine = Changes::between(&base.local, &local.fingerprint());
+        if !mine.is_empty() && !discard_local {
+            return Err(SyncError::LocalAhead {
+                what: mine.describe(),
+            }
+            .into());
+        }
+        // The remote's tables and pipelines; history and definitions of both.
+        let new = state::adopt(&remote, &local);
+        let theirs = Changes::between(&local.fingerprint(), &remote.fingerprint());
+        let mut wanted = Vec::new();
+        for t in remote.tables.values() {
+            for f in &t.files {
+                wanted.push(FileEntry {
+                    path: state::text_of(f, "path").to_string(),
+                    table: state::text_of(f, "table_name").to_string(),
+                    run_id: state::text_of(f, "run_id").to_string(),
+                    rows: f.get("rows").and_then(|v| v.as_u64()).unwrap_or_default(),
+                    bytes: f.get("bytes").and_then(|v| v.as_u64()).unwrap_or_default(),
+                });
+            }
+        }
+        let (to_place, files, bytes) = transfer::download(
+            &self.remote,
+            self.engine.store().root(),
+            &self.dir.incoming(),
+            &wanted,
+            progress,
+        )
+        .await?;
+        let retired = state::retired_rows(catalog.as_ref(), &new, Utc::now())?;
+        let raw = new.to_raw(retired)?;
+        transfer::place(&to_place)?;
+        catalog.replace_state(&raw)?;
+        self.dir.clear_incoming();
+        self.dir.set_base(&Base {
+            remote_version: version,
+            local: State::of_catalog(catalog.as_ref())?.fingerprint(),
+        })?;
+        report.version = Some(version);
+        report.pushed_by = remote.pushed_by.map(|h| h.to_string());
+        report.downloaded_files = files;
+        report.downloaded_bytes = bytes;
+        report.tables = theirs.tables.into_iter().collect();
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Per table, what is here and not in the remote and the reverse; per pipeline, its
+    /// lease.
+    pub async fn status(&self) -> Result<StatusReport> {
+        self.remote.check().await?;
+        let (version, remote) = self.latest().await?;
+        let base = self.dir.base()?;
+        let base_fp = base.as_ref().map(|b| b.local.clone()).unwrap_or_default();
+        let local = State::of_catalog(self.engine.catalog().as_ref())?;
+        let (lf, rf) = (local.fingerprint(), remote.fingerprint());
+        let names: BTreeSet<&String> = lf.tables.keys().chain(rf.tables.keys()).collect();
+        let empty = (BTreeSet::new(), 0);
+        let tables = names
+            .into_iter()
+            .map(|t| {
+                let l = lf.tables.get(t).unwrap_or(&empty);
+                let r = rf.tables.get(t).unwrap_or(&empty);
+                TableStatus {
+                    table: t.clone(),
+                    ahead_files: l.0.difference(&r.0).count(),
+                    behind_files: r.0.difference(&l.0).count(),
+                    local_changed: base_fp.tables.get(t) != lf.tables.get(t),
+                    remote_changed: base_fp.tables.get(t) != rf.tables.get(t),
+                }
+            })
+            .collect();
+        let leases: BTreeMap<String, Lease> = lease::list(&self.remote)
+            .await?
+            .into_iter()
+            .map(|l| (l.pipeline.clone(), l))
+            .collect();
+        let mut pipelines: BTreeSet<String> = self
+            .engine
+            .pipelines()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        pipelines.extend(leases.keys().cloned());
+        Ok(StatusReport {
+            url: self.remote.url.clone(),
+            remote_version: version,
+            pushed_by: remote.pushed_by.map(|h| h.to_string()),
+            base_version: base.map(|b| b.remote_version),
+            tables,
+            pipelines: pipelines
+                .into_iter()
+                .map(|p| {
+                    let l = leases.get(&p).cloned();
+                    (p, l)
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn acquire(&self, pipeline: &str, take: Take) -> Result<Lease> {
+        self.engine.pipeline(pipeline)?;
+        lease::acquire(&self.remote, pipeline, &self.me, self.ttl, take).await
+    }
+
+    pub async fn release(&self, pipeline: &str) -> Result<Lease> {
+        lease::release(&self.remote, pipeline, &self.me).await
+    }
+
+    pub async fn leases(&self) -> Result<Vec<Lease>> {
+        lease::list(&self.remote).await
+    }
+
+    /// Objects in the remote's tables that no Delta table holds and no state names (left
+    /// by a push killed before its commit): deleted unless `dry_run`.
+    pub async fn gc(&self, dry_run: bool) -> Result<Vec<String>> {
+        self.remote.check().await?;
+        let (_, remote) = self.latest().await?;
+        let mut named: BTreeSet<String> = BTreeSet::new();
+        for (t, ts) in &remote.tables {
+            named.extend(ts.paths().into_iter().map(|p| format!("tables/{p}")));
+            let (_, active) = delta::active_files(&self.remote, t).await?;
+            named.extend(active.into_iter().map(|f| format!("tables/{t}/{f}")));
+        }
+        let mut removed = Vec::new();
+        for meta in self.remote.list("tables").await? {
+            let rel = self.remote.relative(&meta.location);
+            if rel.contains("/_delta_log/") || !rel.ends_with(".parquet") || named.contains(&rel) {
+                continue;
+            }
+            if !dry_run {
+                use object_store::ObjectStoreExt;
+                self.remote
+                    .store
+                    .delete(&meta.location)
+                    .await
+                    .map_err(|e| self.remote.fail(format!("deleting {rel}"), e))?;
+            }
+            removed.push(rel);
+        }
+        Ok(removed)
+    }
+}
+
+/// The run guard the engine calls before each run of a synced project: the run needs the
+/// pipeline's lease (acquired when free, renewed when held).
+#[derive(Debug)]
+pub struct Leases {
+    remote: Remote,
+    me: Holder,
+    ttl: Duration,
+}
+
+impl Leases {
+    pub fn new(root: &std::path::Path, spec: &SyncSpec, project: &str) -> Result<Self> {
+        let dir = ProjectDir::new(root)?;
+        Ok(Leases {
+            remote: Remote::open(spec)?,
+            me: dir.holder(project, root)?,
+            ttl: lease_ttl(spec)?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl hakiri_engine::ports::RunGuard for Leases {
+    async fn before_run(&self, pipeline: &str) -> hakiri_core::Result<()> {
+        lease::acquire(&self.remote, pipeline, &self.me, self.ttl, Take::Free)
+            .await
+            .map(|_| ())
+    }
+}
