@@ -926,12 +926,16 @@ impl Catalog for SqliteCatalog {
             )));
         }
         for (name, table) in tables {
-            let decl =
-                super::state_table(name).ok_or_else(|| super::unknown_state_table(name))?;
+            let decl = super::state_table(name).ok_or_else(|| super::unknown_state_table(name))?;
             tx.execute(&format!("DELETE FROM {}", decl.name), [])?;
             let names: Vec<&str> = table.columns.iter().map(|(c, _)| c.as_str()).collect();
-            if let Some(bad) = names.iter().find(|c| !decl.columns.iter().any(|d| d.name == **c)) {
-                return Err(Error::Internal(format!("state table {name} has no column {bad}")));
+            if let Some(bad) = names
+                .iter()
+                .find(|c| !decl.columns.iter().any(|d| d.name == **c))
+            {
+                return Err(Error::Internal(format!(
+                    "state table {name} has no column {bad}"
+                )));
             }
             let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
             let mut insert = tx.prepare(&format!(

@@ -82,7 +82,7 @@ pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, Chang
                 root,
                 spec,
                 &manifest.project,
-            )?)),
+            ))),
             None => None,
         },
     };

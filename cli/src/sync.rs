@@ -18,13 +18,15 @@ fn lease_line(l: &Lease) -> String {
         format!(
             "held by {} (past its TTL since {}: --steal takes it)",
             l.holder,
-            l.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            l.expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )
     } else {
         format!(
             "held by {} until {}",
             l.holder,
-            l.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            l.expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )
     };
     format!("{}\t{how}", l.pipeline)
@@ -67,7 +69,10 @@ pub async fn run(root: &Path, command: SyncCommand) -> Result<(), Failure> {
         SyncCommand::Pull { discard_local } => {
             let r = sync.pull(discard_local, &progress).await?;
             match r.version {
-                None => println!("nothing to pull: {} has no pushed state yet", sync.remote.url),
+                None => println!(
+                    "nothing to pull: {} has no pushed state yet",
+                    sync.remote.url
+                ),
                 Some(v) if r.up_to_date => println!(
                     "up to date: this project has state {v} of {} (pushed by {})",
                     sync.remote.url,

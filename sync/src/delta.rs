@@ -8,12 +8,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake::kernel::{Action, Add, MetadataExt, StructType};
 use deltalake::logstore::{StorageConfig, default_logstore};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::DeltaTable;
 use object_store::prefix::PrefixStore;
 use url::Url;
 
@@ -27,7 +27,12 @@ pub fn table(remote: &Remote, table: &str) -> Result<(DeltaTable, Url)> {
         remote.store.clone(),
         remote.key(&format!("tables/{table}")),
     ));
-    let log_store = default_logstore(prefixed, remote.store.clone(), &url, &StorageConfig::default());
+    let log_store = default_logstore(
+        prefixed,
+        remote.store.clone(),
+        &url,
+        &StorageConfig::default(),
+    );
     Ok((DeltaTable::new(log_store), url))
 }
 
@@ -92,7 +97,9 @@ pub async fn active_files(remote: &Remote, name: &str) -> Result<(Option<u64>, B
     {
         return Ok((None, BTreeSet::new()));
     }
-    t.load().await.map_err(|e| delta_err(&url, "loading it", e))?;
+    t.load()
+        .await
+        .map_err(|e| delta_err(&url, "loading it", e))?;
     let state = t.snapshot().map_err(|e| delta_err(&url, "loading it", e))?;
     let files = state
         .log_data()
@@ -155,7 +162,9 @@ pub async fn publish(
             schema_changed: true,
         }));
     }
-    t.load().await.map_err(|e| delta_err(&url, "loading it", e))?;
+    t.load()
+        .await
+        .map_err(|e| delta_err(&url, "loading it", e))?;
     let state = t.snapshot().map_err(|e| delta_err(&url, "loading it", e))?;
     let active: BTreeSet<String> = state
         .log_data()

@@ -12,7 +12,10 @@ pub enum SyncError {
     NotConfigured,
     /// `[sync]` is wrong (`option` names the key).
     #[error("[sync] {option}: {message}")]
-    Config { option: &'static str, message: String },
+    Config {
+        option: &'static str,
+        message: String,
+    },
     /// The bucket or folder failed while `action`.
     #[error("the sync remote {url} failed while {action}: {message}")]
     Remote {

@@ -97,9 +97,9 @@ async fn write(remote: &Remote, lease: &Lease, current: Option<UpdateVersion>) -
         .await
     {
         Ok(_) => Ok(true),
-        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-            Ok(false)
-        }
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(false),
         Err(e) => Err(remote.fail(format!("writing the lease of '{}'", lease.pipeline), e)),
     }
 }
@@ -108,7 +108,9 @@ fn held(lease: &Lease) -> SyncError {
     SyncError::LeaseHeld {
         pipeline: lease.pipeline.clone(),
         holder: lease.holder.to_string(),
-        expires_at: lease.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        expires_at: lease
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     }
 }
 

@@ -151,10 +151,14 @@ impl<'a> Syncer<'a> {
         let Some((v, rel)) = newest else {
             return Ok((0, State::default()));
         };
-        let (bytes, _) = self.remote.get(&rel).await?.ok_or_else(|| SyncError::State {
-            key: rel.clone(),
-            message: "vanished while reading it".into(),
-        })?;
+        let (bytes, _) = self
+            .remote
+            .get(&rel)
+            .await?
+            .ok_or_else(|| SyncError::State {
+                key: rel.clone(),
+                message: "vanished while reading it".into(),
+            })?;
         Ok((v, State::parse(&rel, &bytes)?))
     }
 
@@ -213,6 +217,7 @@ impl<'a> Syncer<'a> {
                 let (uploaded, bytes) = transfer::upload(
                     &self.remote,
                     self.engine.store().root(),
+                    t,
                     &files,
                     progress,
                 )
@@ -249,10 +254,10 @@ impl<'a> Syncer<'a> {
                 "another project pushed state {version} first: merging with it"
             ));
         }
-        Err(SyncError::Lease(
-            "other projects kept pushing while this push ran: try again".into(),
+        Err(
+            SyncError::Lease("other projects kept pushing while this push ran: try again".into())
+                .into(),
         )
-        .into())
     }
 
     /// Makes the remote's newest state this project's.
@@ -430,29 +435,45 @@ impl<'a> Syncer<'a> {
 }
 
 /// The run guard the engine calls before each run of a synced project: the run needs the
-/// pipeline's lease (acquired when free, renewed when held).
+/// pipeline's lease (acquired when free, renewed when held). The remote is opened at the
+/// first run, so commands that run nothing (queries) need no credentials.
 #[derive(Debug)]
 pub struct Leases {
-    remote: Remote,
-    me: Holder,
-    ttl: Duration,
+    root: std::path::PathBuf,
+    spec: SyncSpec,
+    project: String,
+    opened: tokio::sync::OnceCell<(Remote, Holder, Duration)>,
 }
 
 impl Leases {
-    pub fn new(root: &std::path::Path, spec: &SyncSpec, project: &str) -> Result<Self> {
-        let dir = ProjectDir::new(root)?;
-        Ok(Leases {
-            remote: Remote::open(spec)?,
-            me: dir.holder(project, root)?,
-            ttl: lease_ttl(spec)?,
-        })
+    pub fn new(root: &std::path::Path, spec: &SyncSpec, project: &str) -> Self {
+        Leases {
+            root: root.to_path_buf(),
+            spec: spec.clone(),
+            project: project.to_string(),
+            opened: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn open(&self) -> Result<&(Remote, Holder, Duration)> {
+        self.opened
+            .get_or_try_init(|| async {
+                let dir = ProjectDir::new(&self.root)?;
+                Ok((
+                    Remote::open(&self.spec)?,
+                    dir.holder(&self.project, &self.root)?,
+                    lease_ttl(&self.spec)?,
+                ))
+            })
+            .await
     }
 }
 
 #[async_trait::async_trait]
 impl hakiri_engine::ports::RunGuard for Leases {
     async fn before_run(&self, pipeline: &str) -> hakiri_core::Result<()> {
-        lease::acquire(&self.remote, pipeline, &self.me, self.ttl, Take::Free)
+        let (remote, me, ttl) = self.open().await?;
+        lease::acquire(remote, pipeline, me, *ttl, Take::Free)
             .await
             .map(|_| ())
     }

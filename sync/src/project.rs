@@ -64,7 +64,10 @@ impl ProjectDir {
             id: uuid::Uuid::new_v4().simple().to_string(),
             name: format!("{project}@{host}:{}", root.display()),
         };
-        write_atomic(&path, &serde_json::to_vec_pretty(&holder).expect("serializes"))?;
+        write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&holder).expect("serializes"),
+        )?;
         Ok(holder)
     }
 

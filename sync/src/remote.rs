@@ -126,7 +126,11 @@ impl Remote {
 
     /// The object at `rel` under the prefix.
     pub(crate) fn key(&self, rel: &str) -> Path {
-        let mut parts: Vec<String> = self.prefix.parts().map(|p| p.as_ref().to_string()).collect();
+        let mut parts: Vec<String> = self
+            .prefix
+            .parts()
+            .map(|p| p.as_ref().to_string())
+            .collect();
         parts.extend(rel.split('/').filter(|p| !p.is_empty()).map(str::to_string));
         Path::from_iter(parts)
     }
@@ -140,7 +144,11 @@ impl Remote {
     }
 
     /// The error of an object-store call made while `action`, with what to fix.
-    pub(crate) fn fail(&self, action: impl Into<String>, e: object_store::Error) -> hakiri_core::Error {
+    pub(crate) fn fail(
+        &self,
+        action: impl Into<String>,
+        e: object_store::Error,
+    ) -> hakiri_core::Error {
         let at = self.endpoint.as_deref().unwrap_or("AWS");
         let fix = match store_fault(&e) {
             Some(StoreFault::NoBucket) if self.bucket.is_some() => format!(
@@ -183,13 +191,18 @@ impl Remote {
     pub(crate) async fn create(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
         match self
             .store
-            .put_opts(&self.key(rel), PutPayload::from(bytes), PutMode::Create.into())
+            .put_opts(
+                &self.key(rel),
+                PutPayload::from(bytes),
+                PutMode::Create.into(),
+            )
             .await
         {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                Ok(false)
-            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
             Err(e) => Err(self.fail(format!("writing {rel}"), e)),
         }
     }

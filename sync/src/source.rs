@@ -90,7 +90,11 @@ impl Source for DeltaSource {
         let remote = remote(spec)?;
         let mut names = Vec::new();
         for table in remote.folders("tables").await? {
-            if !remote.list(&format!("tables/{table}/_delta_log")).await?.is_empty() {
+            if !remote
+                .list(&format!("tables/{table}/_delta_log"))
+                .await?
+                .is_empty()
+            {
                 names.push(table);
             }
         }

@@ -211,10 +211,13 @@ impl Changes {
                 .into_iter()
                 .filter(|t| base.tables.get(t) != now.tables.get(t))
                 .collect(),
-            pipelines: keys(base.pipelines.keys().collect(), now.pipelines.keys().collect())
-                .into_iter()
-                .filter(|p| base.pipelines.get(p) != now.pipelines.get(p))
-                .collect(),
+            pipelines: keys(
+                base.pipelines.keys().collect(),
+                now.pipelines.keys().collect(),
+            )
+            .into_iter()
+            .filter(|p| base.pipelines.get(p) != now.pipelines.get(p))
+            .collect(),
         }
     }
 
@@ -259,12 +262,7 @@ fn event_key(r: &Row) -> String {
 ///
 /// # Errors
 /// `Conflict` when both sides changed one table or pipeline, differently.
-pub fn merge(
-    base: &Fingerprint,
-    ours: &State,
-    theirs: &State,
-    theirs_by: &str,
-) -> Result<State> {
+pub fn merge(base: &Fingerprint, ours: &State, theirs: &State, theirs_by: &str) -> Result<State> {
     let (of, tf) = (ours.fingerprint(), theirs.fingerprint());
     let (mine, other) = (Changes::between(base, &of), Changes::between(base, &tf));
     let mut out = ours.clone();
@@ -375,13 +373,19 @@ impl State {
             ("runs".into(), raw("runs", &self.runs)?),
             ("tables".into(), raw("tables", &tables)?),
             ("files".into(), raw("files", &files)?),
-            ("schema_versions".into(), raw("schema_versions", &schema_versions)?),
+            (
+                "schema_versions".into(),
+                raw("schema_versions", &schema_versions)?,
+            ),
             ("cursors".into(), raw("cursors", &cursors)?),
             (
                 "cursor_history".into(),
                 raw("cursor_history", &renumber(history, "committed_at"))?,
             ),
-            ("events".into(), raw("events", &renumber(self.events.clone(), "at"))?),
+            (
+                "events".into(),
+                raw("events", &renumber(self.events.clone(), "at"))?,
+            ),
         ])
     }
 }
@@ -445,18 +449,40 @@ mod tests {
     /// changed is a conflict.
     #[test]
     fn merge_takes_each_sides_changes_and_refuses_a_shared_one() {
-        let base = state(&[("a", &["a/1"]), ("b", &["b/1"])], &[("pa", "1"), ("pb", "1")]);
-        let ours = state(&[("a", &["a/1", "a/2"]), ("b", &["b/1"])], &[("pa", "2"), ("pb", "1")]);
-        let theirs = state(&[("a", &["a/1"]), ("b", &["b/1", "b/2"])], &[("pa", "1"), ("pb", "5")]);
+        let base = state(
+            &[("a", &["a/1"]), ("b", &["b/1"])],
+            &[("pa", "1"), ("pb", "1")],
+        );
+        let ours = state(
+            &[("a", &["a/1", "a/2"]), ("b", &["b/1"])],
+            &[("pa", "2"), ("pb", "1")],
+        );
+        let theirs = state(
+            &[("a", &["a/1"]), ("b", &["b/1", "b/2"])],
+            &[("pa", "1"), ("pb", "5")],
+        );
         let merged = merge(&base.fingerprint(), &ours, &theirs, "B").unwrap();
         assert_eq!(merged.tables["a"].paths().len(), 2);
         assert_eq!(merged.tables["b"].paths().len(), 2);
-        assert_eq!(merged.pipelines["pa"].cursor.as_ref().unwrap()["value"], "2");
-        assert_eq!(merged.pipelines["pb"].cursor.as_ref().unwrap()["value"], "5");
+        assert_eq!(
+            merged.pipelines["pa"].cursor.as_ref().unwrap()["value"],
+            "2"
+        );
+        assert_eq!(
+            merged.pipelines["pb"].cursor.as_ref().unwrap()["value"],
+            "5"
+        );
 
-        let theirs = state(&[("a", &["a/1", "a/3"]), ("b", &["b/1"])], &[("pa", "1"), ("pb", "1")]);
+        let theirs = state(
+            &[("a", &["a/1", "a/3"]), ("b", &["b/1"])],
+            &[("pa", "1"), ("pb", "1")],
+        );
         let err = merge(&base.fingerprint(), &ours, &theirs, "B").unwrap_err();
-        assert!(err.to_string().contains("table 'a' changed here and on the remote (pushed by B)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("table 'a' changed here and on the remote (pushed by B)"),
+            "{err}"
+        );
         // The same change on both sides is no conflict.
         assert!(merge(&base.fingerprint(), &ours, &ours.clone(), "B").is_ok());
     }

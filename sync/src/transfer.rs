@@ -1,9 +1,10 @@
 //! Moving committed Parquet files between the store and the remote, streamed in chunks
 //! (never a whole file in memory): `<store>/<table>/<file>` is `tables/<table>/<file>`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hakiri_catalog::FileEntry;
 use hakiri_core::Error;
 use object_store::{ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
@@ -47,82 +48,103 @@ pub fn data_files(root: &Path, files: &[FileEntry]) -> Result<Vec<DataFile>> {
         .collect()
 }
 
-/// Uploads the files the remote lacks; returns how many and their bytes.
+/// Files moved at once: enough to hide a request's latency, few enough for two cores.
+const CONCURRENT: usize = 8;
+
+/// Uploads the files of `table` the remote lacks, several at once; returns how many and
+/// their bytes. What the remote has is listed once (one LIST, not a HEAD per file).
 pub async fn upload(
     remote: &Remote,
     root: &Path,
+    table: &str,
     files: &[FileEntry],
     progress: Progress<'_>,
 ) -> Result<(usize, u64)> {
-    let (mut count, mut total) = (0, 0);
+    let there: HashMap<String, u64> = remote
+        .list(&format!("tables/{table}"))
+        .await?
+        .into_iter()
+        .map(|m| (remote.relative(&m.location), m.size))
+        .collect();
+    let mut todo = Vec::new();
     for f in files {
         let path = root.join(&f.path);
         let size = std::fs::metadata(&path)
             .map_err(|e| Error::io(&path, e))?
             .len();
         let rel = remote_rel(&f.path);
-        let key = remote.key(&rel);
-        match remote.store.head(&key).await {
-            Ok(meta) if meta.size == size => continue,
-            Ok(meta) => {
+        match there.get(&rel) {
+            Some(&s) if s == size => {}
+            Some(&s) => {
                 return Err(SyncError::Remote {
                     url: remote.url.clone(),
                     action: format!("uploading {rel}"),
                     message: format!(
-                        "an object of {} bytes is there already, and this file has {size}: objects are never overwritten; run 'hakiri sync gc' if it is left from another project's killed push",
-                        meta.size
+                        "an object of {s} bytes is there already, and this file has {size}: objects are never overwritten; run 'hakiri sync gc' if it is left from another project's killed push"
                     ),
                 }
                 .into());
             }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(remote.fail(format!("checking {rel}"), e)),
+            None => todo.push((path, rel, size)),
         }
-        progress(&format!("uploading {} ({})", f.path, mib(size)));
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Error::io(&path, e))?;
-        if size as usize <= PART {
-            let mut buf = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut buf)
-                .await
-                .map_err(|e| Error::io(&path, e))?;
-            match remote
-                .store
-                .put_opts(&key, PutPayload::from(buf), PutMode::Create.into())
-                .await
-            {
-                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
-                Err(e) => return Err(remote.fail(format!("uploading {rel}"), e)),
-            }
-        } else {
-            let upload = remote
-                .store
-                .put_multipart(&key)
-                .await
-                .map_err(|e| remote.fail(format!("uploading {rel}"), e))?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-            let mut buf = vec![0u8; 1024 * 1024];
-            loop {
-                let n = file.read(&mut buf).await.map_err(|e| Error::io(&path, e))?;
-                if n == 0 {
-                    break;
-                }
-                writer
-                    .wait_for_capacity(2)
-                    .await
-                    .map_err(|e| remote.fail(format!("uploading {rel}"), e))?;
-                writer.write(&buf[..n]);
-            }
-            writer
-                .finish()
-                .await
-                .map_err(|e| remote.fail(format!("uploading {rel}"), e))?;
-        }
-        count += 1;
-        total += size;
     }
+    let count = todo.len();
+    let total = todo.iter().map(|(_, _, size)| size).sum();
+    futures::stream::iter(todo)
+        .map(|(path, rel, size)| async move {
+            progress(&format!("uploading {rel} ({})", mib(size)));
+            upload_one(remote, &path, &rel, size).await
+        })
+        .buffer_unordered(CONCURRENT)
+        .try_collect::<()>()
+        .await?;
     Ok((count, total))
+}
+
+/// One file: a single conditional PUT (never overwriting), or a multipart upload for a
+/// large one, read in chunks.
+async fn upload_one(remote: &Remote, path: &Path, rel: &str, size: u64) -> Result<()> {
+    let key = remote.key(rel);
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    if size as usize <= PART {
+        let mut buf = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut buf)
+            .await
+            .map_err(|e| Error::io(path, e))?;
+        return match remote
+            .store
+            .put_opts(&key, PutPayload::from(buf), PutMode::Create.into())
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(remote.fail(format!("uploading {rel}"), e)),
+        };
+    }
+    let upload = remote
+        .store
+        .put_multipart(&key)
+        .await
+        .map_err(|e| remote.fail(format!("uploading {rel}"), e))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buf).await.map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        writer
+            .wait_for_capacity(4)
+            .await
+            .map_err(|e| remote.fail(format!("uploading {rel}"), e))?;
+        writer.write(&buf[..n]);
+    }
+    writer
+        .finish()
+        .await
+        .map_err(|e| remote.fail(format!("uploading {rel}"), e))?;
+    Ok(())
 }
 
 /// Downloads the files this store lacks into `incoming` (streamed, each written to a
@@ -138,63 +160,77 @@ pub async fn download(
     files: &[FileEntry],
     progress: Progress<'_>,
 ) -> Result<(Vec<(PathBuf, PathBuf)>, usize, u64)> {
-    let (mut to_place, mut count, mut total) = (Vec::new(), 0, 0);
+    let fits = |p: &Path, f: &FileEntry| {
+        std::fs::metadata(p).is_ok_and(|m| f.bytes == 0 || m.len() == f.bytes)
+    };
+    let (mut to_place, mut todo) = (Vec::new(), Vec::new());
     for f in files {
         let path = root.join(&f.path);
-        let fits = |p: &Path| std::fs::metadata(p).is_ok_and(|m| f.bytes == 0 || m.len() == f.bytes);
-        if fits(&path) {
+        if fits(&path, f) {
             continue;
         }
         let staged = incoming.join(&f.path);
         to_place.push((staged.clone(), path));
-        if fits(&staged) {
-            continue;
+        if !fits(&staged, f) {
+            todo.push((f, staged));
         }
-        let rel = remote_rel(&f.path);
-        progress(&format!("downloading {} ({})", f.path, mib(f.bytes)));
-        let got = remote
-            .store
-            .get(&remote.key(&rel))
-            .await
-            .map_err(|e| remote.fail(format!("downloading {rel}"), e))?;
-        let dir = staged.parent().unwrap_or(incoming);
+    }
+    let count = todo.len();
+    let total = futures::stream::iter(todo)
+        .map(|(f, staged)| async move {
+            progress(&format!("downloading {} ({})", f.path, mib(f.bytes)));
+            download_one(remote, f, &staged).await
+        })
+        .buffer_unordered(CONCURRENT)
+        .try_fold(0, |sum, size| async move { Ok(sum + size) })
+        .await?;
+    Ok((to_place, count, total))
+}
+
+/// One file, streamed to `<staged>.part` and renamed to `staged` once whole.
+async fn download_one(remote: &Remote, f: &FileEntry, staged: &Path) -> Result<u64> {
+    let rel = remote_rel(&f.path);
+    let got = remote
+        .store
+        .get(&remote.key(&rel))
+        .await
+        .map_err(|e| remote.fail(format!("downloading {rel}"), e))?;
+    if let Some(dir) = staged.parent() {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| Error::io(dir, e))?;
-        let part = staged.with_extension("part");
-        let mut out = tokio::fs::File::create(&part)
+    }
+    let part = staged.with_extension("part");
+    let mut out = tokio::fs::File::create(&part)
+        .await
+        .map_err(|e| Error::io(&part, e))?;
+    let mut stream = got.into_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| remote.fail(format!("downloading {rel}"), e))?;
+        size += chunk.len() as u64;
+        out.write_all(&chunk)
             .await
             .map_err(|e| Error::io(&part, e))?;
-        let mut stream = got.into_stream();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| remote.fail(format!("downloading {rel}"), e))?;
-            size += chunk.len() as u64;
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| Error::io(&part, e))?;
-        }
-        out.sync_all().await.map_err(|e| Error::io(&part, e))?;
-        drop(out);
-        if f.bytes != 0 && size != f.bytes {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(SyncError::Remote {
-                url: remote.url.clone(),
-                action: format!("downloading {rel}"),
-                message: format!(
-                    "it has {size} bytes and the remote state says {}: the remote is damaged; push again from the project that wrote it",
-                    f.bytes
-                ),
-            }
-            .into());
-        }
-        tokio::fs::rename(&part, &staged)
-            .await
-            .map_err(|e| Error::io(&staged, e))?;
-        count += 1;
-        total += size;
     }
-    Ok((to_place, count, total))
+    out.sync_all().await.map_err(|e| Error::io(&part, e))?;
+    drop(out);
+    if f.bytes != 0 && size != f.bytes {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(SyncError::Remote {
+            url: remote.url.clone(),
+            action: format!("downloading {rel}"),
+            message: format!(
+                "it has {size} bytes and the remote state says {}: the remote is damaged; push again from the project that wrote it",
+                f.bytes
+            ),
+        }
+        .into());
+    }
+    tokio::fs::rename(&part, staged)
+        .await
+        .map_err(|e| Error::io(staged, e))?;
+    Ok(size)
 }
 
 /// Moves downloaded files into the store (renames within one filesystem), just before the

@@ -35,7 +35,12 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         ("hakiri-connector-sdk", vec![]),
         (
             "hakiri-sync",
-            vec!["hakiri-core", "hakiri-catalog", "hakiri-engine", "hakiri-table-providers"],
+            vec![
+                "hakiri-core",
+                "hakiri-catalog",
+                "hakiri-engine",
+                "hakiri-table-providers",
+            ],
         ),
         ("hakiri-manifests", vec!["hakiri-core"]),
         ("hakiri-pgwire", vec!["hakiri-engine"]),

@@ -71,13 +71,29 @@ fn csv(p: &Project, sql: &str) -> Vec<String> {
 
 /// A table's fingerprint: its count, the sum of its ids, and a hash of all its rows
 /// ordered by id.
+/// `absent` when there is no such table.
 fn fingerprint(p: &Project, table: &str) -> String {
-    let rows = csv(p, &format!("select id, name, amount from {table} order by id"));
+    let sql = format!("select id, name, amount from {table} order by id");
+    let out = run(p, &["query", "--format", "csv", &sql]);
+    if out.code != 0 && out.stderr.contains("no context table named") {
+        return "absent".into();
+    }
+    let rows: Vec<String> = out
+        .ok()
+        .stdout
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
     let sum: i64 = rows
         .iter()
         .map(|r| r.split(',').next().unwrap().parse::<i64>().unwrap())
         .sum();
-    format!("{} rows, sum {sum}, hash {:016x}", rows.len(), fnv(&rows.join("\n")))
+    format!(
+        "{} rows, sum {sum}, hash {:016x}",
+        rows.len(),
+        fnv(&rows.join("\n"))
+    )
 }
 
 fn fnv(text: &str) -> u64 {
@@ -93,6 +109,7 @@ import glob, json, os, sys, duckdb
 endpoint = sys.argv[1]
 site = os.path.dirname(os.path.dirname(duckdb.__file__))
 con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+con.execute("SET enable_progress_bar = false")
 for ext in ("httpfs", "delta"):
     path = glob.glob(os.path.join(site, f"duckdb_extension_{ext}", "extensions", "*", f"{ext}.duckdb_extension"))[0]
     con.execute(f"LOAD '{path}'")
@@ -181,7 +198,10 @@ fn two_projects_share_one_bucket_and_hand_a_token_pipeline_over() {
     assert!(started.elapsed().as_secs_f64() < 5.0);
 
     let pulled = run(&b, &["sync", "pull"]).ok().stdout;
-    assert!(pulled.contains("pulled state 1 (pushed by alpha@"), "{pulled}");
+    assert!(
+        pulled.contains("pulled state 1 (pushed by alpha@"),
+        "{pulled}"
+    );
     for t in ["grow", "feed"] {
         assert_eq!(fingerprint(&a, t), fingerprint(&b, t), "{t} after B's pull");
     }
@@ -196,7 +216,9 @@ fn two_projects_share_one_bucket_and_hand_a_token_pipeline_over() {
     let refused = run(&b, &["run", "feed"]);
     assert_ne!(refused.code, 0);
     assert!(
-        refused.stderr.contains("pipeline 'feed' is leased to alpha@")
+        refused
+            .stderr
+            .contains("pipeline 'feed' is leased to alpha@")
             && refused.stderr.contains("hakiri sync lease release feed"),
         "{}",
         refused.stderr
@@ -207,8 +229,7 @@ fn two_projects_share_one_bucket_and_hand_a_token_pipeline_over() {
     let got = run(&b, &["sync", "lease", "acquire", "feed"]).ok().stdout;
     assert!(got.contains("feed\theld by beta@"), "{got}");
     let a_token = token_of(&a, "feed");
-    let log_before: Vec<Value> =
-        serde_json::from_str(&api.get("/admin/log?path=/feed")).unwrap();
+    let log_before: Vec<Value> = serde_json::from_str(&api.get("/admin/log?path=/feed")).unwrap();
     api.get("/admin/grow?n=55");
     run(&b, &["run", "feed"]).ok();
     let log: Vec<Value> = serde_json::from_str(&api.get("/admin/log?path=/feed")).unwrap();
@@ -224,18 +245,27 @@ fn two_projects_share_one_bucket_and_hand_a_token_pipeline_over() {
     let refused = run(&a, &["run", "feed"]);
     assert_ne!(refused.code, 0);
     assert!(
-        refused.stderr.contains("pipeline 'feed' is leased to beta@"),
+        refused
+            .stderr
+            .contains("pipeline 'feed' is leased to beta@"),
         "{}",
         refused.stderr
     );
     let pulled = run(&a, &["sync", "pull"]).ok().stdout;
-    assert!(pulled.contains("pulled state 2 (pushed by beta@"), "{pulled}");
+    assert!(
+        pulled.contains("pulled state 2 (pushed by beta@"),
+        "{pulled}"
+    );
     a.assert_ids_once("feed", 175, "after A pulled B's run");
     for t in ["grow", "feed"] {
         assert_eq!(fingerprint(&a, t), fingerprint(&b, t), "{t} after A's pull");
     }
     let duck = duckdb_fingerprints(&s3.endpoint(), url, &["feed"]);
-    assert_eq!(duck["feed"], fingerprint(&b, "feed"), "DuckDB after B's push");
+    assert_eq!(
+        duck["feed"],
+        fingerprint(&b, "feed"),
+        "DuckDB after B's push"
+    );
 
     // A third project reads the bucket's tables live, without pulling.
     let c = Project::new(&format!(
@@ -250,7 +280,10 @@ secret_access_key = "env:TEST_S3_SECRET"
         s3.endpoint()
     ));
     let tables = run(&c, &["source", "tables", "shared"]).ok().stdout;
-    assert!(tables.contains("feed") && tables.contains("grow"), "{tables}");
+    assert!(
+        tables.contains("feed") && tables.contains("grow"),
+        "{tables}"
+    );
     assert_eq!(fingerprint(&c, "shared.feed"), fingerprint(&b, "feed"));
     assert_eq!(
         csv(&c, "select count(*) from shared.grow where id > 100"),
@@ -292,7 +325,8 @@ fn of_concurrent_lease_acquires_exactly_one_wins() {
         assert_eq!(winners, 1, "round {round}: {outcomes:#?}");
         for r in outcomes.iter().filter(|r| r.code != 0) {
             assert!(
-                r.stderr.contains(&format!("pipeline '{pipeline}' is leased to p")),
+                r.stderr
+                    .contains(&format!("pipeline '{pipeline}' is leased to p")),
                 "{}",
                 r.stderr
             );
@@ -308,11 +342,20 @@ fn bad_remotes_say_what_to_fix_and_change_nothing() {
     s3.create_bucket("real");
     let api = Server::paged();
     api.get("/admin/grow?n=30");
-    let p = Project::new(&manifest("solo", &api.url(), "s3://missing/x", &s3.endpoint()));
+    let p = Project::new(&manifest(
+        "solo",
+        &api.url(),
+        "s3://missing/x",
+        &s3.endpoint(),
+    ));
     // The run needs the lease, so a missing bucket stops it too, before it reads anything.
     let r = run(&p, &["run", "grow"]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("bucket 'missing' does not exist"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bucket 'missing' does not exist"),
+        "{}",
+        r.stderr
+    );
     let r = run(&p, &["sync", "push"]);
     assert_ne!(r.code, 0);
     assert!(
@@ -335,12 +378,18 @@ fn bad_remotes_say_what_to_fix_and_change_nothing() {
     // moto checking credentials refuses a key its IAM does not know.
     let checking = S3Server::start_checking_credentials(1);
     checking.create_bucket("locked");
-    let w = Project::new(&manifest("solo", &api.url(), "s3://locked/x", &checking.endpoint()));
+    let w = Project::new(&manifest(
+        "solo",
+        &api.url(),
+        "s3://locked/x",
+        &checking.endpoint(),
+    ));
     let r = run(&w, &["sync", "push"]);
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("refused the credentials")
-            && r.stderr.contains("[sync] access_key_id and secret_access_key"),
+            && r.stderr
+                .contains("[sync] access_key_id and secret_access_key"),
         "{}",
         r.stderr
     );
@@ -362,11 +411,11 @@ fn duckdb_sees_replaced_tables_and_added_columns() {
     let api = Server::paged();
     api.get("/admin/grow?n=40");
     let url = "s3://lake/h";
-    let with_columns = |columns: &str| {
+    let with_select = |select: &str| {
         manifest("solo", &api.url(), url, &s3.endpoint())
             .replace(
-                "schema = \"id bigint, name text, amount bigint\"\n\n[sources.api.tables.feed]",
-                &format!("schema = \"{columns}\"\n\n[sources.api.tables.feed]"),
+                "SELECT * FROM api.grow WHERE",
+                &format!("SELECT {select} FROM api.grow WHERE"),
             )
             .replace(
                 "[pipelines.grow]",
@@ -381,7 +430,7 @@ sql = "INSERT INTO context.snap SELECT * FROM api.snap"
 [pipelines.grow]"#,
             )
     };
-    let p = Project::new(&with_columns("id bigint, name text"));
+    let p = Project::new(&with_select("id, name"));
     run(&p, &["run", "grow"]).ok();
     run(&p, &["run", "snap"]).ok();
     run(&p, &["sync", "push"]).ok();
@@ -395,22 +444,26 @@ sql = "INSERT INTO context.snap SELECT * FROM api.snap"
     api.get("/admin/snapshot?version=3");
     run(&p, &["run", "snap"]).ok();
     let pushed = run(&p, &["sync", "push"]).ok().stdout;
-    assert!(pushed.contains("snap: Delta version 1 (+1 file(s), -1 file(s))"), "{pushed}");
+    assert!(
+        pushed.contains("snap: Delta version 1 (+1 file(s), -1 file(s))"),
+        "{pushed}"
+    );
     assert_eq!(
-        script_rows("select count(*), min(version), max(version) from delta_scan('URL/tables/snap')"),
+        script_rows(
+            "select count(*), min(version), max(version) from delta_scan('URL/tables/snap')"
+        ),
         vec!["20,3,3"]
     );
 
     // A column is added: the new rows have it, the old ones read NULL.
-    std::fs::write(
-        p.path().join("hakiri.toml"),
-        with_columns("id bigint, name text, amount bigint"),
-    )
-    .unwrap();
+    std::fs::write(p.path().join("hakiri.toml"), with_select("*")).unwrap();
     api.get("/admin/grow?n=5");
     run(&p, &["run", "grow"]).ok();
     let pushed = run(&p, &["sync", "push"]).ok().stdout;
-    assert!(pushed.contains("grow: Delta version 1 (+1 file(s), -0 file(s), schema)"), "{pushed}");
+    assert!(
+        pushed.contains("grow: Delta version 1 (+1 file(s), -0 file(s), schema)"),
+        "{pushed}"
+    );
     assert_eq!(
         script_rows(
             "select count(*), count(amount), sum(amount) from delta_scan('URL/tables/grow')"
@@ -471,63 +524,125 @@ fn push_and_pull_survive_kills_at_random_moments() {
     s3.create_bucket("kills");
     let api = Server::paged();
     let url = "s3://kills/k";
-    let a = Project::new(&manifest("alpha", &api.url(), url, &s3.endpoint()));
-    let b = Project::new(&manifest("beta", &api.url(), url, &s3.endpoint()));
-    // Many small files, so a push and a pull take long enough to be cut.
-    for _ in 0..25 {
-        api.get("/admin/grow?n=20");
-        run(&a, &["run", "grow"]).ok();
-    }
+    // The token pipeline commits every page of 2 rows: many small files, so a push and a
+    // pull take long enough to be cut.
+    let many_files = manifest("alpha", &api.url(), url, &s3.endpoint())
+        .replace(
+            "has_more_path = \"has_more\"\nquery = { size = \"25\" }",
+            "has_more_path = \"has_more\"\nquery = { size = \"2\" }",
+        )
+        .replace(
+            "[pipelines.feed]\n",
+            "[pipelines.feed]\ncheckpoint_pages = 1\n",
+        );
+    assert!(many_files.contains("checkpoint_pages = 1") && many_files.contains("size = \"2\""));
+    let a = Project::new(&many_files);
+    let b = Project::new(&many_files.replace("\"alpha\"", "\"beta\""));
+    api.get("/admin/grow?n=600");
+    run(&a, &["run", "feed"]).ok();
     let mut moments = Moments(0x5DEE_CE66_D1CE_4E5B);
     // What A set out to publish at each push (a push may be cut before it commits).
     let mut published = vec![String::from("absent")];
-    let mut cut = 0;
-    for round in 0..12 {
-        if round % 4 == 3 {
-            api.get("/admin/grow?n=20");
-            run(&a, &["run", "grow"]).ok();
+    let (mut cut, mut behind) = (0, 0);
+    // Until 12 kills have landed while the push ran (a moment past its end kills nothing).
+    for round in 0..40 {
+        if cut == 12 {
+            break;
         }
-        published.push(fingerprint(&a, "grow"));
-        if kill_after(&a, &["sync", "push"], moments.next_ms(150, 1500)) {
+        if round > 0 {
+            // New rows, so this push has files to upload and a commit to make.
+            api.get("/admin/grow?n=40");
+            run(&a, &["run", "feed"]).ok();
+        }
+        published.push(fingerprint(&a, "feed"));
+        if kill_after(&a, &["sync", "push"], moments.next_ms(30, 600)) {
             cut += 1;
         }
-        let seen = duckdb_fingerprints(&s3.endpoint(), url, &["grow"])["grow"].clone();
+        let seen = duckdb_fingerprints(&s3.endpoint(), url, &["feed"])["feed"].clone();
         assert!(
             published.contains(&seen),
-            "round {round}: the bucket's grow is {seen}, not a state a push set out to publish: {published:?}"
+            "round {round}: the bucket's feed is {seen}, not a state a push set out to publish: {published:?}"
         );
+        if &seen != published.last().unwrap() {
+            behind += 1;
+        }
     }
-    assert!(cut >= 8, "only {cut} of 12 pushes were killed while running");
+    assert_eq!(cut, 12, "only {cut} of 40 pushes were killed while running");
+    // Some kills landed before the commit: the bucket kept an earlier state.
+    assert!(
+        behind >= 2,
+        "only {behind} killed pushes left the bucket behind"
+    );
+    let started = std::time::Instant::now();
     run(&a, &["sync", "push"]).ok();
+    eprintln!("the completing push took {:?}", started.elapsed());
+    // A file a killed push uploaded and the project then retired (a replace run) is named by
+    // no Delta log and no state: gc lists it and deletes it, and nothing else.
+    s3.put(
+        "kills",
+        "k/tables/feed/feed-left-by-a-killed-push.parquet",
+        b"PAR1",
+    );
+    let dry = run(&a, &["sync", "gc", "--dry-run"]).ok().stdout;
+    assert!(
+        dry.contains("would delete tables/feed/feed-left-by-a-killed-push.parquet")
+            && dry.contains("1 object(s) to delete"),
+        "{dry}"
+    );
     let gc = run(&a, &["sync", "gc"]).ok().stdout;
-    assert!(gc.contains("object(s) deleted"), "{gc}");
+    assert!(gc.contains("1 object(s) deleted"), "{gc}");
+    let again = run(&a, &["sync", "gc", "--dry-run"]).ok().stdout;
+    assert!(again.contains("0 object(s) to delete"), "{again}");
     assert_eq!(
-        duckdb_fingerprints(&s3.endpoint(), url, &["grow"])["grow"],
-        fingerprint(&a, "grow")
+        duckdb_fingerprints(&s3.endpoint(), url, &["feed"])["feed"],
+        fingerprint(&a, "feed")
     );
 
     // Pulls cut at random moments: B is as before or as after, never a mix.
-    let before = fingerprint(&b, "grow");
-    let after = fingerprint(&a, "grow");
-    let mut cut = 0;
-    for round in 0..12 {
-        if kill_after(&b, &["sync", "pull"], moments.next_ms(100, 1200)) {
+    let before = (fingerprint(&b, "feed"), token_of(&b, "feed"));
+    let after = (fingerprint(&a, "feed"), token_of(&a, "feed"));
+    let (mut cut, mut unchanged) = (0, 0);
+    for round in 0..40 {
+        if cut == 12 {
+            break;
+        }
+        if kill_after(&b, &["sync", "pull"], moments.next_ms(30, 1200)) {
             cut += 1;
         }
-        let now = fingerprint(&b, "grow");
+        let now = (fingerprint(&b, "feed"), token_of(&b, "feed"));
+        if now == before {
+            unchanged += 1;
+        }
         assert!(
             now == before || now == after,
-            "round {round}: B's grow is {now}: neither {before} nor {after}"
+            "round {round}: B's feed and token are {now:?}: neither {before:?} nor {after:?}"
         );
         if now == after {
             // Start over: B drops what it pulled (as a fresh project would be).
             std::fs::remove_dir_all(b.path().join(".hakiri")).unwrap();
         }
     }
-    assert!(cut >= 8, "only {cut} of 12 pulls were killed while running");
+    assert_eq!(cut, 12, "only {cut} of 40 pulls were killed while running");
+    assert!(
+        unchanged >= 2,
+        "only {unchanged} killed pulls left B as it was"
+    );
+    eprintln!(
+        "{behind} of 12 killed pushes before their commit; {unchanged} of 12 killed pulls before theirs"
+    );
+    let started = std::time::Instant::now();
     run(&b, &["sync", "pull"]).ok();
-    assert_eq!(fingerprint(&b, "grow"), after);
-    assert_eq!(token_of(&b, "grow"), token_of(&a, "grow"));
-    let check = csv(&b, "select count(*) from hakiri.files where retired_at is null");
-    assert_eq!(check, csv(&a, "select count(*) from hakiri.files where retired_at is null"));
+    eprintln!("the completing pull took {:?}", started.elapsed());
+    assert_eq!((fingerprint(&b, "feed"), token_of(&b, "feed")), after);
+    let check = csv(
+        &b,
+        "select count(*) from hakiri.files where retired_at is null",
+    );
+    assert_eq!(
+        check,
+        csv(
+            &a,
+            "select count(*) from hakiri.files where retired_at is null"
+        )
+    );
 }
