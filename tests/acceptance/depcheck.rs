@@ -152,16 +152,41 @@ fn no_forbidden_dependency_edges() {
 #[test]
 fn one_copy_of_the_core_crates() {
     let text = cargo(&["tree", "-d", "-e", "normal", "--depth", "0", "--offline"]);
-    for core in [
-        "arrow ",
-        "datafusion ",
-        "parquet ",
-        "object_store ",
-        "reqwest ",
-    ] {
+    for core in ["arrow ", "datafusion ", "parquet ", "object_store "] {
         assert!(
             !text.lines().any(|l| l.starts_with(core)),
             "two versions of {core}in the build:\n{text}"
+        );
+    }
+    // One reqwest for Hakiri (0.12, the one object_store uses). deltalake 1.1's kernel
+    // (buoyant_kernel_engine) depends on reqwest 0.13 without a feature to leave it out;
+    // Hakiri never calls it. Any other second copy, or another crate on 0.13, fails here.
+    let versions: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("reqwest v"))
+        .map(|v| v.split_whitespace().next().unwrap_or_default())
+        .collect();
+    for v in versions.iter().filter(|v| !v.starts_with("0.12.")) {
+        let users = cargo(&[
+            "tree",
+            "-e",
+            "normal",
+            "-i",
+            &format!("reqwest@{v}"),
+            "--depth",
+            "1",
+            "--prefix",
+            "none",
+            "--offline",
+        ]);
+        let others: Vec<&str> = users
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty() && !l.starts_with("buoyant_kernel"))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "reqwest {v} is used beyond deltalake's kernel: {others:?}"
         );
     }
 }
