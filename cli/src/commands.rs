@@ -626,6 +626,19 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
         hakiri_engine::scheduler::Scheduler::new(engine.clone(), max_concurrent_runs)
             .run(stopped, shutdown_grace),
     );
+    // A synced project keeps the leases it holds while it serves (runs renew them too).
+    let renewal = manifest.sync.as_ref().map(|spec| {
+        let leases = hakiri_sync::Leases::new(root, spec, &manifest.project);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(leases.renew_every());
+            loop {
+                tick.tick().await;
+                if let Err(e) = leases.renew_held().await {
+                    eprintln!("warning: renewing this project's sync leases: {e}");
+                }
+            }
+        })
+    });
     std::io::stdout().flush()?;
     let postgres = async {
         match postgres {
@@ -649,6 +662,9 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
     // No new runs; running ones reach a checkpoint within the grace or are stopped, and
     // either way end with what they committed recorded.
     let _ = stop.send(true);
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
     match scheduler.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("error: stopping the scheduler: {e}"),

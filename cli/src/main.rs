@@ -145,6 +145,10 @@ pub enum SyncCommand {
         /// List them only.
         #[arg(long)]
         dry_run: bool,
+        /// Leave objects younger than this (a push running now may not have committed
+        /// them yet).
+        #[arg(long, default_value = "1 hour", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
 }
 

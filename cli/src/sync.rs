@@ -153,8 +153,8 @@ pub async fn run(root: &Path, command: SyncCommand) -> Result<(), Failure> {
                 }
             }
         },
-        SyncCommand::Gc { dry_run } => {
-            let removed = sync.gc(dry_run).await?;
+        SyncCommand::Gc { dry_run, grace } => {
+            let removed = sync.gc(dry_run, grace).await?;
             for r in &removed {
                 println!("{} {r}", if dry_run { "would delete" } else { "deleted" });
             }

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
-use deltalake::kernel::{Action, Add, MetadataExt, StructType};
+use deltalake::kernel::{Action, Add, MetadataExt, Protocol, StructField, StructType};
 use deltalake::logstore::{StorageConfig, default_logstore};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use object_store::prefix::PrefixStore;
@@ -68,6 +68,44 @@ fn delta_schema(schema: &Schema) -> Schema {
     )
 }
 
+/// The protocol `schema` needs when it has a timestamp-without-zone column and `protocol`
+/// lacks Delta's `timestampNtz` feature (`create` adds it itself; a metadata update does
+/// not, and readers then refuse the table). `None`: `protocol` will do.
+fn with_timestamp_ntz(
+    protocol: &Protocol,
+    schema: &StructType,
+) -> std::result::Result<Option<Protocol>, serde_json::Error> {
+    let ntz = schema
+        .fields()
+        .any(|f| *f.data_type() == deltalake::kernel::DataType::TIMESTAMP_NTZ);
+    // The kernel keeps the feature lists to itself: read them as the log spells them.
+    let current = serde_json::to_value(protocol)?;
+    let features = |key: &str| -> Option<Vec<String>> {
+        current.get(key)?.as_array().map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+    };
+    let mut reader = features("readerFeatures").unwrap_or_default();
+    if !ntz || reader.iter().any(|f| f == "timestampNtz") {
+        return Ok(None);
+    }
+    let mut writer = features("writerFeatures").unwrap_or_else(|| {
+        // A legacy protocol (writer version 2) implies these two.
+        vec!["appendOnly".to_string(), "invariants".to_string()]
+    });
+    reader.push("timestampNtz".into());
+    writer.push("timestampNtz".into());
+    serde_json::from_value(serde_json::json!({
+        "minReaderVersion": 3,
+        "minWriterVersion": 7,
+        "readerFeatures": reader,
+        "writerFeatures": writer,
+    }))
+    .map(Some)
+}
+
 /// A file to publish: its name in the table's folder, size and rows.
 #[derive(Debug, Clone)]
 pub struct DataFile {
@@ -112,16 +150,18 @@ pub async fn active_files(remote: &Remote, name: &str) -> Result<(Option<u64>, B
 /// Makes the Delta table of `name` hold exactly `files` with `schema` (the files are in
 /// the table's folder already): creates it, or commits adds, removes and a metadata
 /// update. No commit when it holds them already.
+/// `schema` is `None` for a table with no files left (emptied): its Delta table keeps its
+/// schema and loses every file.
 pub async fn publish(
     remote: &Remote,
     name: &str,
-    schema: &Schema,
+    schema: Option<&Schema>,
     files: &[DataFile],
 ) -> Result<Option<Published>> {
     let (mut t, url) = table(remote, name)?;
-    let arrow = delta_schema(schema);
-    let kernel: StructType = (&arrow)
-        .try_into_kernel()
+    let kernel: Option<StructType> = schema
+        .map(|s| (&delta_schema(s)).try_into_kernel())
+        .transpose()
         .map_err(|e| delta_err(&url, "converting the table's schema to Delta's", e))?;
     let adds = |keep: &BTreeSet<String>| -> Vec<Action> {
         files
@@ -145,6 +185,9 @@ pub async fn publish(
         .await
         .map_err(|e| delta_err(&url, "checking that it exists", e))?;
     if !exists {
+        let Some(kernel) = kernel else {
+            return Ok(None);
+        };
         let actions = adds(&BTreeSet::new());
         let added = actions.len();
         let created = t
@@ -181,25 +224,39 @@ pub async fn publish(
     let removed = actions.len();
     let new_adds = adds(&active);
     let added = new_adds.len();
-    // Columns the table gained (a type change keeps Delta's type: the files decide).
+    // The schema: when every file is new, exactly the files' (a replace run may change a
+    // column's type); otherwise the table's with the columns it gained, which older files
+    // read as NULL.
     let current = state.schema();
-    let mut fields: Vec<_> = current.fields().cloned().collect();
-    let mut schema_changed = false;
-    for f in kernel.fields() {
-        if current.field(f.name()).is_none() {
-            fields.push(f.clone());
-            schema_changed = true;
-        }
-    }
+    let replaced_all = files.iter().all(|f| !active.contains(&f.name));
+    let fields: Vec<StructField> = match &kernel {
+        None => current.fields().cloned().collect(),
+        Some(k) if replaced_all && !files.is_empty() => k.fields().cloned().collect(),
+        Some(k) => current
+            .fields()
+            .cloned()
+            .chain(
+                k.fields()
+                    .filter(|f| current.field(f.name()).is_none())
+                    .cloned(),
+            )
+            .collect(),
+    };
+    let new_schema =
+        StructType::try_new(fields).map_err(|e| delta_err(&url, "changing its schema", e))?;
+    let schema_changed = new_schema != *current.as_ref();
     if schema_changed {
-        let new_schema =
-            StructType::try_new(fields).map_err(|e| delta_err(&url, "widening its schema", e))?;
         let metadata = state
             .metadata()
             .clone()
             .with_schema(&new_schema)
-            .map_err(|e| delta_err(&url, "widening its schema", e))?;
+            .map_err(|e| delta_err(&url, "changing its schema", e))?;
         actions.insert(0, Action::Metadata(metadata));
+        if let Some(protocol) = with_timestamp_ntz(state.protocol(), &new_schema)
+            .map_err(|e| delta_err(&url, "upgrading its protocol", e))?
+        {
+            actions.insert(0, Action::Protocol(protocol));
+        }
     }
     actions.extend(new_adds);
     if added == 0 && removed == 0 && !schema_changed {
@@ -225,4 +282,71 @@ pub async fn publish(
         removed,
         schema_changed,
     }))
+}
+
+/// Every file a version of the Delta table of `name` holds or held: the adds of each
+/// commit in its log, and the files of its latest snapshot (which may come from a
+/// checkpoint whose older commits are gone).
+pub async fn referenced_files(remote: &Remote, name: &str) -> Result<BTreeSet<String>> {
+    let (_, mut files) = active_files(remote, name).await?;
+    for meta in remote.list(&format!("tables/{name}/_delta_log")).await? {
+        let rel = remote.relative(&meta.location);
+        if !rel.ends_with(".json") {
+            continue;
+        }
+        let Some((bytes, _)) = remote.get(&rel).await? else {
+            continue;
+        };
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let action: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| SyncError::Delta {
+                    url: remote.table_url(name).to_string(),
+                    action: format!("reading {rel}"),
+                    message: e.to_string(),
+                })?;
+            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+                files.insert(path.to_string());
+            }
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::kernel::DataType as DeltaType;
+
+    fn protocol(json: serde_json::Value) -> Protocol {
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// A metadata update adding a timestamp-without-zone column carries the protocol that
+    /// declares `timestampNtz` (readers refuse the table otherwise), keeping the features a
+    /// legacy protocol implied; a protocol that has it, or a schema without such a column,
+    /// needs no change.
+    #[test]
+    fn a_new_timestamp_ntz_column_upgrades_the_protocol() {
+        let ntz = StructType::try_new([
+            StructField::new("id", DeltaType::LONG, true),
+            StructField::new("at", DeltaType::TIMESTAMP_NTZ, true),
+        ])
+        .unwrap();
+        let plain = StructType::try_new([StructField::new("id", DeltaType::LONG, true)]).unwrap();
+        let legacy = protocol(serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2}));
+        let upgraded = with_timestamp_ntz(&legacy, &ntz)
+            .unwrap()
+            .expect("an upgrade");
+        assert_eq!(
+            serde_json::to_value(&upgraded).unwrap(),
+            serde_json::json!({
+                "minReaderVersion": 3,
+                "minWriterVersion": 7,
+                "readerFeatures": ["timestampNtz"],
+                "writerFeatures": ["appendOnly", "invariants", "timestampNtz"],
+            })
+        );
+        assert!(with_timestamp_ntz(&upgraded, &ntz).unwrap().is_none());
+        assert!(with_timestamp_ntz(&legacy, &plain).unwrap().is_none());
+    }
 }

@@ -40,6 +40,15 @@ pub enum SyncError {
         "{what} changed here and on the remote (pushed by {pusher}) since the last sync; the lease should prevent this. Keep the remote's with 'hakiri sync pull --discard-local', or remove the remote's change by hand"
     )]
     Conflict { what: String, pusher: String },
+    /// The remote has a newer cursor of the pipeline than this project last synced.
+    #[error(
+        "pipeline '{pipeline}' moved on in the sync remote (state {version}, pushed by {pusher}) since this project last synced: run 'hakiri sync pull' first, so the run continues from the remote's cursor instead of loading rows again"
+    )]
+    Behind {
+        pipeline: String,
+        version: u64,
+        pusher: String,
+    },
     /// The pull would replace commits that were never pushed.
     #[error(
         "{what} has local commits that were never pushed: push them first ('hakiri sync push'), or drop them with 'hakiri sync pull --discard-local'"
@@ -67,6 +76,7 @@ impl SyncError {
             SyncError::LeaseHeld { .. }
             | SyncError::Lease(_)
             | SyncError::Conflict { .. }
+            | SyncError::Behind { .. }
             | SyncError::LocalAhead { .. } => ErrorCategory::InvalidInput,
         }
     }

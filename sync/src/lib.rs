@@ -44,6 +44,31 @@ fn state_key(version: u64) -> String {
     format!("state/{version:020}.json")
 }
 
+/// The newest state in `remote` (version 0, empty, when there is none).
+async fn latest(remote: &Remote) -> Result<(u64, State)> {
+    let mut newest: Option<(u64, String)> = None;
+    for meta in remote.list("state").await? {
+        let rel = remote.relative(&meta.location);
+        let v = rel
+            .strip_prefix("state/")
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(v) = v
+            && newest.as_ref().is_none_or(|(n, _)| v > *n)
+        {
+            newest = Some((v, rel));
+        }
+    }
+    let Some((v, rel)) = newest else {
+        return Ok((0, State::default()));
+    };
+    let (bytes, _) = remote.get(&rel).await?.ok_or_else(|| SyncError::State {
+        key: rel.clone(),
+        message: "vanished while reading it".into(),
+    })?;
+    Ok((v, State::parse(&rel, &bytes)?))
+}
+
 /// Progress lines for long work (uploads, downloads).
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
@@ -135,31 +160,7 @@ impl<'a> Syncer<'a> {
 
     /// The newest state in the remote (version 0, empty, when there is none).
     pub async fn latest(&self) -> Result<(u64, State)> {
-        let mut newest: Option<(u64, String)> = None;
-        for meta in self.remote.list("state").await? {
-            let rel = self.remote.relative(&meta.location);
-            let v = rel
-                .strip_prefix("state/")
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(v) = v
-                && newest.as_ref().is_none_or(|(n, _)| v > *n)
-            {
-                newest = Some((v, rel));
-            }
-        }
-        let Some((v, rel)) = newest else {
-            return Ok((0, State::default()));
-        };
-        let (bytes, _) = self
-            .remote
-            .get(&rel)
-            .await?
-            .ok_or_else(|| SyncError::State {
-                key: rel.clone(),
-                message: "vanished while reading it".into(),
-            })?;
-        Ok((v, State::parse(&rel, &bytes)?))
+        latest(&self.remote).await
     }
 
     /// The pipelines that write `tables` (a change to a table needs their leases).
@@ -213,7 +214,13 @@ impl<'a> Syncer<'a> {
                 let Some(ts) = merged.tables.get_mut(t) else {
                     continue;
                 };
-                let files = catalog.table_files(t)?;
+                // The files of the state read above, so the Delta commit and the state
+                // name the same ones even if a run commits meanwhile.
+                let files = local
+                    .tables
+                    .get(t)
+                    .map(|l| l.file_entries())
+                    .unwrap_or_default();
                 let (uploaded, bytes) = transfer::upload(
                     &self.remote,
                     self.engine.store().root(),
@@ -224,11 +231,9 @@ impl<'a> Syncer<'a> {
                 .await?;
                 report.uploaded_files += uploaded;
                 report.uploaded_bytes += bytes;
-                let Some(schema) = self.engine.store().table_schema(&files)? else {
-                    continue;
-                };
+                let schema = self.engine.store().table_schema(&files)?;
                 let data = transfer::data_files(self.engine.store().root(), &files)?;
-                match delta::publish(&self.remote, t, &schema, &data).await? {
+                match delta::publish(&self.remote, t, schema.as_ref(), &data).await? {
                     Some(p) => {
                         ts.delta_version = Some(p.version);
                         report.tables.push((t.clone(), p));
@@ -289,7 +294,13 @@ impl<'a> Syncer<'a> {
             report.elapsed = started.elapsed();
             return Ok(report);
         }
-        let mine = Changes::between(&base.local, &local.fingerprint());
+        let (lf, rf) = (local.fingerprint(), remote.fingerprint());
+        let mut mine = Changes::between(&base.local, &lf);
+        // What changed here and the remote has as well (a push stopped before it noted
+        // its base) is not ahead.
+        mine.tables.retain(|t| lf.tables.get(t) != rf.tables.get(t));
+        mine.pipelines
+            .retain(|p| lf.pipelines.get(p) != rf.pipelines.get(p));
         if !mine.is_empty() && !discard_local {
             return Err(SyncError::LocalAhead {
                 what: mine.describe(),
@@ -299,18 +310,11 @@ impl<'a> Syncer<'a> {
         // The remote's tables and pipelines; history and definitions of both.
         let new = state::adopt(&remote, &local);
         let theirs = Changes::between(&local.fingerprint(), &remote.fingerprint());
-        let mut wanted = Vec::new();
-        for t in remote.tables.values() {
-            for f in &t.files {
-                wanted.push(FileEntry {
-                    path: state::text_of(f, "path").to_string(),
-                    table: state::text_of(f, "table_name").to_string(),
-                    run_id: state::text_of(f, "run_id").to_string(),
-                    rows: f.get("rows").and_then(|v| v.as_u64()).unwrap_or_default(),
-                    bytes: f.get("bytes").and_then(|v| v.as_u64()).unwrap_or_default(),
-                });
-            }
-        }
+        let wanted: Vec<FileEntry> = remote
+            .tables
+            .values()
+            .flat_map(state::TableState::file_entries)
+            .collect();
         let (to_place, files, bytes) = transfer::download(
             &self.remote,
             self.engine.store().root(),
@@ -319,6 +323,13 @@ impl<'a> Syncer<'a> {
             progress,
         )
         .await?;
+        // A run that committed while the files came down would be lost: refuse instead.
+        if State::of_catalog(catalog.as_ref())?.fingerprint() != lf {
+            return Err(SyncError::Lease(
+                "a run committed in this project while the pull downloaded: push it first, or pull again".into(),
+            )
+            .into());
+        }
         let retired = state::retired_rows(catalog.as_ref(), &new, Utc::now())?;
         let raw = new.to_raw(retired)?;
         transfer::place(&to_place)?;
@@ -403,21 +414,32 @@ impl<'a> Syncer<'a> {
         lease::list(&self.remote).await
     }
 
-    /// Objects in the remote's tables that no Delta table holds and no state names (left
-    /// by a push killed before its commit): deleted unless `dry_run`.
-    pub async fn gc(&self, dry_run: bool) -> Result<Vec<String>> {
+    /// Objects in the remote's tables that no Delta log ever added and no state names
+    /// (uploaded by a push killed before its commit), older than `grace` (a push running
+    /// now may not have committed yet): deleted unless `dry_run`. Files that older Delta
+    /// versions hold stay, so readers of those versions keep working.
+    pub async fn gc(&self, dry_run: bool, grace: Duration) -> Result<Vec<String>> {
         self.remote.check().await?;
         let (_, remote) = self.latest().await?;
-        let mut named: BTreeSet<String> = BTreeSet::new();
-        for (t, ts) in &remote.tables {
-            named.extend(ts.paths().into_iter().map(|p| format!("tables/{p}")));
-            let (_, active) = delta::active_files(&self.remote, t).await?;
-            named.extend(active.into_iter().map(|f| format!("tables/{t}/{f}")));
+        let mut named: BTreeSet<String> = remote
+            .tables
+            .values()
+            .flat_map(|ts| ts.paths())
+            .map(|p| format!("tables/{p}"))
+            .collect();
+        for t in self.remote.folders("tables").await? {
+            let held = delta::referenced_files(&self.remote, &t).await?;
+            named.extend(held.into_iter().map(|f| format!("tables/{t}/{f}")));
         }
+        let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut removed = Vec::new();
         for meta in self.remote.list("tables").await? {
             let rel = self.remote.relative(&meta.location);
-            if rel.contains("/_delta_log/") || !rel.ends_with(".parquet") || named.contains(&rel) {
+            if rel.contains("/_delta_log/")
+                || !rel.ends_with(".parquet")
+                || named.contains(&rel)
+                || meta.last_modified > cutoff
+            {
                 continue;
             }
             if !dry_run {
@@ -469,12 +491,53 @@ impl Leases {
     }
 }
 
+impl Leases {
+    /// Renews every lease this project holds (not released, not lapsed), so a pipeline
+    /// scheduled less often than the TTL keeps its lease while `serve` runs. Returns the
+    /// pipelines renewed.
+    pub async fn renew_held(&self) -> Result<Vec<String>> {
+        let (remote, me, ttl) = self.open().await?;
+        let now = Utc::now();
+        let mut renewed = Vec::new();
+        for l in lease::list(remote).await? {
+            if l.holder.id == me.id && !l.is_free(now) {
+                // One lease taken over (--steal) does not stop the others' renewal.
+                match lease::acquire(remote, &l.pipeline, me, *ttl, Take::Free).await {
+                    Ok(_) => renewed.push(l.pipeline),
+                    Err(e) => eprintln!("warning: renewing the lease of '{}': {e}", l.pipeline),
+                }
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// How often `serve` renews: a third of the TTL, so two renewals can fail in a row.
+    pub fn renew_every(&self) -> Duration {
+        lease_ttl(&self.spec).unwrap_or(lease::DEFAULT_TTL) / 3
+    }
+}
+
 #[async_trait::async_trait]
 impl hakiri_engine::ports::RunGuard for Leases {
     async fn before_run(&self, pipeline: &str) -> hakiri_core::Result<()> {
         let (remote, me, ttl) = self.open().await?;
-        lease::acquire(remote, pipeline, me, *ttl, Take::Free)
-            .await
-            .map(|_| ())
+        lease::acquire(remote, pipeline, me, *ttl, Take::Free).await?;
+        // A run from a cursor older than the remote's would load rows again: after a
+        // hand-off, the new holder pulls first.
+        let (version, state) = latest(remote).await?;
+        let base = ProjectDir::new(&self.root)?.base()?.unwrap_or_default();
+        let theirs = state.fingerprint().pipelines.remove(pipeline);
+        if version > base.remote_version
+            && theirs.is_some()
+            && theirs != base.local.pipelines.get(pipeline).cloned()
+        {
+            return Err(SyncError::Behind {
+                pipeline: pipeline.to_string(),
+                version,
+                pusher: state.pushed_by.map_or("?".into(), |h| h.to_string()),
+            }
+            .into());
+        }
+        Ok(())
     }
 }

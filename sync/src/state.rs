@@ -36,6 +36,20 @@ pub struct TableState {
 }
 
 impl TableState {
+    /// Its active files as the store names them.
+    pub fn file_entries(&self) -> Vec<hakiri_catalog::FileEntry> {
+        self.files
+            .iter()
+            .map(|f| hakiri_catalog::FileEntry {
+                path: text(f, "path").to_string(),
+                table: text(f, "table_name").to_string(),
+                run_id: text(f, "run_id").to_string(),
+                rows: f.get("rows").and_then(Value::as_u64).unwrap_or_default(),
+                bytes: f.get("bytes").and_then(Value::as_u64).unwrap_or_default(),
+            })
+            .collect()
+    }
+
     pub fn paths(&self) -> BTreeSet<String> {
         self.files
             .iter()
@@ -115,11 +129,6 @@ fn text<'a>(row: &'a Row, column: &str) -> &'a str {
     row.get(column).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The text in `column` of `row` (empty when it is not text).
-pub fn text_of<'a>(row: &'a Row, column: &str) -> &'a str {
-    text(row, column)
-}
-
 impl State {
     /// The committed state of a project's catalog.
     pub fn of_catalog(catalog: &dyn Catalog) -> Result<State> {
@@ -152,7 +161,12 @@ impl State {
         }
         state.source_defs = rows(catalog, "sources")?;
         state.pipeline_defs = rows(catalog, "pipelines")?;
-        state.runs = rows(catalog, "runs")?;
+        // A run still running is this project's business: its row is shared once it ends
+        // (another project would read it as a live run of its own).
+        state.runs = rows(catalog, "runs")?
+            .into_iter()
+            .filter(|r| text(r, "status") != "running")
+            .collect();
         state.events = rows(catalog, "events")?;
         Ok(state)
     }

@@ -85,7 +85,7 @@ fn invalid_manifests() {
     let p = Project::new("[sources.s]\ntype = \"ftp\"\n");
     let (code, msg) = err(&p, &["pipeline", "list"]);
     assert_eq!(code, 2);
-    insta::assert_snapshot!(msg, @"error: hakiri.toml: source 's' has unknown type 'ftp': the available types are file, github, http, postgres, s3, wasm");
+    insta::assert_snapshot!(msg, @"error: hakiri.toml: source 's' has unknown type 'ftp': the available types are delta, file, github, http, postgres, s3, wasm");
 
     let p = Project::new("[pipelines\n");
     let (code, msg) = err(&p, &["run", "--all"]);

@@ -455,6 +455,16 @@ sql = "INSERT INTO context.snap SELECT * FROM api.snap"
         vec!["20,3,3"]
     );
 
+    // The replaced file is still held by the Delta table's version 0: gc keeps it.
+    let kept = run(&p, &["sync", "gc", "--dry-run", "--grace", "0s"])
+        .ok()
+        .stdout;
+    assert!(kept.contains("0 object(s) to delete"), "{kept}");
+    assert_eq!(
+        script_rows("select count(*) from delta_scan('URL/tables/snap', version => 0)"),
+        vec!["10"]
+    );
+
     // A column is added: the new rows have it, the old ones read NULL.
     std::fs::write(p.path().join("hakiri.toml"), with_select("*")).unwrap();
     api.get("/admin/grow?n=5");
@@ -583,15 +593,24 @@ fn push_and_pull_survive_kills_at_random_moments() {
         "k/tables/feed/feed-left-by-a-killed-push.parquet",
         b"PAR1",
     );
-    let dry = run(&a, &["sync", "gc", "--dry-run"]).ok().stdout;
+    let young = run(&a, &["sync", "gc", "--dry-run"]).ok().stdout;
+    assert!(
+        young.contains("0 object(s) to delete"),
+        "younger than the grace: {young}"
+    );
+    let dry = run(&a, &["sync", "gc", "--dry-run", "--grace", "0s"])
+        .ok()
+        .stdout;
     assert!(
         dry.contains("would delete tables/feed/feed-left-by-a-killed-push.parquet")
             && dry.contains("1 object(s) to delete"),
         "{dry}"
     );
-    let gc = run(&a, &["sync", "gc"]).ok().stdout;
+    let gc = run(&a, &["sync", "gc", "--grace", "0s"]).ok().stdout;
     assert!(gc.contains("1 object(s) deleted"), "{gc}");
-    let again = run(&a, &["sync", "gc", "--dry-run"]).ok().stdout;
+    let again = run(&a, &["sync", "gc", "--dry-run", "--grace", "0s"])
+        .ok()
+        .stdout;
     assert!(again.contains("0 object(s) to delete"), "{again}");
     assert_eq!(
         duckdb_fingerprints(&s3.endpoint(), url, &["feed"])["feed"],
@@ -645,4 +664,81 @@ fn push_and_pull_survive_kills_at_random_moments() {
             "select count(*) from hakiri.files where retired_at is null"
         )
     );
+}
+
+/// A lease lasts its TTL: `serve` renews the leases its project holds, so another project
+/// cannot take one with `--steal` while it serves; once it stops, the lease lapses and
+/// `--steal` takes it (without `--steal` a lapsed lease is still refused, naming the
+/// flag).
+#[test]
+fn serve_renews_leases_and_a_lapsed_one_is_taken_with_steal() {
+    let s3 = S3Server::start();
+    s3.create_bucket("ttl");
+    let api = Server::paged();
+    let url = "s3://ttl/t";
+    let short = |name: &str| {
+        manifest(name, &api.url(), url, &s3.endpoint())
+            .replace("[sync]\n", "[sync]\nlease_ttl = \"3 seconds\"\n")
+    };
+    let a = Project::new(&short("alpha"));
+    let b = Project::new(&short("beta"));
+    run(&a, &["sync", "lease", "acquire", "feed"]).ok();
+    let server = crate::support::HakiriServer::start_mcp(a.path(), &KEYS);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let refused = run(&b, &["sync", "lease", "acquire", "feed", "--steal"]);
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("pipeline 'feed' is leased to alpha@"),
+        "{}",
+        refused.stderr
+    );
+    server.stop();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let plain = run(&b, &["sync", "lease", "acquire", "feed"]);
+    assert_ne!(plain.code, 0);
+    assert!(
+        plain.stderr.contains("take it with --steal"),
+        "{}",
+        plain.stderr
+    );
+    let stolen = run(&b, &["sync", "lease", "acquire", "feed", "--steal"])
+        .ok()
+        .stdout;
+    assert!(stolen.contains("feed\theld by beta@"), "{stolen}");
+    let status = run(&a, &["sync", "lease", "status", "feed"]).ok().stdout;
+    assert!(status.contains("feed\theld by beta@"), "{status}");
+}
+
+/// After a hand-off, a run from a cursor older than the remote's is refused until the new
+/// holder pulls: it would load the rows the old holder loaded again.
+#[test]
+fn a_new_lease_holder_pulls_before_it_runs() {
+    let s3 = S3Server::start();
+    s3.create_bucket("handoff");
+    let api = Server::paged();
+    api.get("/admin/grow?n=30");
+    let url = "s3://handoff/h";
+    let a = Project::new(&manifest("alpha", &api.url(), url, &s3.endpoint()));
+    let b = Project::new(&manifest("beta", &api.url(), url, &s3.endpoint()));
+    run(&a, &["run", "feed"]).ok();
+    run(&a, &["sync", "push"]).ok();
+    run(&a, &["sync", "lease", "release", "feed"]).ok();
+    run(&b, &["sync", "lease", "acquire", "feed"]).ok();
+    let refused = run(&b, &["run", "feed"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .stderr
+            .contains("pipeline 'feed' moved on in the sync remote (state 1, pushed by alpha@")
+            && refused.stderr.contains("run 'hakiri sync pull' first"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(csv(&b, "select count(*) from hakiri.runs"), vec!["0"]);
+    run(&b, &["sync", "pull"]).ok();
+    api.get("/admin/grow?n=5");
+    run(&b, &["run", "feed"]).ok();
+    b.assert_ids_once("feed", 35, "after the pull and B's run");
 }
