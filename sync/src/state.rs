@@ -315,6 +315,13 @@ pub fn merge(base: &Fingerprint, ours: &State, theirs: &State, theirs_by: &str) 
             o.delta_version = ts.delta_version;
         }
     }
+    with_history_of_both(&mut out, ours, theirs);
+    Ok(out)
+}
+
+/// `out` gets the runs and events of both sides and the definitions of both, `ours`
+/// first.
+fn with_history_of_both(out: &mut State, ours: &State, theirs: &State) {
     out.runs = union(&ours.runs, &theirs.runs, |r| text(r, "run_id").to_string());
     out.events = union(&ours.events, &theirs.events, event_key);
     out.source_defs = union(&ours.source_defs, &theirs.source_defs, |r| {
@@ -323,21 +330,13 @@ pub fn merge(base: &Fingerprint, ours: &State, theirs: &State, theirs_by: &str) 
     out.pipeline_defs = union(&ours.pipeline_defs, &theirs.pipeline_defs, |r| {
         text(r, "name").to_string()
     });
-    Ok(out)
 }
 
 /// `theirs`' tables and pipelines, with the history (runs, events) of both and the
 /// definitions of both (`ours` first): a pull.
 pub fn adopt(theirs: &State, ours: &State) -> State {
     let mut out = theirs.clone();
-    out.runs = union(&ours.runs, &theirs.runs, |r| text(r, "run_id").to_string());
-    out.events = union(&ours.events, &theirs.events, event_key);
-    out.source_defs = union(&ours.source_defs, &theirs.source_defs, |r| {
-        text(r, "name").to_string()
-    });
-    out.pipeline_defs = union(&ours.pipeline_defs, &theirs.pipeline_defs, |r| {
-        text(r, "name").to_string()
-    });
+    with_history_of_both(&mut out, ours, theirs);
     out
 }
 

@@ -8,22 +8,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Project, Server, hakiri_bin};
+use crate::support::{Moments, Project, Server, hakiri_bin};
 use serde_json::Value;
 
 const ROWS: u64 = 1500;
-
-/// xorshift64: a seeded sequence of kill moments, the same on every run of the test.
-struct Moments(u64);
-
-impl Moments {
-    fn next_ms(&mut self, min: u64, max: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        min + self.0 % (max - min)
-    }
-}
 
 /// Starts `hakiri run pipeline` `kills` times and SIGKILLs it at a random moment.
 fn kill_at_random(p: &Project, pipeline: &str, seed: u64, kills: usize, window_ms: (u64, u64)) {

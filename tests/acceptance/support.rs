@@ -458,17 +458,30 @@ impl S3Server {
         } else {
             format!("/{bucket}/{key}")
         };
-        let mut stream = TcpStream::connect(("127.0.0.1", self.server.port)).expect("connect");
-        write!(
-            stream,
-            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.server.port,
-            body.len()
-        )
-        .expect("send");
-        stream.write_all(body).expect("send body");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
+        // A server just started may reset the first connection (seen under load): the
+        // request is idempotent, so it is sent again.
+        let send = || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(("127.0.0.1", self.server.port))?;
+            write!(
+                stream,
+                "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                self.server.port,
+                body.len()
+            )?;
+            stream.write_all(body)?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        };
+        let mut response = send();
+        for _ in 0..4 {
+            if response.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            response = send();
+        }
+        let response = response.unwrap_or_else(|e| panic!("PUT {path}: {e}"));
         assert!(
             response.starts_with("HTTP/1.1 200"),
             "PUT {path}: {response}"
@@ -672,4 +685,16 @@ pub fn python_connector() -> PathBuf {
 /// interpreter, ~19 MB) is compiled once per test process, not once per project.
 pub fn shared_wasm_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache")
+}
+
+/// xorshift64: a seeded sequence of kill moments, the same on every run of the test.
+pub struct Moments(pub u64);
+
+impl Moments {
+    pub fn next_ms(&mut self, min: u64, max: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        min + self.0 % (max - min)
+    }
 }

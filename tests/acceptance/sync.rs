@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::{Project, Run, S3Server, Server, hakiri, venv_bin};
+use crate::support::{Moments, Project, Run, S3Server, Server, hakiri, venv_bin};
 use serde_json::Value;
 
 const KEYS: [(&str, &str); 2] = [
@@ -492,18 +492,6 @@ for row in con.execute(sys.argv[2]).fetchall():
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// xorshift64: seeded kill moments, the same on every run of the test.
-struct Moments(u64);
-
-impl Moments {
-    fn next_ms(&mut self, min: u64, max: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        min + self.0 % (max - min)
-    }
 }
 
 /// Starts `hakiri args` in `p` and SIGKILLs it after `ms`; `true` when it was still running.
