@@ -343,7 +343,13 @@ pub fn adopt(theirs: &State, ours: &State) -> State {
 fn raw(table: &str, rows: &[Row]) -> Result<RawTable> {
     let decl = state_table(table)
         .ok_or_else(|| hakiri_core::Error::Internal(format!("no state table '{table}'")))?;
-    let columns = decl.columns();
+    // A state pushed by an older build lacks the columns added since: they are left out of
+    // the insert, so the catalog gives them their declared defaults (not NULL).
+    let columns: Vec<_> = decl
+        .columns()
+        .into_iter()
+        .filter(|(c, _)| rows.is_empty() || rows.iter().any(|r| r.contains_key(c)))
+        .collect();
     Ok(RawTable {
         rows: rows
             .iter()
@@ -498,6 +504,22 @@ mod tests {
         );
         // The same change on both sides is no conflict.
         assert!(merge(&base.fingerprint(), &ours, &ours.clone(), "B").is_ok());
+    }
+
+    /// Columns an older build's state lacks are left out, for the catalog's defaults.
+    #[test]
+    fn columns_a_state_lacks_are_left_to_their_defaults() {
+        let row: Row = [
+            ("run_id".to_string(), json!("r1")),
+            ("status".to_string(), json!("succeeded")),
+        ]
+        .into_iter()
+        .collect();
+        let t = raw("runs", &[row]).unwrap();
+        let names: Vec<&str> = t.columns.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(names, vec!["run_id", "status"]);
+        assert_eq!(t.rows[0].len(), 2);
+        assert!(raw("runs", &[]).unwrap().columns.len() > 2);
     }
 
     #[test]
