@@ -139,8 +139,9 @@ pub enum SyncCommand {
         #[command(subcommand)]
         command: LeaseCommand,
     },
-    /// Delete objects in the remote's tables that no Delta table or state names (left by a
-    /// killed push), listing each.
+    /// Commit Delta tables back to the pushed state where a killed push left them ahead,
+    /// and delete objects no Delta version or state names (left by a killed push), listing
+    /// each.
     Gc {
         /// List them only.
         #[arg(long)]

@@ -414,6 +414,63 @@ impl<'a> Syncer<'a> {
         lease::list(&self.remote).await
     }
 
+    /// Delta tables whose files differ from the newest state's, committed back to the
+    /// state's files (a push stopped between its Delta commit and its state, and not run
+    /// again, leaves its table ahead of every state). A table whose last commit is younger
+    /// than `grace`, or whose writer's lease another project holds, may be a push in
+    /// progress: it is left alone. Returns each table with the files added and removed.
+    pub async fn repair(
+        &self,
+        dry_run: bool,
+        grace: Duration,
+    ) -> Result<Vec<(String, usize, usize)>> {
+        self.remote.check().await?;
+        let (_, state) = self.latest().await?;
+        let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+        let mut repaired = Vec::new();
+        for (t, ts) in &state.tables {
+            let (Some(_), active) = delta::active_files(&self.remote, t).await? else {
+                continue;
+            };
+            let files: Vec<delta::DataFile> = ts
+                .file_entries()
+                .into_iter()
+                .map(|f| delta::DataFile {
+                    name: f.path.rsplit('/').next().unwrap_or(&f.path).to_string(),
+                    size: f.bytes,
+                    rows: f.rows,
+                    modified_ms: 0,
+                })
+                .collect();
+            let wanted: BTreeSet<String> = files.iter().map(|f| f.name.clone()).collect();
+            if active == wanted {
+                continue;
+            }
+            let log = self.remote.list(&format!("tables/{t}/_delta_log")).await?;
+            if log.iter().any(|m| m.last_modified > cutoff) {
+                continue;
+            }
+            let mut busy = false;
+            for p in self.writers_of(&state, &BTreeSet::from([t.clone()])) {
+                if let Some((l, _)) = lease::read(&self.remote, &p).await? {
+                    busy |= !l.is_free(Utc::now()) && l.holder.id != self.me.id;
+                }
+            }
+            if busy {
+                continue;
+            }
+            if !dry_run {
+                delta::publish(&self.remote, t, None, &files).await?;
+            }
+            repaired.push((
+                t.clone(),
+                wanted.difference(&active).count(),
+                active.difference(&wanted).count(),
+            ));
+        }
+        Ok(repaired)
+    }
+
     /// Objects in the remote's tables that no Delta log ever added and no state names
     /// (uploaded by a push killed before its commit), older than `grace` (a push running
     /// now may not have committed yet): deleted unless `dry_run`. Files that older Delta

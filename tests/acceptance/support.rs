@@ -450,21 +450,44 @@ impl S3Server {
         self.server.url()
     }
 
+    /// Deletes `key` with boto3 (moto refuses an unsigned DELETE).
+    pub fn delete(&self, bucket: &str, key: &str) {
+        let out = Command::new(venv_bin("python"))
+            .args([
+                "-c",
+                "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='hakiri-test', aws_secret_access_key='not-a-real-secret').delete_object(Bucket=sys.argv[2], Key=sys.argv[3])",
+                &self.endpoint(),
+                bucket,
+                key,
+            ])
+            .output()
+            .expect("run boto3");
+        assert!(
+            out.status.success(),
+            "delete {bucket}/{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `PUT /{bucket}/{key}` (or `PUT /{bucket}` to create a bucket when `key` is empty).
     pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
-        use std::io::{Read, Write};
         let path = if key.is_empty() {
             format!("/{bucket}")
         } else {
             format!("/{bucket}/{key}")
         };
+        self.request("PUT", &path, body, "HTTP/1.1 200");
+    }
+
+    fn request(&self, method: &str, path: &str, body: &[u8], expect: &str) {
+        use std::io::{Read, Write};
         // A server just started may reset the first connection (seen under load): the
         // request is idempotent, so it is sent again.
         let send = || -> std::io::Result<String> {
             let mut stream = TcpStream::connect(("127.0.0.1", self.server.port))?;
             write!(
                 stream,
-                "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 self.server.port,
                 body.len()
             )?;
@@ -481,11 +504,8 @@ impl S3Server {
             std::thread::sleep(std::time::Duration::from_millis(250));
             response = send();
         }
-        let response = response.unwrap_or_else(|e| panic!("PUT {path}: {e}"));
-        assert!(
-            response.starts_with("HTTP/1.1 200"),
-            "PUT {path}: {response}"
-        );
+        let response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(response.starts_with(expect), "{method} {path}: {response}");
     }
 
     pub fn create_bucket(&self, bucket: &str) {

@@ -730,3 +730,52 @@ fn a_new_lease_holder_pulls_before_it_runs() {
     run(&b, &["run", "feed"]).ok();
     b.assert_ids_once("feed", 35, "after the pull and B's run");
 }
+
+/// A push stopped between its Delta commit and its state leaves the table ahead of every
+/// pushed state (made here by deleting the newest state object, which is what such a push
+/// leaves). If that push is never run again (its project pulled with `--discard-local`),
+/// `sync gc` commits the table back to the pushed state's files; DuckDB then reads the
+/// pushed state.
+#[test]
+fn gc_commits_a_delta_table_back_to_the_pushed_state() {
+    let s3 = S3Server::start();
+    s3.create_bucket("repair");
+    let api = Server::paged();
+    api.get("/admin/grow?n=30");
+    let url = "s3://repair/r";
+    let a = Project::new(&manifest("alpha", &api.url(), url, &s3.endpoint()));
+    run(&a, &["run", "grow"]).ok();
+    run(&a, &["sync", "push"]).ok();
+    let pushed = duckdb_fingerprints(&s3.endpoint(), url, &["grow"])["grow"].clone();
+    api.get("/admin/grow?n=10");
+    run(&a, &["run", "grow"]).ok();
+    run(&a, &["sync", "push"]).ok();
+    s3.delete("repair", "r/state/00000000000000000002.json");
+    run(&a, &["sync", "pull", "--discard-local"]).ok();
+    a.assert_ids_once("grow", 30, "after the pull of state 1");
+    let ahead = duckdb_fingerprints(&s3.endpoint(), url, &["grow"])["grow"].clone();
+    assert!(ahead.starts_with("40 rows"), "{ahead}");
+
+    let young = run(&a, &["sync", "gc", "--dry-run"]).ok().stdout;
+    assert!(
+        !young.contains("repair"),
+        "a commit younger than the grace is left alone: {young}"
+    );
+    let dry = run(&a, &["sync", "gc", "--dry-run", "--grace", "0s"])
+        .ok()
+        .stdout;
+    assert!(
+        dry.contains("would repair grow: its Delta table differs from the pushed state (+0 file(s), -1 file(s)"),
+        "{dry}"
+    );
+    let done = run(&a, &["sync", "gc", "--grace", "0s"]).ok().stdout;
+    assert!(done.contains("repaired grow"), "{done}");
+    assert_eq!(
+        duckdb_fingerprints(&s3.endpoint(), url, &["grow"])["grow"],
+        pushed
+    );
+    let again = run(&a, &["sync", "gc", "--dry-run", "--grace", "0s"])
+        .ok()
+        .stdout;
+    assert!(!again.contains("repair"), "{again}");
+}
