@@ -154,13 +154,14 @@ pub async fn run(root: &Path, command: SyncCommand) -> Result<(), Failure> {
             }
         },
         SyncCommand::Gc { dry_run, grace } => {
-            for (t, added, removed) in sync.repair(dry_run, grace).await? {
+            let report = sync.gc(dry_run, grace).await?;
+            for (t, added, removed) in &report.repaired {
                 println!(
                     "{} {t}: its Delta table differs from the pushed state (+{added} file(s), -{removed} file(s) to match it)",
                     if dry_run { "would repair" } else { "repaired" }
                 );
             }
-            let removed = sync.gc(dry_run, grace).await?;
+            let removed = report.removed;
             for r in &removed {
                 println!("{} {r}", if dry_run { "would delete" } else { "deleted" });
             }

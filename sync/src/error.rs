@@ -10,9 +10,11 @@ pub enum SyncError {
         "this project has no [sync] section: add one to hakiri.toml, e.g.\n[sync]\nurl = \"s3://bucket/prefix\"\nendpoint = \"http://127.0.0.1:9000\"\naccess_key_id = \"env:AWS_ACCESS_KEY_ID\"\nsecret_access_key = \"env:AWS_SECRET_ACCESS_KEY\""
     )]
     NotConfigured,
-    /// `[sync]` is wrong (`option` names the key).
-    #[error("[sync] {option}: {message}")]
+    /// An option is wrong: `section` is where it is written (`[sync]`, or a `delta`
+    /// source), `option` names the key.
+    #[error("{section} {option}: {message}")]
     Config {
+        section: String,
         option: &'static str,
         message: String,
     },

@@ -106,6 +106,15 @@ pub struct PullReport {
     pub elapsed: Duration,
 }
 
+/// What `gc` did (or would do, with `dry_run`).
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Tables committed back to the newest state, with the files added and removed.
+    pub repaired: Vec<(String, usize, usize)>,
+    /// Objects deleted.
+    pub removed: Vec<String>,
+}
+
 /// One table in `hakiri sync status`.
 #[derive(Debug)]
 pub struct TableStatus {
@@ -127,6 +136,9 @@ pub struct StatusReport {
     pub pipelines: Vec<(String, Option<Lease>)>,
 }
 
+/// Where a project's sync options are written, for messages.
+const SECTION: &str = "[sync]";
+
 /// The TTL `[sync] lease_ttl` gives (default 15 minutes).
 pub fn lease_ttl(spec: &SyncSpec) -> Result<Duration> {
     match &spec.lease_ttl {
@@ -136,6 +148,7 @@ pub fn lease_ttl(spec: &SyncSpec) -> Result<Duration> {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| {
                 SyncError::Config {
+                    section: SECTION.into(),
                     option: "lease_ttl",
                     message: format!("'{t}' is not a duration: write e.g. \"15 minutes\""),
                 }
@@ -151,7 +164,7 @@ impl<'a> Syncer<'a> {
         let dir = ProjectDir::new(engine.root())?;
         Ok(Syncer {
             engine,
-            remote: Remote::open(spec)?,
+            remote: Remote::open(spec, SECTION)?,
             me: dir.holder(project, engine.root())?,
             dir,
             ttl: lease_ttl(spec)?,
@@ -419,14 +432,12 @@ impl<'a> Syncer<'a> {
     /// again, leaves its table ahead of every state). A table whose last commit is younger
     /// than `grace`, or whose writer's lease another project holds, may be a push in
     /// progress: it is left alone. Returns each table with the files added and removed.
-    pub async fn repair(
+    async fn repair(
         &self,
+        state: &State,
         dry_run: bool,
-        grace: Duration,
+        cutoff: chrono::DateTime<Utc>,
     ) -> Result<Vec<(String, usize, usize)>> {
-        self.remote.check().await?;
-        let (_, state) = self.latest().await?;
-        let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut repaired = Vec::new();
         for (t, ts) in &state.tables {
             let (Some(_), active) = delta::active_files(&self.remote, t).await? else {
@@ -451,7 +462,7 @@ impl<'a> Syncer<'a> {
                 continue;
             }
             let mut busy = false;
-            for p in self.writers_of(&state, &BTreeSet::from([t.clone()])) {
+            for p in self.writers_of(state, &BTreeSet::from([t.clone()])) {
                 if let Some((l, _)) = lease::read(&self.remote, &p).await? {
                     busy |= !l.is_free(Utc::now()) && l.holder.id != self.me.id;
                 }
@@ -475,9 +486,14 @@ impl<'a> Syncer<'a> {
     /// (uploaded by a push killed before its commit), older than `grace` (a push running
     /// now may not have committed yet): deleted unless `dry_run`. Files that older Delta
     /// versions hold stay, so readers of those versions keep working.
-    pub async fn gc(&self, dry_run: bool, grace: Duration) -> Result<Vec<String>> {
+    ///
+    /// First, Delta tables a stopped push left ahead of the newest state are committed back
+    /// to it (see [`Syncer::repair`]).
+    pub async fn gc(&self, dry_run: bool, grace: Duration) -> Result<GcReport> {
         self.remote.check().await?;
         let (_, remote) = self.latest().await?;
+        let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+        let repaired = self.repair(&remote, dry_run, cutoff).await?;
         let mut named: BTreeSet<String> = remote
             .tables
             .values()
@@ -488,7 +504,6 @@ impl<'a> Syncer<'a> {
             let held = delta::referenced_files(&self.remote, &t).await?;
             named.extend(held.into_iter().map(|f| format!("tables/{t}/{f}")));
         }
-        let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut removed = Vec::new();
         for meta in self.remote.list("tables").await? {
             let rel = self.remote.relative(&meta.location);
@@ -509,7 +524,7 @@ impl<'a> Syncer<'a> {
             }
             removed.push(rel);
         }
-        Ok(removed)
+        Ok(GcReport { repaired, removed })
     }
 }
 
@@ -539,7 +554,7 @@ impl Leases {
             .get_or_try_init(|| async {
                 let dir = ProjectDir::new(&self.root)?;
                 Ok((
-                    Remote::open(&self.spec)?,
+                    Remote::open(&self.spec, SECTION)?,
                     dir.holder(&self.project, &self.root)?,
                     lease_ttl(&self.spec)?,
                 ))

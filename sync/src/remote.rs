@@ -32,12 +32,21 @@ pub struct Remote {
     prefix: Path,
     endpoint: Option<String>,
     bucket: Option<String>,
+    /// Where its options are written, for messages: `[sync]` or a `delta` source.
+    section: String,
 }
 
 impl Remote {
-    /// The remote `[sync]` names; nothing is contacted yet.
-    pub fn open(spec: &SyncSpec) -> Result<Remote> {
+    /// The remote `spec` names, whose options are written in `section` (`[sync]`, or
+    /// `source 'x' (type delta) option`); nothing is contacted yet.
+    pub fn open(spec: &SyncSpec, section: &str) -> Result<Remote> {
+        let config = |option, message| SyncError::Config {
+            section: section.to_string(),
+            option,
+            message,
+        };
         let url = Url::parse(&spec.url).map_err(|e| SyncError::Config {
+            section: section.to_string(),
             option: "url",
             message: format!(
                 "'{}' is not a URL ({e}): write s3://bucket/prefix or file:///path",
@@ -48,10 +57,10 @@ impl Remote {
             "s3" => {
                 let bucket = url.host_str().unwrap_or_default().to_string();
                 if bucket.is_empty() {
-                    return Err(SyncError::Config {
-                        option: "url",
-                        message: format!("'{}' names no bucket: write s3://bucket/prefix", spec.url),
-                    }
+                    return Err(config(
+                        "url",
+                        format!("'{}' names no bucket: write s3://bucket/prefix", spec.url),
+                    )
                     .into());
                 }
                 let mut options = BTreeMap::from([("bucket".to_string(), bucket.clone())]);
@@ -75,7 +84,7 @@ impl Remote {
                 let store = hakiri_table_providers::s3::object_store(&source).map_err(|e| {
                     e.context(|m| {
                         format!(
-                            "[sync] {}",
+                            "{section} {}",
                             m.to_string().replace("source 'sync' (type s3)", "the bucket")
                         )
                     })
@@ -87,22 +96,22 @@ impl Remote {
                     prefix: Path::from(url.path()),
                     endpoint: spec.endpoint.clone(),
                     bucket: Some(bucket),
+                    section: section.to_string(),
                 })
             }
             "file" => {
-                let dir = url.to_file_path().map_err(|()| SyncError::Config {
-                    option: "url",
-                    message: format!("'{}' is not a local folder", spec.url),
-                })?;
+                let dir = url
+                    .to_file_path()
+                    .map_err(|()| config("url", format!("'{}' is not a local folder", spec.url)))?;
                 if !dir.is_dir() {
-                    return Err(SyncError::Config {
-                        option: "url",
-                        message: format!(
+                    return Err(config(
+                        "url",
+                        format!(
                             "the folder {} does not exist: create it (mkdir -p {}) or fix the url",
                             dir.display(),
                             dir.display()
                         ),
-                    }
+                    )
                     .into());
                 }
                 Ok(Remote {
@@ -112,14 +121,15 @@ impl Remote {
                     prefix: Path::from(url.path()),
                     endpoint: None,
                     bucket: None,
+                    section: section.to_string(),
                 })
             }
-            other => Err(SyncError::Config {
-                option: "url",
-                message: format!(
+            other => Err(config(
+                "url",
+                format!(
                     "'{other}://' is not a remote Hakiri syncs to: write s3://bucket/prefix (any S3-compatible store, with endpoint) or file:///path"
                 ),
-            }
+            )
             .into()),
         }
     }
@@ -152,14 +162,19 @@ impl Remote {
         let at = self.endpoint.as_deref().unwrap_or("AWS");
         let fix = match store_fault(&e) {
             Some(StoreFault::NoBucket) if self.bucket.is_some() => format!(
-                ": bucket '{}' does not exist at {at}; create it or fix [sync] url",
-                self.bucket.as_deref().unwrap_or_default()
+                ": bucket '{}' does not exist at {at}; create it or fix {} url",
+                self.bucket.as_deref().unwrap_or_default(),
+                self.section
             ),
-            Some(StoreFault::Credentials) => {
-                ": the store refused the credentials; check [sync] access_key_id and secret_access_key (and region)".to_string()
-            }
+            Some(StoreFault::Credentials) => format!(
+                ": the store refused the credentials; check {} access_key_id and secret_access_key (and region)",
+                self.section
+            ),
             Some(StoreFault::Unreachable) => {
-                format!(": cannot reach {at}; check [sync] endpoint and that the store is running")
+                format!(
+                    ": cannot reach {at}; check {} endpoint and that the store is running",
+                    self.section
+                )
             }
             _ => String::new(),
         };

@@ -59,16 +59,19 @@ pub struct DeltaSource;
 
 fn remote(spec: &SourceSpec) -> Result<Remote> {
     let get = |k: &str| spec.options.get(k).cloned();
-    Remote::open(&SyncSpec {
-        url: get("url").unwrap_or_default(),
-        endpoint: get("endpoint"),
-        region: get("region"),
-        access_key_id: get("access_key_id"),
-        secret_access_key: get("secret_access_key"),
-        session_token: get("session_token"),
-        lease_ttl: None,
-    })
-    .map_err(|e| e.context(|m| format!("source '{}' (type delta): {m}", spec.name)))
+    let section = format!("source '{}' (type delta) option", spec.name);
+    Remote::open(
+        &SyncSpec {
+            url: get("url").unwrap_or_default(),
+            endpoint: get("endpoint"),
+            region: get("region"),
+            access_key_id: get("access_key_id"),
+            secret_access_key: get("secret_access_key"),
+            session_token: get("session_token"),
+            lease_ttl: None,
+        },
+        &section,
+    )
 }
 
 #[async_trait]
