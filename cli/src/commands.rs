@@ -129,9 +129,31 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         _ => {}
     }
+    let cli = match cli.command {
+        Command::Control { command } => return crate::team::control(command).await,
+        Command::Team(args) => return crate::team::team(cli.project, args).await,
+        Command::Serve {
+            control: Some(url),
+            node_id: Some(node_id),
+            team_project,
+            heartbeat,
+            log_format,
+            ..
+        } => {
+            init_logs(log_format);
+            let cwd = std::env::current_dir()?;
+            let root = cli.project.map(|p| cwd.join(p)).unwrap_or(cwd);
+            return crate::team::node(root, url, node_id, team_project, heartbeat).await;
+        }
+        command => Cli { command, ..cli },
+    };
     let root = project_root(cli.project)?;
     match cli.command {
-        Command::Init { .. } | Command::Schema { .. } | Command::Connector { .. } => {
+        Command::Init { .. }
+        | Command::Schema { .. }
+        | Command::Connector { .. }
+        | Command::Control { .. }
+        | Command::Team(_) => {
             unreachable!("handled above")
         }
         Command::Run {
@@ -198,6 +220,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             max_concurrent_runs,
             shutdown_grace,
             log_format,
+            ..
         } => {
             let options = ServeOptions {
                 pg_listen,
@@ -403,7 +426,7 @@ pub(crate) async fn print_outputs(outputs: Vec<Output>, format: Format) -> Resul
     Ok(())
 }
 
-async fn run_one(
+pub(crate) async fn run_one(
     engine: &Engine,
     name: &str,
     window: Option<hakiri_engine::rewind::Window>,
@@ -691,7 +714,7 @@ pub enum LogFormat {
 
 /// Structured logs on stderr (level from `HAKIRI_LOG`, default `info`): scheduler and run
 /// events carry `pipeline` and `run_id` fields.
-fn init_logs(format: LogFormat) {
+pub(crate) fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAKIRI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -6,6 +6,7 @@ mod init;
 mod output;
 mod repl;
 mod sync;
+mod team;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,6 +98,19 @@ enum Command {
         /// other address needs a bearer token in HAKIRI_MCP_TOKEN).
         #[arg(long)]
         mcp_listen: Option<String>,
+        /// Be a node of this control plane: run what it assigns (its token in
+        /// HAKIRI_NODE_TOKEN; the folder's manifest is the applied one, written as hakiri.json).
+        #[arg(long, requires = "node_id")]
+        control: Option<String>,
+        /// This node's id, as placements name it (`node:ID`).
+        #[arg(long, requires = "control")]
+        node_id: Option<String>,
+        /// The team project the node serves (default: HAKIRI_TEAM_PROJECT).
+        #[arg(long = "team-project", env = "HAKIRI_TEAM_PROJECT", requires = "control")]
+        team_project: Option<String>,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 2.0, requires = "control")]
+        heartbeat: f64,
     },
     /// Serve MCP on stdin/stdout, for an agent that starts Hakiri itself.
     Mcp,
@@ -120,6 +134,115 @@ enum Command {
         #[command(subcommand)]
         command: SyncCommand,
     },
+    /// The team's control plane: a shared pipeline document, sign-in, nodes and placement.
+    Control {
+        #[command(subcommand)]
+        command: ControlCommand,
+    },
+    /// Work with a team's control plane: sign in, share this project's pipelines, apply.
+    Team(TeamArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ControlCommand {
+    /// Serve the control plane until stopped.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:7600")]
+        listen: String,
+        /// The folder holding control.db (the documents, versions, nodes and runs).
+        #[arg(long, default_value = ".hakiri-control")]
+        data: PathBuf,
+        /// The URL people and nodes reach this server at (default: http://LISTEN).
+        #[arg(long)]
+        public_url: Option<String>,
+        /// The OpenID Connect issuer people sign in with (authorization code with PKCE).
+        #[arg(long, env = "HAKIRI_OIDC_ISSUER")]
+        oidc_issuer: Option<String>,
+        #[arg(long, env = "HAKIRI_OIDC_CLIENT_ID", default_value = "hakiri")]
+        oidc_client_id: String,
+        /// The client secret, if the provider wants one (from the environment only).
+        #[arg(long = "oidc-client-secret-env", default_value = "HAKIRI_OIDC_CLIENT_SECRET")]
+        oidc_client_secret_env: String,
+        /// How long a signed-in person's token lasts.
+        #[arg(long, default_value = "12h")]
+        token_ttl: humantime::Duration,
+        /// A node silent for this long is gone: its runs go to another node.
+        #[arg(long, default_value = "30s")]
+        node_timeout: humantime::Duration,
+        /// How often due runs are dispatched.
+        #[arg(long, default_value = "1s")]
+        dispatch_every: humantime::Duration,
+        #[arg(long, value_enum, default_value_t = commands::LogFormat::Text)]
+        log_format: commands::LogFormat,
+    },
+    /// Print a token for SUB from the control plane's own key (for the first sign-in
+    /// without OIDC, and for automation run on the control plane's machine).
+    Token {
+        #[arg(long, default_value = ".hakiri-control")]
+        data: PathBuf,
+        #[arg(long)]
+        sub: String,
+        #[arg(long, default_value = "12h")]
+        ttl: humantime::Duration,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TeamArgs {
+    /// The control plane's URL (default: HAKIRI_CONTROL, else the one `team login` or
+    /// `team init` recorded).
+    #[arg(long, global = true, env = "HAKIRI_CONTROL")]
+    pub control: Option<String>,
+    /// The team project (default: HAKIRI_TEAM_PROJECT, else the one `team init` recorded).
+    #[arg(long = "team-project", global = true, env = "HAKIRI_TEAM_PROJECT")]
+    pub team_project: Option<String>,
+    #[command(subcommand)]
+    pub command: TeamCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TeamCommand {
+    /// Sign in through the control plane's identity provider (opens the browser).
+    Login {
+        /// Print the URL instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Create the team project NAME and record it for this folder.
+    Init { name: String },
+    /// Write this project's hakiri.toml (sources and pipelines) into the team's document.
+    Push,
+    /// Validate the document and make it the applied version nodes run.
+    Apply {
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Nodes, their runs, and each pipeline's placement and last run.
+    Status,
+    /// Applied versions; or a diff between two; or roll back to one.
+    Versions {
+        /// Show the diff from this version to --to (default: the applied one).
+        #[arg(long)]
+        diff: Option<i64>,
+        #[arg(long, requires = "diff")]
+        to: Option<i64>,
+        /// Apply this earlier version again (and write it back into the document).
+        #[arg(long, conflicts_with = "diff")]
+        rollback: Option<i64>,
+    },
+    /// Print a weaker copy of your token, made offline (e.g. read-only for a CI job).
+    Token {
+        /// Keep only these rights (read, edit, apply, run).
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        keep: Vec<String>,
+        /// Limit it to the team project.
+        #[arg(long)]
+        only_project: bool,
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+    /// Print a token for node ID of the team project (`hakiri serve --control`).
+    NodeToken { id: String },
 }
 
 #[derive(Subcommand, Debug)]

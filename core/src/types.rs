@@ -680,6 +680,65 @@ pub struct RunCounters {
     pub rows_discarded: u64,
 }
 
+/// Where the control plane (`hakiri control`) may run a pipeline: `placement = "any"`,
+/// `"node:<id>"`, `"self-hosted:<id>"` or `"cf:<name>"` in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Any node of the project.
+    #[default]
+    Any,
+    /// The node registered with this id.
+    Node(String),
+    /// A self-hosted node with this id (the same as `node:` until hosted nodes exist).
+    SelfHosted(String),
+    /// The Cloudflare substrate, which does not exist yet: accepted, never dispatched.
+    Cloudflare(String),
+}
+
+impl Placement {
+    /// Parses a placement, naming the valid forms when it is none of them.
+    pub fn parse(text: &str) -> Result<Placement> {
+        let bad = || {
+            Error::InvalidInput(format!(
+                "placement '{text}' is not one of \"any\", \"node:<id>\", \"self-hosted:<id>\" or \"cf:<name>\""
+            ))
+        };
+        if text == "any" {
+            return Ok(Placement::Any);
+        }
+        let (kind, id) = text.split_once(':').ok_or_else(bad)?;
+        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        match kind {
+            "node" => Ok(Placement::Node(id.into())),
+            "self-hosted" => Ok(Placement::SelfHosted(id.into())),
+            "cf" => Ok(Placement::Cloudflare(id.into())),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Whether the node `node_id` may run the pipeline.
+    pub fn allows(&self, node_id: &str) -> bool {
+        match self {
+            Placement::Any => true,
+            Placement::Node(id) | Placement::SelfHosted(id) => id == node_id,
+            Placement::Cloudflare(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Placement::Any => f.write_str("any"),
+            Placement::Node(id) => write!(f, "node:{id}"),
+            Placement::SelfHosted(id) => write!(f, "self-hosted:{id}"),
+            Placement::Cloudflare(id) => write!(f, "cf:{id}"),
+        }
+    }
+}
+
 /// Validates an identifier used as a source, table or pipeline name: it ends up in paths
 /// and generated SQL, so only `[A-Za-z_][A-Za-z0-9_]*` is accepted.
 pub fn validate_name(kind: &str, name: &str) -> Result<()> {

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 
 use hakiri_core::schedule::ScheduleBuilder;
 use hakiri_core::types::{
-    CursorKind, CursorSpec, NullRule, Origin, PipelineBuilder, PipelineSpec, Role, SchemaPolicy,
+    CursorKind, CursorSpec, NullRule, Origin, PipelineBuilder, Placement, PipelineSpec, Role, SchemaPolicy,
     SourceSpec, UserSpec, WriteMode, validate_name,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -74,6 +74,10 @@ pub struct PipelineDoc {
     #[schemars(range(min = 1))]
     pub checkpoint_pages: Option<u64>,
     pub schedule: Option<ScheduleBuilder>,
+    /// Where `hakiri control` runs it: "any" (default), "node:<id>", "self-hosted:<id>", or
+    /// "cf:<name>" (the Cloudflare substrate, accepted but not dispatched yet).
+    #[schemars(extend("pattern" = "^(any|(node|self-hosted|cf):[^\\s]+)$"))]
+    pub placement: Option<String>,
 }
 
 /// `cursor = { kind = "monotonic", column = "id", initial = 0 }`.
@@ -171,6 +175,9 @@ impl Entry for PipelineSpec {
     type Doc = PipelineDoc;
 
     fn make(name: &str, doc: PipelineDoc) -> hakiri_core::Result<Self> {
+        if let Some(p) = &doc.placement {
+            Placement::parse(p).map_err(|e| e.context(|e| format!("pipeline '{name}': {e}")))?;
+        }
         let mut p = PipelineBuilder::new(name, doc.sql, Origin::Manifest);
         p.cursor = doc.cursor.map(|c| CursorSpec {
             kind: c.kind,

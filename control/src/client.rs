@@ -1,0 +1,461 @@
+//! The control plane's clients: [`Api`] (HTTP, for the `hakiri team` commands), [`DocClient`]
+//! (a Rust peer of the document socket, for tools, tests and benchmarks), and [`run_node`]
+//! (the loop of `hakiri serve --control`).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use loro::{ExportMode, LoroDoc, VersionVector};
+use loro_protocol::{CrdtType, Permission, ProtocolMessage, UpdateStatusCode, decode, encode};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::store::RunRow;
+use crate::{Error, Result};
+
+/// The HTTP API with a token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<String>) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a reqwest client builds"),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, String)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.map_err(|e| {
+            Error::Remote(format!(
+                "cannot reach the control plane at {}: {e}; is `hakiri control serve` running there?",
+                self.base
+            ))
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| Error::Remote(e.to_string()))?;
+        Ok((status, text))
+    }
+
+    /// Calls `path`, returning the JSON body, or the server's error message.
+    pub async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let (status, text) = self.call(method, path, body).await?;
+        if (200..300).contains(&status) {
+            if text.is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text).map_err(|e| Error::Remote(format!("{path}: {e}")));
+        }
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        Err(Error::Remote(format!("{} ({status})", message.trim())))
+    }
+
+    pub async fn text(&self, path: &str) -> Result<String> {
+        let (status, text) = self.call(reqwest::Method::GET, path, None).await?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(Error::Remote(format!("{} ({status})", text.trim())))
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.json(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.json(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+// --- the document peer
+
+#[derive(Default)]
+struct PeerState {
+    connected: bool,
+    permission: Option<Permission>,
+    /// Updates sent and not acknowledged yet.
+    unacked: usize,
+    /// Non-Ok acknowledgements received.
+    refused: Vec<UpdateStatusCode>,
+    join_error: Option<String>,
+}
+
+/// A Rust peer of `GET /sync`: keeps `doc` in sync with the room while connected.
+pub struct DocClient {
+    pub doc: LoroDoc,
+    url: String,
+    room: String,
+    token: String,
+    state: Arc<Mutex<PeerState>>,
+    session: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+}
+
+impl DocClient {
+    /// Connects and joins; returns once joined (or with the join error).
+    pub async fn connect(url: &str, room: &str, token: &str, doc: LoroDoc) -> Result<DocClient> {
+        let mut c = DocClient {
+            doc,
+            url: url.into(),
+            room: room.into(),
+            token: token.into(),
+            state: Arc::default(),
+            session: None,
+        };
+        c.reconnect().await?;
+        Ok(c)
+    }
+
+    pub fn permission(&self) -> Option<Permission> {
+        self.lock().permission
+    }
+
+    pub fn refused(&self) -> Vec<UpdateStatusCode> {
+        self.lock().refused.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PeerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connected(&self) -> bool {
+        self.lock().connected
+    }
+
+    /// Drops the connection (local edits go on and are sent on the next connect).
+    pub async fn disconnect(&mut self) {
+        if let Some((task, stop)) = self.session.take() {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        let mut s = self.lock();
+        s.connected = false;
+        s.unacked = 0;
+    }
+
+    pub async fn reconnect(&mut self) -> Result<()> {
+        self.disconnect().await;
+        {
+            let mut s = self.lock();
+            s.join_error = None;
+            s.permission = None;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(session(
+            self.url.clone(),
+            self.room.clone(),
+            self.token.clone(),
+            self.doc.clone(),
+            self.state.clone(),
+            stop_rx,
+            joined_tx,
+        ));
+        self.session = Some((task, stop_tx));
+        match tokio::time::timeout(Duration::from_secs(20), joined_rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(Error::Remote(e)),
+            _ => Err(Error::Remote(format!("joining room {} at {} timed out", self.room, self.url))),
+        }
+    }
+
+    /// Waits until every sent update is acknowledged and the doc has reached `version`.
+    pub async fn settle(&self, version: Option<&VersionVector>, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let (unacked, connected) = {
+                let s = self.lock();
+                (s.unacked, s.connected)
+            };
+            let reached = version.is_none_or(|v| &self.doc.oplog_vv() >= v);
+            if connected && unacked == 0 && reached {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::Remote(format!(
+                    "not settled after {timeout:?}: connected {connected}, {unacked} unacknowledged, version reached {reached}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for DocClient {
+    fn drop(&mut self) {
+        if let Some((task, _)) = self.session.take() {
+            task.abort();
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn session(
+    url: String,
+    room: String,
+    token: String,
+    doc: LoroDoc,
+    state: Arc<Mutex<PeerState>>,
+    mut stop: watch::Receiver<bool>,
+    joined: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+) {
+    let result = session_inner(&url, &room, &token, &doc, &state, &mut stop, joined).await;
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    s.connected = false;
+    if let Err(e) = result {
+        tracing::debug!(room, "document session ended: {e}");
+    }
+}
+
+async fn session_inner(
+    url: &str,
+    room: &str,
+    token: &str,
+    doc: &LoroDoc,
+    state: &Arc<Mutex<PeerState>>,
+    stop: &mut watch::Receiver<bool>,
+    joined: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+) -> std::result::Result<(), String> {
+    let (mut ws, _) = match tokio_tungstenite::connect_async(url).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = joined.send(Err(format!("cannot connect to {url}: {e}")));
+            return Err(e.to_string());
+        }
+    };
+    // Local edits from here on are queued; the join's diff covers the ones before.
+    let (local_tx, mut local_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let _sub = doc.subscribe_local_update(Box::new(move |u| local_tx.send(u.clone()).is_ok()));
+    let join = ProtocolMessage::JoinRequest {
+        crdt: CrdtType::Loro,
+        room_id: room.into(),
+        auth: token.as_bytes().to_vec(),
+        version: doc.oplog_vv().encode(),
+    };
+    send(&mut ws, &join).await?;
+    let mut joined = Some(joined);
+    let mut partial: HashMap<[u8; 8], (Vec<Option<Vec<u8>>>, usize)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            Some(u) = local_rx.recv(), if joined.is_none() => {
+                send_updates(&mut ws, room, vec![u], state).await?;
+            }
+            msg = ws.next() => {
+                let msg = match msg {
+                    None => return Err("closed".into()),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Ok(m)) => m,
+                };
+                let bytes = match msg {
+                    Message::Binary(b) => b,
+                    Message::Text(t) if t.as_str() == "ping" => {
+                        ws.send(Message::Text("pong".into())).await.map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                    Message::Close(f) => return Err(format!("closed by the server: {f:?}")),
+                    _ => continue,
+                };
+                let m = decode(&bytes)?;
+                match m {
+                    ProtocolMessage::JoinResponseOk { permission, version, .. } => {
+                        let server = VersionVector::decode(&version).map_err(|e| e.to_string())?;
+                        {
+                            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                            s.connected = true;
+                            s.permission = Some(permission);
+                        }
+                        // Send what the server lacks (edits made while disconnected).
+                        if permission == Permission::Write && !(server >= doc.oplog_vv()) {
+                            let u = doc.export(ExportMode::updates(&server)).map_err(|e| e.to_string())?;
+                            send_updates(&mut ws, room, vec![u], state).await?;
+                        }
+                        while local_rx.try_recv().is_ok() {} // covered by the diff above
+                        if let Some(j) = joined.take() {
+                            let _ = j.send(Ok(()));
+                        }
+                    }
+                    ProtocolMessage::JoinError { code, message, .. } => {
+                        let e = format!("join refused ({code:?}): {message}");
+                        state.lock().unwrap_or_else(|p| p.into_inner()).join_error = Some(e.clone());
+                        if let Some(j) = joined.take() {
+                            let _ = j.send(Err(e.clone()));
+                        }
+                        return Err(e);
+                    }
+                    ProtocolMessage::DocUpdate { updates, .. } => {
+                        doc.import_batch(&updates).map_err(|e| e.to_string())?;
+                    }
+                    ProtocolMessage::DocUpdateFragmentHeader { batch_id, fragment_count, .. } => {
+                        partial.insert(batch_id.0, (vec![None; fragment_count as usize], 0));
+                    }
+                    ProtocolMessage::DocUpdateFragment { batch_id, index, fragment, .. } => {
+                        if let Some((parts, got)) = partial.get_mut(&batch_id.0) {
+                            if let Some(slot) = parts.get_mut(index as usize) {
+                                if slot.is_none() { *got += 1; }
+                                *slot = Some(fragment);
+                            }
+                            if *got == parts.len() {
+                                let (parts, _) = partial.remove(&batch_id.0).expect("present");
+                                let whole: Vec<u8> = parts.into_iter().flatten().flatten().collect();
+                                doc.import(&whole).map_err(|e| e.to_string())?;
+                            }
+                        }
+                    }
+                    ProtocolMessage::Ack { status, .. } => {
+                        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                        s.unacked = s.unacked.saturating_sub(1);
+                        if status != UpdateStatusCode::Ok {
+                            s.refused.push(status);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, m: &ProtocolMessage) -> std::result::Result<(), String> {
+    let b = encode(m)?;
+    ws.send(Message::Binary(b.into())).await.map_err(|e| e.to_string())
+}
+
+async fn send_updates(
+    ws: &mut Ws,
+    room: &str,
+    updates: Vec<Vec<u8>>,
+    state: &Arc<Mutex<PeerState>>,
+) -> std::result::Result<(), String> {
+    let batch = crate::room::rand_batch();
+    let frames = crate::ws::frames(CrdtType::Loro, room, updates, batch);
+    // One acknowledgement per batch: a whole DocUpdate, or a fragmented update.
+    let batches = frames
+        .iter()
+        .filter(|f| {
+            matches!(
+                decode(f),
+                Ok(ProtocolMessage::DocUpdate { .. } | ProtocolMessage::DocUpdateFragmentHeader { .. })
+            )
+        })
+        .count();
+    state.lock().unwrap_or_else(|p| p.into_inner()).unacked += batches;
+    for f in frames {
+        ws.send(Message::Binary(f.into())).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+// --- the node loop
+
+/// Runs a pipeline on this node: `Ok(rows)` or `Err(message)`.
+pub type RunFn =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = std::result::Result<i64, String>> + Send>> + Send + Sync>;
+/// Installs an applied manifest (version, JSON) on this node.
+pub type InstallFn = Arc<dyn Fn(i64, Value) -> std::result::Result<(), String> + Send + Sync>;
+
+pub struct NodeConfig {
+    pub api: Api,
+    pub project: String,
+    pub node_id: String,
+    pub heartbeat: Duration,
+}
+
+/// Heartbeats, installs each newly applied manifest, runs what the control plane assigns
+/// and reports each run, until `stop`. Stops starting runs when heartbeats fail for longer
+/// than the control plane's node timeout (it will have reassigned them).
+pub async fn run_node(cfg: NodeConfig, install: InstallFn, run: RunFn, mut stop: watch::Receiver<bool>) -> Result<()> {
+    let mut installed: Option<i64> = None;
+    let mut last_ok = Instant::now();
+    let mut timeout = Duration::from_secs(30);
+    let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let base = format!("/api/projects/{}/nodes/{}", cfg.project, cfg.node_id);
+    loop {
+        match cfg.api.post(&format!("{base}/heartbeat"), json!({})).await {
+            Ok(beat) => {
+                last_ok = Instant::now();
+                if let Some(t) = beat["node_timeout_secs"].as_f64() {
+                    timeout = Duration::from_secs_f64(t);
+                }
+                if let Some(v) = beat["applied_version"].as_i64()
+                    && installed != Some(v)
+                {
+                    let m = cfg
+                        .api
+                        .get(&format!("/api/projects/{}/manifest?version={v}", cfg.project))
+                        .await?;
+                    install(v, m["manifest"].clone()).map_err(Error::Config)?;
+                    tracing::info!(version = v, "installed the applied manifest");
+                    installed = Some(v);
+                }
+                let runs: Vec<RunRow> = serde_json::from_value(beat["runs"].clone()).unwrap_or_default();
+                for r in runs {
+                    if installed.is_none() || !running.lock().unwrap_or_else(|p| p.into_inner()).insert(r.id) {
+                        continue;
+                    }
+                    let (api, run, running) = (cfg.api.clone(), run.clone(), running.clone());
+                    let (project, node) = (cfg.project.clone(), cfg.node_id.clone());
+                    tokio::spawn(async move {
+                        tracing::info!(pipeline = r.pipeline, run = r.id, slot = r.slot, "running");
+                        let result = run(r.pipeline.clone()).await;
+                        let body = match &result {
+                            Ok(rows) => json!({ "node": node, "ok": true, "rows": rows }),
+                            Err(e) => json!({ "node": node, "ok": false, "error": e }),
+                        };
+                        // Keep trying the report for a while: the run happened either way.
+                        for _ in 0..20 {
+                            match api.post(&format!("/api/projects/{project}/runs/{}/report", r.id), body.clone()).await {
+                                Ok(_) => break,
+                                Err(e) if e.to_string().contains("(409)") => break,
+                                Err(e) => {
+                                    tracing::warn!("reporting run {}: {e}", r.id);
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            }
+                        }
+                        running.lock().unwrap_or_else(|p| p.into_inner()).remove(&r.id);
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!("heartbeat failed: {e}");
+                if last_ok.elapsed() > timeout {
+                    tracing::warn!("no heartbeat for {timeout:?}: not starting runs until the control plane answers");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.heartbeat) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+}
