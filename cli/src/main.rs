@@ -175,6 +175,27 @@ pub enum ControlCommand {
         #[arg(long, value_enum, default_value_t = commands::LogFormat::Text)]
         log_format: commands::LogFormat,
     },
+    /// Load-test a running control plane: simulated editors edit one project document;
+    /// prints the edit-to-arrival latency percentiles, the edit rate and the snapshot size
+    /// as JSON (the token in HAKIRI_TOKEN).
+    Bench {
+        #[arg(long)]
+        url: String,
+        /// A new project to create for the run.
+        #[arg(long, default_value = "bench")]
+        project: String,
+        #[arg(long, default_value_t = 5)]
+        editors: usize,
+        #[arg(long, default_value_t = 200)]
+        pipelines: usize,
+        #[arg(long, default_value_t = 20)]
+        transforms: usize,
+        #[arg(long, default_value = "5m")]
+        duration: humantime::Duration,
+        /// Edits per second per editor.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+    },
     /// Print a token for SUB from the control plane's own key (for the first sign-in
     /// without OIDC, and for automation run on the control plane's machine).
     Token {

@@ -54,7 +54,7 @@ pub async fn control(command: ControlCommand) -> Result<(), Failure> {
             let config = hakiri_control::Config {
                 listen,
                 data,
-                public_url: public_url.unwrap_or_else(|| format!("http://{listen}")),
+                public_url,
                 oidc: oidc_issuer.map(|issuer| hakiri_control::OidcConfig {
                     issuer,
                     client_id: oidc_client_id,
@@ -68,6 +68,33 @@ pub async fn control(command: ControlCommand) -> Result<(), Failure> {
                 let _ = tokio::signal::ctrl_c().await;
             };
             Ok(hakiri_control::serve(config, shutdown).await?)
+        }
+        ControlCommand::Bench {
+            url,
+            project,
+            editors,
+            pipelines,
+            transforms,
+            duration,
+            rate,
+        } => {
+            let token = std::env::var("HAKIRI_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| fail(2, "put a token in HAKIRI_TOKEN (`hakiri control token --sub NAME`)"))?;
+            let report = hakiri_control::bench::run(hakiri_control::bench::BenchOptions {
+                url,
+                token,
+                project,
+                editors,
+                pipelines,
+                transforms,
+                duration: duration.into(),
+                rate,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
         }
         ControlCommand::Token { data, sub, ttl } => {
             let store = hakiri_control::store::Store::open(&data)?;

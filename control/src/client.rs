@@ -101,6 +101,8 @@ struct PeerState {
     permission: Option<Permission>,
     /// Updates sent and not acknowledged yet.
     unacked: usize,
+    /// Local commits not sent yet (while connected).
+    pending: usize,
     /// Non-Ok acknowledgements received.
     refused: Vec<UpdateStatusCode>,
     join_error: Option<String>,
@@ -156,6 +158,7 @@ impl DocClient {
         let mut s = self.lock();
         s.connected = false;
         s.unacked = 0;
+        s.pending = 0;
     }
 
     pub async fn reconnect(&mut self) -> Result<()> {
@@ -190,7 +193,7 @@ impl DocClient {
         loop {
             let (unacked, connected) = {
                 let s = self.lock();
-                (s.unacked, s.connected)
+                (s.unacked + s.pending, s.connected)
             };
             let reached = version.is_none_or(|v| &self.doc.oplog_vv() >= v);
             if connected && unacked == 0 && reached {
@@ -228,6 +231,7 @@ async fn session(
     let result = session_inner(&url, &room, &token, &doc, &state, &mut stop, joined).await;
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     s.connected = false;
+    s.pending = 0;
     if let Err(e) = result {
         tracing::debug!(room, "document session ended: {e}");
     }
@@ -251,7 +255,11 @@ async fn session_inner(
     };
     // Local edits from here on are queued; the join's diff covers the ones before.
     let (local_tx, mut local_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let _sub = doc.subscribe_local_update(Box::new(move |u| local_tx.send(u.clone()).is_ok()));
+    let counter = state.clone();
+    let _sub = doc.subscribe_local_update(Box::new(move |u| {
+        counter.lock().unwrap_or_else(|p| p.into_inner()).pending += 1;
+        local_tx.send(u.clone()).is_ok()
+    }));
     let join = ProtocolMessage::JoinRequest {
         crdt: CrdtType::Loro,
         room_id: room.into(),
@@ -269,6 +277,8 @@ async fn session_inner(
             }
             Some(u) = local_rx.recv(), if joined.is_none() => {
                 send_updates(&mut ws, room, vec![u], state).await?;
+                let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                s.pending = s.pending.saturating_sub(1);
             }
             msg = ws.next() => {
                 let msg = match msg {
@@ -289,17 +299,22 @@ async fn session_inner(
                 match m {
                     ProtocolMessage::JoinResponseOk { permission, version, .. } => {
                         let server = VersionVector::decode(&version).map_err(|e| e.to_string())?;
-                        {
+                        // What was queued before now is in the diff below (an edit made
+                        // in between is sent twice, which the server ignores).
+                        while local_rx.try_recv().is_ok() {
                             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                            s.connected = true;
-                            s.permission = Some(permission);
+                            s.pending = s.pending.saturating_sub(1);
                         }
                         // Send what the server lacks (edits made while disconnected).
                         if permission == Permission::Write && !(server >= doc.oplog_vv()) {
                             let u = doc.export(ExportMode::updates(&server)).map_err(|e| e.to_string())?;
                             send_updates(&mut ws, room, vec![u], state).await?;
                         }
-                        while local_rx.try_recv().is_ok() {} // covered by the diff above
+                        {
+                            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                            s.connected = true;
+                            s.permission = Some(permission);
+                        }
                         if let Some(j) = joined.take() {
                             let _ = j.send(Ok(()));
                         }

@@ -6,8 +6,8 @@
 //! - root map `sources`: name → map `{type, <option>: value | map}`;
 //! - root map `pipelines`: name → map with the manifest's keys (`sql` is a `LoroText`, so
 //!   concurrent edits of one query merge by character; `cursor` and `schedule` are maps;
-//!   `key` is a list), plus `transforms`: a movable list of select-list items
-//!   (`upper(name) AS name`) that apply wraps around the query, in their order.
+//!   `key` is a list), plus `transforms`: a movable list of computed columns
+//!   (`upper(name) AS name_upper`) that apply adds to the query's output, in their order.
 //!
 //! Every other value is a plain scalar, so two edits of one field resolve last-writer-wins.
 
@@ -162,15 +162,30 @@ pub fn read_manifest(doc: &LoroDoc) -> Result<Value> {
             }
         }
     }
-    let manifest = Value::Object(out);
+    let manifest = sorted(Value::Object(out));
     let text = serde_json::to_string_pretty(&manifest)
         .map_err(|e| Error::Internal(e.to_string()))?;
     hakiri_manifests::parse_json(&text).map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(manifest)
 }
 
+/// `v` with every object's keys in order: the document's map order is not stable, and an
+/// applied version is compared and diffed as text.
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(o) => {
+            let mut entries: Vec<(String, Value)> = o.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
 /// `INSERT INTO context.t <query>` with transforms `[a, b]` becomes
-/// `INSERT INTO context.t SELECT a, b FROM (<query>) AS input`.
+/// `INSERT INTO context.t SELECT input.*, a, b FROM (<query>) AS input`: the query's
+/// columns (the cursor column among them) stay, the transforms add theirs.
 fn compose(name: &str, p: &mut Map<String, Value>, transforms: &Value) -> Result<()> {
     let items: Vec<&str> = match transforms {
         Value::Array(a) => a
@@ -200,7 +215,7 @@ fn compose(name: &str, p: &mut Map<String, Value>, transforms: &Value) -> Result
         ))
     })?;
     let composed = format!(
-        "{} SELECT {} FROM ({}) AS input",
+        "{} SELECT input.*, {} FROM ({}) AS input",
         sql[..at].trim_end(),
         items.join(", "),
         sql[at..].trim()
@@ -270,14 +285,14 @@ pg_listen = "127.0.0.1:5999"
         write_manifest(&doc, &json).unwrap();
         let p = doc.get_map("pipelines").ensure_mergeable_map("items").unwrap();
         let t = p.ensure_mergeable_movable_list("transforms").unwrap();
-        t.push("id").unwrap();
-        t.push("upper(name) AS name").unwrap();
+        t.push("id + 1 AS next_id").unwrap();
+        t.push("upper(name) AS name_upper").unwrap();
         t.mov(1, 0).unwrap();
         doc.commit();
         let m = read_manifest(&doc).unwrap();
         assert_eq!(
             m["pipelines"]["items"]["sql"],
-            "INSERT INTO context.items SELECT upper(name) AS name, id FROM (SELECT id, name FROM api.items WHERE id > $cursor) AS input"
+            "INSERT INTO context.items SELECT input.*, upper(name) AS name_upper, id + 1 AS next_id FROM (SELECT id, name FROM api.items WHERE id > $cursor) AS input"
         );
     }
 

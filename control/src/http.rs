@@ -322,6 +322,7 @@ async fn document(State(app): State<Arc<App>>, Path(p): Path<String>, headers: H
             "version_hex": hex::encode(room.version().encode()),
             "snapshot_sha256": hex::encode(Sha256::digest(&snapshot)),
             "snapshot_bytes": snapshot.len(),
+            "ops": doc.len_ops(),
         })))
     })
     .await

@@ -11,6 +11,7 @@
 //!
 //! HTTP routes are in [`http`]; the CLI's side (team commands, the node loop) in [`client`].
 
+pub mod bench;
 pub mod client;
 pub mod dispatch;
 pub mod doc;
@@ -20,6 +21,11 @@ pub mod room;
 pub mod store;
 pub mod token;
 pub mod ws;
+
+// The document's and the wire's crates, for clients of this one (tests, tools).
+pub use loro;
+pub use loro_protocol;
+pub use tokio_tungstenite;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,8 +65,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where control.db lives.
     pub data: PathBuf,
-    /// The URL people and nodes reach this server at (the OIDC redirect is built on it).
-    pub public_url: String,
+    /// The URL people and nodes reach this server at (the OIDC redirect is built on it);
+    /// default `http://` and the bound address.
+    pub public_url: Option<String>,
     /// OIDC; without it only tokens minted by `hakiri control token` sign in.
     pub oidc: Option<OidcConfig>,
     /// How long a signed-in user's token lasts.
@@ -100,7 +107,10 @@ impl App {
                     &o.issuer,
                     &o.client_id,
                     o.client_secret.as_deref(),
-                    &format!("{}/auth/callback", config.public_url.trim_end_matches('/')),
+                    &format!(
+                        "{}/auth/callback",
+                        config.public_url.as_deref().unwrap_or_default().trim_end_matches('/')
+                    ),
                 )
                 .await?,
             ),
@@ -121,14 +131,18 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let mut config = config;
     let listen = config.listen;
-    let app = App::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {listen}: {e}")))?;
     let local = listener
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{local}"));
+    }
+    let app = App::open(config).await?;
     // The tests and scripts read this line for the port.
     println!("hakiri control listening on http://{local}");
     let dispatcher = tokio::spawn(dispatch::run(app.clone()));

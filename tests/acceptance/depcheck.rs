@@ -43,6 +43,9 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
             ],
         ),
         ("hakiri-manifests", vec!["hakiri-core"]),
+        // The control plane knows the manifest (apply validates with its parser), never the
+        // engine: nodes run pipelines through the CLI's engine.
+        ("hakiri-control", vec!["hakiri-core", "hakiri-manifests"]),
         ("hakiri-pgwire", vec!["hakiri-engine"]),
         ("hakiri-mcp", vec!["hakiri-engine"]),
         (
@@ -54,6 +57,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
                 "hakiri-table-providers",
                 "hakiri-wasm",
                 "hakiri-sync",
+                "hakiri-control",
                 "hakiri-manifests",
                 "hakiri-pgwire",
                 "hakiri-mcp",

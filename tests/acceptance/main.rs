@@ -7,6 +7,7 @@ mod support;
 mod abuse;
 mod access;
 mod conformance;
+mod control;
 mod crash;
 mod demo;
 mod depcheck;
