@@ -268,7 +268,9 @@ async fn session_inner(
     };
     send(&mut ws, &join).await?;
     let mut joined = Some(joined);
-    let mut partial: HashMap<[u8; 8], (Vec<Option<Vec<u8>>>, usize)> = HashMap::new();
+    // Fragmented updates being reassembled: batch id → (parts, parts received).
+    type Parts = (Vec<Option<Vec<u8>>>, usize);
+    let mut partial: HashMap<[u8; 8], Parts> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.changed() => {
@@ -306,7 +308,11 @@ async fn session_inner(
                             s.pending = s.pending.saturating_sub(1);
                         }
                         // Send what the server lacks (edits made while disconnected).
-                        if permission == Permission::Write && !(server >= doc.oplog_vv()) {
+                        let server_has_all = matches!(
+                            server.partial_cmp(&doc.oplog_vv()),
+                            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+                        );
+                        if permission == Permission::Write && !server_has_all {
                             let u = doc.export(ExportMode::updates(&server)).map_err(|e| e.to_string())?;
                             send_updates(&mut ws, room, vec![u], state).await?;
                         }

@@ -84,7 +84,7 @@ fn sync_map(map: &LoroMap, entries: &Map<String, Value>, path: &str) -> Result<(
                 let list = map
                     .ensure_mergeable_movable_list(key)
                     .map_err(loro)?;
-                if list.get_deep_value() != LoroValue::from(json_to_loro(value)) {
+                if list.get_deep_value() != json_to_loro(value) {
                     list.clear().map_err(loro)?;
                     for item in items {
                         list.push(json_to_loro(item)).map_err(loro)?;

@@ -66,6 +66,9 @@ pub struct VersionRow {
     pub current: bool,
 }
 
+/// A document as stored: its snapshot, the updates logged after it, the last sequence number.
+pub type LoggedDoc = (Option<Vec<u8>>, Vec<Vec<u8>>, i64);
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -213,7 +216,7 @@ impl Store {
     // --- the document
 
     /// The snapshot (if any) and the updates logged after it, in order.
-    pub fn load_doc(&self, project: &str) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>, i64)> {
+    pub fn load_doc(&self, project: &str) -> Result<LoggedDoc> {
         self.with(|c| {
             let snap: Option<(i64, Vec<u8>)> = c
                 .query_row(

@@ -245,10 +245,7 @@ impl Conn {
         let token = if auth.is_empty() {
             self.token.clone()
         } else {
-            match String::from_utf8(auth) {
-                Ok(t) => Some(t),
-                Err(_) => None,
-            }
+            String::from_utf8(auth).ok()
         };
         let app = self.app.clone();
         let checked = match token.as_deref() {

@@ -923,3 +923,49 @@ fn check_runs(runs: &[hakiri_control::store::RunRow]) {
         }
     }
 }
+
+/// Updates over the protocol's 256 KiB limit travel as a header and fragments: up from a
+/// Rust peer, relayed to a joined peer, and in a new peer's backfill, the JS client's among
+/// them; the JS client joined read-only has its edit refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn updates_over_the_size_limit_are_fragmented_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Control::start(&tmp.path().join("control"), &[], &[]);
+    let token = create_project(&c, "alice", "team").await;
+    push(&c, &token, "team", &team_manifest(&FIVE)).await;
+    let up = DocClient::connect(&c.ws(), "team", &token, LoroDoc::new()).await.unwrap();
+    let joined = DocClient::connect(&c.ws(), "team", &token, LoroDoc::new()).await.unwrap();
+    let p0 = has_pipeline(&up, "p0").await;
+    has_pipeline(&joined, "p0").await;
+    // 600 KB of note, typed at once: one update of about 600 KB.
+    let big: String = (0..600_000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let sql = p0.ensure_mergeable_text("sql").unwrap();
+    let (a, _) = note_span(&sql.to_string()).unwrap();
+    sql.insert(a, &big).unwrap();
+    up.doc.commit();
+    up.settle(None, Duration::from_secs(30)).await.expect("the fragmented update is acknowledged");
+    assert!(up.refused().is_empty(), "{:?}", up.refused());
+    let want = up.doc.oplog_vv();
+    joined.settle(Some(&want), Duration::from_secs(30)).await.expect("relayed in fragments");
+    let late = DocClient::connect(&c.ws(), "team", &token, LoroDoc::new()).await.unwrap();
+    late.settle(Some(&want), Duration::from_secs(30)).await.expect("a backfill in fragments");
+    for peer in [&joined, &late] {
+        let text = has_pipeline(peer, "p0").await.ensure_mergeable_text("sql").unwrap().to_string();
+        assert!(text.contains(&big), "the large note did not arrive whole");
+    }
+    // The JS client, read-only: its backfill arrives in fragments; its edit is refused.
+    let read_only = hakiri_control::token::attenuate(&token, &[hakiri_control::token::Right::Read], None, None).unwrap();
+    let out = Command::new(node_bin())
+        .current_dir(js_fixture())
+        .args(["readonly.mjs", "--url", &c.ws(), "--room", "team", "--token", &read_only])
+        .args(["--print-json", "--try-edit", "--timeout-ms", "20000"])
+        .output()
+        .expect("node runs the probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("joined read"), "{stdout}");
+    assert!(stdout.contains(&big), "the JS client lacks the large note");
+    assert!(stdout.contains("ack 3 permission_denied"), "{stdout}");
+    let server = server_document(&c, &token, "team").await;
+    assert!(server["json"]["sources"].get("readonly-probe").is_none(), "the refused JS edit got in");
+}
