@@ -181,9 +181,10 @@ pub enum ControlCommand {
     Bench {
         #[arg(long)]
         url: String,
-        /// A new project to create for the run.
-        #[arg(long, default_value = "bench")]
-        project: String,
+        /// A new team project to create for the run (not `--project`, the global project
+        /// folder: two arguments with one id crash clap).
+        #[arg(long = "team-project", default_value = "bench")]
+        team_project: String,
         #[arg(long, default_value_t = 5)]
         editors: usize,
         #[arg(long, default_value_t = 200)]

@@ -71,7 +71,7 @@ pub async fn control(command: ControlCommand) -> Result<(), Failure> {
         }
         ControlCommand::Bench {
             url,
-            project,
+            team_project: project,
             editors,
             pipelines,
             transforms,

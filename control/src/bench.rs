@@ -165,7 +165,7 @@ pub async fn run(o: BenchOptions) -> Result<Value> {
             let mut next = Instant::now();
             while start.elapsed() < duration {
                 seq += 1;
-                edit(&c.doc, &mut rng, me, seq, pipelines);
+                c.edit(|doc| edit(doc, &mut rng, me, seq, pipelines));
                 next += gap;
                 tokio::time::sleep_until(next.into()).await;
             }
@@ -184,6 +184,8 @@ pub async fn run(o: BenchOptions) -> Result<Value> {
     // Let the last relays land.
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(subs);
+    // The token that carries the new project's rights.
+    let api = Api::new(&o.url, Some(token.clone()));
     let doc = api.get(&format!("/api/projects/{}/document", o.project)).await?;
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_unstable();

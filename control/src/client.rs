@@ -115,6 +115,9 @@ pub struct DocClient {
     room: String,
     token: String,
     state: Arc<Mutex<PeerState>>,
+    /// Held by imports and by [`DocClient::edit`]: an edit that reads positions (a text
+    /// offset, a list index) sees no import land between its read and its write.
+    imports: Arc<Mutex<()>>,
     session: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
 }
 
@@ -127,10 +130,19 @@ impl DocClient {
             room: room.into(),
             token: token.into(),
             state: Arc::default(),
+            imports: Arc::default(),
             session: None,
         };
         c.reconnect().await?;
         Ok(c)
+    }
+
+    /// Runs `f` on the document with imports held off, then commits.
+    pub fn edit<T>(&self, f: impl FnOnce(&LoroDoc) -> T) -> T {
+        let _g = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f(&self.doc);
+        self.doc.commit();
+        out
     }
 
     pub fn permission(&self) -> Option<Permission> {
@@ -171,11 +183,10 @@ impl DocClient {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(session(
-            self.url.clone(),
-            self.room.clone(),
-            self.token.clone(),
+            (self.url.clone(), self.room.clone(), self.token.clone()),
             self.doc.clone(),
             self.state.clone(),
+            self.imports.clone(),
             stop_rx,
             joined_tx,
         ));
@@ -219,16 +230,18 @@ impl Drop for DocClient {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Where a session connects: the socket's URL, the room, the token.
+type Target = (String, String, String);
+
 async fn session(
-    url: String,
-    room: String,
-    token: String,
+    (url, room, token): Target,
     doc: LoroDoc,
     state: Arc<Mutex<PeerState>>,
+    imports: Arc<Mutex<()>>,
     mut stop: watch::Receiver<bool>,
     joined: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
 ) {
-    let result = session_inner(&url, &room, &token, &doc, &state, &mut stop, joined).await;
+    let result = session_inner(&url, &room, &token, (&doc, &state, &imports), &mut stop, joined).await;
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     s.connected = false;
     s.pending = 0;
@@ -241,8 +254,7 @@ async fn session_inner(
     url: &str,
     room: &str,
     token: &str,
-    doc: &LoroDoc,
-    state: &Arc<Mutex<PeerState>>,
+    (doc, state, imports): (&LoroDoc, &Arc<Mutex<PeerState>>, &Mutex<()>),
     stop: &mut watch::Receiver<bool>,
     joined: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
 ) -> std::result::Result<(), String> {
@@ -334,6 +346,7 @@ async fn session_inner(
                         return Err(e);
                     }
                     ProtocolMessage::DocUpdate { updates, .. } => {
+                        let _g = imports.lock().unwrap_or_else(|p| p.into_inner());
                         doc.import_batch(&updates).map_err(|e| e.to_string())?;
                     }
                     ProtocolMessage::DocUpdateFragmentHeader { batch_id, fragment_count, .. } => {
@@ -348,6 +361,7 @@ async fn session_inner(
                             if *got == parts.len() {
                                 let (parts, _) = partial.remove(&batch_id.0).expect("present");
                                 let whole: Vec<u8> = parts.into_iter().flatten().flatten().collect();
+                                let _g = imports.lock().unwrap_or_else(|p| p.into_inner());
                                 doc.import(&whole).map_err(|e| e.to_string())?;
                             }
                         }

@@ -227,15 +227,26 @@ fn compose(name: &str, p: &mut Map<String, Value>, transforms: &Value) -> Result
 /// Where the query starts in `INSERT INTO <table> [(<cols>)] <query>`.
 fn query_start(sql: &str) -> Option<usize> {
     let lower = sql.to_ascii_lowercase();
-    ["select", "with", "("].iter().filter_map(|kw| {
-        lower.match_indices(kw).map(|(i, _)| i).find(|&i| {
-            i > 0
-                && lower[..i].trim_start().starts_with("insert")
-                && lower.as_bytes()[i - 1].is_ascii_whitespace()
-                && !lower[..i].contains('(')
-        })
-    })
-    .min()
+    let skip_ws = |i: usize| i + lower[i..].len() - lower[i..].trim_start().len();
+    let mut i = skip_ws(0);
+    for word in ["insert", "into"] {
+        if !lower[i..].starts_with(word) {
+            return None;
+        }
+        i = skip_ws(i + word.len());
+    }
+    // The table's name runs to whitespace or a parenthesis.
+    i += lower[i..].find(|c: char| c.is_whitespace() || c == '(')?;
+    i = skip_ws(i);
+    let starts_query = |i: usize| {
+        let rest = lower[i..].trim_start_matches('(').trim_start();
+        rest.starts_with("select") || rest.starts_with("with") || rest.starts_with("values")
+    };
+    if lower[i..].starts_with('(') && !starts_query(i) {
+        // A column list: the query follows its closing parenthesis.
+        i = skip_ws(i + lower[i..].find(')')? + 1);
+    }
+    starts_query(i).then_some(i)
 }
 
 #[cfg(test)]
@@ -294,6 +305,18 @@ pg_listen = "127.0.0.1:5999"
             m["pipelines"]["items"]["sql"],
             "INSERT INTO context.items SELECT input.*, upper(name) AS name_upper, id + 1 AS next_id FROM (SELECT id, name FROM api.items WHERE id > $cursor) AS input"
         );
+    }
+
+    #[test]
+    fn the_query_starts_after_the_table_and_its_column_list() {
+        fn q(s: &str) -> Option<&str> {
+            query_start(s).map(|i| &s[i..])
+        }
+        assert_eq!(q("INSERT INTO context.t SELECT 1"), Some("SELECT 1"));
+        assert_eq!(q("insert into context.t (a, b) select 1, 2"), Some("select 1, 2"));
+        assert_eq!(q("INSERT INTO context.t(a) WITH x AS (SELECT 1) SELECT * FROM x"), Some("WITH x AS (SELECT 1) SELECT * FROM x"));
+        assert_eq!(q("INSERT INTO context.t (SELECT 1)"), Some("(SELECT 1)"));
+        assert_eq!(q("SELECT 1"), None);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))
         .route("/api/token", post(refresh_token))
+        .route("/api/me", get(me))
+        .route("/api/schema", get(|| async { Json(hakiri_manifests::json_schema()) }))
         .route("/api/tokens/attenuate", post(attenuate))
         .route("/api/projects", get(list_projects).post(create_project))
         .route("/api/projects/{p}/grants", post(grant))
@@ -42,6 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/projects/{p}/runs", get(runs))
         .route("/api/projects/{p}/status", get(status))
         .route("/sync", get(sync))
+        .fallback(crate::web::asset)
         .with_state(app)
 }
 
@@ -77,6 +80,21 @@ fn token_of(headers: &HeaderMap) -> Option<String> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.to_string())
+}
+
+/// A response that also replaces the sign-in cookie when the request came with it (a
+/// browser cannot replace an HttpOnly cookie itself, and a new project's rights are only
+/// in the new token).
+fn with_cookie(headers: &HeaderMap, token: &str, resp: impl IntoResponse) -> Result<Response> {
+    let mut resp = resp.into_response();
+    if headers.get(header::AUTHORIZATION).is_none() && token_of(headers).is_some() {
+        let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/");
+        resp.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&cookie).map_err(|e| Error::Internal(e.to_string()))?,
+        );
+    }
+    Ok(resp)
 }
 
 fn authorize(app: &App, headers: &HeaderMap, project: &str, right: Right) -> Result<Subject> {
@@ -212,14 +230,26 @@ async fn logout() -> Response {
 }
 
 /// A fresh token for the signed-in person, with their current grants (after `team init`).
-async fn refresh_token(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>> {
+async fn refresh_token(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response> {
     let token = token_of(&headers).ok_or(crate::token::TokenError::Missing)?;
-    let sub = match app.keys.subject(&token)? {
-        Subject::User(s) => s,
-        Subject::Node(id) => return Err(user_of(&Subject::Node(id)).unwrap_err()),
-    };
+    let subject = app.keys.subject(&token)?;
+    let sub = user_of(&subject)?.to_string();
     let token = blocking(&app, move |a| mint_for(a, &sub)).await?;
-    Ok(Json(json!({ "token": token })))
+    with_cookie(&headers, &token, Json(json!({ "token": token })))
+}
+
+/// Who the token speaks for, with what the sign-in told about them.
+async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>> {
+    let token = token_of(&headers).ok_or(crate::token::TokenError::Missing)?;
+    match app.keys.subject(&token)? {
+        Subject::Node(id) => Ok(Json(json!({ "node": id }))),
+        Subject::User(sub) => {
+            let s = sub.clone();
+            let who = blocking(&app, move |a| a.store.user(&s)).await?;
+            let (email, name) = who.unwrap_or_default();
+            Ok(Json(json!({ "sub": sub, "email": email, "name": name })))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -279,7 +309,11 @@ async fn create_project(
     if !created {
         return Err(Error::Invalid(format!("project {} exists already", body.id)));
     }
-    Ok((StatusCode::CREATED, Json(json!({ "id": body.id, "token": token }))).into_response())
+    with_cookie(
+        &headers,
+        &token,
+        (StatusCode::CREATED, Json(json!({ "id": body.id, "token": token }))),
+    )
 }
 
 #[derive(Deserialize)]
@@ -615,11 +649,24 @@ async fn status(State(app): State<Arc<App>>, Path(p): Path<String>, headers: Hea
             .map(|pl| {
                 let last = runs.iter().find(|r| r.pipeline == pl.name);
                 let waiting = matches!(pl.placement, hakiri_core::types::Placement::Cloudflare(_));
+                let next = pl
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.next_slot(&pl.name, now).ok())
+                    .filter(|_| !waiting)
+                    .map(|t| t.to_rfc3339());
+                // The node a run of it is open on: it alone may run the pipeline now.
+                let lease = runs
+                    .iter()
+                    .find(|r| r.pipeline == pl.name && r.state == "assigned")
+                    .map(|r| json!({ "node": r.node, "since": r.assigned_at }));
                 json!({
                     "name": pl.name,
                     "placement": pl.placement.to_string(),
                     "note": if waiting { Some("needs the Cloudflare substrate, which does not exist yet: not dispatched") } else { None },
                     "last_run": last,
+                    "next_run": next,
+                    "lease": lease,
                 })
             })
             .collect();

@@ -20,6 +20,7 @@ pub mod oidc;
 pub mod room;
 pub mod store;
 pub mod token;
+pub mod web;
 pub mod ws;
 
 // The document's and the wire's crates, for clients of this one (tests, tools).

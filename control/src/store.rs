@@ -180,6 +180,16 @@ impl Store {
         })
     }
 
+    /// `(email, name)` of a signed-in person.
+    pub fn user(&self, sub: &str) -> Result<Option<(Option<String>, Option<String>)>> {
+        self.with(|c| {
+            c.query_row("SELECT email, name FROM users WHERE sub = ?1", [sub], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+    }
+
     // --- sign-in
 
     pub fn put_pending_login(&self, state: &str, pending: &str, return_to: &str) -> Result<()> {

@@ -195,21 +195,7 @@ impl Keys {
     /// one right passes on it, so a token attenuated to one project lists only that project.
     pub fn projects(&self, token: &str) -> Result<Vec<String>, TokenError> {
         let token = self.parse(token)?;
-        // A probe that allows anything: only a failed expiry check (or a broken token) matters
-        // here; the attenuation checks need project/operation facts and fail, which is fine.
-        let mut probe = AuthorizerBuilder::new()
-            .set_limits(limits())
-            .time()
-            .policy("allow if true")
-            .map_err(internal)?
-            .build(&token)
-            .map_err(malformed)?;
-        if let Err(e) = probe.authorize() {
-            match refusal(e, "", Right::Read) {
-                TokenError::Forbidden { .. } => {}
-                other => return Err(other),
-            }
-        }
+        let mut probe = probe(&token)?;
         // Queries only see the authority block and the authorizer, not appended blocks.
         let granted: Vec<(String,)> = probe
             .query("granted($p) <- right($p, $r)")
@@ -228,19 +214,7 @@ impl Keys {
     /// Who a valid, unexpired token speaks for, whatever its rights.
     pub fn subject(&self, token: &str) -> Result<Subject, TokenError> {
         let token = self.parse(token)?;
-        let mut probe = AuthorizerBuilder::new()
-            .set_limits(limits())
-            .time()
-            .policy("allow if true")
-            .map_err(internal)?
-            .build(&token)
-            .map_err(malformed)?;
-        if let Err(e) = probe.authorize() {
-            match refusal(e, "", Right::Read) {
-                TokenError::Forbidden { .. } => {}
-                other => return Err(other),
-            }
-        }
+        let mut probe = probe(&token)?;
         let users: Vec<(String,)> = probe.query("u($s) <- user($s)").map_err(internal)?;
         if let Some((u,)) = users.into_iter().next() {
             return Ok(Subject::User(u));
@@ -333,6 +307,26 @@ pub fn attenuate(
         .map_err(malformed)?
         .to_base64()
         .map_err(internal)
+}
+
+/// An authorizer over `token` that allows anything, run once: only a failed expiry check
+/// (or a broken token) is an error; the attenuation checks need project/operation facts and
+/// fail, which is fine. Its facts can then be queried.
+fn probe(token: &Biscuit) -> Result<biscuit_auth::Authorizer, TokenError> {
+    let mut probe = AuthorizerBuilder::new()
+        .set_limits(limits())
+        .time()
+        .policy("allow if true")
+        .map_err(internal)?
+        .build(token)
+        .map_err(malformed)?;
+    if let Err(e) = probe.authorize() {
+        match refusal(e, "", Right::Read) {
+            TokenError::Forbidden { .. } => {}
+            other => return Err(other),
+        }
+    }
+    Ok(probe)
 }
 
 /// Datalog run limits. Tokens hold a handful of facts; tight limits stop a crafted token from
