@@ -450,8 +450,21 @@ pub async fn node(
         std::fs::write(&tmp, text).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
     });
-    // Runs are serialised on this node: one engine at a time over the folder's catalog.
+    // Runs and console queries are serialised on this node: one engine at a time over the
+    // folder's catalog (opening one recovers runs it finds unfinished).
     let lock = Arc::new(tokio::sync::Mutex::new(()));
+    let (query_root, query_lock) = (root.clone(), lock.clone());
+    let query: hakiri_control::client::QueryFn = Arc::new(move |sql| {
+        let (root, lock) = (query_root.clone(), query_lock.clone());
+        Box::pin(async move {
+            let _g = lock.lock().await;
+            if !hakiri_manifests::is_project(&root) {
+                return Err("this node has no applied manifest yet: `hakiri team apply`".to_string());
+            }
+            let (engine, _) = crate::commands::open(&root, false).map_err(|f| f.message)?;
+            hakiri_mcp::read_only_query(&engine, &sql, 10_000, Duration::from_secs(60)).await
+        })
+    });
     let run_root = root.clone();
     let run: hakiri_control::client::RunFn = Arc::new(move |pipeline| {
         let (root, lock) = (run_root.clone(), lock.clone());
@@ -476,5 +489,5 @@ pub async fn node(
         node_id,
         heartbeat: Duration::from_secs_f64(heartbeat.max(0.05)),
     };
-    Ok(hakiri_control::client::run_node(cfg, install, run, stop_rx).await?)
+    Ok(hakiri_control::client::run_node(cfg, install, (run, query), stop_rx).await?)
 }

@@ -415,6 +415,9 @@ async fn send_updates(
 /// Runs a pipeline on this node: `Ok(rows)` or `Err(message)`.
 pub type RunFn =
     Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = std::result::Result<i64, String>> + Send>> + Send + Sync>;
+/// Answers a console query on this node: `context.query`'s JSON, or the error.
+pub type QueryFn =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = std::result::Result<Value, String>> + Send>> + Send + Sync>;
 /// Installs an applied manifest (version, JSON) on this node.
 pub type InstallFn = Arc<dyn Fn(i64, Value) -> std::result::Result<(), String> + Send + Sync>;
 
@@ -428,7 +431,12 @@ pub struct NodeConfig {
 /// Heartbeats, installs each newly applied manifest, runs what the control plane assigns
 /// and reports each run, until `stop`. Stops starting runs when heartbeats fail for longer
 /// than the control plane's node timeout (it will have reassigned them).
-pub async fn run_node(cfg: NodeConfig, install: InstallFn, run: RunFn, mut stop: watch::Receiver<bool>) -> Result<()> {
+pub async fn run_node(
+    cfg: NodeConfig,
+    install: InstallFn,
+    (run, query): (RunFn, QueryFn),
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     let mut installed: Option<i64> = None;
     let mut last_ok = Instant::now();
     let mut timeout = Duration::from_secs(30);
@@ -451,6 +459,20 @@ pub async fn run_node(cfg: NodeConfig, install: InstallFn, run: RunFn, mut stop:
                     install(v, m["manifest"].clone()).map_err(Error::Config)?;
                     tracing::info!(version = v, "installed the applied manifest");
                     installed = Some(v);
+                }
+                for q in beat["queries"].as_array().cloned().unwrap_or_default() {
+                    let (api, query) = (cfg.api.clone(), query.clone());
+                    let (project, node) = (cfg.project.clone(), cfg.node_id.clone());
+                    tokio::spawn(async move {
+                        let (id, sql) = (q["id"].as_str().unwrap_or_default().to_string(), q["sql"].as_str().unwrap_or_default());
+                        let body = match query(sql.to_string()).await {
+                            Ok(result) => json!({ "node": node, "ok": true, "result": result }),
+                            Err(e) => json!({ "node": node, "ok": false, "error": e }),
+                        };
+                        if let Err(e) = api.post(&format!("/api/projects/{project}/queries/{id}/answer"), body).await {
+                            tracing::warn!("answering query {id}: {e}");
+                        }
+                    });
                 }
                 let runs: Vec<RunRow> = serde_json::from_value(beat["runs"].clone()).unwrap_or_default();
                 for r in runs {

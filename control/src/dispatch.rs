@@ -168,3 +168,60 @@ pub fn dispatch_once(app: &App, now: DateTime<Utc>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Queries of the console waiting for a node: each is handed to one node with its next
+/// heartbeat, and its answer to the HTTP request waiting for it.
+#[derive(Default)]
+pub struct Queries {
+    inner: Mutex<QueriesState>,
+}
+
+#[derive(Default)]
+struct QueriesState {
+    /// (project, node) → queries not yet handed out: (id, sql).
+    waiting: HashMap<(String, String), Vec<(String, String)>>,
+    /// id → (project, node, where the answer goes).
+    answers: HashMap<String, (String, String, tokio::sync::oneshot::Sender<serde_json::Value>)>,
+}
+
+impl Queries {
+    pub fn ask(&self, project: &str, node: &str, sql: &str) -> (String, tokio::sync::oneshot::Receiver<serde_json::Value>) {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        q.waiting
+            .entry((project.into(), node.into()))
+            .or_default()
+            .push((id.clone(), sql.into()));
+        q.answers.insert(id.clone(), (project.into(), node.into(), tx));
+        (id, rx)
+    }
+
+    /// Forgets a query whose asker went away (cancel, timeout).
+    pub fn forget(&self, id: &str) {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        q.answers.remove(id);
+        for list in q.waiting.values_mut() {
+            list.retain(|(i, _)| i != id);
+        }
+    }
+
+    /// The queries for `node`, handed out now.
+    pub fn take(&self, project: &str, node: &str) -> Vec<(String, String)> {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        q.waiting.remove(&(project.to_string(), node.to_string())).unwrap_or_default()
+    }
+
+    /// Delivers `node`'s answer; false when the query is not that node's (or was forgotten).
+    pub fn answer(&self, project: &str, node: &str, id: &str, answer: serde_json::Value) -> bool {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match q.answers.remove(id) {
+            Some((p, n, tx)) if p == project && n == node => tx.send(answer).is_ok(),
+            Some(entry) => {
+                q.answers.insert(id.to_string(), entry);
+                false
+            }
+            None => false,
+        }
+    }
+}

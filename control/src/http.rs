@@ -42,6 +42,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/projects/{p}/runs/{run}/report", post(report))
         .route("/api/projects/{p}/pipelines/{name}/run", post(run_now))
         .route("/api/projects/{p}/runs", get(runs))
+        .route("/api/projects/{p}/query", post(query))
+        .route("/api/projects/{p}/tables", get(tables))
+        .route("/api/projects/{p}/queries/{id}/answer", post(query_answer))
         .route("/api/projects/{p}/status", get(status))
         .route("/sync", get(sync))
         .fallback(crate::web::asset)
@@ -551,10 +554,17 @@ async fn heartbeat(
         a.store.heartbeat(&p, &id)?;
         let applied = a.store.manifest(&p, None)?.map(|(v, _)| v);
         let runs: Vec<_> = a.store.open_runs(&p)?.into_iter().filter(|r| r.node == id).collect();
+        let queries: Vec<Value> = a
+            .queries
+            .take(&p, &id)
+            .into_iter()
+            .map(|(id, sql)| json!({ "id": id, "sql": sql }))
+            .collect();
         Ok(Json(json!({
             "applied_version": applied,
             "node_timeout_secs": a.config.node_timeout.as_secs_f64(),
             "runs": runs,
+            "queries": queries,
         })))
     })
     .await
@@ -690,4 +700,159 @@ async fn sync(
     ws.max_message_size(loro_protocol::MAX_MESSAGE_SIZE + 1024)
         .max_frame_size(loro_protocol::MAX_MESSAGE_SIZE + 1024)
         .on_upgrade(move |socket| crate::ws::serve_socket(socket, app, token))
+}
+
+#[derive(Deserialize)]
+struct QueryBody {
+    sql: String,
+    /// The node to ask (default: the first heartbeating node).
+    node: Option<String>,
+}
+
+/// Forgets a console query when its request goes away (the page's Cancel, a timeout).
+struct Asked<'a>(&'a App, String);
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        self.0.queries.forget(&self.1);
+    }
+}
+
+/// The heartbeating node `want`, or the first one.
+async fn pick_node(app: &Arc<App>, p: &str, want: Option<String>) -> Result<String> {
+    let pp = p.to_string();
+    blocking(app, move |a| {
+        existing(a, &pp)?;
+        let now = chrono::Utc::now();
+        let alive: Vec<String> = a
+            .store
+            .nodes(&pp)?
+            .into_iter()
+            .filter(|(_, seen)| crate::dispatch::alive(a, seen, now))
+            .map(|(id, _)| id)
+            .collect();
+        match want {
+            Some(n) if alive.contains(&n) => Ok(n),
+            Some(n) => Err(Error::NotFound(format!(
+                "node {n} of {pp} is not heartbeating: `hakiri team status` lists the nodes"
+            ))),
+            None => alive.into_iter().next().ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no node of {pp} is heartbeating to answer: start one with `hakiri serve --control`"
+                ))
+            }),
+        }
+    })
+    .await
+}
+
+/// Asks `node` a read-only query; its `{columns, rows, row_count, truncated}`.
+async fn ask_node(app: &App, p: &str, node: &str, sql: &str) -> Result<Value> {
+    let (id, rx) = app.queries.ask(p, node, sql);
+    let _asked = Asked(app, id);
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(120), rx)
+        .await
+        .map_err(|_| Error::Remote(format!("node {node} did not answer within 2 minutes")))?
+        .map_err(|_| Error::Remote(format!("node {node} dropped the query")))?;
+    if answer["ok"].as_bool() == Some(true) {
+        Ok(answer["result"].clone())
+    } else {
+        Err(Error::Invalid(answer["error"].as_str().unwrap_or("the query failed").to_string()))
+    }
+}
+
+/// The query console: read-only SQL over a node's context store, handed to the node with
+/// its next heartbeat; the answer is `context.query`'s `{columns, rows, row_count,
+/// truncated}`.
+async fn query(
+    State(app): State<Arc<App>>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    Json(b): Json<QueryBody>,
+) -> Result<Json<Value>> {
+    authorize(&app, &headers, &p, Right::Read)?;
+    let node = pick_node(&app, &p, b.node).await?;
+    Ok(Json(ask_node(&app, &p, &node, &b.sql).await?))
+}
+
+#[derive(Deserialize)]
+struct NodeQuery {
+    node: Option<String>,
+}
+
+/// Each context table of a node: its columns now, its schema versions and its schema
+/// events (`hakiri.schema_versions`, `hakiri.events`), read on the node like a query.
+async fn tables(
+    State(app): State<Arc<App>>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<NodeQuery>,
+) -> Result<Json<Value>> {
+    authorize(&app, &headers, &p, Right::Read)?;
+    let node = pick_node(&app, &p, q.node).await?;
+    let versions = ask_node(
+        &app,
+        &p,
+        &node,
+        "SELECT table_name, version, schema, run_id, CAST(created_at AS VARCHAR) AS created_at \
+         FROM hakiri.schema_versions ORDER BY table_name, version",
+    );
+    let events = ask_node(
+        &app,
+        &p,
+        &node,
+        "SELECT CAST(at AS VARCHAR) AS at, kind, subject, message, run_id FROM hakiri.events \
+         WHERE kind IN ('table_created', 'column_added', 'column_widened', 'column_variant', 'schema_drift') \
+         ORDER BY at",
+    );
+    let (versions, events) = tokio::try_join!(versions, events)?;
+    let rows = |v: &Value| v["rows"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> = rows(&versions)
+        .iter()
+        .filter_map(|r| r[0].as_str().map(str::to_string))
+        .collect();
+    names.dedup();
+    let mut out = Vec::new();
+    for t in names {
+        // Names come from the catalog (validated identifiers), quoted all the same.
+        let columns = ask_node(&app, &p, &node, &format!("SELECT * FROM \"{t}\" LIMIT 0"))
+            .await
+            .map(|r| r["columns"].clone())
+            .unwrap_or_else(|_| json!([]));
+        let versions: Vec<Value> = rows(&versions)
+            .iter()
+            .filter(|r| r[0] == t.as_str())
+            .map(|r| json!({ "version": r[1], "schema": r[2], "run_id": r[3], "created_at": r[4] }))
+            .collect();
+        let schema_events: Vec<Value> = rows(&events)
+            .iter()
+            .filter(|r| r[2].as_str().is_some_and(|s| s == t || s == format!("context.{t}")))
+            .map(|r| json!({ "at": r[0], "kind": r[1], "message": r[3], "run_id": r[4] }))
+            .collect();
+        out.push(json!({ "table": t, "columns": columns, "versions": versions, "schema_events": schema_events }));
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+#[derive(Deserialize)]
+struct AnswerBody {
+    node: String,
+    ok: bool,
+    result: Option<Value>,
+    error: Option<String>,
+}
+
+async fn query_answer(
+    State(app): State<Arc<App>>,
+    Path((p, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(b): Json<AnswerBody>,
+) -> Result<StatusCode> {
+    node_of(&app, &headers, &p, &b.node)?;
+    let answer = json!({ "ok": b.ok, "result": b.result, "error": b.error });
+    if app.queries.answer(&p, &b.node, &id, answer) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Ok(StatusCode::GONE)
+    }
 }

@@ -94,6 +94,7 @@ pub struct App {
     pub rooms: room::Rooms,
     pub oidc: Option<oidc::Oidc>,
     pub queue: dispatch::Queue,
+    pub queries: dispatch::Queries,
 }
 
 impl App {
@@ -123,6 +124,7 @@ impl App {
             rooms: room::Rooms::default(),
             oidc,
             queue: dispatch::Queue::default(),
+            queries: dispatch::Queries::default(),
         }))
     }
 }

@@ -26,6 +26,20 @@ use serde_json::Value;
 
 pub use tools::definitions;
 
+/// `context.query`'s read-only SQL for other front ends (the control plane's query console
+/// runs on a node through it): one statement that only reads, at most `limit` rows, as
+/// `{columns, rows, row_count, truncated}`; refusals say what to do instead.
+pub async fn read_only_query(
+    engine: &hakiri_engine::Engine,
+    sql: &str,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, String> {
+    query::read_only(engine, sql, limit, timeout)
+        .await
+        .map_err(|e| e.message)
+}
+
 /// The environment variable holding the bearer token HTTP clients must send.
 pub const TOKEN_VAR: &str = "HAKIRI_MCP_TOKEN";
 

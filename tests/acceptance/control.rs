@@ -883,6 +883,28 @@ async fn scheduled_runs_go_to_exactly_one_eligible_node_and_move_when_a_node_die
     let first_a = before_kill.iter().find(|r| r.node == "a" && r.state == "succeeded" && r.pipeline == "p2").expect("p2 ran on a");
     assert!(first_a.rows.is_some());
 
+    // The query console: read-only SQL over a node's context store, through the control
+    // plane; a bad query and a write are refused with the reason.
+    let console = |sql: &str| {
+        let api = c.api(Some(&token));
+        let body = json!({ "sql": sql, "node": "a" });
+        async move { api.post("/api/projects/team/query", body).await }
+    };
+    let r = console("SELECT count(*) AS n FROM p2").await.expect("a console query");
+    assert_eq!(r["columns"][0]["name"], "n", "{r}");
+    assert_eq!(r["rows"][0][0], 10, "{r}");
+    let e = console("SELECT nope FROM p2").await.unwrap_err().to_string();
+    assert!(e.contains("nope") && e.contains("422"), "{e}");
+    let e = console("INSERT INTO p2 SELECT * FROM p2").await.unwrap_err().to_string();
+    assert!(e.contains("read-only"), "{e}");
+    // Each table's columns, schema versions and schema events, read on the node.
+    let tables = c.api(Some(&token)).get("/api/projects/team/tables?node=a").await.unwrap();
+    let p2 = tables.as_array().unwrap().iter().find(|t| t["table"] == "p2").expect("p2 in the tables");
+    assert_eq!(p2["versions"][0]["version"], 1, "{p2}");
+    assert!(p2["columns"].as_array().unwrap().iter().any(|c| c["name"] == "amount"), "{p2}");
+    let kinds: Vec<&str> = p2["schema_events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"table_created"), "{kinds:?}");
+
     // Nodes run the applied version, never the live document: an edit reaches them only
     // once applied.
     let installed = || std::fs::read_to_string(tmp.path().join("a/hakiri.json")).unwrap();
