@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hakiri_control::client::{Api, NodeConfig};
+use hakiri_control::client::{Api, NodeConfig, RunOutcome};
 use hakiri_control::token::Right;
 use serde_json::{Value, json};
 
@@ -470,12 +470,21 @@ pub async fn node(
         let (root, lock) = (run_root.clone(), lock.clone());
         Box::pin(async move {
             let _g = lock.lock().await;
-            let (engine, _) = crate::commands::open(&root, true).map_err(|f| f.message)?;
-            let summary = crate::commands::run_one(&engine, &pipeline, None)
+            let engine = match crate::commands::open(&root, true) {
+                Ok((engine, _)) => engine,
+                Err(f) => return RunOutcome { result: Err(f.message), run_id: None },
+            };
+            // The run's id is known before it starts, so a failed run's events can be found.
+            let run_id = engine.new_run_id(&pipeline);
+            let result = engine
+                .run_pipeline_as(&pipeline, run_id.clone(), &|_| {})
                 .await
-                .map_err(|f| f.message)?;
-            eprintln!("{}: {} rows written", pipeline, summary.counters.rows_written);
-            Ok(summary.counters.rows_written as i64)
+                .map(|s| {
+                    eprintln!("{pipeline}: {} rows written", s.counters.rows_written);
+                    s.counters.rows_written as i64
+                })
+                .map_err(|e| e.to_string());
+            RunOutcome { result, run_id: Some(run_id) }
         })
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -412,9 +412,14 @@ async fn send_updates(
 
 // --- the node loop
 
-/// Runs a pipeline on this node: `Ok(rows)` or `Err(message)`.
-pub type RunFn =
-    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = std::result::Result<i64, String>> + Send>> + Send + Sync>;
+/// What a run on this node came to: rows or the error, and its run id on the node.
+pub struct RunOutcome {
+    pub result: std::result::Result<i64, String>,
+    pub run_id: Option<String>,
+}
+
+/// Runs a pipeline on this node.
+pub type RunFn = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = RunOutcome> + Send>> + Send + Sync>;
 /// Answers a console query on this node: `context.query`'s JSON, or the error.
 pub type QueryFn =
     Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = std::result::Result<Value, String>> + Send>> + Send + Sync>;
@@ -483,10 +488,10 @@ pub async fn run_node(
                     let (project, node) = (cfg.project.clone(), cfg.node_id.clone());
                     tokio::spawn(async move {
                         tracing::info!(pipeline = r.pipeline, run = r.id, slot = r.slot, "running");
-                        let result = run(r.pipeline.clone()).await;
-                        let body = match &result {
-                            Ok(rows) => json!({ "node": node, "ok": true, "rows": rows }),
-                            Err(e) => json!({ "node": node, "ok": false, "error": e }),
+                        let outcome = run(r.pipeline.clone()).await;
+                        let body = match &outcome.result {
+                            Ok(rows) => json!({ "node": node, "ok": true, "rows": rows, "run_id": outcome.run_id }),
+                            Err(e) => json!({ "node": node, "ok": false, "error": e, "run_id": outcome.run_id }),
                         };
                         // Keep trying the report for a while: the run happened either way.
                         for _ in 0..20 {

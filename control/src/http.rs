@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/projects/{p}/runs/{run}/report", post(report))
         .route("/api/projects/{p}/pipelines/{name}/run", post(run_now))
         .route("/api/projects/{p}/runs", get(runs))
+        .route("/api/projects/{p}/runs/{run}", get(run_detail))
         .route("/api/projects/{p}/query", post(query))
         .route("/api/projects/{p}/tables", get(tables))
         .route("/api/projects/{p}/queries/{id}/answer", post(query_answer))
@@ -576,6 +577,8 @@ struct ReportBody {
     ok: bool,
     rows: Option<i64>,
     error: Option<String>,
+    /// The run's id on the node.
+    run_id: Option<String>,
 }
 
 async fn report(
@@ -586,7 +589,13 @@ async fn report(
 ) -> Result<StatusCode> {
     node_of(&app, &headers, &p, &b.node)?;
     let accepted = blocking(&app, move |a| {
-        a.store.finish_run(&p, run, &b.node, b.ok, b.rows, b.error.as_deref())
+        let report = crate::store::Report {
+            ok: b.ok,
+            rows: b.rows,
+            error: b.error.as_deref(),
+            engine_run: b.run_id.as_deref(),
+        };
+        a.store.finish_run(&p, run, &b.node, &report)
     })
     .await?;
     if accepted {
@@ -855,4 +864,60 @@ async fn query_answer(
     } else {
         Ok(StatusCode::GONE)
     }
+}
+
+/// One run, with its log (the node's events for it) and trace (the phases its `run_trace`
+/// event measured), read on the node that ran it.
+async fn run_detail(
+    State(app): State<Arc<App>>,
+    Path((p, id)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>> {
+    authorize(&app, &headers, &p, Right::Read)?;
+    let pp = p.clone();
+    let run = blocking(&app, move |a| a.store.run(&pp, id))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("project {p} has no run {id}")))?;
+    let mut out = serde_json::to_value(&run).map_err(|e| Error::Internal(e.to_string()))?;
+    let Some(engine_run) = run.engine_run.clone() else {
+        out["log"] = json!(format!("run {id} has not reported yet ({})", run.state));
+        return Ok(Json(out));
+    };
+    let node = match pick_node(&app, &p, Some(run.node.clone())).await {
+        Ok(n) => n,
+        Err(e) => {
+            out["log"] = json!(format!("the log is on node {}: {e}", run.node));
+            return Ok(Json(out));
+        }
+    };
+    // Run ids are the node's own (`name-time-hex`); quoted as a SQL string all the same.
+    let sql = format!(
+        "SELECT CAST(at AS VARCHAR) AS at, kind, message FROM hakiri.events WHERE run_id = '{}' ORDER BY at",
+        engine_run.replace('\'', "''")
+    );
+    let events = ask_node(&app, &p, &node, &sql).await?;
+    let rows = events["rows"].as_array().cloned().unwrap_or_default();
+    let log: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {} {}", r[0].as_str().unwrap_or(""), r[1].as_str().unwrap_or(""), r[2].as_str().unwrap_or("")))
+        .collect();
+    // `plan=1.2ms fetch=...`: the phases one after another (fetch, decode and write overlap
+    // in the run; the trace shows how long each took, not when).
+    let mut trace = Vec::new();
+    if let Some(msg) = rows.iter().find(|r| r[1] == "run_trace").and_then(|r| r[2].as_str()) {
+        let mut start = 0.0;
+        for part in msg.split_whitespace() {
+            let Some((name, v)) = part.split_once('=') else { continue };
+            let Some(ms) = v.strip_suffix("ms").and_then(|v| v.parse::<f64>().ok()) else { continue };
+            if name == "total" {
+                continue;
+            }
+            trace.push(json!({ "name": name, "start_ms": start, "duration_ms": ms }));
+            // Tenths of a millisecond, as the trace gives them (no float noise in the sum).
+            start = ((start + ms) * 10.0).round() / 10.0;
+        }
+    }
+    out["log"] = json!(log.join("\n"));
+    out["trace"] = json!(trace);
+    Ok(Json(out))
 }

@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS nodes(project TEXT NOT NULL, id TEXT NOT NULL, regist
     last_seen TEXT NOT NULL, PRIMARY KEY (project, id));
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL,
     pipeline TEXT NOT NULL, slot TEXT NOT NULL, node TEXT NOT NULL, state TEXT NOT NULL,
-    assigned_at TEXT NOT NULL, finished_at TEXT, rows INTEGER, error TEXT);
+    assigned_at TEXT NOT NULL, finished_at TEXT, rows INTEGER, error TEXT, engine_run TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs(project, pipeline, slot);
 CREATE TABLE IF NOT EXISTS pending_logins(state TEXT PRIMARY KEY, pending TEXT NOT NULL,
     return_to TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -54,6 +54,18 @@ pub struct RunRow {
     pub finished_at: Option<String>,
     pub rows: Option<i64>,
     pub error: Option<String>,
+    /// The run's id on its node (`hakiri.runs`, its events), once reported.
+    #[serde(default)]
+    pub engine_run: Option<String>,
+}
+
+/// A node's report of a run.
+pub struct Report<'a> {
+    pub ok: bool,
+    pub rows: Option<i64>,
+    pub error: Option<&'a str>,
+    /// The run's id on the node.
+    pub engine_run: Option<&'a str>,
 }
 
 /// One applied manifest version.
@@ -89,6 +101,8 @@ impl Store {
         )
         .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        // control.db files from before runs kept the node's run id.
+        let _ = conn.execute_batch("ALTER TABLE runs ADD COLUMN engine_run TEXT");
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -375,10 +389,22 @@ impl Store {
     pub fn runs(&self, project: &str, limit: i64) -> Result<Vec<RunRow>> {
         self.with(|c| {
             let mut s = c.prepare(
-                "SELECT id, project, pipeline, slot, node, state, assigned_at, finished_at, rows, error
+                "SELECT id, project, pipeline, slot, node, state, assigned_at, finished_at, rows, error, engine_run
                  FROM runs WHERE project = ?1 ORDER BY id DESC LIMIT ?2",
             )?;
             s.query_map(params![project, limit], run_row)?.collect()
+        })
+    }
+
+    pub fn run(&self, project: &str, id: i64) -> Result<Option<RunRow>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, project, pipeline, slot, node, state, assigned_at, finished_at, rows, error, engine_run
+                 FROM runs WHERE project = ?1 AND id = ?2",
+                params![project, id],
+                run_row,
+            )
+            .optional()
         })
     }
 
@@ -386,7 +412,7 @@ impl Store {
     pub fn open_runs(&self, project: &str) -> Result<Vec<RunRow>> {
         self.with(|c| {
             let mut s = c.prepare(
-                "SELECT id, project, pipeline, slot, node, state, assigned_at, finished_at, rows, error
+                "SELECT id, project, pipeline, slot, node, state, assigned_at, finished_at, rows, error, engine_run
                  FROM runs WHERE project = ?1 AND state = 'assigned' ORDER BY id",
             )?;
             s.query_map([project], run_row)?.collect()
@@ -430,27 +456,20 @@ impl Store {
     }
 
     /// Records a node's report of a run it was given; false when the run is not its, or closed.
-    pub fn finish_run(
-        &self,
-        project: &str,
-        id: i64,
-        node: &str,
-        ok: bool,
-        rows: Option<i64>,
-        error: Option<&str>,
-    ) -> Result<bool> {
+    pub fn finish_run(&self, project: &str, id: i64, node: &str, report: &Report<'_>) -> Result<bool> {
         self.with(|c| {
             let n = c.execute(
-                "UPDATE runs SET state = ?4, finished_at = ?5, rows = ?6, error = ?7
+                "UPDATE runs SET state = ?4, finished_at = ?5, rows = ?6, error = ?7, engine_run = ?8
                  WHERE id = ?1 AND project = ?2 AND node = ?3 AND state = 'assigned'",
                 params![
                     id,
                     project,
                     node,
-                    if ok { "succeeded" } else { "failed" },
+                    if report.ok { "succeeded" } else { "failed" },
                     now(),
-                    rows,
-                    error
+                    report.rows,
+                    report.error,
+                    report.engine_run
                 ],
             )?;
             Ok(n == 1)
@@ -470,5 +489,6 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         finished_at: r.get(7)?,
         rows: r.get(8)?,
         error: r.get(9)?,
+        engine_run: r.get(10)?,
     })
 }

@@ -897,6 +897,16 @@ async fn scheduled_runs_go_to_exactly_one_eligible_node_and_move_when_a_node_die
     assert!(e.contains("nope") && e.contains("422"), "{e}");
     let e = console("INSERT INTO p2 SELECT * FROM p2").await.unwrap_err().to_string();
     assert!(e.contains("read-only"), "{e}");
+    // A run's log and trace, read on the node that ran it.
+    let detail = c
+        .api(Some(&token))
+        .get(&format!("/api/projects/team/runs/{}", first_a.id))
+        .await
+        .unwrap();
+    assert!(detail["engine_run"].as_str().is_some_and(|r| r.starts_with("p2-")), "{detail}");
+    assert!(detail["log"].as_str().unwrap().contains("run_trace"), "{detail}");
+    let phases: Vec<&str> = detail["trace"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(phases.contains(&"plan") && phases.contains(&"commit"), "{detail}");
     // Each table's columns, schema versions and schema events, read on the node.
     let tables = c.api(Some(&token)).get("/api/projects/team/tables?node=a").await.unwrap();
     let p2 = tables.as_array().unwrap().iter().find(|t| t["table"] == "p2").expect("p2 in the tables");
