@@ -106,7 +106,11 @@ enum Command {
         #[arg(long, requires = "control")]
         node_id: Option<String>,
         /// The team project the node serves (default: HAKIRI_TEAM_PROJECT).
-        #[arg(long = "team-project", env = "HAKIRI_TEAM_PROJECT", requires = "control")]
+        #[arg(
+            long = "team-project",
+            env = "HAKIRI_TEAM_PROJECT",
+            requires = "control"
+        )]
         team_project: Option<String>,
         /// Seconds between heartbeats.
         #[arg(long, default_value_t = 2.0, requires = "control")]
@@ -161,7 +165,10 @@ pub enum ControlCommand {
         #[arg(long, env = "HAKIRI_OIDC_CLIENT_ID", default_value = "hakiri")]
         oidc_client_id: String,
         /// The client secret, if the provider wants one (from the environment only).
-        #[arg(long = "oidc-client-secret-env", default_value = "HAKIRI_OIDC_CLIENT_SECRET")]
+        #[arg(
+            long = "oidc-client-secret-env",
+            default_value = "HAKIRI_OIDC_CLIENT_SECRET"
+        )]
         oidc_client_secret_env: String,
         /// How long a signed-in person's token lasts.
         #[arg(long, default_value = "12h")]

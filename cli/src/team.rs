@@ -58,7 +58,9 @@ pub async fn control(command: ControlCommand) -> Result<(), Failure> {
                 oidc: oidc_issuer.map(|issuer| hakiri_control::OidcConfig {
                     issuer,
                     client_id: oidc_client_id,
-                    client_secret: std::env::var(&oidc_client_secret_env).ok().filter(|s| !s.is_empty()),
+                    client_secret: std::env::var(&oidc_client_secret_env)
+                        .ok()
+                        .filter(|s| !s.is_empty()),
                 }),
                 token_ttl: token_ttl.into(),
                 node_timeout: node_timeout.into(),
@@ -81,7 +83,12 @@ pub async fn control(command: ControlCommand) -> Result<(), Failure> {
             let token = std::env::var("HAKIRI_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| fail(2, "put a token in HAKIRI_TOKEN (`hakiri control token --sub NAME`)"))?;
+                .ok_or_else(|| {
+                    fail(
+                        2,
+                        "put a token in HAKIRI_TOKEN (`hakiri control token --sub NAME`)",
+                    )
+                })?;
             let report = hakiri_control::bench::run(hakiri_control::bench::BenchOptions {
                 url,
                 token,
@@ -98,14 +105,20 @@ pub async fn control(command: ControlCommand) -> Result<(), Failure> {
         }
         ControlCommand::Token { data, sub, ttl } => {
             let store = hakiri_control::store::Store::open(&data)?;
-            let key = store.root_key(|| hakiri_control::token::Keys::generate().to_private_bytes())?;
-            let keys = hakiri_control::token::Keys::from_private_bytes(&key).map_err(hakiri_control::Error::from)?;
+            let key =
+                store.root_key(|| hakiri_control::token::Keys::generate().to_private_bytes())?;
+            let keys = hakiri_control::token::Keys::from_private_bytes(&key)
+                .map_err(hakiri_control::Error::from)?;
             let grants: Vec<(String, Vec<Right>)> = store
                 .grants_of(&sub)?
                 .into_iter()
                 .map(|(p, r)| (p, r.split(',').filter_map(Right::parse).collect()))
                 .collect();
-            println!("{}", keys.mint_user(&sub, &grants, ttl.into()).map_err(hakiri_control::Error::from)?);
+            println!(
+                "{}",
+                keys.mint_user(&sub, &grants, ttl.into())
+                    .map_err(hakiri_control::Error::from)?
+            );
             Ok(())
         }
     }
@@ -187,7 +200,11 @@ fn context(project_flag: Option<PathBuf>, args: &TeamArgs) -> Result<Ctx, Failur
     let token = std::env::var("HAKIRI_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
-        .or_else(|| read_json(&home().join("credentials.json"))[&url].as_str().map(str::to_string));
+        .or_else(|| {
+            read_json(&home().join("credentials.json"))[&url]
+                .as_str()
+                .map(str::to_string)
+        });
     Ok(Ctx {
         folder,
         api: Api::new(&url, token),
@@ -204,10 +221,12 @@ impl Ctx {
     }
 
     fn token(&self) -> Result<&str, Failure> {
-        self.api
-            .token
-            .as_deref()
-            .ok_or_else(|| fail(2, format!("not signed in to {}: run `hakiri team login`", self.url)))
+        self.api.token.as_deref().ok_or_else(|| {
+            fail(
+                2,
+                format!("not signed in to {}: run `hakiri team login`", self.url),
+            )
+        })
     }
 }
 
@@ -222,8 +241,15 @@ pub async fn team(project_flag: Option<PathBuf>, args: TeamArgs) -> Result<(), F
             if let Some(t) = r["token"].as_str() {
                 save_token(&ctx.url, t)?;
             }
-            write_json(&team_file(&ctx.folder), &json!({ "control": ctx.url, "project": name }))?;
-            println!("created team project {name} on {}; recorded in {}", ctx.url, team_file(&ctx.folder).display());
+            write_json(
+                &team_file(&ctx.folder),
+                &json!({ "control": ctx.url, "project": name }),
+            )?;
+            println!(
+                "created team project {name} on {}; recorded in {}",
+                ctx.url,
+                team_file(&ctx.folder).display()
+            );
             Ok(())
         }
         TeamCommand::Push => {
@@ -238,7 +264,10 @@ pub async fn team(project_flag: Option<PathBuf>, args: TeamArgs) -> Result<(), F
             };
             let n = |k: &str| manifest[k].as_object().map_or(0, |o| o.len());
             ctx.api
-                .post(&format!("/api/projects/{project}/import"), json!({ "manifest": manifest }))
+                .post(
+                    &format!("/api/projects/{project}/import"),
+                    json!({ "manifest": manifest }),
+                )
                 .await?;
             println!(
                 "pushed {} ({} sources, {} pipelines) into team project {project}; `hakiri team apply` makes it the version nodes run",
@@ -252,10 +281,16 @@ pub async fn team(project_flag: Option<PathBuf>, args: TeamArgs) -> Result<(), F
             let project = ctx.project()?;
             let r = ctx
                 .api
-                .post(&format!("/api/projects/{project}/apply"), json!({ "note": note }))
+                .post(
+                    &format!("/api/projects/{project}/apply"),
+                    json!({ "note": note }),
+                )
                 .await?;
             if r["changed"].as_bool() == Some(false) {
-                println!("nothing to apply: version {} is the document as it is", r["version"]);
+                println!(
+                    "nothing to apply: version {} is the document as it is",
+                    r["version"]
+                );
             } else {
                 println!("applied version {} of {project}", r["version"]);
             }
@@ -263,18 +298,27 @@ pub async fn team(project_flag: Option<PathBuf>, args: TeamArgs) -> Result<(), F
         }
         TeamCommand::Status => {
             let project = ctx.project()?;
-            let s = ctx.api.get(&format!("/api/projects/{project}/status")).await?;
+            let s = ctx
+                .api
+                .get(&format!("/api/projects/{project}/status"))
+                .await?;
             println!(
                 "team project {project} on {}: applied version {}",
                 ctx.url,
-                s["applied_version"].as_i64().map_or("none".into(), |v| v.to_string())
+                s["applied_version"]
+                    .as_i64()
+                    .map_or("none".into(), |v| v.to_string())
             );
             println!("nodes:");
             for n in s["nodes"].as_array().into_iter().flatten() {
                 println!(
                     "  {}\t{}\tlast seen {}\t{} runs, {} failed, running: {}",
                     n["id"].as_str().unwrap_or_default(),
-                    if n["alive"].as_bool() == Some(true) { "alive" } else { "gone" },
+                    if n["alive"].as_bool() == Some(true) {
+                        "alive"
+                    } else {
+                        "gone"
+                    },
                     n["last_seen"].as_str().unwrap_or_default(),
                     n["runs"],
                     n["failed"],
@@ -292,11 +336,19 @@ pub async fn team(project_flag: Option<PathBuf>, args: TeamArgs) -> Result<(), F
                         last["slot"].as_str().unwrap_or_default(),
                         last["node"].as_str().unwrap_or_default(),
                         last["state"].as_str().unwrap_or_default(),
-                        last["rows"].as_i64().map_or(String::new(), |r| format!(", {r} rows"))
+                        last["rows"]
+                            .as_i64()
+                            .map_or(String::new(), |r| format!(", {r} rows"))
                     )
                 };
-                let note = p["note"].as_str().map_or(String::new(), |n| format!(" [{n}]"));
-                println!("  {}\t{}\t{last}{note}", p["name"].as_str().unwrap_or_default(), p["placement"].as_str().unwrap_or_default());
+                let note = p["note"]
+                    .as_str()
+                    .map_or(String::new(), |n| format!(" [{n}]"));
+                println!(
+                    "  {}\t{}\t{last}{note}",
+                    p["name"].as_str().unwrap_or_default(),
+                    p["placement"].as_str().unwrap_or_default()
+                );
             }
             Ok(())
         }
@@ -305,22 +357,40 @@ pub async fn team(project_flag: Option<PathBuf>, args: TeamArgs) -> Result<(), F
             if let Some(v) = rollback {
                 let r = ctx
                     .api
-                    .post(&format!("/api/projects/{project}/rollback"), json!({ "version": v }))
+                    .post(
+                        &format!("/api/projects/{project}/rollback"),
+                        json!({ "version": v }),
+                    )
                     .await?;
-                println!("rolled back: version {} (a copy of version {v}) is applied", r["version"]);
+                println!(
+                    "rolled back: version {} (a copy of version {v}) is applied",
+                    r["version"]
+                );
                 return Ok(());
             }
             if let Some(from) = diff {
                 let q = to.map_or(String::new(), |t| format!("&to={t}"));
-                print!("{}", ctx.api.text(&format!("/api/projects/{project}/diff?from={from}{q}")).await?);
+                print!(
+                    "{}",
+                    ctx.api
+                        .text(&format!("/api/projects/{project}/diff?from={from}{q}"))
+                        .await?
+                );
                 return Ok(());
             }
-            let versions = ctx.api.get(&format!("/api/projects/{project}/versions")).await?;
+            let versions = ctx
+                .api
+                .get(&format!("/api/projects/{project}/versions"))
+                .await?;
             for v in versions.as_array().into_iter().flatten() {
                 println!(
                     "{}{}\t{}\t{}\t{}",
                     v["version"],
-                    if v["current"].as_bool() == Some(true) { " (applied)" } else { "" },
+                    if v["current"].as_bool() == Some(true) {
+                        " (applied)"
+                    } else {
+                        ""
+                    },
                     v["applied_at"].as_str().unwrap_or_default(),
                     v["applied_by"].as_str().unwrap_or_default(),
                     v["note"].as_str().unwrap_or_default()
@@ -328,16 +398,30 @@ pub async fn team(project_flag: Option<PathBuf>, args: TeamArgs) -> Result<(), F
             }
             Ok(())
         }
-        TeamCommand::Token { keep, only_project, ttl } => {
+        TeamCommand::Token {
+            keep,
+            only_project,
+            ttl,
+        } => {
             let keep: Vec<Right> = keep
                 .iter()
                 .map(|k| {
-                    Right::parse(k).ok_or_else(|| fail(2, format!("--keep {k}: rights are read, edit, apply and run")))
+                    Right::parse(k).ok_or_else(|| {
+                        fail(
+                            2,
+                            format!("--keep {k}: rights are read, edit, apply and run"),
+                        )
+                    })
                 })
                 .collect::<Result<_, _>>()?;
-            let project = if only_project { Some(ctx.project()?) } else { None };
-            let t = hakiri_control::token::attenuate(ctx.token()?, &keep, project, ttl.map(Into::into))
-                .map_err(|e| fail(2, e.to_string()))?;
+            let project = if only_project {
+                Some(ctx.project()?)
+            } else {
+                None
+            };
+            let t =
+                hakiri_control::token::attenuate(ctx.token()?, &keep, project, ttl.map(Into::into))
+                    .map_err(|e| fail(2, e.to_string()))?;
             println!("{t}");
             Ok(())
         }
@@ -345,7 +429,10 @@ pub async fn team(project_flag: Option<PathBuf>, args: TeamArgs) -> Result<(), F
             let project = ctx.project()?;
             let r = ctx
                 .api
-                .post(&format!("/api/projects/{project}/nodes/{id}/token"), json!({}))
+                .post(
+                    &format!("/api/projects/{project}/nodes/{id}/token"),
+                    json!({}),
+                )
                 .await?;
             println!("{}", r["token"].as_str().unwrap_or_default());
             Ok(())
@@ -370,14 +457,27 @@ async fn login(ctx: &Ctx, no_browser: bool) -> Result<(), Failure> {
     }
     let token = tokio::time::timeout(Duration::from_secs(600), wait_for_token(listener))
         .await
-        .map_err(|_| fail(1, "no sign-in within 10 minutes: run `hakiri team login` again"))??;
+        .map_err(|_| {
+            fail(
+                1,
+                "no sign-in within 10 minutes: run `hakiri team login` again",
+            )
+        })??;
     save_token(&ctx.url, &token)?;
-    println!("signed in to {}; the token is saved in {}", ctx.url, home().join("credentials.json").display());
+    println!(
+        "signed in to {}; the token is saved in {}",
+        ctx.url,
+        home().join("credentials.json").display()
+    );
     Ok(())
 }
 
 fn open_browser(url: &str) -> bool {
-    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
     std::process::Command::new(opener)
         .arg(url)
         .stdout(std::process::Stdio::null())
@@ -397,7 +497,11 @@ async fn wait_for_token(listener: tokio::net::TcpListener) -> Result<String, Fai
         let target = head.split_whitespace().nth(1).unwrap_or("/");
         let token = url::Url::parse(&format!("http://127.0.0.1{target}"))
             .ok()
-            .and_then(|u| u.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()));
+            .and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+            });
         let body = if token.is_some() {
             "Signed in to Hakiri. You can close this tab."
         } else {
@@ -439,14 +543,18 @@ pub async fn node(
         ));
     }
     std::fs::create_dir_all(&root)?;
-    eprintln!("node {node_id} of team project {project} at {url}, folder {}", root.display());
+    eprintln!(
+        "node {node_id} of team project {project} at {url}, folder {}",
+        root.display()
+    );
     let install_root = root.clone();
     let install: hakiri_control::client::InstallFn = Arc::new(move |version, manifest| {
         let path = install_root.join(hakiri_manifests::JSON_MANIFEST_FILE);
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?;
         // Checked before it replaces the running manifest.
-        hakiri_manifests::parse_json(&text).map_err(|e| format!("applied version {version} does not load here: {e}"))?;
+        hakiri_manifests::parse_json(&text)
+            .map_err(|e| format!("applied version {version} does not load here: {e}"))?;
         std::fs::write(&tmp, text).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
     });
@@ -459,7 +567,9 @@ pub async fn node(
         Box::pin(async move {
             let _g = lock.lock().await;
             if !hakiri_manifests::is_project(&root) {
-                return Err("this node has no applied manifest yet: `hakiri team apply`".to_string());
+                return Err(
+                    "this node has no applied manifest yet: `hakiri team apply`".to_string()
+                );
             }
             let (engine, _) = crate::commands::open(&root, false).map_err(|f| f.message)?;
             hakiri_mcp::read_only_query(&engine, &sql, 10_000, Duration::from_secs(60)).await
@@ -472,7 +582,12 @@ pub async fn node(
             let _g = lock.lock().await;
             let engine = match crate::commands::open(&root, true) {
                 Ok((engine, _)) => engine,
-                Err(f) => return RunOutcome { result: Err(f.message), run_id: None },
+                Err(f) => {
+                    return RunOutcome {
+                        result: Err(f.message),
+                        run_id: None,
+                    };
+                }
             };
             // The run's id is known before it starts, so a failed run's events can be found.
             let run_id = engine.new_run_id(&pipeline);
@@ -484,7 +599,10 @@ pub async fn node(
                     s.counters.rows_written as i64
                 })
                 .map_err(|e| e.to_string());
-            RunOutcome { result, run_id: Some(run_id) }
+            RunOutcome {
+                result,
+                run_id: Some(run_id),
+            }
         })
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

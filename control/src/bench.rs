@@ -26,7 +26,9 @@ pub struct BenchOptions {
 }
 
 fn micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn child_map(parent: &LoroMap, key: &str) -> Option<LoroMap> {
@@ -50,10 +52,14 @@ impl Rng {
 /// Builds the project: `pipelines` pipelines with `transforms` transforms each.
 fn seed(doc: &LoroDoc, pipelines: usize, transforms: usize) -> Result<()> {
     let e = |e: loro::LoroError| Error::Internal(e.to_string());
-    let src = doc.get_map("sources").ensure_mergeable_map("api").map_err(e)?;
+    let src = doc
+        .get_map("sources")
+        .ensure_mergeable_map("api")
+        .map_err(e)?;
     src.insert("type", "http").map_err(e)?;
     src.insert("base_url", "http://127.0.0.1:1").map_err(e)?;
-    src.insert("schema", "id bigint, name text, amount bigint").map_err(e)?;
+    src.insert("schema", "id bigint, name text, amount bigint")
+        .map_err(e)?;
     let ps = doc.get_map("pipelines");
     for i in 0..pipelines {
         let p = ps.ensure_mergeable_map(&format!("p{i}")).map_err(e)?;
@@ -64,7 +70,10 @@ fn seed(doc: &LoroDoc, pipelines: usize, transforms: usize) -> Result<()> {
         let c = p.ensure_mergeable_map("cursor").map_err(e)?;
         c.insert("kind", "monotonic").map_err(e)?;
         c.insert("column", "id").map_err(e)?;
-        p.ensure_mergeable_map("schedule").map_err(e)?.insert("every", "15 minutes").map_err(e)?;
+        p.ensure_mergeable_map("schedule")
+            .map_err(e)?
+            .insert("every", "15 minutes")
+            .map_err(e)?;
         p.insert("placement", "any").map_err(e)?;
         let t = p.ensure_mergeable_movable_list("transforms").map_err(e)?;
         for j in 0..transforms {
@@ -101,21 +110,28 @@ fn edit(doc: &LoroDoc, rng: &mut Rng, me: usize, seq: u64, pipelines: usize) {
             let _ = p.insert("placement", ["any", "node:a", "node:b"][rng.below(3)]);
         }
         _ => {
-            let _ = p
-                .ensure_mergeable_map("schedule")
-                .and_then(|s| s.insert("every", ["5 minutes", "15 minutes", "1 hour"][rng.below(3)]));
+            let _ = p.ensure_mergeable_map("schedule").and_then(|s| {
+                s.insert("every", ["5 minutes", "15 minutes", "1 hour"][rng.below(3)])
+            });
         }
     }
-    let _ = doc.get_map("bench").insert(&format!("e{me}"), format!("{seq}@{}", micros()));
+    let _ = doc
+        .get_map("bench")
+        .insert(&format!("e{me}"), format!("{seq}@{}", micros()));
     doc.commit();
 }
 
 /// Runs the load and returns the report (JSON).
 pub async fn run(o: BenchOptions) -> Result<Value> {
     let api = Api::new(&o.url, Some(o.token.clone()));
-    let created = api.post("/api/projects", json!({ "id": o.project })).await?;
+    let created = api
+        .post("/api/projects", json!({ "id": o.project }))
+        .await?;
     let token = created["token"].as_str().unwrap_or(&o.token).to_string();
-    let ws = format!("{}/sync", o.url.trim_end_matches('/').replacen("http", "ws", 1));
+    let ws = format!(
+        "{}/sync",
+        o.url.trim_end_matches('/').replacen("http", "ws", 1)
+    );
     let seed_doc = LoroDoc::new();
     seed(&seed_doc, o.pipelines, o.transforms)?;
     let seeder = DocClient::connect(&ws, &o.project, &token, seed_doc).await?;
@@ -130,7 +146,8 @@ pub async fn run(o: BenchOptions) -> Result<Value> {
     for me in 0..o.editors {
         let doc = LoroDoc::new();
         let c = DocClient::connect(&ws, &o.project, &token, doc.clone()).await?;
-        c.settle(Some(&seeded_version), Duration::from_secs(120)).await?;
+        c.settle(Some(&seeded_version), Duration::from_secs(120))
+            .await?;
         let seen: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; o.editors]));
         let (lat, d) = (latencies.clone(), doc.clone());
         let editors = o.editors;
@@ -142,13 +159,21 @@ pub async fn run(o: BenchOptions) -> Result<Value> {
             let bench = d.get_map("bench");
             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
             for other in (0..editors).filter(|x| *x != me) {
-                let Some(ValueOrContainer::Value(v)) = bench.get(&format!("e{other}")) else { continue };
+                let Some(ValueOrContainer::Value(v)) = bench.get(&format!("e{other}")) else {
+                    continue;
+                };
                 let Some(s) = v.as_string() else { continue };
-                let Some((seq, at)) = s.split_once('@') else { continue };
-                let (Ok(seq), Ok(at)) = (seq.parse::<u64>(), at.parse::<u64>()) else { continue };
+                let Some((seq, at)) = s.split_once('@') else {
+                    continue;
+                };
+                let (Ok(seq), Ok(at)) = (seq.parse::<u64>(), at.parse::<u64>()) else {
+                    continue;
+                };
                 if seq > seen[other] {
                     seen[other] = seq;
-                    lat.lock().unwrap_or_else(|p| p.into_inner()).push(now.saturating_sub(at));
+                    lat.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(now.saturating_sub(at));
                 }
             }
         })));
@@ -186,7 +211,9 @@ pub async fn run(o: BenchOptions) -> Result<Value> {
     drop(subs);
     // The token that carries the new project's rights.
     let api = Api::new(&o.url, Some(token.clone()));
-    let doc = api.get(&format!("/api/projects/{}/document", o.project)).await?;
+    let doc = api
+        .get(&format!("/api/projects/{}/document", o.project))
+        .await?;
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {

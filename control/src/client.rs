@@ -38,7 +38,12 @@ impl Api {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, String)> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, String)> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -55,12 +60,20 @@ impl Api {
             ))
         })?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| Error::Remote(e.to_string()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| Error::Remote(e.to_string()))?;
         Ok((status, text))
     }
 
     /// Calls `path`, returning the JSON body, or the server's error message.
-    pub async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    pub async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let (status, text) = self.call(method, path, body).await?;
         if (200..300).contains(&status) {
             if text.is_empty() {
@@ -194,7 +207,10 @@ impl DocClient {
         match tokio::time::timeout(Duration::from_secs(20), joined_rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(Error::Remote(e)),
-            _ => Err(Error::Remote(format!("joining room {} at {} timed out", self.room, self.url))),
+            _ => Err(Error::Remote(format!(
+                "joining room {} at {} timed out",
+                self.room, self.url
+            ))),
         }
     }
 
@@ -228,7 +244,8 @@ impl Drop for DocClient {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Where a session connects: the socket's URL, the room, the token.
 type Target = (String, String, String);
@@ -241,7 +258,15 @@ async fn session(
     mut stop: watch::Receiver<bool>,
     joined: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
 ) {
-    let result = session_inner(&url, &room, &token, (&doc, &state, &imports), &mut stop, joined).await;
+    let result = session_inner(
+        &url,
+        &room,
+        &token,
+        (&doc, &state, &imports),
+        &mut stop,
+        joined,
+    )
+    .await;
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     s.connected = false;
     s.pending = 0;
@@ -382,7 +407,9 @@ async fn session_inner(
 
 async fn send(ws: &mut Ws, m: &ProtocolMessage) -> std::result::Result<(), String> {
     let b = encode(m)?;
-    ws.send(Message::Binary(b.into())).await.map_err(|e| e.to_string())
+    ws.send(Message::Binary(b.into()))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn send_updates(
@@ -399,13 +426,16 @@ async fn send_updates(
         .filter(|f| {
             matches!(
                 decode(f),
-                Ok(ProtocolMessage::DocUpdate { .. } | ProtocolMessage::DocUpdateFragmentHeader { .. })
+                Ok(ProtocolMessage::DocUpdate { .. }
+                    | ProtocolMessage::DocUpdateFragmentHeader { .. })
             )
         })
         .count();
     state.lock().unwrap_or_else(|p| p.into_inner()).unacked += batches;
     for f in frames {
-        ws.send(Message::Binary(f.into())).await.map_err(|e| e.to_string())?;
+        ws.send(Message::Binary(f.into()))
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -419,10 +449,14 @@ pub struct RunOutcome {
 }
 
 /// Runs a pipeline on this node.
-pub type RunFn = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = RunOutcome> + Send>> + Send + Sync>;
+pub type RunFn =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = RunOutcome> + Send>> + Send + Sync>;
 /// Answers a console query on this node: `context.query`'s JSON, or the error.
-pub type QueryFn =
-    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = std::result::Result<Value, String>> + Send>> + Send + Sync>;
+pub type QueryFn = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = std::result::Result<Value, String>> + Send>>
+        + Send
+        + Sync,
+>;
 /// Installs an applied manifest (version, JSON) on this node.
 pub type InstallFn = Arc<dyn Fn(i64, Value) -> std::result::Result<(), String> + Send + Sync>;
 
@@ -459,7 +493,10 @@ pub async fn run_node(
                 {
                     let m = cfg
                         .api
-                        .get(&format!("/api/projects/{}/manifest?version={v}", cfg.project))
+                        .get(&format!(
+                            "/api/projects/{}/manifest?version={v}",
+                            cfg.project
+                        ))
                         .await?;
                     install(v, m["manifest"].clone()).map_err(Error::Config)?;
                     tracing::info!(version = v, "installed the applied manifest");
@@ -469,19 +506,34 @@ pub async fn run_node(
                     let (api, query) = (cfg.api.clone(), query.clone());
                     let (project, node) = (cfg.project.clone(), cfg.node_id.clone());
                     tokio::spawn(async move {
-                        let (id, sql) = (q["id"].as_str().unwrap_or_default().to_string(), q["sql"].as_str().unwrap_or_default());
+                        let (id, sql) = (
+                            q["id"].as_str().unwrap_or_default().to_string(),
+                            q["sql"].as_str().unwrap_or_default(),
+                        );
                         let body = match query(sql.to_string()).await {
                             Ok(result) => json!({ "node": node, "ok": true, "result": result }),
                             Err(e) => json!({ "node": node, "ok": false, "error": e }),
                         };
-                        if let Err(e) = api.post(&format!("/api/projects/{project}/queries/{id}/answer"), body).await {
+                        if let Err(e) = api
+                            .post(
+                                &format!("/api/projects/{project}/queries/{id}/answer"),
+                                body,
+                            )
+                            .await
+                        {
                             tracing::warn!("answering query {id}: {e}");
                         }
                     });
                 }
-                let runs: Vec<RunRow> = serde_json::from_value(beat["runs"].clone()).unwrap_or_default();
+                let runs: Vec<RunRow> =
+                    serde_json::from_value(beat["runs"].clone()).unwrap_or_default();
                 for r in runs {
-                    if installed.is_none() || !running.lock().unwrap_or_else(|p| p.into_inner()).insert(r.id) {
+                    if installed.is_none()
+                        || !running
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(r.id)
+                    {
                         continue;
                     }
                     let (api, run, running) = (cfg.api.clone(), run.clone(), running.clone());
@@ -490,12 +542,22 @@ pub async fn run_node(
                         tracing::info!(pipeline = r.pipeline, run = r.id, slot = r.slot, "running");
                         let outcome = run(r.pipeline.clone()).await;
                         let body = match &outcome.result {
-                            Ok(rows) => json!({ "node": node, "ok": true, "rows": rows, "run_id": outcome.run_id }),
-                            Err(e) => json!({ "node": node, "ok": false, "error": e, "run_id": outcome.run_id }),
+                            Ok(rows) => {
+                                json!({ "node": node, "ok": true, "rows": rows, "run_id": outcome.run_id })
+                            }
+                            Err(e) => {
+                                json!({ "node": node, "ok": false, "error": e, "run_id": outcome.run_id })
+                            }
                         };
                         // Keep trying the report for a while: the run happened either way.
                         for _ in 0..20 {
-                            match api.post(&format!("/api/projects/{project}/runs/{}/report", r.id), body.clone()).await {
+                            match api
+                                .post(
+                                    &format!("/api/projects/{project}/runs/{}/report", r.id),
+                                    body.clone(),
+                                )
+                                .await
+                            {
                                 Ok(_) => break,
                                 Err(e) if e.to_string().contains("(409)") => break,
                                 Err(e) => {
@@ -504,14 +566,19 @@ pub async fn run_node(
                                 }
                             }
                         }
-                        running.lock().unwrap_or_else(|p| p.into_inner()).remove(&r.id);
+                        running
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&r.id);
                     });
                 }
             }
             Err(e) => {
                 tracing::warn!("heartbeat failed: {e}");
                 if last_ok.elapsed() > timeout {
-                    tracing::warn!("no heartbeat for {timeout:?}: not starting runs until the control plane answers");
+                    tracing::warn!(
+                        "no heartbeat for {timeout:?}: not starting runs until the control plane answers"
+                    );
                 }
             }
         }

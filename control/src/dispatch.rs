@@ -111,7 +111,12 @@ pub fn dispatch_once(app: &App, now: DateTime<Utc>) -> Result<()> {
         let mut open = app.store.open_runs(&project)?;
         // (1) Runs of silent nodes are lost; their slots go back in the queue.
         for r in open.iter().filter(|r| !nodes.contains(&r.node)) {
-            tracing::warn!(project, pipeline = r.pipeline, node = r.node, "node stopped heartbeating: its run is reassigned");
+            tracing::warn!(
+                project,
+                pipeline = r.pipeline,
+                node = r.node,
+                "node stopped heartbeating: its run is reassigned"
+            );
             app.store.mark_lost(r.id)?;
             app.queue.push(&project, &r.pipeline, r.slot.clone());
         }
@@ -119,7 +124,9 @@ pub fn dispatch_once(app: &App, now: DateTime<Utc>) -> Result<()> {
         let mut q = app.queue.inner.lock().unwrap_or_else(|p| p.into_inner());
         // (2) Schedule slots that came due.
         for p in &pipelines {
-            let Some(schedule) = &p.schedule else { continue };
+            let Some(schedule) = &p.schedule else {
+                continue;
+            };
             let key = (project.clone(), p.name.clone());
             let from = *q.considered.entry(key.clone()).or_insert(now);
             let (slots, _) = schedule
@@ -161,8 +168,20 @@ pub fn dispatch_once(app: &App, now: DateTime<Utc>) -> Result<()> {
                 continue; // no eligible node alive: it waits for one
             };
             let id = app.store.assign(&project, pipeline, &slot, node)?;
-            tracing::info!(project, pipeline, slot, node = node.as_str(), run = id, "dispatched");
-            open.extend(app.store.open_runs(&project)?.into_iter().filter(|r| r.id == id));
+            tracing::info!(
+                project,
+                pipeline,
+                slot,
+                node = node.as_str(),
+                run = id,
+                "dispatched"
+            );
+            open.extend(
+                app.store
+                    .open_runs(&project)?
+                    .into_iter()
+                    .filter(|r| r.id == id),
+            );
             q.waiting.remove(&key);
         }
     }
@@ -181,11 +200,23 @@ struct QueriesState {
     /// (project, node) → queries not yet handed out: (id, sql).
     waiting: HashMap<(String, String), Vec<(String, String)>>,
     /// id → (project, node, where the answer goes).
-    answers: HashMap<String, (String, String, tokio::sync::oneshot::Sender<serde_json::Value>)>,
+    answers: HashMap<
+        String,
+        (
+            String,
+            String,
+            tokio::sync::oneshot::Sender<serde_json::Value>,
+        ),
+    >,
 }
 
 impl Queries {
-    pub fn ask(&self, project: &str, node: &str, sql: &str) -> (String, tokio::sync::oneshot::Receiver<serde_json::Value>) {
+    pub fn ask(
+        &self,
+        project: &str,
+        node: &str,
+        sql: &str,
+    ) -> (String, tokio::sync::oneshot::Receiver<serde_json::Value>) {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,7 +224,8 @@ impl Queries {
             .entry((project.into(), node.into()))
             .or_default()
             .push((id.clone(), sql.into()));
-        q.answers.insert(id.clone(), (project.into(), node.into(), tx));
+        q.answers
+            .insert(id.clone(), (project.into(), node.into(), tx));
         (id, rx)
     }
 
@@ -209,7 +241,9 @@ impl Queries {
     /// The queries for `node`, handed out now.
     pub fn take(&self, project: &str, node: &str) -> Vec<(String, String)> {
         let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        q.waiting.remove(&(project.to_string(), node.to_string())).unwrap_or_default()
+        q.waiting
+            .remove(&(project.to_string(), node.to_string()))
+            .unwrap_or_default()
     }
 
     /// Delivers `node`'s answer; false when the query is not that node's (or was forgotten).

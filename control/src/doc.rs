@@ -23,16 +23,16 @@ const SHARED: [&str; 3] = ["project", "sources", "pipelines"];
 /// The shared part of a TOML manifest, as JSON, after checking it parses.
 pub fn manifest_json_from_toml(text: &str) -> Result<Value> {
     hakiri_manifests::parse(text).map_err(|e| Error::Invalid(e.to_string()))?;
-    let value: Value = toml::from_str(text)
-        .map_err(|e| Error::Invalid(format!("hakiri.toml: {e}")))?;
+    let value: Value =
+        toml::from_str(text).map_err(|e| Error::Invalid(format!("hakiri.toml: {e}")))?;
     Ok(shared(value))
 }
 
 /// The shared part of a JSON manifest, after checking it parses.
 pub fn manifest_json_from_json(text: &str) -> Result<Value> {
     hakiri_manifests::parse_json(text).map_err(|e| Error::Invalid(e.to_string()))?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| Error::Invalid(format!("hakiri.json: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Error::Invalid(format!("hakiri.json: {e}")))?;
     Ok(shared(value))
 }
 
@@ -75,15 +75,11 @@ fn sync_map(map: &LoroMap, entries: &Map<String, Value>, path: &str) -> Result<(
         let child_path = format!("{path}.{key}");
         match value {
             Value::Object(o) => {
-                let child = map
-                    .ensure_mergeable_map(key)
-                    .map_err(loro)?;
+                let child = map.ensure_mergeable_map(key).map_err(loro)?;
                 sync_map(&child, o, &child_path)?;
             }
             Value::Array(items) if key == "transforms" => {
-                let list = map
-                    .ensure_mergeable_movable_list(key)
-                    .map_err(loro)?;
+                let list = map.ensure_mergeable_movable_list(key).map_err(loro)?;
                 if list.get_deep_value() != json_to_loro(value) {
                     list.clear().map_err(loro)?;
                     for item in items {
@@ -163,8 +159,8 @@ pub fn read_manifest(doc: &LoroDoc) -> Result<Value> {
         }
     }
     let manifest = sorted(Value::Object(out));
-    let text = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
     hakiri_manifests::parse_json(&text).map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(manifest)
 }
@@ -192,7 +188,9 @@ fn compose(name: &str, p: &mut Map<String, Value>, transforms: &Value) -> Result
             .iter()
             .map(|v| {
                 v.as_str().ok_or_else(|| {
-                    Error::Invalid(format!("pipelines.{name}.transforms: each item must be a string"))
+                    Error::Invalid(format!(
+                        "pipelines.{name}.transforms: each item must be a string"
+                    ))
                 })
             })
             .collect::<Result<_>>()?,
@@ -207,7 +205,9 @@ fn compose(name: &str, p: &mut Map<String, Value>, transforms: &Value) -> Result
         return Ok(());
     }
     let sql = p.get("sql").and_then(Value::as_str).ok_or_else(|| {
-        Error::Invalid(format!("pipelines.{name}.sql: missing (transforms wrap the pipeline's query)"))
+        Error::Invalid(format!(
+            "pipelines.{name}.sql: missing (transforms wrap the pipeline's query)"
+        ))
     })?;
     let at = query_start(sql).ok_or_else(|| {
         Error::Invalid(format!(
@@ -294,7 +294,10 @@ pg_listen = "127.0.0.1:5999"
         let json = manifest_json_from_toml(TOML).unwrap();
         let doc = LoroDoc::new();
         write_manifest(&doc, &json).unwrap();
-        let p = doc.get_map("pipelines").ensure_mergeable_map("items").unwrap();
+        let p = doc
+            .get_map("pipelines")
+            .ensure_mergeable_map("items")
+            .unwrap();
         let t = p.ensure_mergeable_movable_list("transforms").unwrap();
         t.push("id + 1 AS next_id").unwrap();
         t.push("upper(name) AS name_upper").unwrap();
@@ -313,8 +316,14 @@ pg_listen = "127.0.0.1:5999"
             query_start(s).map(|i| &s[i..])
         }
         assert_eq!(q("INSERT INTO context.t SELECT 1"), Some("SELECT 1"));
-        assert_eq!(q("insert into context.t (a, b) select 1, 2"), Some("select 1, 2"));
-        assert_eq!(q("INSERT INTO context.t(a) WITH x AS (SELECT 1) SELECT * FROM x"), Some("WITH x AS (SELECT 1) SELECT * FROM x"));
+        assert_eq!(
+            q("insert into context.t (a, b) select 1, 2"),
+            Some("select 1, 2")
+        );
+        assert_eq!(
+            q("INSERT INTO context.t(a) WITH x AS (SELECT 1) SELECT * FROM x"),
+            Some("WITH x AS (SELECT 1) SELECT * FROM x")
+        );
         assert_eq!(q("INSERT INTO context.t (SELECT 1)"), Some("(SELECT 1)"));
         assert_eq!(q("SELECT 1"), None);
     }
@@ -322,7 +331,10 @@ pg_listen = "127.0.0.1:5999"
     #[test]
     fn a_document_that_does_not_validate_names_the_field() {
         let doc = LoroDoc::new();
-        let p = doc.get_map("pipelines").ensure_mergeable_map("bad").unwrap();
+        let p = doc
+            .get_map("pipelines")
+            .ensure_mergeable_map("bad")
+            .unwrap();
         p.insert("sql", "INSERT INTO context.t SELECT 1").unwrap();
         p.insert("mdoe", "append").unwrap();
         doc.commit();

@@ -26,7 +26,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth/logout", post(logout))
         .route("/api/token", post(refresh_token))
         .route("/api/me", get(me))
-        .route("/api/schema", get(|| async { Json(hakiri_manifests::json_schema()) }))
+        .route(
+            "/api/schema",
+            get(|| async { Json(hakiri_manifests::json_schema()) }),
+        )
         .route("/api/tokens/attenuate", post(attenuate))
         .route("/api/projects", get(list_projects).post(create_project))
         .route("/api/projects/{p}/grants", post(grant))
@@ -59,7 +62,11 @@ impl IntoResponse for Error {
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Token(t) => (
                 StatusCode::from_u16(t.http_status()).unwrap_or(StatusCode::FORBIDDEN),
-                if t.http_status() == 401 { "unauthenticated" } else { "forbidden" },
+                if t.http_status() == 401 {
+                    "unauthenticated"
+                } else {
+                    "forbidden"
+                },
             ),
             Error::Oidc(_) => (StatusCode::BAD_GATEWAY, "sign_in"),
             Error::Config(_) => (StatusCode::BAD_REQUEST, "config"),
@@ -67,13 +74,20 @@ impl IntoResponse for Error {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        (status, Json(json!({ "error": self.to_string(), "kind": kind }))).into_response()
+        (
+            status,
+            Json(json!({ "error": self.to_string(), "kind": kind })),
+        )
+            .into_response()
     }
 }
 
 /// The request's token: the bearer header, else the sign-in cookie.
 fn token_of(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         return v.strip_prefix("Bearer ").map(|t| t.trim().to_string());
     }
     headers
@@ -161,13 +175,18 @@ async fn login(State(app): State<Arc<App>>, Query(q): Query<LoginQuery>) -> Resu
     let return_to = match q.return_to.as_deref() {
         None => "/".to_string(),
         Some(t) => safe_return(t).ok_or_else(|| {
-            Error::Invalid(format!("return_to {t} is neither a path here nor a loopback URL"))
+            Error::Invalid(format!(
+                "return_to {t} is neither a path here nor a loopback URL"
+            ))
         })?,
     };
     let (url, pending) = oidc.begin();
     let state = pending.state.clone();
     let pending = serde_json::to_string(&pending).map_err(|e| Error::Internal(e.to_string()))?;
-    blocking(&app, move |a| a.store.put_pending_login(&state, &pending, &return_to)).await?;
+    blocking(&app, move |a| {
+        a.store.put_pending_login(&state, &pending, &return_to)
+    })
+    .await?;
     Ok(Redirect::to(url.as_str()).into_response())
 }
 
@@ -191,7 +210,9 @@ async fn callback(State(app): State<Arc<App>>, Query(q): Query<CallbackQuery>) -
         )));
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
-        return Err(Error::Invalid("the callback lacks code or state: start again at /auth/login".into()));
+        return Err(Error::Invalid(
+            "the callback lacks code or state: start again at /auth/login".into(),
+        ));
     };
     let st = state.clone();
     let (pending, return_to) = blocking(&app, move |a| a.store.take_pending_login(&st))
@@ -303,7 +324,8 @@ async fn create_project(
     let token = token_of(&headers).ok_or(crate::token::TokenError::Missing)?;
     let subject = app.keys.subject(&token)?;
     let sub = user_of(&subject)?.to_string();
-    hakiri_core::types::validate_name("project", &body.id).map_err(|e| Error::Invalid(e.to_string()))?;
+    hakiri_core::types::validate_name("project", &body.id)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let id = body.id.clone();
     let (created, token) = blocking(&app, move |a| {
         let created = a.store.create_project(&id, &sub)?;
@@ -311,12 +333,18 @@ async fn create_project(
     })
     .await?;
     if !created {
-        return Err(Error::Invalid(format!("project {} exists already", body.id)));
+        return Err(Error::Invalid(format!(
+            "project {} exists already",
+            body.id
+        )));
     }
     with_cookie(
         &headers,
         &token,
-        (StatusCode::CREATED, Json(json!({ "id": body.id, "token": token }))),
+        (
+            StatusCode::CREATED,
+            Json(json!({ "id": body.id, "token": token })),
+        ),
     )
 }
 
@@ -343,18 +371,25 @@ fn existing(app: &App, p: &str) -> Result<()> {
     if app.store.project_exists(p)? {
         Ok(())
     } else {
-        Err(Error::NotFound(format!("no project {p}: create it with `hakiri team init {p}`")))
+        Err(Error::NotFound(format!(
+            "no project {p}: create it with `hakiri team init {p}`"
+        )))
     }
 }
 
-async fn document(State(app): State<Arc<App>>, Path(p): Path<String>, headers: HeaderMap) -> Result<Json<Value>> {
+async fn document(
+    State(app): State<Arc<App>>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>> {
     authorize(&app, &headers, &p, Right::Read)?;
     blocking(&app, move |a| {
         existing(a, &p)?;
         let room = a.rooms.get(&p, &a.store)?;
         let snapshot = room.snapshot()?;
         let doc = room.fork();
-        let value = serde_json::to_value(doc.get_deep_value()).map_err(|e| Error::Internal(e.to_string()))?;
+        let value = serde_json::to_value(doc.get_deep_value())
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(Json(json!({
             "json": value,
             "version_hex": hex::encode(room.version().encode()),
@@ -384,7 +419,9 @@ async fn import(
         existing(a, &p)?;
         let room = a.rooms.get(&p, &a.store)?;
         room.edit(&a.store, |doc| crate::doc::write_manifest(doc, &manifest))?;
-        Ok(Json(json!({ "version_hex": hex::encode(room.version().encode()) })))
+        Ok(Json(
+            json!({ "version_hex": hex::encode(room.version().encode()) }),
+        ))
     })
     .await
 }
@@ -406,9 +443,13 @@ async fn apply(
         existing(a, &p)?;
         // A fork: edits arriving meanwhile are not half in the manifest.
         let doc = a.rooms.get(&p, &a.store)?.fork();
-        let manifest = crate::doc::read_manifest(&doc)
-            .map_err(|e| Error::Invalid(format!("the document does not validate, nothing was applied: {e}")))?;
-        let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        let manifest = crate::doc::read_manifest(&doc).map_err(|e| {
+            Error::Invalid(format!(
+                "the document does not validate, nothing was applied: {e}"
+            ))
+        })?;
+        let text =
+            serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
         if let Some((v, current)) = a.store.manifest(&p, None)?
             && current == text
         {
@@ -427,10 +468,16 @@ fn subject_name(s: &Subject) -> String {
     }
 }
 
-async fn versions(State(app): State<Arc<App>>, Path(p): Path<String>, headers: HeaderMap) -> Result<Json<Value>> {
+async fn versions(
+    State(app): State<Arc<App>>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>> {
     authorize(&app, &headers, &p, Right::Read)?;
     let v = blocking(&app, move |a| a.store.versions(&p)).await?;
-    Ok(Json(serde_json::to_value(v).map_err(|e| Error::Internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(v).map_err(|e| Error::Internal(e.to_string()))?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -446,13 +493,20 @@ async fn manifest(
 ) -> Result<Json<Value>> {
     authorize(&app, &headers, &p, Right::Read)?;
     let (v, text) = blocking(&app, move |a| {
-        a.store.manifest(&p, q.version)?.ok_or_else(|| match q.version {
-            Some(v) => Error::NotFound(format!("project {p} has no version {v}: `hakiri team versions` lists them")),
-            None => Error::NotFound(format!("project {p} has no applied version yet: `hakiri team apply`")),
-        })
+        a.store
+            .manifest(&p, q.version)?
+            .ok_or_else(|| match q.version {
+                Some(v) => Error::NotFound(format!(
+                    "project {p} has no version {v}: `hakiri team versions` lists them"
+                )),
+                None => Error::NotFound(format!(
+                    "project {p} has no applied version yet: `hakiri team apply`"
+                )),
+            })
     })
     .await?;
-    let manifest: Value = serde_json::from_str(&text).map_err(|e| Error::Internal(e.to_string()))?;
+    let manifest: Value =
+        serde_json::from_str(&text).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Json(json!({ "version": v, "manifest": manifest })))
 }
 
@@ -471,9 +525,12 @@ async fn diff(
     authorize(&app, &headers, &p, Right::Read)?;
     let text = blocking(&app, move |a| {
         let get = |v: Option<i64>| {
-            a.store
-                .manifest(&p, v)?
-                .ok_or_else(|| Error::NotFound(format!("project {p} has no version {}", v.map_or("applied".into(), |v| v.to_string()))))
+            a.store.manifest(&p, v)?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "project {p} has no version {}",
+                    v.map_or("applied".into(), |v| v.to_string())
+                ))
+            })
         };
         let (fv, from) = get(Some(q.from))?;
         let (tv, to) = get(q.to)?;
@@ -506,10 +563,16 @@ async fn rollback(
             .store
             .manifest(&p, Some(b.version))?
             .ok_or_else(|| Error::NotFound(format!("project {p} has no version {}", b.version)))?;
-        let manifest: Value = serde_json::from_str(&text).map_err(|e| Error::Internal(e.to_string()))?;
+        let manifest: Value =
+            serde_json::from_str(&text).map_err(|e| Error::Internal(e.to_string()))?;
         let room = a.rooms.get(&p, &a.store)?;
         room.edit(&a.store, |doc| crate::doc::write_manifest(doc, &manifest))?;
-        let v = a.store.add_version(&p, &text, &subject_name(&who), &format!("rollback to version {}", b.version))?;
+        let v = a.store.add_version(
+            &p,
+            &text,
+            &subject_name(&who),
+            &format!("rollback to version {}", b.version),
+        )?;
         Ok(Json(json!({ "version": v })))
     })
     .await
@@ -523,10 +586,13 @@ async fn node_token(
     headers: HeaderMap,
 ) -> Result<Json<Value>> {
     authorize(&app, &headers, &p, Right::Apply)?;
-    hakiri_core::types::Placement::parse(&format!("node:{id}")).map_err(|e| Error::Invalid(e.to_string()))?;
+    hakiri_core::types::Placement::parse(&format!("node:{id}"))
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     existing(&app, &p)?;
     // A node's token lasts a year; revoke by rotating the control plane's key (docs).
-    let token = app.keys.mint_node(&id, &p, std::time::Duration::from_secs(365 * 24 * 3600))?;
+    let token = app
+        .keys
+        .mint_node(&id, &p, std::time::Duration::from_secs(365 * 24 * 3600))?;
     Ok(Json(json!({ "token": token })))
 }
 
@@ -554,7 +620,12 @@ async fn heartbeat(
         existing(a, &p)?;
         a.store.heartbeat(&p, &id)?;
         let applied = a.store.manifest(&p, None)?.map(|(v, _)| v);
-        let runs: Vec<_> = a.store.open_runs(&p)?.into_iter().filter(|r| r.node == id).collect();
+        let runs: Vec<_> = a
+            .store
+            .open_runs(&p)?
+            .into_iter()
+            .filter(|r| r.node == id)
+            .collect();
         let queries: Vec<Value> = a
             .queries
             .take(&p, &id)
@@ -617,7 +688,9 @@ async fn run_now(
         blocking(&app, move |_| crate::dispatch::planned(&a, &p2)).await?
     };
     if !planned.iter().any(|x| x.name == name) {
-        return Err(Error::NotFound(format!("the applied manifest of {p} has no pipeline {name}")));
+        return Err(Error::NotFound(format!(
+            "the applied manifest of {p} has no pipeline {name}"
+        )));
     }
     let slot = format!("manual:{}", uuid::Uuid::new_v4().simple());
     app.queue.push(&p, &name, slot.clone());
@@ -636,11 +709,20 @@ async fn runs(
     Query(q): Query<RunsQuery>,
 ) -> Result<Json<Value>> {
     authorize(&app, &headers, &p, Right::Read)?;
-    let r = blocking(&app, move |a| a.store.runs(&p, q.limit.unwrap_or(100).clamp(1, 10_000))).await?;
-    Ok(Json(serde_json::to_value(r).map_err(|e| Error::Internal(e.to_string()))?))
+    let r = blocking(&app, move |a| {
+        a.store.runs(&p, q.limit.unwrap_or(100).clamp(1, 10_000))
+    })
+    .await?;
+    Ok(Json(
+        serde_json::to_value(r).map_err(|e| Error::Internal(e.to_string()))?,
+    ))
 }
 
-async fn status(State(app): State<Arc<App>>, Path(p): Path<String>, headers: HeaderMap) -> Result<Json<Value>> {
+async fn status(
+    State(app): State<Arc<App>>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>> {
     authorize(&app, &headers, &p, Right::Read)?;
     blocking(&app, move |a| {
         existing(a, &p)?;
@@ -766,7 +848,12 @@ async fn ask_node(app: &App, p: &str, node: &str, sql: &str) -> Result<Value> {
     if answer["ok"].as_bool() == Some(true) {
         Ok(answer["result"].clone())
     } else {
-        Err(Error::Invalid(answer["error"].as_str().unwrap_or("the query failed").to_string()))
+        Err(Error::Invalid(
+            answer["error"]
+                .as_str()
+                .unwrap_or("the query failed")
+                .to_string(),
+        ))
     }
 }
 
@@ -835,7 +922,10 @@ async fn tables(
             .collect();
         let schema_events: Vec<Value> = rows(&events)
             .iter()
-            .filter(|r| r[2].as_str().is_some_and(|s| s == t || s == format!("context.{t}")))
+            .filter(|r| {
+                r[2].as_str()
+                    .is_some_and(|s| s == t || s == format!("context.{t}"))
+            })
             .map(|r| json!({ "at": r[0], "kind": r[1], "message": r[3], "run_id": r[4] }))
             .collect();
         out.push(json!({ "table": t, "columns": columns, "versions": versions, "schema_events": schema_events }));
@@ -899,16 +989,31 @@ async fn run_detail(
     let rows = events["rows"].as_array().cloned().unwrap_or_default();
     let log: Vec<String> = rows
         .iter()
-        .map(|r| format!("{} {} {}", r[0].as_str().unwrap_or(""), r[1].as_str().unwrap_or(""), r[2].as_str().unwrap_or("")))
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r[0].as_str().unwrap_or(""),
+                r[1].as_str().unwrap_or(""),
+                r[2].as_str().unwrap_or("")
+            )
+        })
         .collect();
     // `plan=1.2ms fetch=...`: the phases one after another (fetch, decode and write overlap
     // in the run; the trace shows how long each took, not when).
     let mut trace = Vec::new();
-    if let Some(msg) = rows.iter().find(|r| r[1] == "run_trace").and_then(|r| r[2].as_str()) {
+    if let Some(msg) = rows
+        .iter()
+        .find(|r| r[1] == "run_trace")
+        .and_then(|r| r[2].as_str())
+    {
         let mut start = 0.0;
         for part in msg.split_whitespace() {
-            let Some((name, v)) = part.split_once('=') else { continue };
-            let Some(ms) = v.strip_suffix("ms").and_then(|v| v.parse::<f64>().ok()) else { continue };
+            let Some((name, v)) = part.split_once('=') else {
+                continue;
+            };
+            let Some(ms) = v.strip_suffix("ms").and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
             if name == "total" {
                 continue;
             }

@@ -111,7 +111,11 @@ impl App {
                     o.client_secret.as_deref(),
                     &format!(
                         "{}/auth/callback",
-                        config.public_url.as_deref().unwrap_or_default().trim_end_matches('/')
+                        config
+                            .public_url
+                            .as_deref()
+                            .unwrap_or_default()
+                            .trim_end_matches('/')
                     ),
                 )
                 .await?,

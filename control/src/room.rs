@@ -53,12 +53,17 @@ impl Room {
         let (snapshot, updates, seq) = store.load_doc(project)?;
         let doc = LoroDoc::new();
         if let Some(s) = snapshot {
-            doc.import(&s)
-                .map_err(|e| Error::Store(format!("project {project}: its snapshot does not load: {e}")))?;
+            doc.import(&s).map_err(|e| {
+                Error::Store(format!(
+                    "project {project}: its snapshot does not load: {e}"
+                ))
+            })?;
         }
         if !updates.is_empty() {
             doc.import_batch(&updates).map_err(|e| {
-                Error::Store(format!("project {project}: its update log does not load: {e}"))
+                Error::Store(format!(
+                    "project {project}: its update log does not load: {e}"
+                ))
             })?;
         }
         let (relay, _) = broadcast::channel(1024);
@@ -133,7 +138,9 @@ impl Room {
             match st.doc.export(ExportMode::Snapshot) {
                 Ok(snap) => match store.compact_doc(&self.project, seq, &snap) {
                     Ok(()) => st.since_snapshot = 0,
-                    Err(e) => tracing::warn!(project = %self.project, "snapshot failed (the log stays): {e}"),
+                    Err(e) => {
+                        tracing::warn!(project = %self.project, "snapshot failed (the log stays): {e}")
+                    }
                 },
                 Err(e) => tracing::warn!(project = %self.project, "snapshot export failed: {e}"),
             }
@@ -229,7 +236,9 @@ mod tests {
         let peer = LoroDoc::new();
         for i in 0..(COMPACT_EVERY + 250) {
             let vv = peer.oplog_vv();
-            peer.get_map("pipelines").insert(&format!("k{}", i % 7), i).unwrap();
+            peer.get_map("pipelines")
+                .insert(&format!("k{}", i % 7), i)
+                .unwrap();
             peer.get_text("t").insert(0, "x").unwrap();
             peer.commit();
             let u = peer.export(ExportMode::updates(&vv)).unwrap();
@@ -240,8 +249,14 @@ mod tests {
             Err(Refused::Invalid(_))
         ));
         let (snapshot, log, _) = store.load_doc("p").unwrap();
-        assert!(snapshot.is_some(), "no snapshot after {COMPACT_EVERY} updates");
-        assert!(log.len() < COMPACT_EVERY as usize, "the log was not truncated");
+        assert!(
+            snapshot.is_some(),
+            "no snapshot after {COMPACT_EVERY} updates"
+        );
+        assert!(
+            log.len() < COMPACT_EVERY as usize,
+            "the log was not truncated"
+        );
         let again = Room::load("p", &store).unwrap();
         assert_eq!(again.version(), peer.oplog_vv());
         assert_eq!(

@@ -117,7 +117,9 @@ impl Store {
     pub fn root_key(&self, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>> {
         self.with(|c| {
             if let Some(k) = c
-                .query_row("SELECT private_key FROM keys WHERE id = 1", [], |r| r.get(0))
+                .query_row("SELECT private_key FROM keys WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
                 .optional()?
             {
                 return Ok(k);
@@ -177,8 +179,10 @@ impl Store {
     /// `(project, "read,edit,...")` for each project the user holds rights on.
     pub fn grants_of(&self, sub: &str) -> Result<Vec<(String, String)>> {
         self.with(|c| {
-            let mut s = c.prepare("SELECT project, rights FROM grants WHERE sub = ?1 ORDER BY project")?;
-            s.query_map([sub], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            let mut s =
+                c.prepare("SELECT project, rights FROM grants WHERE sub = ?1 ORDER BY project")?;
+            s.query_map([sub], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })
     }
 
@@ -351,7 +355,11 @@ impl Store {
             let v = match version {
                 Some(v) => Some(v),
                 None => c
-                    .query_row("SELECT version FROM applied WHERE project = ?1", [project], |r| r.get(0))
+                    .query_row(
+                        "SELECT version FROM applied WHERE project = ?1",
+                        [project],
+                        |r| r.get(0),
+                    )
                     .optional()?,
             };
             let Some(v) = v else { return Ok(None) };
@@ -381,8 +389,10 @@ impl Store {
     /// `(node id, last heartbeat)` of each registered node.
     pub fn nodes(&self, project: &str) -> Result<Vec<(String, String)>> {
         self.with(|c| {
-            let mut s = c.prepare("SELECT id, last_seen FROM nodes WHERE project = ?1 ORDER BY id")?;
-            s.query_map([project], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            let mut s =
+                c.prepare("SELECT id, last_seen FROM nodes WHERE project = ?1 ORDER BY id")?;
+            s.query_map([project], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })
     }
 
@@ -456,7 +466,13 @@ impl Store {
     }
 
     /// Records a node's report of a run it was given; false when the run is not its, or closed.
-    pub fn finish_run(&self, project: &str, id: i64, node: &str, report: &Report<'_>) -> Result<bool> {
+    pub fn finish_run(
+        &self,
+        project: &str,
+        id: i64,
+        node: &str,
+        report: &Report<'_>,
+    ) -> Result<bool> {
         self.with(|c| {
             let n = c.execute(
                 "UPDATE runs SET state = ?4, finished_at = ?5, rows = ?6, error = ?7, engine_run = ?8

@@ -22,7 +22,10 @@ pub async fn asset(uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
     // A route this server does not have answers in plain text; a JSON 404 means a missing
     // project or version (the app tells "not served by this version" from "not found").
-    if ["api/", "auth/", "sync"].iter().any(|p| path.starts_with(p)) {
+    if ["api/", "auth/", "sync"]
+        .iter()
+        .any(|p| path.starts_with(p))
+    {
         return (StatusCode::NOT_FOUND, format!("no such endpoint: /{path}")).into_response();
     }
     let name = match path {

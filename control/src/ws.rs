@@ -138,7 +138,13 @@ impl Conn {
             .map_err(|_| (1011, "connection gone".to_string()))
     }
 
-    async fn ack(&self, crdt: CrdtType, room: &str, batch: [u8; 8], status: UpdateStatusCode) -> Result<(), Close> {
+    async fn ack(
+        &self,
+        crdt: CrdtType,
+        room: &str,
+        batch: [u8; 8],
+        status: UpdateStatusCode,
+    ) -> Result<(), Close> {
         self.send(&ProtocolMessage::Ack {
             crdt,
             room_id: room.to_string(),
@@ -169,11 +175,31 @@ impl Conn {
                 fragment_count,
                 total_size_bytes,
             } => {
-                if !self.rooms.contains_key(&(crdt.magic_bytes(), room_id.clone())) {
-                    return self.ack(crdt, &room_id, batch_id.0, UpdateStatusCode::PermissionDenied).await;
+                if !self
+                    .rooms
+                    .contains_key(&(crdt.magic_bytes(), room_id.clone()))
+                {
+                    return self
+                        .ack(
+                            crdt,
+                            &room_id,
+                            batch_id.0,
+                            UpdateStatusCode::PermissionDenied,
+                        )
+                        .await;
                 }
-                if total_size_bytes > MAX_BATCH || fragment_count == 0 || fragment_count > MAX_BATCH / 1024 {
-                    return self.ack(crdt, &room_id, batch_id.0, UpdateStatusCode::PayloadTooLarge).await;
+                if total_size_bytes > MAX_BATCH
+                    || fragment_count == 0
+                    || fragment_count > MAX_BATCH / 1024
+                {
+                    return self
+                        .ack(
+                            crdt,
+                            &room_id,
+                            batch_id.0,
+                            UpdateStatusCode::PayloadTooLarge,
+                        )
+                        .await;
                 }
                 self.partial.insert(
                     batch_id.0,
@@ -196,11 +222,20 @@ impl Conn {
                 fragment,
             } => {
                 let Some(p) = self.partial.get_mut(&batch_id.0) else {
-                    return self.ack(crdt, &room_id, batch_id.0, UpdateStatusCode::FragmentTimeout).await;
+                    return self
+                        .ack(
+                            crdt,
+                            &room_id,
+                            batch_id.0,
+                            UpdateStatusCode::FragmentTimeout,
+                        )
+                        .await;
                 };
                 let Some(slot) = p.parts.get_mut(index as usize) else {
                     self.partial.remove(&batch_id.0);
-                    return self.ack(crdt, &room_id, batch_id.0, UpdateStatusCode::InvalidUpdate).await;
+                    return self
+                        .ack(crdt, &room_id, batch_id.0, UpdateStatusCode::InvalidUpdate)
+                        .await;
                 };
                 if slot.is_none() {
                     p.received += 1;
@@ -212,7 +247,9 @@ impl Conn {
                 let p = self.partial.remove(&batch_id.0).expect("present");
                 let whole: Vec<u8> = p.parts.into_iter().flatten().flatten().collect();
                 if whole.len() as u64 != p.total {
-                    return self.ack(p.crdt, &p.room, batch_id.0, UpdateStatusCode::InvalidUpdate).await;
+                    return self
+                        .ack(p.crdt, &p.room, batch_id.0, UpdateStatusCode::InvalidUpdate)
+                        .await;
                 }
                 self.update(p.crdt, &p.room, vec![whole], batch_id.0).await
             }
@@ -229,11 +266,23 @@ impl Conn {
                 Ok(())
             }
             // Server-to-client messages sent by a client: a protocol error.
-            other => Err((1002, format!("unexpected message from a client: {other:?}").chars().take(100).collect())),
+            other => Err((
+                1002,
+                format!("unexpected message from a client: {other:?}")
+                    .chars()
+                    .take(100)
+                    .collect(),
+            )),
         }
     }
 
-    async fn join(&mut self, crdt: CrdtType, room_id: String, auth: Vec<u8>, version: Vec<u8>) -> Result<(), Close> {
+    async fn join(
+        &mut self,
+        crdt: CrdtType,
+        room_id: String,
+        auth: Vec<u8>,
+        version: Vec<u8>,
+    ) -> Result<(), Close> {
         let join_error = |code, message: String, receiver_version| ProtocolMessage::JoinError {
             crdt,
             room_id: room_id.clone(),
@@ -253,23 +302,39 @@ impl Conn {
             Some(t) => app.keys.authorize(t, &room_id, Right::Read).map(|_| t),
         };
         if let Err(e) = checked {
-            return self.send(&join_error(JoinErrorCode::AuthFailed, e.to_string(), None)).await;
+            return self
+                .send(&join_error(JoinErrorCode::AuthFailed, e.to_string(), None))
+                .await;
         }
-        let permission = match token.as_deref().map(|t| app.keys.authorize(t, &room_id, Right::Edit)) {
+        let permission = match token
+            .as_deref()
+            .map(|t| app.keys.authorize(t, &room_id, Right::Edit))
+        {
             Some(Ok(_)) => Permission::Write,
             _ => Permission::Read,
         };
         match app.store.project_exists(&room_id) {
             Ok(true) => {}
             Ok(false) => {
-                let m = format!("no project {room_id}: create it with `hakiri team init {room_id}`");
-                return self.send(&join_error(JoinErrorCode::Unknown, m, None)).await;
+                let m =
+                    format!("no project {room_id}: create it with `hakiri team init {room_id}`");
+                return self
+                    .send(&join_error(JoinErrorCode::Unknown, m, None))
+                    .await;
             }
-            Err(e) => return self.send(&join_error(JoinErrorCode::Unknown, e.to_string(), None)).await,
+            Err(e) => {
+                return self
+                    .send(&join_error(JoinErrorCode::Unknown, e.to_string(), None))
+                    .await;
+            }
         }
         let room = match app.rooms.get(&room_id, &app.store) {
             Ok(r) => r,
-            Err(e) => return self.send(&join_error(JoinErrorCode::Unknown, e.to_string(), None)).await,
+            Err(e) => {
+                return self
+                    .send(&join_error(JoinErrorCode::Unknown, e.to_string(), None))
+                    .await;
+            }
         };
         if let Some(old) = self.rooms.remove(&(crdt.magic_bytes(), room_id.clone())) {
             old.forward.abort();
@@ -283,14 +348,17 @@ impl Conn {
                         Ok(v) => v,
                         Err(_) => {
                             let mine = Some(room.version().encode());
-                            let m = "the version vector does not decode: join with an empty version".to_string();
-                            return self.send(&join_error(JoinErrorCode::VersionUnknown, m, mine)).await;
+                            let m =
+                                "the version vector does not decode: join with an empty version"
+                                    .to_string();
+                            return self
+                                .send(&join_error(JoinErrorCode::VersionUnknown, m, mine))
+                                .await;
                         }
                     }
                 };
-                let (server_version, missing) = room
-                    .join(&vv)
-                    .map_err(|e| (1011, e.to_string()))?;
+                let (server_version, missing) =
+                    room.join(&vv).map_err(|e| (1011, e.to_string()))?;
                 // Subscribe before answering, so nothing accepted in between is missed.
                 let rx = room.relay.subscribe();
                 self.send(&ProtocolMessage::JoinResponseOk {
@@ -303,11 +371,21 @@ impl Conn {
                 .await?;
                 if let Some(m) = missing {
                     for f in frames(crdt, &room_id, vec![m], crate::room::rand_batch()) {
-                        self.out.send(Message::Binary(f.into())).await.map_err(|_| (1011, "gone".to_string()))?;
+                        self.out
+                            .send(Message::Binary(f.into()))
+                            .await
+                            .map_err(|_| (1011, "gone".to_string()))?;
                     }
                 }
                 let forward = forward(self.id, crdt, room_id.clone(), rx, self.out.clone());
-                self.rooms.insert((crdt.magic_bytes(), room_id), Joined { permission, token, forward });
+                self.rooms.insert(
+                    (crdt.magic_bytes(), room_id),
+                    Joined {
+                        permission,
+                        token,
+                        forward,
+                    },
+                );
                 Ok(())
             }
             CrdtType::LoroEphemeralStore => {
@@ -321,19 +399,37 @@ impl Conn {
                 })
                 .await?;
                 let forward = forward(self.id, crdt, room_id.clone(), rx, self.out.clone());
-                self.rooms.insert((crdt.magic_bytes(), room_id), Joined { permission, token, forward });
+                self.rooms.insert(
+                    (crdt.magic_bytes(), room_id),
+                    Joined {
+                        permission,
+                        token,
+                        forward,
+                    },
+                );
                 Ok(())
             }
             other => {
-                let m = format!("{other:?} rooms are not served here: use %LOR (the document) or %EPH (presence)");
-                self.send(&join_error(JoinErrorCode::Unknown, m, None)).await
+                let m = format!(
+                    "{other:?} rooms are not served here: use %LOR (the document) or %EPH (presence)"
+                );
+                self.send(&join_error(JoinErrorCode::Unknown, m, None))
+                    .await
             }
         }
     }
 
-    async fn update(&mut self, crdt: CrdtType, room_id: &str, updates: Vec<Vec<u8>>, batch: [u8; 8]) -> Result<(), Close> {
+    async fn update(
+        &mut self,
+        crdt: CrdtType,
+        room_id: &str,
+        updates: Vec<Vec<u8>>,
+        batch: [u8; 8],
+    ) -> Result<(), Close> {
         let Some(joined) = self.rooms.get(&(crdt.magic_bytes(), room_id.to_string())) else {
-            return self.ack(crdt, room_id, batch, UpdateStatusCode::PermissionDenied).await;
+            return self
+                .ack(crdt, room_id, batch, UpdateStatusCode::PermissionDenied)
+                .await;
         };
         // The token is checked again on every write: it may have expired since the join.
         let still = joined.permission == Permission::Write
@@ -342,11 +438,17 @@ impl Conn {
                 .as_deref()
                 .is_some_and(|t| self.app.keys.authorize(t, room_id, Right::Edit).is_ok());
         if !still {
-            return self.ack(crdt, room_id, batch, UpdateStatusCode::PermissionDenied).await;
+            return self
+                .ack(crdt, room_id, batch, UpdateStatusCode::PermissionDenied)
+                .await;
         }
         let room: Arc<Room> = match self.app.rooms.get(room_id, &self.app.store) {
             Ok(r) => r,
-            Err(_) => return self.ack(crdt, room_id, batch, UpdateStatusCode::Unknown).await,
+            Err(_) => {
+                return self
+                    .ack(crdt, room_id, batch, UpdateStatusCode::Unknown)
+                    .await;
+            }
         };
         if crdt == CrdtType::LoroEphemeralStore {
             let _ = room.presence.send(Relay {
@@ -359,13 +461,18 @@ impl Conn {
         let app = self.app.clone();
         let id = self.id;
         // SQLite's fsync blocks: off the async workers.
-        let result = tokio::task::spawn_blocking(move || room.apply(&app.store, id, updates, batch))
-            .await
-            .map_err(|e| (1011, e.to_string()))?;
+        let result =
+            tokio::task::spawn_blocking(move || room.apply(&app.store, id, updates, batch))
+                .await
+                .map_err(|e| (1011, e.to_string()))?;
         let status = match result {
             Ok(()) => UpdateStatusCode::Ok,
             Err(Refused::Invalid(e)) => {
-                tracing::info!(conn = id, room = room_id, "refused an update that does not decode: {e}");
+                tracing::info!(
+                    conn = id,
+                    room = room_id,
+                    "refused an update that does not decode: {e}"
+                );
                 UpdateStatusCode::InvalidUpdate
             }
             Err(Refused::Store(e)) => {
@@ -385,7 +492,9 @@ impl Conn {
             .collect();
         for k in expired {
             if let Some(p) = self.partial.remove(&k) {
-                let _ = self.ack(p.crdt, &p.room, k, UpdateStatusCode::FragmentTimeout).await;
+                let _ = self
+                    .ack(p.crdt, &p.room, k, UpdateStatusCode::FragmentTimeout)
+                    .await;
             }
         }
     }
@@ -415,7 +524,10 @@ fn forward(
                     // and be sent what it lacks.
                     let reason = format!("fell {n} updates behind: rejoin");
                     let _ = out
-                        .send(Message::Close(Some(CloseFrame { code: 1013, reason: reason.into() })))
+                        .send(Message::Close(Some(CloseFrame {
+                            code: 1013,
+                            reason: reason.into(),
+                        })))
                         .await;
                     return;
                 }

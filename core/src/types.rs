@@ -707,7 +707,10 @@ impl Placement {
             return Ok(Placement::Any);
         }
         let (kind, id) = text.split_once(':').ok_or_else(bad)?;
-        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if id.is_empty()
+            || id.len() > 128
+            || id.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(bad());
         }
         match kind {

@@ -13,8 +13,8 @@ use std::marker::PhantomData;
 
 use hakiri_core::schedule::ScheduleBuilder;
 use hakiri_core::types::{
-    CursorKind, CursorSpec, NullRule, Origin, PipelineBuilder, Placement, PipelineSpec, Role, SchemaPolicy,
-    SourceSpec, UserSpec, WriteMode, validate_name,
+    CursorKind, CursorSpec, NullRule, Origin, PipelineBuilder, PipelineSpec, Placement, Role,
+    SchemaPolicy, SourceSpec, UserSpec, WriteMode, validate_name,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
