@@ -14,10 +14,18 @@ use crate::support::hakiri_bin;
 /// Starts `hakiri run pipeline` `kills` times and SIGKILLs it a seeded random moment (within
 /// `window_ms`) after its run began, so every kill lands on a run: in the middle, or after
 /// it committed its last page (the window is longer than a run).
-fn kill_runs(p: &Project, pipeline: &str, seed: u64, kills: usize, window_ms: u64) {
+fn kill_runs(p: &Project, pipeline: &str, seed: u64, kills: usize, window_ms: u64) -> usize {
     let mut x = seed;
     let db = p.path().join(".hakiri/catalog.db");
-    for _ in 0..kills {
+    let mut window = window_ms.max(1);
+    let mut landed = 0;
+    // Kills that land after the run ended prove nothing, so the loop goes on until `kills`
+    // of them hit a live run whose row exists; a run that finished first halves the window.
+    // Load on the machine changes how long a run takes, never how many kills land.
+    for _ in 0..kills * 8 {
+        if landed == kills {
+            break;
+        }
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -36,16 +44,28 @@ fn kill_runs(p: &Project, pipeline: &str, seed: u64, kills: usize, window_ms: u6
             .spawn()
             .expect("start hakiri run");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while started_runs(&db, pipeline).is_none_or(|n| n == before) && Instant::now() < deadline {
+        let mut started = false;
+        while Instant::now() < deadline {
+            if started_runs(&db, pipeline).is_some_and(|n| n > before) {
+                started = true;
+                break;
+            }
             if child.try_wait().ok().flatten().is_some() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(x % window_ms));
+        std::thread::sleep(Duration::from_millis(x % window));
+        let alive = child.try_wait().ok().flatten().is_none();
         let _ = child.kill();
         child.wait().expect("reap the killed run");
+        if started && alive {
+            landed += 1;
+        } else {
+            window = (window / 2).max(1);
+        }
     }
+    landed
 }
 
 /// Runs of `pipeline` the catalog knows, or None when it cannot be read now (before the
@@ -216,7 +236,9 @@ fn token_pipelines_with_a_null_last_token_survive_kills_after_the_last_page() {
         server.get("/admin/grow?n=240");
         n += 240;
         for style in ["cursor_null", "next_url"] {
-            kill_runs(&p, style, *seed, if round == 0 { 8 } else { 3 }, 600);
+            let kills = if round == 0 { 8 } else { 3 };
+            let landed = kill_runs(&p, style, *seed, kills, 600);
+            assert_eq!(landed, kills, "{style}: kills that hit a running run");
             p.hakiri(&["run", style]).ok();
             p.assert_ids_once(style, n, &format!("after round {}", round + 1));
             // Killed right after its last page committed: the next run writes nothing.
