@@ -9,105 +9,12 @@
 // need routes the control plane does not serve yet (the query console, table history) are
 // skipped with the reason when the route answers 404. The last line is
 // "N passed, N failed, N skipped".
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { PNG } from "pngjs";
-import { WEB, freePort, launchBrowser, restartControl, sleep, start, startStack } from "./harness.mjs";
+import { freePort, launchBrowser, restartControl, sleep, start, startStack } from "./harness.mjs";
+import { ARTIFACTS, assert, checkLabels, docJson, skip, suite, waitFor } from "./checks.mjs";
 
-const ARTIFACTS = join(WEB, "e2e/artifacts");
-mkdirSync(ARTIFACTS, { recursive: true });
-// This run's screenshots replace the last run's (measurements.json stays).
-for (const f of readdirSync(ARTIFACTS)) if (f.endsWith(".png") || f === "results.json" || f === "screenshots.json") rmSync(join(ARTIFACTS, f));
-
-const results = [];
-class Skip extends Error {}
-const skip = (why) => {
-  throw new Skip(why);
-};
-let stopAll = false;
-
-async function test(name, fn, { critical = false } = {}) {
-  if (stopAll) {
-    results.push({ name, status: "skipped", detail: "an earlier step this depends on failed" });
-    console.log(`- SKIP ${name}: an earlier step this depends on failed`);
-    return;
-  }
-  const t0 = Date.now();
-  try {
-    await fn();
-    results.push({ name, status: "passed", ms: Date.now() - t0 });
-    console.log(`✓ ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    if (e instanceof Skip) {
-      results.push({ name, status: "skipped", detail: e.message });
-      console.log(`- SKIP ${name}: ${e.message}`);
-      return;
-    }
-    results.push({ name, status: "failed", detail: e?.stack ?? String(e) });
-    for (const [who, pg] of [["alice", A], ["bob", B]]) {
-      if (pg && !pg.isClosed()) {
-        const slug = name.replace(/[^a-z0-9]+/gi, "-").slice(0, 60);
-        await pg.screenshot({ path: join(ARTIFACTS, `FAILED-${slug}-${who}.png`), fullPage: true }).catch(() => {});
-      }
-    }
-    console.log(`✗ ${name}\n   ${String(e?.stack ?? e).split("\n").slice(0, 6).join("\n   ")}`);
-    if (critical) stopAll = true;
-  }
-}
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-
-/** Saves a screenshot and checks it is not blank (luminance spread and colour count). */
-const shots = [];
-async function shot(page, name) {
-  const path = join(ARTIFACTS, `${name}.png`);
-  await page.waitForTimeout(150);
-  const buf = await page.screenshot({ path, fullPage: true });
-  const png = PNG.sync.read(buf);
-  let n = 0,
-    sum = 0,
-    sum2 = 0;
-  const colours = new Set();
-  for (let i = 0; i < png.data.length; i += 4 * 7) {
-    const l = 0.2126 * png.data[i] + 0.7152 * png.data[i + 1] + 0.0722 * png.data[i + 2];
-    sum += l;
-    sum2 += l * l;
-    n++;
-    if (colours.size < 5000) colours.add((png.data[i] << 16) | (png.data[i + 1] << 8) | png.data[i + 2]);
-  }
-  const mean = sum / n;
-  const std = Math.sqrt(Math.max(0, sum2 / n - mean * mean));
-  const info = { name, path: `e2e/artifacts/${name}.png`, width: png.width, height: png.height, luminance_std: +std.toFixed(1), colours: colours.size };
-  shots.push(info);
-  assert(std > 5 && colours.size > 8, `screenshot ${name} looks blank (luminance std ${std.toFixed(1)}, ${colours.size} colours)`);
-  return info;
-}
-
-/** Every control on the page has an accessible name, and none is out of the tab order. */
-async function checkLabels(page, where) {
-  const problems = await page.evaluate(() => {
-    const out = [];
-    const name = (el) => {
-      if (el.getAttribute("aria-label")) return el.getAttribute("aria-label");
-      const by = el.getAttribute("aria-labelledby");
-      if (by) return by.split(/\s+/).map((id) => document.getElementById(id)?.textContent ?? "").join(" ").trim();
-      if (el.labels && el.labels.length) return [...el.labels].map((l) => l.textContent).join(" ").trim();
-      if (el.title) return el.title;
-      if (["BUTTON", "A", "SUMMARY"].includes(el.tagName)) return el.textContent.trim();
-      return "";
-    };
-    for (const el of document.querySelectorAll("button, a[href], input:not([type=hidden]), select, textarea, summary, [contenteditable=true]")) {
-      const r = el.getBoundingClientRect();
-      if (r.width === 0 && r.height === 0) continue; // not rendered (closed <details>, sr-only links count as rendered)
-      if (!name(el)) out.push(`${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ""}${el.className ? `.${String(el.className).split(" ")[0]}` : ""} has no label`);
-      if (el.getAttribute("tabindex") === "-1") out.push(`${el.tagName.toLowerCase()}#${el.id} is out of the tab order`);
-    }
-    return out;
-  });
-  assert(problems.length === 0, `${where}: ${problems.join("; ")}`);
-}
+const { test, shot, results, shots, counts } = suite({ pages: () => [["alice", A], ["bob", B]] });
 
 async function newContext(browser, displayName) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -143,25 +50,6 @@ async function signIn(page, base, sub) {
   await page.fill('input[name="sub"]', sub);
   await page.click('button[type="submit"]:has-text("Authorize")');
   await page.waitForSelector("#projects-title");
-}
-
-async function docJson(page) {
-  return page.evaluate(() => JSON.stringify(globalThis.hakiriDebug?.docJson?.() ?? null, (k, v) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v)));
-}
-
-async function waitFor(fn, what, timeoutMs = 15_000, stepMs = 100) {
-  const t0 = Date.now();
-  let last;
-  while (Date.now() - t0 < timeoutMs) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e.message;
-    }
-    await sleep(stepMs);
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${typeof last === "string" ? last : JSON.stringify(last)})`);
 }
 
 async function sqlText(page) {
@@ -416,6 +304,8 @@ try {
     await A.waitForSelector("[data-chart=rows]");
     const points = Number(await A.getAttribute("[data-chart=rows]", "data-points"));
     assert(points >= 1, `the rows chart has a point (${points})`);
+    const span = Number(await A.$eval("[data-chart=rows] [data-x-span]", (e) => e.dataset.xSpan));
+    assert(span >= 3600 && span < 86400, `the time axis spans hours around the runs, not years (${span} s)`);
     const rows = await A.textContent("tr[data-state=succeeded] td:nth-of-type(6)");
     assert(rows.trim() === "5", `5 rows loaded (${rows})`);
     await A.click("tr[data-state=succeeded] >> button:has-text('Details')");
@@ -630,7 +520,7 @@ try {
   await stack.stop();
 }
 
-const count = (s) => results.filter((r) => r.status === s).length;
+const c = counts();
 console.log(`\nscreenshots: ${shots.map((s) => s.name).join(", ")} (in e2e/artifacts/)`);
-console.log(`${count("passed")} passed, ${count("failed")} failed, ${count("skipped")} skipped`);
-process.exit(count("failed") ? 1 : 0);
+console.log(`${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`);
+process.exit(c.failed ? 1 : 0);

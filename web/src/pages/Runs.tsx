@@ -26,8 +26,11 @@ function Chart({ id, title, unit, x, series }: { id: string; title: string; unit
       scales: {
         x: {
           time: true,
-          // One run (or runs close together) would otherwise span years: keep at least an hour.
-          range: (_u, min, max) => {
+          // At least an hour around the runs, from the data itself: for one point uPlot's
+          // own x range is min + 86400 / ms, which with seconds (ms = 1e-3) is 2.7 years.
+          range: (u, min, max) => {
+            const xs = u.data[0];
+            if (xs?.length) [min, max] = [xs[0], xs[xs.length - 1]];
             const span = Math.max(max - min, 3600);
             const mid = (min + max) / 2;
             return [mid - span * 0.55, mid + span * 0.55];
@@ -36,6 +39,8 @@ function Chart({ id, title, unit, x, series }: { id: string; title: string; unit
         y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.15 : 1] },
       },
       axes: [{}, { label: unit, size: 60 }],
+      // The x span in seconds, for the browser tests (one run must not span years).
+      hooks: { setScale: [(u, key) => void (key === "x" && (el.dataset.xSpan = String(Math.round((u.scales.x.max ?? 0) - (u.scales.x.min ?? 0)))))] },
       series: [
         {},
         ...series.map((s) => ({
