@@ -34,7 +34,8 @@ macro_rules! catalog_conformance {
                 commit_after_recovery_is_refused, checkpoints_advance_the_cursor,
                 replace_retires_files_until_purged, schema_versions_and_events,
                 failed_run_keeps_the_cursor, boundary_is_committed_with_the_cursor,
-                cursor_moves_wait_for_live_runs,
+                cursor_moves_wait_for_live_runs, compaction_retires_only_the_named_files,
+                prune_keeps_the_latest_rows, drop_table_forgets_the_table_and_its_cursors,
                 schedule_states_round_trip, source_schemas_last_until_the_source_changes,
                 state_tables_have_their_columns);
         }
@@ -95,6 +96,7 @@ fn commit(run: &str, table: &str, files: Vec<FileEntry>, cursor: Option<&str>) -
         table: table.into(),
         files,
         replace: false,
+        retire: Vec::new(),
         cursor: cursor.map(|c| ("monotonic".into(), c.into())),
         boundary: None,
         schema: Some("id Int64".into()),
@@ -582,4 +584,203 @@ mod tests {
 
     crate::catalog_conformance!(sqlite, SqliteCatalog::open_in_memory().unwrap());
     crate::catalog_conformance!(memory, MemoryCatalog::new());
+}
+
+fn simple_pipeline(name: &str, target: &str) -> PipelineSpec {
+    PipelineSpec {
+        name: name.into(),
+        sql: format!("INSERT INTO context.{target} SELECT * FROM s.t WHERE id > $cursor"),
+        target: target.into(),
+        cursor: Some(CursorSpec {
+            kind: CursorKind::Monotonic,
+            column: Some("id".into()),
+            initial: Some("0".into()),
+            lag: None,
+            on_null: NullRule::Skip,
+        }),
+        mode: WriteMode::Append,
+        key: Vec::new(),
+        on_schema_change: SchemaPolicy::Evolve,
+        checkpoint_pages: None,
+        schedule: None,
+        origin: Origin::Sql,
+    }
+}
+
+pub fn compaction_retires_only_the_named_files(c: &dyn Catalog) {
+    for (i, run) in ["r1", "r2", "r3"].iter().enumerate() {
+        c.begin_run(&new_run(run, "p", i as i64, 1), &alive)
+            .unwrap();
+        c.commit(&commit(
+            run,
+            "t",
+            vec![file("t", run, 3)],
+            Some(&i.to_string()),
+        ))
+        .unwrap();
+    }
+    // The compaction read r1 and r2; r3 was appended meanwhile and stays.
+    c.begin_run(&new_run("c1", "compact:t", 5, 1), &alive)
+        .unwrap();
+    let mut k = commit("c1", "t", vec![file("t", "c1", 6)], None);
+    k.pipeline = "compact:t".into();
+    k.retire = vec!["t/r1.parquet".into(), "t/r2.parquet".into()];
+    k.at = t(30);
+    c.commit(&k).unwrap();
+    let mut live: Vec<_> = c
+        .table_files("t")
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    live.sort();
+    assert_eq!(live, vec!["t/c1.parquet", "t/r3.parquet"]);
+    assert_eq!(c.tables().unwrap()[0].rows, 9);
+    assert_eq!(
+        c.cursor("p").unwrap().as_deref(),
+        Some("2"),
+        "cursor untouched"
+    );
+    // Retiring a file that is no longer current is refused, and nothing changes.
+    c.begin_run(&new_run("c2", "compact:t", 40, 1), &alive)
+        .unwrap();
+    let mut k2 = commit("c2", "t", vec![file("t", "c2", 9)], None);
+    k2.pipeline = "compact:t".into();
+    k2.retire = vec!["t/r3.parquet".into(), "t/r1.parquet".into()];
+    let err = c.commit(&k2).unwrap_err().to_string();
+    assert!(
+        err.contains("t/r1.parquet") && err.contains("nothing was committed"),
+        "{err}"
+    );
+    live = c
+        .table_files("t")
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    live.sort();
+    assert_eq!(
+        live,
+        vec!["t/c1.parquet", "t/r3.parquet"],
+        "nothing applied"
+    );
+    // The retired files are kept for readers until the grace period ends.
+    assert_eq!(c.purge_retired(t(30)).unwrap().len(), 0);
+    let mut gone = c.purge_retired(t(31)).unwrap();
+    gone.sort();
+    assert_eq!(gone, vec!["t/r1.parquet", "t/r2.parquet"]);
+}
+
+pub fn prune_keeps_the_latest_rows(c: &dyn Catalog) {
+    // p: four runs, the last one failed; q: one old run.
+    for (i, run) in ["p1", "p2", "p3"].iter().enumerate() {
+        c.begin_run(&new_run(run, "p", i as i64 * 100, 1), &alive)
+            .unwrap();
+        let mut k = commit(run, "t", vec![file("t", run, 1)], Some(&i.to_string()));
+        k.at = t(i as i64 * 100 + 1);
+        c.commit(&k).unwrap();
+    }
+    c.begin_run(&new_run("p4", "p", 300, 1), &alive).unwrap();
+    c.fail_run("p4", t(301), &RunCounters::default(), "boom")
+        .unwrap();
+    c.begin_run(&new_run("q1", "q", 0, 1), &alive).unwrap();
+    c.add_event(t(0), EventKind::RunRetry, "p", "old p", None)
+        .unwrap();
+    c.add_event(t(1), EventKind::RunRetry, "p", "newer p", None)
+        .unwrap();
+    c.add_event(t(2), EventKind::RunRetry, "q", "only q", None)
+        .unwrap();
+    c.add_event(t(500), EventKind::RunRetry, "p", "recent p", None)
+        .unwrap();
+    let cutoff = t(250);
+    let pruned = c
+        .prune(&super::PruneCutoffs {
+            runs: Some(cutoff),
+            events: Some(cutoff),
+            cursor_history: Some(cutoff),
+        })
+        .unwrap();
+    // Runs: p1 goes; p2 is not the latest succeeded (p3 is), so it goes too; p3 stays as
+    // the latest succeeded, p4 as the latest; q1 is running.
+    let mut runs: Vec<_> = c
+        .runs(None)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    runs.sort();
+    assert_eq!(runs, vec!["p3", "p4", "q1"]);
+    assert_eq!(pruned.runs, 2);
+    // Events: "old p" and "newer p" are old, but "recent p" is p's latest; "only q" is q's.
+    assert_eq!(pruned.events, 2);
+    let events = format!("{:?}", c.state_table("events").unwrap().rows);
+    assert!(
+        !events.contains("old p") && !events.contains("newer p"),
+        "{events}"
+    );
+    assert!(
+        events.contains("recent p") && events.contains("only q"),
+        "{events}"
+    );
+    // Cursor history: values 0, 1 are old; 2 (committed at 201) is the latest.
+    let history: Vec<_> = c
+        .cursor_history("p")
+        .unwrap()
+        .into_iter()
+        .map(|h| h.value)
+        .collect();
+    assert_eq!(history, vec!["2"]);
+    assert_eq!(pruned.cursor_history, 2);
+    // Nothing to prune without cutoffs.
+    assert_eq!(
+        c.prune(&super::PruneCutoffs::default()).unwrap(),
+        super::Pruned::default()
+    );
+}
+
+pub fn drop_table_forgets_the_table_and_its_cursors(c: &dyn Catalog) {
+    c.upsert_pipeline(&simple_pipeline("p", "t"), t(0)).unwrap();
+    c.upsert_pipeline(&simple_pipeline("other", "u"), t(0))
+        .unwrap();
+    c.begin_run(&new_run("r1", "p", 0, 1), &alive).unwrap();
+    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("3")))
+        .unwrap();
+    let mut u = commit("o1", "u", vec![file("u", "o1", 2)], Some("7"));
+    u.pipeline = "other".into();
+    c.begin_run(&new_run("o1", "other", 1, 1), &alive).unwrap();
+    c.commit(&u).unwrap();
+    // A live run of p: refused, naming the pipeline; a dead one does not hold it.
+    c.begin_run(&new_run("r2", "p", 20, 7), &alive).unwrap();
+    let err = c.drop_table("t", t(30), &alive).unwrap_err().to_string();
+    assert!(err.contains("pipeline 'p'") && err.contains("r2"), "{err}");
+    assert_eq!(c.table_files("t").unwrap().len(), 1, "nothing dropped");
+    let dropped = c.drop_table("t", t(30), &dead).unwrap().unwrap();
+    assert_eq!(dropped.files, vec!["t/r1.parquet"]);
+    assert_eq!(dropped.pipelines, vec!["p"]);
+    assert!(c.table_files("t").unwrap().is_empty());
+    assert_eq!(
+        c.tables()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect::<Vec<_>>(),
+        vec!["u"]
+    );
+    assert_eq!(c.cursor("p").unwrap(), None, "p loads from the start again");
+    assert!(c.cursor_history("p").unwrap().is_empty());
+    assert_eq!(
+        c.cursor("other").unwrap().as_deref(),
+        Some("7"),
+        "other tables untouched"
+    );
+    // The files stay for readers until the grace period ends.
+    assert_eq!(c.purge_retired(t(31)).unwrap(), vec!["t/r1.parquet"]);
+    // Once gone, the table is unknown.
+    assert!(c.drop_table("t", t(40), &dead).unwrap().is_none());
+    let events = c.state_table("events").unwrap();
+    assert!(
+        format!("{:?}", events.rows).contains("table_dropped"),
+        "{:?}",
+        events.rows
+    );
 }

@@ -82,6 +82,10 @@ pub struct RunCommit {
     pub files: Vec<FileEntry>,
     /// When true the table's earlier files leave the manifest (replace, merge).
     pub replace: bool,
+    /// These files of the table leave the manifest (compaction, whose new files hold their
+    /// rows). The commit is refused, with nothing applied, if one of them is not current:
+    /// a replace or another compaction retired it first.
+    pub retire: Vec<String>,
     /// The new cursor (kind, value); `None` leaves the cursor as it is.
     pub cursor: Option<(String, String)>,
     /// The records already written at the new cursor's boundary
@@ -253,6 +257,23 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
         run_id: Option<&str>,
     ) -> Result<()>;
 
+    /// Deletes state rows older than the cutoffs, in one transaction. Kept whatever their
+    /// age: running runs, each pipeline's latest run and latest succeeded run (status and
+    /// freshness read them), each pipeline's latest cursor history row, and each subject's
+    /// latest event.
+    fn prune(&self, cutoffs: &PruneCutoffs) -> Result<Pruned>;
+
+    /// `DROP CONTEXT TABLE`: in one transaction, forgets the table, retires its files, its schema
+    /// versions, and the cursors and cursor history of the pipelines writing into it, and
+    /// records a `table_dropped` event. `None` when there is no such table. Refused while a
+    /// live run of one of those pipelines is running ([`table_in_use`]).
+    fn drop_table(
+        &self,
+        table: &str,
+        at: DateTime<Utc>,
+        is_alive: IsAlive<'_>,
+    ) -> Result<Option<DroppedTable>>;
+
     /// The rows of one state table (one of [`STATE_TABLES`]) as strings, integers, floats
     /// or nulls, with the column names, for exposing it through DataFusion.
     fn state_table(&self, name: &str) -> Result<state_tables::RawTable>;
@@ -261,6 +282,43 @@ pub trait Catalog: std::fmt::Debug + Send + Sync {
     /// transaction (`hakiri sync pull`): the project is as before or as after, never a
     /// mix. Refused while a run is running.
     fn replace_state(&self, tables: &[(String, state_tables::RawTable)]) -> Result<()>;
+}
+
+/// What `[retention]` prunes: state rows older than each cutoff (`None` keeps them all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCutoffs {
+    pub runs: Option<DateTime<Utc>>,
+    pub events: Option<DateTime<Utc>>,
+    pub cursor_history: Option<DateTime<Utc>>,
+}
+
+/// How many rows a prune deleted, per state table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub runs: u64,
+    pub events: u64,
+    pub cursor_history: u64,
+}
+
+/// What `DROP CONTEXT TABLE` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DroppedTable {
+    /// The table's current files, now retired: the purge deletes them after the grace
+    /// period, so a query reading them meanwhile completes.
+    pub files: Vec<String>,
+    /// The pipelines writing into the table, whose cursors were forgotten with it: their
+    /// next run loads from the start again into a new table.
+    pub pipelines: Vec<String>,
+}
+
+/// The error for dropping a table a live run is writing.
+pub fn table_in_use(table: &str, r: &RunRecord) -> hakiri_core::error::Error {
+    hakiri_core::error::Error::TableInUse {
+        table: table.to_string(),
+        pipeline: r.pipeline.clone(),
+        run_id: r.run_id.clone(),
+        holder: format!("process {} on host '{}'", r.holder.pid, r.holder.host),
+    }
 }
 
 /// The error text of a run found dead.
@@ -292,4 +350,15 @@ pub fn commit_refused(run_id: &str, status: Option<&str>) -> hakiri_core::error:
         "run {run_id} is {} in the catalog, not running; its commit was abandoned",
         status.unwrap_or("missing")
     ))
+}
+
+/// The error for a commit whose `retire` names a file that is no longer current.
+pub fn retire_conflict(table: &str, path: &str) -> hakiri_core::error::Error {
+    hakiri_core::error::Error::Context {
+        category: hakiri_core::error::ErrorCategory::AlreadyExists,
+        message: format!(
+            "file {path} of context table '{table}' was retired by another commit while this one was written (a replace, merge or another compaction): nothing was committed; run the command again"
+        ),
+        source: Box::new(hakiri_core::error::Error::NotFound(path.to_string())),
+    }
 }

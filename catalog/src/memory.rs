@@ -8,8 +8,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::state_tables::{RawTable, RawValue};
 use super::{
-    Catalog, CommitOutcome, CursorEntry, CursorMove, DEAD_RUN_ERROR, FileEntry, IsAlive, NewRun,
-    RunCommit, RunRecord, ScheduleState, SourceSchema, TableEntry, already_running,
+    Catalog, CommitOutcome, CursorEntry, CursorMove, DEAD_RUN_ERROR, DroppedTable, FileEntry,
+    IsAlive, NewRun, PruneCutoffs, Pruned, RunCommit, RunRecord, ScheduleState, SourceSchema,
+    TableEntry, already_running, table_in_use,
 };
 use hakiri_core::error::{Error, Result};
 use hakiri_core::types::{EventKind, PipelineSpec, RunCounters, RunStatus, SourceSpec};
@@ -353,6 +354,20 @@ impl Catalog for MemoryCatalog {
                 status.map(RunStatus::as_str),
             ));
         }
+        for path in &c.retire {
+            if !st.files.iter().any(|f| {
+                &f.entry.path == path && f.entry.table == c.table && f.retired_at.is_none()
+            }) {
+                return Err(super::retire_conflict(&c.table, path));
+            }
+        }
+        for f in st
+            .files
+            .iter_mut()
+            .filter(|f| c.retire.contains(&f.entry.path))
+        {
+            f.retired_at = Some(c.at);
+        }
         let mut outcome = CommitOutcome::default();
         if c.replace {
             for f in st
@@ -546,6 +561,112 @@ impl Catalog for MemoryCatalog {
         self.state()
             .event(at, kind.as_str(), subject, message, run_id);
         Ok(())
+    }
+
+    fn prune(&self, cutoffs: &PruneCutoffs) -> Result<Pruned> {
+        let mut st = self.state();
+        let mut out = Pruned::default();
+        // The keepers, as the SQLite adapter picks them: the last of each group in insertion
+        // order.
+        fn last_of<T, K: Ord>(items: &[T], key: impl Fn(&T) -> Option<K>) -> Vec<usize> {
+            let mut last = BTreeMap::new();
+            for (i, it) in items.iter().enumerate() {
+                if let Some(k) = key(it) {
+                    last.insert(k, i);
+                }
+            }
+            last.into_values().collect()
+        }
+        if let Some(before) = cutoffs.runs {
+            let mut keep = last_of(&st.runs, |r| Some(r.pipeline.clone()));
+            keep.extend(last_of(&st.runs, |r| {
+                (r.status == RunStatus::Succeeded).then(|| r.pipeline.clone())
+            }));
+            let old = std::mem::take(&mut st.runs);
+            let n = old.len();
+            st.runs = old
+                .into_iter()
+                .enumerate()
+                .filter(|(i, r)| {
+                    keep.contains(i) || r.status == RunStatus::Running || r.started_at >= before
+                })
+                .map(|(_, r)| r)
+                .collect();
+            out.runs = (n - st.runs.len()) as u64;
+        }
+        if let Some(before) = cutoffs.events {
+            let keep = last_of(&st.events, |e| Some(e.subject.clone()));
+            let old = std::mem::take(&mut st.events);
+            let n = old.len();
+            st.events = old
+                .into_iter()
+                .enumerate()
+                .filter(|(i, e)| keep.contains(i) || e.at >= before)
+                .map(|(_, e)| e)
+                .collect();
+            out.events = (n - st.events.len()) as u64;
+        }
+        if let Some(before) = cutoffs.cursor_history {
+            let keep = last_of(&st.cursor_history, |(c, ..)| Some(c.pipeline.clone()));
+            let old = std::mem::take(&mut st.cursor_history);
+            let n = old.len();
+            st.cursor_history = old
+                .into_iter()
+                .enumerate()
+                .filter(|(i, (_, at, _))| keep.contains(i) || *at >= before)
+                .map(|(_, c)| c)
+                .collect();
+            out.cursor_history = (n - st.cursor_history.len()) as u64;
+        }
+        Ok(out)
+    }
+
+    fn drop_table(
+        &self,
+        table: &str,
+        at: DateTime<Utc>,
+        is_alive: IsAlive<'_>,
+    ) -> Result<Option<DroppedTable>> {
+        let mut st = self.state();
+        if !st.tables.contains_key(table)
+            && !st
+                .files
+                .iter()
+                .any(|f| f.entry.table == table && f.retired_at.is_none())
+        {
+            return Ok(None);
+        }
+        let pipelines: Vec<String> = st
+            .pipelines
+            .values()
+            .filter(|p| p.value.target == table)
+            .map(|p| p.value.name.clone())
+            .collect();
+        if let Some(r) = st.runs.iter().find(|r| {
+            r.status == RunStatus::Running && pipelines.contains(&r.pipeline) && is_alive(r)
+        }) {
+            return Err(table_in_use(table, r));
+        }
+        let mut files = Vec::new();
+        for f in st
+            .files
+            .iter_mut()
+            .filter(|f| f.entry.table == table && f.retired_at.is_none())
+        {
+            f.retired_at = Some(at);
+            files.push(f.entry.path.clone());
+        }
+        files.sort();
+        st.tables.remove(table);
+        st.schema_versions.retain(|v| v.table != table);
+        for p in &pipelines {
+            st.cursors.remove(p);
+        }
+        st.cursor_history
+            .retain(|(c, ..)| !pipelines.contains(&c.pipeline));
+        let msg = super::sqlite::drop_message(table, files.len(), &pipelines);
+        st.event(at, EventKind::TableDropped.as_str(), table, &msg, None);
+        Ok(Some(DroppedTable { files, pipelines }))
     }
 
     /// The memory catalog lives as long as its process: there is no project to sync.

@@ -8,8 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, param
 
 use super::state_tables::{RawTable, RawValue};
 use super::{
-    Catalog, CommitOutcome, CursorEntry, CursorMove, FileEntry, IsAlive, NewRun, RunCommit,
-    RunHolder, RunRecord, STATE_TABLES, ScheduleState, SourceSchema, TableEntry, already_running,
+    Catalog, CommitOutcome, CursorEntry, CursorMove, DroppedTable, FileEntry, IsAlive, NewRun,
+    PruneCutoffs, Pruned, RunCommit, RunHolder, RunRecord, STATE_TABLES, ScheduleState,
+    SourceSchema, TableEntry, already_running, table_in_use,
 };
 use hakiri_core::error::{Error, Result};
 use hakiri_core::types::{EventKind, Origin, PipelineSpec, RunCounters, RunStatus, SourceSpec};
@@ -654,6 +655,16 @@ impl Catalog for SqliteCatalog {
                 params![commit.table, now],
             )?;
         }
+        for path in &commit.retire {
+            let n = tx.execute(
+                "UPDATE files SET retired_at = ?3 WHERE path = ?1 AND table_name = ?2 AND retired_at IS NULL",
+                params![path, commit.table, now],
+            )?;
+            if n != 1 {
+                // Dropping `tx` rolls back what this commit did so far.
+                return Err(super::retire_conflict(&commit.table, path));
+            }
+        }
         for f in &commit.files {
             tx.execute(
                 "INSERT INTO files (path, table_name, run_id, rows, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -910,6 +921,100 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
+    fn prune(&self, cutoffs: &PruneCutoffs) -> Result<Pruned> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Pruned::default();
+        // The keepers are computed once per statement (GROUP BY), not per row: a daily
+        // prune over a large events table stays one pass.
+        if let Some(before) = cutoffs.runs {
+            out.runs = tx.execute(
+                "DELETE FROM runs WHERE started_at < ?1 AND status <> 'running'
+                   AND rowid NOT IN (SELECT max(rowid) FROM runs GROUP BY pipeline)
+                   AND rowid NOT IN (SELECT max(rowid) FROM runs WHERE status = 'succeeded' GROUP BY pipeline)",
+                [ts(before)],
+            )? as u64;
+        }
+        if let Some(before) = cutoffs.events {
+            out.events = tx.execute(
+                "DELETE FROM events WHERE at < ?1
+                   AND id NOT IN (SELECT max(id) FROM events GROUP BY subject)",
+                [ts(before)],
+            )? as u64;
+        }
+        if let Some(before) = cutoffs.cursor_history {
+            out.cursor_history = tx.execute(
+                "DELETE FROM cursor_history WHERE committed_at < ?1
+                   AND id NOT IN (SELECT max(id) FROM cursor_history GROUP BY pipeline)",
+                [ts(before)],
+            )? as u64;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn drop_table(
+        &self,
+        table: &str,
+        at: DateTime<Utc>,
+        is_alive: IsAlive<'_>,
+    ) -> Result<Option<DroppedTable>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let known: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM tables WHERE name = ?1)
+                 OR EXISTS (SELECT 1 FROM files WHERE table_name = ?1 AND retired_at IS NULL)",
+            [table],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Ok(None);
+        }
+        let pipelines: Vec<String> = {
+            let mut stmt =
+                tx.prepare("SELECT name FROM pipelines WHERE target_table = ?1 ORDER BY name")?;
+            stmt.query_map([table], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for p in &pipelines {
+            for r in select_runs(&tx, "WHERE pipeline = ?1 AND status = 'running'", [p])? {
+                if is_alive(&r) {
+                    return Err(table_in_use(table, &r));
+                }
+            }
+        }
+        let files: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT path FROM files WHERE table_name = ?1 AND retired_at IS NULL ORDER BY path",
+            )?;
+            stmt.query_map([table], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        // Retired, not deleted: a query reading them now completes; the purge deletes them
+        // after the grace period, as after a replace.
+        tx.execute(
+            "UPDATE files SET retired_at = ?2 WHERE table_name = ?1 AND retired_at IS NULL",
+            params![table, ts(at)],
+        )?;
+        tx.execute("DELETE FROM tables WHERE name = ?1", [table])?;
+        tx.execute("DELETE FROM schema_versions WHERE table_name = ?1", [table])?;
+        for p in &pipelines {
+            tx.execute("DELETE FROM cursors WHERE pipeline = ?1", [p])?;
+            tx.execute("DELETE FROM cursor_history WHERE pipeline = ?1", [p])?;
+        }
+        tx.execute(
+            "INSERT INTO events (at, kind, subject, message, run_id) VALUES (?1, ?2, ?3, ?4, NULL)",
+            params![
+                ts(at),
+                EventKind::TableDropped.as_str(),
+                table,
+                drop_message(table, files.len(), &pipelines)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Some(DroppedTable { files, pipelines }))
+    }
+
     fn replace_state(&self, tables: &[(String, RawTable)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -986,6 +1091,19 @@ impl Catalog for SqliteCatalog {
             rows: rows_out,
         })
     }
+}
+
+/// The `table_dropped` event's text (both adapters).
+pub(crate) fn drop_message(table: &str, files: usize, pipelines: &[String]) -> String {
+    let reset = if pipelines.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the cursors of {} were forgotten, so their next run loads from the start",
+            pipelines.join(", ")
+        )
+    };
+    format!("context table '{table}' dropped with its {files} file(s){reset}")
 }
 
 /// Reads runs with a `WHERE ...` tail.

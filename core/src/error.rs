@@ -151,6 +151,17 @@ pub enum Error {
         started_at: String,
         heartbeat_at: String,
     },
+    /// `DROP CONTEXT TABLE` while a live run writes the table.
+    #[error(
+        "context table '{table}' is being written by pipeline '{pipeline}' (run {run_id}, {holder}): wait for the run to end, or stop it, then drop the table again"
+    )]
+    TableInUse {
+        table: String,
+        pipeline: String,
+        run_id: String,
+        /// `process <pid> on host '<host>'`.
+        holder: String,
+    },
     /// A run ended by a stopping process (SIGTERM, Ctrl-C), not by the pipeline's fault.
     #[error("stopped: {why}")]
     RunStopped { why: String },
@@ -212,7 +223,7 @@ impl Error {
             | Error::Unknown { .. }
             | Error::SourceTableNotFound { .. } => ErrorCategory::NotFound,
             Error::Exists { .. } => ErrorCategory::AlreadyExists,
-            Error::RunLockHeld { .. } => ErrorCategory::AlreadyExists,
+            Error::RunLockHeld { .. } | Error::TableInUse { .. } => ErrorCategory::AlreadyExists,
             Error::RunStopped { .. } => ErrorCategory::Internal,
             Error::Catalog(_) | Error::Io { .. } | Error::Internal(_) => ErrorCategory::Internal,
             Error::StorageFull { .. } => ErrorCategory::Internal,

@@ -576,10 +576,14 @@ pub enum EventKind {
     RunRetry,
     PipelineSuspended,
     PipelineResumed,
+    /// `DROP CONTEXT TABLE` removed a table.
+    TableDropped,
+    /// `hakiri context compact` merged a table's small files.
+    TableCompacted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::TableCreated,
         EventKind::ColumnAdded,
         EventKind::ColumnWidened,
@@ -598,6 +602,8 @@ impl EventKind {
         EventKind::RunRetry,
         EventKind::PipelineSuspended,
         EventKind::PipelineResumed,
+        EventKind::TableDropped,
+        EventKind::TableCompacted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -620,6 +626,8 @@ impl EventKind {
             EventKind::RunRetry => "run_retry",
             EventKind::PipelineSuspended => "pipeline_suspended",
             EventKind::PipelineResumed => "pipeline_resumed",
+            EventKind::TableDropped => "table_dropped",
+            EventKind::TableCompacted => "table_compacted",
         }
     }
 

@@ -155,3 +155,24 @@ export function useModule<T>(load: () => Promise<T>): { mod?: T; error?: ApiErro
 export function StateBadge({ state }: { state: string }) {
   return <span class={`badge state-${state}`}>{state}</span>;
 }
+
+/** A table's header row: one column per name, then an unnamed actions column if `actions`
+ * names it for screen readers. */
+export function TableHead({ cols, actions }: { cols: string[]; actions?: string }) {
+  return (
+    <thead>
+      <tr>
+        {cols.map((c) => (
+          <th scope="col" key={c}>
+            {c}
+          </th>
+        ))}
+        {actions && (
+          <th scope="col">
+            <span class="sr-only">{actions}</span>
+          </th>
+        )}
+      </tr>
+    </thead>
+  );
+}

@@ -465,6 +465,7 @@ impl Engine {
                     table: spec.target.clone(),
                     files: Vec::new(),
                     replace: false,
+                    retire: Vec::new(),
                     cursor: None,
                     boundary: None,
                     schema: None,
@@ -523,6 +524,7 @@ impl Engine {
             table: spec.target.clone(),
             files: files.clone(),
             replace,
+            retire: Vec::new(),
             cursor: plan
                 .commit_cursor
                 .as_ref()

@@ -2,7 +2,7 @@
 // (a document that does not validate is refused with the reason), and rolling back.
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, api, type Version } from "../api";
-import { ErrorState, Loading, fmtTime, useAsync } from "../ui";
+import { ErrorState, Loading, fmtTime, useAsync, TableHead } from "../ui";
 
 function DiffView({ text }: { text: string }) {
   if (!text.trim()) return <p class="empty">No differences.</p>;
@@ -115,17 +115,7 @@ export function Apply({ project }: { project: string }) {
         <div class="table-wrap">
           <table class="versions">
             <caption class="sr-only">Applied versions of {project}</caption>
-            <thead>
-              <tr>
-                <th scope="col">Version</th>
-                <th scope="col">Applied</th>
-                <th scope="col">By</th>
-                <th scope="col">Note</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead cols={["Version", "Applied", "By", "Note"]} actions="Actions" />
             <tbody>
               {[...list]
                 .sort((a, b) => b.version - a.version)

@@ -5,7 +5,7 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { ApiError, api, type RunDetail, type RunRow } from "../api";
 import { href, navigate } from "../router";
-import { ErrorState, Loading, NotAvailable, StateBadge, durationMs, fmtDuration, fmtTime, useAsync } from "../ui";
+import { ErrorState, Loading, NotAvailable, StateBadge, durationMs, fmtDuration, fmtTime, useAsync, TableHead } from "../ui";
 
 interface Series {
   label: string;
@@ -136,13 +136,7 @@ function RunDetails({ project, run, onClose }: { project: string; run: RunRow; o
             <>
               <h3>Trace</h3>
               <table>
-                <thead>
-                  <tr>
-                    <th scope="col">Step</th>
-                    <th scope="col">Start</th>
-                    <th scope="col">Duration</th>
-                  </tr>
-                </thead>
+                <TableHead cols={["Step", "Start", "Duration"]} />
                 <tbody>
                   {d.data.trace.map((t, i) => (
                     <tr key={i}>
@@ -232,21 +226,7 @@ export function Runs({ project, pipeline }: { project: string; pipeline?: string
         <div class="table-wrap">
           <table class="runs">
             <caption class="sr-only">Run history{pipeline ? ` of ${pipeline}` : ""}, newest first</caption>
-            <thead>
-              <tr>
-                <th scope="col">Run</th>
-                <th scope="col">Pipeline</th>
-                <th scope="col">State</th>
-                <th scope="col">Node</th>
-                <th scope="col">Assigned</th>
-                <th scope="col">Duration</th>
-                <th scope="col">Rows</th>
-                <th scope="col">Error</th>
-                <th scope="col">
-                  <span class="sr-only">Details</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead cols={["Run", "Pipeline", "State", "Node", "Assigned", "Duration", "Rows", "Error"]} actions="Details" />
             <tbody>
               {[...chrono].reverse().map((r) => (
                 <tr key={r.id} class={failed(r) ? "failed" : ""} data-run={r.id} data-state={r.state}>

@@ -5,6 +5,7 @@ import { useState } from "preact/hooks";
 import type { LoroMap } from "loro-crdt";
 import { ensureMap, LoroMap as LMap, setField, type ProjectDoc } from "../doc";
 import { def, validate, type Problem } from "../schema";
+import { TableHead } from "../ui";
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 const TYPES = ["http", "postgres", "file", "s3", "github", "wasm", "delta"];
@@ -74,15 +75,7 @@ function Source({ conn, name, json }: { conn: ProjectDoc; name: string; json: Re
       {opts.length > 0 && (
         <table class="options">
           <caption class="sr-only">Options of {name}</caption>
-          <thead>
-            <tr>
-              <th scope="col">Option</th>
-              <th scope="col">Value</th>
-              <th scope="col">
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead cols={["Option", "Value"]} actions="Actions" />
           <tbody>
             {opts.map(([key, val]) => (
               <tr key={key}>

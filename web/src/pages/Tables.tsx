@@ -2,7 +2,7 @@
 // events), from GET /api/projects/{p}/tables (the shape of MCP's context.describe).
 import { useState } from "preact/hooks";
 import { api, type TableHistory } from "../api";
-import { ErrorState, Loading, NotAvailable, fmtTime, useAsync } from "../ui";
+import { ErrorState, Loading, NotAvailable, fmtTime, useAsync, TableHead } from "../ui";
 
 export function Tables({ project }: { project: string }) {
   const [tables, reload] = useAsync<TableHistory[]>(() => api.tables(project), [project]);
@@ -30,13 +30,7 @@ export function Tables({ project }: { project: string }) {
           </h2>
           <table>
             <caption>Columns</caption>
-            <thead>
-              <tr>
-                <th scope="col">Column</th>
-                <th scope="col">Type</th>
-                <th scope="col">Nullable</th>
-              </tr>
-            </thead>
+            <TableHead cols={["Column", "Type", "Nullable"]} />
             <tbody>
               {t.columns.map((c) => (
                 <tr key={c.name}>
@@ -52,14 +46,7 @@ export function Tables({ project }: { project: string }) {
           {t.versions && t.versions.length > 0 && (
             <table>
               <caption>Schema versions</caption>
-              <thead>
-                <tr>
-                  <th scope="col">Version</th>
-                  <th scope="col">Created</th>
-                  <th scope="col">Run</th>
-                  <th scope="col">Schema</th>
-                </tr>
-              </thead>
+              <TableHead cols={["Version", "Created", "Run", "Schema"]} />
               <tbody>
                 {t.versions.map((v) => (
                   <tr key={v.version}>

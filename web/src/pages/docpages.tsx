@@ -6,7 +6,7 @@ import { currentProject, openProject, type ConnState, type ProjectDoc } from "..
 import { href, navigate, type Route } from "../router";
 import { loadSchema, schemaSource } from "../schema";
 import { useDisplayName } from "../session";
-import { ErrorState, Loading, StateBadge, fmtAgo, fmtTime, useAsync } from "../ui";
+import { ErrorState, Loading, StateBadge, fmtAgo, fmtTime, useAsync, TableHead } from "../ui";
 import { PipelineEditor, problemsOf } from "./PipelineEditor";
 import { SourcesPage } from "./Sources";
 
@@ -252,23 +252,7 @@ function PipelinesPage({ conn, project }: { conn: ProjectDoc; project: string })
         <div class="table-wrap">
           <table class="pipelines">
             <caption class="sr-only">Pipelines of {project}, their placement, last run, node and lease</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Check</th>
-                <th scope="col">Applied</th>
-                <th scope="col">Placement</th>
-                <th scope="col">Schedule</th>
-                <th scope="col">Last run</th>
-                <th scope="col">Next run</th>
-                <th scope="col">Node</th>
-                <th scope="col">Lease</th>
-                <th scope="col">Editing</th>
-                <th scope="col">
-                  <span class="sr-only">Actions</span>
-                </th>
-              </tr>
-            </thead>
+            <TableHead cols={["Name", "Check", "Applied", "Placement", "Schedule", "Last run", "Next run", "Node", "Lease", "Editing"]} actions="Actions" />
             <tbody>
               {names.map((n) => {
                 const doc = all[n] ?? {};
