@@ -7,7 +7,8 @@ use hakiri_engine::{ChangeSet, Engine, EngineOptions, Error, Output, PlanReport,
 
 use crate::output::{Format, print_stream};
 use crate::{
-    Cli, Command, ConnectorCommand, Failure, PipelineCommand, SchemaCommand, SourceCommand,
+    Cli, Command, ConnectorCommand, ContextCommand, Failure, PipelineCommand, SchemaCommand,
+    SourceCommand,
 };
 
 fn config_err(msg: String) -> Failure {
@@ -295,6 +296,65 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     print_stream(stream, format).await?;
                 }
             }
+            Ok(())
+        }
+        Command::Context {
+            command:
+                ContextCommand::Compact {
+                    table,
+                    target_mb,
+                    sort_by,
+                },
+        } => {
+            let (engine, _) = open(&root, true)?;
+            let manifest = hakiri_manifests::load(&root)?;
+            let mut options = hakiri_engine::maintain::CompactOptions::from_spec(&manifest.store);
+            if let Some(mb) = target_mb {
+                options.target_bytes = Some(mb.max(1) * 1024 * 1024);
+            }
+            if let (Some(cols), Some(t)) = (sort_by, &table) {
+                let cols = cols
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty());
+                options.sort_by.insert(t.clone(), cols.collect());
+            }
+            let progress = |line: &str| eprintln!("{line}");
+            for c in engine
+                .compact(table.as_deref(), &options, &progress)
+                .await?
+            {
+                match c.skipped {
+                    Some(why) => println!(
+                        "{}: {} files, nothing to do ({why})",
+                        c.table, c.files_before
+                    ),
+                    None => println!(
+                        "{}: {} files -> {} files ({} rows rewritten)",
+                        c.table, c.files_before, c.files_after, c.rows
+                    ),
+                }
+            }
+            Ok(())
+        }
+        Command::Context {
+            command: ContextCommand::Prune,
+        } => {
+            let (engine, _) = open(&root, true)?;
+            let manifest = hakiri_manifests::load(&root)?;
+            let r = &manifest.retention;
+            if r.runs.is_none() && r.events.is_none() && r.cursor_history.is_none() {
+                println!(
+                    "nothing to prune: the manifest has no [retention] (e.g. runs = \"90 days\")"
+                );
+                return Ok(());
+            }
+            let p = engine.prune(r)?;
+            let files = engine.purge_retired_files()?;
+            println!(
+                "pruned {} run(s), {} event(s), {} cursor history row(s); {files} retired file(s) deleted",
+                p.runs, p.events, p.cursor_history
+            );
             Ok(())
         }
         Command::Pipeline {
@@ -662,6 +722,11 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
             }
         })
     });
+    let upkeep = tokio::spawn(upkeep(
+        engine.clone(),
+        manifest.store.clone(),
+        manifest.retention.clone(),
+    ));
     std::io::stdout().flush()?;
     let postgres = async {
         match postgres {
@@ -688,6 +753,9 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
     if let Some(renewal) = renewal {
         renewal.abort();
     }
+    // Safe at any point: an interrupted compaction commits nothing, and the next command
+    // sweeps what it wrote.
+    upkeep.abort();
     match scheduler.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("error: stopping the scheduler: {e}"),
@@ -695,6 +763,63 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
     }
     eprintln!("stopped");
     served
+}
+
+/// `serve`'s housekeeping: compaction every `[store] compact_every` (default an hour), the
+/// `[retention]` prune daily, and the purge of retired files every minute. Failures are
+/// reported and retried at the next tick; they never stop the server.
+async fn upkeep(
+    engine: std::sync::Arc<Engine>,
+    store: hakiri_engine::types::StoreSpec,
+    retention: hakiri_engine::types::RetentionSpec,
+) {
+    use std::time::{Duration, Instant};
+    let compact_every = store
+        .compact_every
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |i| i.duration);
+    let options = hakiri_engine::maintain::CompactOptions::from_spec(&store);
+    let prune = retention.runs.is_some()
+        || retention.events.is_some()
+        || retention.cursor_history.is_some();
+    let (mut next_compact, mut next_prune) = (Instant::now() + compact_every, Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if prune && now >= next_prune {
+            next_prune = now + Duration::from_secs(24 * 3600);
+            match engine.prune(&retention) {
+                Ok(p) if p.runs + p.events + p.cursor_history > 0 => eprintln!(
+                    "retention: pruned {} run(s), {} event(s), {} cursor history row(s)",
+                    p.runs, p.events, p.cursor_history
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: retention prune failed (retried tomorrow): {e}"),
+            }
+        }
+        if !compact_every.is_zero() && now >= next_compact {
+            next_compact = now + compact_every;
+            match engine.compact(None, &options, &|_| {}).await {
+                Ok(done) => {
+                    for c in done.iter().filter(|c| c.skipped.is_none()) {
+                        eprintln!(
+                            "compaction: {} {} files -> {} files",
+                            c.table, c.files_before, c.files_after
+                        );
+                    }
+                }
+                Err(e) => eprintln!("warning: compaction failed (retried next time): {e}"),
+            }
+        }
+        ticks += 1;
+        if ticks % 60 == 0
+            && let Err(e) = engine.purge_retired_files()
+        {
+            eprintln!("warning: deleting retired files failed (retried in a minute): {e}");
+        }
+    }
 }
 
 /// What `hakiri serve` was asked for on its command line.

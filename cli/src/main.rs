@@ -133,6 +133,11 @@ enum Command {
         #[command(subcommand)]
         command: SourceCommand,
     },
+    /// Keep the context store in shape: compact a table's small files, prune old state rows.
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
     /// Share the context store through the [sync] bucket or folder, as Delta Lake tables.
     Sync {
         #[command(subcommand)]
@@ -354,6 +359,25 @@ enum SchemaCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContextCommand {
+    /// Merge a table's small files (or every table's) into files of about the target size,
+    /// in one transaction per table; queries running meanwhile are unaffected.
+    Compact {
+        /// The table (default: every table).
+        table: Option<String>,
+        /// The file size to aim at, in MiB (default: [store] compact_target_mb, else 128).
+        #[arg(long)]
+        target_mb: Option<u64>,
+        /// Sort the merged files by these columns ("a,b"; default: [store] sort_by).
+        #[arg(long)]
+        sort_by: Option<String>,
+    },
+    /// Delete state rows older than [retention] says (runs, events, cursor_history),
+    /// keeping each pipeline's latest; `serve` does it daily.
+    Prune,
 }
 
 #[derive(Subcommand, Debug)]

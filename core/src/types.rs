@@ -820,6 +820,26 @@ pub struct ServeSpec {
     pub users: Vec<UserSpec>,
 }
 
+/// The `[retention]` section: how long state rows are kept (`hakiri context prune`, and
+/// daily by `serve`). `None` keeps them all. The latest row per pipeline is always kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionSpec {
+    pub runs: Option<crate::schedule::Interval>,
+    pub events: Option<crate::schedule::Interval>,
+    pub cursor_history: Option<crate::schedule::Interval>,
+}
+
+/// The `[store]` section: how the context store is kept compact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// The size compaction aims at for a table's files (default 128 MiB).
+    pub compact_target_mb: Option<u64>,
+    /// How often `serve` compacts every table (default "1 hour"; "0 seconds" turns it off).
+    pub compact_every: Option<crate::schedule::Interval>,
+    /// Per table, the columns compaction sorts its files by.
+    pub sort_by: BTreeMap<String, Vec<String>>,
+}
+
 /// The `[sync]` section: the bucket (or folder) `hakiri sync` shares the store through.
 /// Credentials are secret references (`env:NAME`), resolved when a command uses them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

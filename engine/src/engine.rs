@@ -641,6 +641,9 @@ impl Engine {
                 self.schedules()?;
                 Ok(Output::Message(format!("pipeline {name} dropped")))
             }
+            HakiriStatement::DropContextTable { name, if_exists } => self
+                .drop_context_table(&name, if_exists)
+                .map(Output::Message),
             HakiriStatement::ShowCreatePipeline { ref name } => {
                 self.pipeline(name)?;
                 self.show_rows(&stmt).await

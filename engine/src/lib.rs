@@ -5,6 +5,7 @@
 
 pub use hakiri_catalog as catalog;
 pub mod engine;
+pub mod maintain;
 pub mod ports;
 pub mod rewind;
 mod run;

@@ -98,6 +98,16 @@ impl ContextStore {
         self.listing_table(files, schema)
     }
 
+    /// A table over `files`, read with `schema` (a whole table's schema, when `files` are
+    /// some of its files).
+    pub fn table_provider_with(
+        &self,
+        files: &[FileEntry],
+        schema: Schema,
+    ) -> Result<Arc<dyn TableProvider>> {
+        self.listing_table(files, schema)
+    }
+
     /// The table as queries see it: text and binary columns are read as Arrow's view types,
     /// as DataFusion reads Parquet whose schema it infers (`schema_force_view_types`). Views
     /// point into the decoded pages instead of copying every value: the group-by over a

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-use hakiri_core::schedule::ScheduleBuilder;
+use hakiri_core::schedule::{Interval, ScheduleBuilder};
 use hakiri_core::types::{
     CursorKind, CursorSpec, NullRule, Origin, PipelineBuilder, PipelineSpec, Placement, Role,
     SchemaPolicy, SourceSpec, UserSpec, WriteMode, validate_name,
@@ -38,6 +38,35 @@ pub struct ManifestDoc {
     pub pipelines: Named<PipelineSpec>,
     pub serve: Option<ServeDoc>,
     pub sync: Option<SyncDoc>,
+    pub retention: Option<RetentionDoc>,
+    pub store: Option<StoreDoc>,
+}
+
+/// `[retention]`: how long state rows are kept; older ones are pruned daily by `serve` and
+/// by `hakiri context prune`, keeping each pipeline's latest.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDoc {
+    /// `hakiri.runs` rows, e.g. "90 days".
+    pub runs: Option<Interval>,
+    /// `hakiri.events` rows.
+    pub events: Option<Interval>,
+    /// `hakiri.cursor_history` rows.
+    pub cursor_history: Option<Interval>,
+}
+
+/// `[store]`: how the context store's files are kept compact.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreDoc {
+    /// The file size compaction aims at, in MiB (default 128).
+    #[schemars(range(min = 1))]
+    pub compact_target_mb: Option<u64>,
+    /// How often `serve` compacts the tables (default "1 hour"; "0 seconds" turns it off).
+    pub compact_every: Option<Interval>,
+    /// Per table, the columns compaction sorts by: `sort_by = { orders = "customer, id" }`.
+    #[serde(default)]
+    pub sort_by: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

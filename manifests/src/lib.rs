@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hakiri_core::types::{PipelineSpec, ServeSpec, SourceSpec, SyncSpec};
+use hakiri_core::types::{PipelineSpec, RetentionSpec, ServeSpec, SourceSpec, StoreSpec, SyncSpec};
 use hakiri_core::{Error, Result};
 
 mod doc;
@@ -39,6 +39,10 @@ pub struct Manifest {
     pub serve: ServeSpec,
     /// `[sync]`: where `hakiri sync` shares the store, when the project does.
     pub sync: Option<SyncSpec>,
+    /// `[retention]`: how long state rows are kept.
+    pub retention: RetentionSpec,
+    /// `[store]`: compaction's target size, cadence and sort keys.
+    pub store: StoreSpec,
 }
 
 /// Whether `dir` holds a manifest (`hakiri.toml` or `hakiri.json`).
@@ -140,6 +144,33 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
             session_token: s.session_token,
             lease_ttl: s.lease_ttl,
         }),
+        retention: doc
+            .retention
+            .map(|r| RetentionSpec {
+                runs: r.runs,
+                events: r.events,
+                cursor_history: r.cursor_history,
+            })
+            .unwrap_or_default(),
+        store: doc
+            .store
+            .map(|s| StoreSpec {
+                compact_target_mb: s.compact_target_mb,
+                compact_every: s.compact_every,
+                sort_by: s
+                    .sort_by
+                    .into_iter()
+                    .map(|(t, cols)| {
+                        let cols = cols
+                            .split(',')
+                            .map(|c| c.trim().to_string())
+                            .filter(|c| !c.is_empty())
+                            .collect();
+                        (t, cols)
+                    })
+                    .collect(),
+            })
+            .unwrap_or_default(),
     })
 }
 

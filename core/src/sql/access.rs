@@ -40,6 +40,7 @@ impl HakiriStatement {
             | HakiriStatement::DropSource { .. }
             | HakiriStatement::CreatePipeline { .. }
             | HakiriStatement::DropPipeline { .. }
+            | HakiriStatement::DropContextTable { .. }
             | HakiriStatement::RunPipeline { .. }
             | HakiriStatement::AlterPipeline { .. }
             | HakiriStatement::ResetCursor { .. } => Access::Write,

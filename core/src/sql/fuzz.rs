@@ -156,6 +156,8 @@ const BODIES: &[&str] = &[
 const OTHERS: &[&str] = &[
     "DROP PIPELINE IF EXISTS p",
     "DROP SOURCE s",
+    "DROP CONTEXT TABLE IF EXISTS context.t",
+    "DROP CONTEXT TABLE t",
     "SHOW PIPELINES",
     "SHOW SOURCES",
     "SHOW CREATE PIPELINE p",

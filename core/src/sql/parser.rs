@@ -40,6 +40,8 @@ pub enum HakiriStatement {
     },
     /// `DROP PIPELINE [IF EXISTS] name`
     DropPipeline { name: String, if_exists: bool },
+    /// `DROP CONTEXT TABLE [IF EXISTS] [context.]name`: the table, its files and state rows.
+    DropContextTable { name: String, if_exists: bool },
     /// `SHOW PIPELINES`
     ShowPipelines,
     /// `SHOW SOURCES`
@@ -110,6 +112,13 @@ impl fmt::Display for HakiriStatement {
                 write!(
                     f,
                     "DROP PIPELINE {}{name}",
+                    if *if_exists { "IF EXISTS " } else { "" }
+                )
+            }
+            HakiriStatement::DropContextTable { name, if_exists } => {
+                write!(
+                    f,
+                    "DROP CONTEXT TABLE {}context.{name}",
                     if *if_exists { "IF EXISTS " } else { "" }
                 )
             }
@@ -274,6 +283,19 @@ impl HakiriParser<'_> {
             let or_replace = self.eat(&["OR", "REPLACE"]);
             self.expect("PIPELINE")?;
             return self.create_pipeline(or_replace);
+        }
+        if self.eat(&["DROP", "CONTEXT", "TABLE"]) {
+            let if_exists = self.eat(&["IF", "EXISTS"]);
+            let mut name = self.name("table")?;
+            if name.eq_ignore_ascii_case("context")
+                && self
+                    .df
+                    .parser
+                    .consume_token(&datafusion::sql::sqlparser::tokenizer::Token::Period)
+            {
+                name = self.name("table")?;
+            }
+            return Ok(HakiriStatement::DropContextTable { name, if_exists });
         }
         for (kw, is_pipeline) in [("PIPELINE", true), ("SOURCE", false)] {
             if self.eat(&["DROP", kw]) {

@@ -98,10 +98,10 @@ pub fn holder_alive(r: &RunRecord, now: DateTime<Utc>) -> bool {
 }
 
 /// Renews the run's heartbeat until dropped.
-struct Heartbeat(tokio::task::JoinHandle<()>);
+pub(crate) struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    fn start(catalog: Arc<dyn Catalog>, clock: Arc<dyn Clock>, run_id: String) -> Self {
+    pub(crate) fn start(catalog: Arc<dyn Catalog>, clock: Arc<dyn Clock>, run_id: String) -> Self {
         Heartbeat(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
@@ -679,7 +679,7 @@ impl Engine {
         }
     }
 
-    fn remove_files(&self, files: &[FileEntry]) {
+    pub(crate) fn remove_files(&self, files: &[FileEntry]) {
         for f in files {
             let _ = std::fs::remove_file(self.store().absolute(&f.path));
         }
