@@ -19,6 +19,7 @@ mod files;
 mod github;
 mod incremental;
 mod introspection;
+mod maintain;
 mod mcp;
 mod migrations;
 mod pagination;
