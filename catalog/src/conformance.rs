@@ -578,14 +578,6 @@ pub fn source_schemas_last_until_the_source_changes(c: &dyn Catalog) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::{MemoryCatalog, SqliteCatalog};
-
-    crate::catalog_conformance!(sqlite, SqliteCatalog::open_in_memory().unwrap());
-    crate::catalog_conformance!(memory, MemoryCatalog::new());
-}
-
 fn simple_pipeline(name: &str, target: &str) -> PipelineSpec {
     PipelineSpec {
         name: name.into(),
@@ -783,4 +775,12 @@ pub fn drop_table_forgets_the_table_and_its_cursors(c: &dyn Catalog) {
         "{:?}",
         events.rows
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{MemoryCatalog, SqliteCatalog};
+
+    crate::catalog_conformance!(sqlite, SqliteCatalog::open_in_memory().unwrap());
+    crate::catalog_conformance!(memory, MemoryCatalog::new());
 }

@@ -722,6 +722,11 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
             }
         })
     });
+    let alerts = tokio::spawn(crate::alerts::watch(
+        engine.clone(),
+        manifest.project.clone(),
+        manifest.alerts.clone(),
+    ));
     let upkeep = tokio::spawn(upkeep(
         engine.clone(),
         manifest.store.clone(),
@@ -756,6 +761,7 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
     // Safe at any point: an interrupted compaction commits nothing, and the next command
     // sweeps what it wrote.
     upkeep.abort();
+    alerts.abort();
     match scheduler.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("error: stopping the scheduler: {e}"),
@@ -814,7 +820,7 @@ async fn upkeep(
             }
         }
         ticks += 1;
-        if ticks % 60 == 0
+        if ticks.is_multiple_of(60)
             && let Err(e) = engine.purge_retired_files()
         {
             eprintln!("warning: deleting retired files failed (retried in a minute): {e}");

@@ -1,6 +1,7 @@
 //! The `hakiri` command: parses arguments, opens the project, dispatches, maps errors to
 //! exit codes (0 ok, 1 a statement or run failed, 2 usage or configuration error).
 
+mod alerts;
 mod commands;
 mod init;
 mod output;

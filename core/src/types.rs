@@ -829,6 +829,52 @@ pub struct RetentionSpec {
     pub cursor_history: Option<crate::schedule::Interval>,
 }
 
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertKind {
+    /// A run failed (or its process died: `partial_failure`).
+    Failed,
+    /// A pipeline's schedule was suspended after failures in a row.
+    Suspended,
+    /// A scheduled pipeline has had no successful run for `stale_after`.
+    Stale,
+}
+
+impl AlertKind {
+    pub const SPELLINGS: [&'static str; 3] = ["failed", "suspended", "stale"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Failed => "failed",
+            AlertKind::Suspended => "suspended",
+            AlertKind::Stale => "stale",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "failed" => Ok(AlertKind::Failed),
+            "suspended" => Ok(AlertKind::Suspended),
+            "stale" => Ok(AlertKind::Stale),
+            other => Err(Error::InvalidInput(format!(
+                "unknown alert '{other}': use failed, suspended or stale"
+            ))),
+        }
+    }
+}
+
+/// `[alerts.<name>]`: a webhook `serve` posts alerts to, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSpec {
+    pub name: String,
+    pub url: String,
+    /// Which alerts go to it (default: all three).
+    pub on: Vec<AlertKind>,
+    /// For `stale`: how long a scheduled pipeline may go without a successful run
+    /// (default "2 hours").
+    pub stale_after: crate::schedule::Interval,
+}
+
 /// The `[store]` section: how the context store is kept compact.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreSpec {

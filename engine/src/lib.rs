@@ -4,6 +4,7 @@
 //! module names.
 
 pub use hakiri_catalog as catalog;
+pub mod alerts;
 pub mod engine;
 pub mod maintain;
 pub mod ports;

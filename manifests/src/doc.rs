@@ -40,6 +40,32 @@ pub struct ManifestDoc {
     pub sync: Option<SyncDoc>,
     pub retention: Option<RetentionDoc>,
     pub store: Option<StoreDoc>,
+    /// `[alerts.<name>]`: webhooks `serve` posts failed, suspended and stale alerts to.
+    #[serde(default)]
+    pub alerts: BTreeMap<String, AlertDoc>,
+}
+
+/// `[alerts.<name>]`: `url = "https://..."`, `on = ["failed", "suspended", "stale"]`,
+/// `stale_after = "2 hours"`. Posted as JSON, retried with backoff; never blocks a run.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertDoc {
+    /// The webhook's URL (http or https).
+    pub url: String,
+    /// Which alerts to send (default all): failed, suspended, stale.
+    pub on: Option<Vec<AlertOn>>,
+    /// For `stale`: how long a scheduled pipeline may go without a successful run
+    /// (default "2 hours").
+    pub stale_after: Option<Interval>,
+}
+
+/// An alert kind.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertOn {
+    Failed,
+    Suspended,
+    Stale,
 }
 
 /// `[retention]`: how long state rows are kept; older ones are pruned daily by `serve` and

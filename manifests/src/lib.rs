@@ -16,7 +16,9 @@
 
 use std::path::{Path, PathBuf};
 
-use hakiri_core::types::{PipelineSpec, RetentionSpec, ServeSpec, SourceSpec, StoreSpec, SyncSpec};
+use hakiri_core::types::{
+    AlertKind, AlertSpec, PipelineSpec, RetentionSpec, ServeSpec, SourceSpec, StoreSpec, SyncSpec,
+};
 use hakiri_core::{Error, Result};
 
 mod doc;
@@ -43,6 +45,8 @@ pub struct Manifest {
     pub retention: RetentionSpec,
     /// `[store]`: compaction's target size, cadence and sort keys.
     pub store: StoreSpec,
+    /// `[alerts.<name>]`: the webhooks `serve` posts alerts to.
+    pub alerts: Vec<AlertSpec>,
 }
 
 /// Whether `dir` holds a manifest (`hakiri.toml` or `hakiri.json`).
@@ -130,7 +134,34 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
         tls_key: s.tls_key,
         users: s.users.0,
     });
+    let mut alerts = Vec::new();
+    for (name, a) in doc.alerts {
+        let bad = |m: String| Error::Config(format!("{path}: [alerts.{name}]: {m}"));
+        let url = webhook_url(&a.url).map_err(bad)?;
+        let on = match a.on {
+            None => vec![AlertKind::Failed, AlertKind::Suspended, AlertKind::Stale],
+            Some(on) => on
+                .into_iter()
+                .map(|k| match k {
+                    doc::AlertOn::Failed => AlertKind::Failed,
+                    doc::AlertOn::Suspended => AlertKind::Suspended,
+                    doc::AlertOn::Stale => AlertKind::Stale,
+                })
+                .collect(),
+        };
+        let stale_after = match a.stale_after {
+            Some(i) => i,
+            None => hakiri_core::schedule::Interval::parse("stale_after", "2 hours")?,
+        };
+        alerts.push(AlertSpec {
+            name,
+            url,
+            on,
+            stale_after,
+        });
+    }
     Ok(Manifest {
+        alerts,
         project: doc.project.and_then(|p| p.name).unwrap_or_default(),
         sources: doc.sources.0,
         pipelines: doc.pipelines.0,
@@ -215,6 +246,18 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod fuzz;
+
+/// A webhook URL must be http(s) with a host.
+fn webhook_url(url: &str) -> std::result::Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("url '{url}' must start with http:// or https://"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("url '{url}' has no host"));
+    }
+    Ok(url.to_string())
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ mod support;
 
 mod abuse;
 mod access;
+mod alerts;
 mod conformance;
 mod control;
 mod crash;
