@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 
 use crate::catalog::{FileEntry, NewRun, PruneCutoffs, Pruned, RunCommit};
 use crate::engine::Engine;
@@ -265,22 +264,8 @@ impl Engine {
             df = df.sort(exprs)?;
         }
         let out_schema: SchemaRef = Arc::new(schema.clone());
-        let mut writer = self.store().begin(table, run_id, part, out_schema)?;
-        let result: Result<()> = async {
-            let mut stream = df.execute_stream().await?;
-            while let Some(batch) = stream.next().await {
-                writer.write(&batch?)?;
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => writer.finish(),
-            Err(e) => {
-                writer.abort();
-                Err(e)
-            }
-        }
+        let writer = self.store().begin(table, run_id, part, out_schema)?;
+        crate::ports::write_all(writer, df).await
     }
 
     /// Deletes the files retired longer ago than the grace period; returns how many.

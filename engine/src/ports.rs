@@ -29,6 +29,30 @@ pub trait StagedWrite: Send {
     fn abort(self: Box<Self>);
 }
 
+/// Streams a query's result into `writer` and finishes it; on an error the staged data is
+/// removed and nothing is left behind.
+pub async fn write_all(
+    mut writer: Box<dyn StagedWrite>,
+    df: datafusion::dataframe::DataFrame,
+) -> Result<Vec<FileEntry>> {
+    use futures::StreamExt;
+    let result: Result<()> = async {
+        let mut stream = df.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            writer.write(&batch?)?;
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => writer.finish(),
+        Err(e) => {
+            writer.abort();
+            Err(e)
+        }
+    }
+}
+
 /// Where a run's rows go: the context store.
 pub trait Destination: Debug + Send + Sync {
     /// Starts part `part` of a run's output for `table` (a run that checkpoints writes

@@ -659,24 +659,12 @@ impl Engine {
         let out_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         // The same part number as its input (`<run>-input...`), under the run's own name.
         let part = run.part.saturating_sub(1);
-        let mut writer = self
+        let writer = self
             .store()
             .begin(&spec.target, &run.run_id, part, out_schema)?;
-        let result: Result<()> = async {
-            let mut stream = df.execute_stream().await?;
-            while let Some(batch) = stream.next().await {
-                writer.write(&batch?)?;
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => writer.finish(),
-            Err(e) => {
-                writer.abort();
-                Err(e.context(|e| format!("merging into context table '{}': {e}", spec.target)))
-            }
-        }
+        crate::ports::write_all(writer, df).await.map_err(|e| {
+            e.context(|e| format!("merging into context table '{}': {e}", spec.target))
+        })
     }
 
     pub(crate) fn remove_files(&self, files: &[FileEntry]) {
