@@ -86,6 +86,9 @@ pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, Chang
             ))),
             None => None,
         },
+        observers: crate::lineage::from_env(&manifest.project)
+            .map(|o| vec![o as std::sync::Arc<dyn hakiri_engine::ports::RunObserver>])
+            .unwrap_or_default(),
     };
     let mut engine = Engine::open(root, options)?;
     hakiri_udfs::register_all(engine.session_mut()).map_err(Error::from)?;

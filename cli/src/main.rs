@@ -4,6 +4,7 @@
 mod alerts;
 mod commands;
 mod init;
+mod lineage;
 mod output;
 mod repl;
 mod sync;
@@ -434,7 +435,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
+    match runtime.block_on(async {
+        let result = commands::dispatch(cli).await;
+        lineage::flush().await;
+        result
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) if f.broken_pipe => ExitCode::SUCCESS,
         Err(f) => {

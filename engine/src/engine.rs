@@ -43,6 +43,8 @@ pub struct EngineOptions {
     pub catalog: Option<Arc<dyn Catalog>>,
     /// Asked before each run (a synced project's leases).
     pub run_guard: Option<Arc<dyn crate::ports::RunGuard>>,
+    /// Told when runs start and end (OpenLineage).
+    pub observers: Vec<Arc<dyn crate::ports::RunObserver>>,
 }
 
 /// What opening a project found and repaired.
@@ -145,6 +147,7 @@ pub struct Engine {
     /// Tells runs in progress that the process is stopping (see [`StopLevel`]).
     stop: tokio::sync::watch::Sender<StopLevel>,
     pub(crate) run_guard: Option<Arc<dyn crate::ports::RunGuard>>,
+    pub(crate) observers: Vec<Arc<dyn crate::ports::RunObserver>>,
 }
 
 /// How far a stopping process has got; runs read it (see [`Engine::request_stop`]).
@@ -189,6 +192,7 @@ impl Engine {
         let store = ContextStore::open(dir.join("store"))?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let run_guard = options.run_guard;
+        let observers = options.observers;
 
         let now = clock.now();
         let interrupted_runs = catalog.recover_runs(&|r| crate::run::holder_alive(r, now), now)?;
@@ -251,6 +255,7 @@ impl Engine {
             hints: SchemaHints::default(),
             stop: tokio::sync::watch::Sender::new(StopLevel::Running),
             run_guard,
+            observers,
         };
         for spec in engine.catalog.list_sources()? {
             // A source whose connector is not built in stays in the catalog but is not
@@ -831,7 +836,7 @@ impl Engine {
     /// The pipeline's query as a logical plan with `$cursor` bound to `cursor` (minus the
     /// cursor's LAG when `apply_lag`). A monotonic cursor's predicate also lets rows with a
     /// NULL cursor through, for the NULL rule to see them.
-    async fn logical_plan(
+    pub(crate) async fn logical_plan(
         &self,
         spec: &PipelineSpec,
         cursor: Option<&str>,

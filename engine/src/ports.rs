@@ -19,6 +19,32 @@ pub trait RunGuard: Debug + Send + Sync {
     async fn before_run(&self, pipeline: &str) -> Result<()>;
 }
 
+/// Told when a run starts and when it ends (OpenLineage events). Called on the run's
+/// task: an implementation that sends something hands it to a task of its own, so an
+/// observer never slows or fails a run.
+pub trait RunObserver: Debug + Send + Sync {
+    fn started(&self, run: &RunStarted);
+    /// `Ok` with the summary, or the run's error.
+    fn ended(
+        &self,
+        run: &RunStarted,
+        outcome: std::result::Result<&crate::RunSummary, &crate::Error>,
+    );
+}
+
+/// A run as its observers see it.
+#[derive(Debug, Clone)]
+pub struct RunStarted {
+    pub run_id: String,
+    /// The run as a UUID (OpenLineage's runId), the same in every event of the run.
+    pub uuid: String,
+    pub pipeline: String,
+    pub sql: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// What the run reads and writes; `None` when the plan could not say.
+    pub lineage: Option<crate::lineage::Lineage>,
+}
+
 /// A staged write into the destination: nothing is visible until the catalog commit that
 /// records the files returned by [`StagedWrite::finish`].
 pub trait StagedWrite: Send {

@@ -3,55 +3,13 @@
 //! run, one `suspended` alert, and one `stale` alert per pipeline that went stale.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Project, hakiri_bin};
-
-/// What the receiver got: (HTTP status it answered, body).
-type Received = Arc<Mutex<Vec<(u16, serde_json::Value)>>>;
-
-fn receiver() -> (String, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got: Received = Arc::default();
-    let sink = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let mut got = sink.lock().unwrap();
-            let status = if got.is_empty() { 500 } else { 200 };
-            got.push((status, serde_json::from_slice(&body).unwrap_or_default()));
-            drop(got);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-        }
-    });
-    (url, got)
-}
+use crate::support::{Project, Received, hakiri_bin, receiver};
 
 #[test]
 fn serve_posts_one_alert_per_failed_run_suspension_and_stale_pipeline() {
-    let (url, got) = receiver();
+    let (url, got) = receiver(true);
     let p = Project::new(&format!(
         r#"
 [project]
@@ -92,8 +50,8 @@ stale_after = "3 seconds"
         got.lock()
             .unwrap()
             .iter()
-            .filter(|(s, _)| *s == 200)
-            .map(|(_, b)| b.clone())
+            .filter(|r| r.status == 200)
+            .map(|r| r.body.clone())
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -141,7 +99,7 @@ stale_after = "3 seconds"
     assert_eq!(by_kind[&("stale".into(), "bad".into())].len(), 1);
     assert_eq!(by_kind[&("suspended".into(), "bad".into())].len(), 1);
     // The first post was answered 500 and retried: one more request than alerts.
-    assert_eq!(all[0].0, 500);
+    assert_eq!(all[0].status, 500);
     assert_eq!(all.len(), ok.len() + 1, "{all:?}");
     let failed = &ok.iter().find(|b| b["alert"] == "failed").unwrap()["message"];
     assert!(

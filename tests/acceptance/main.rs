@@ -20,6 +20,7 @@ mod files;
 mod github;
 mod incremental;
 mod introspection;
+mod lineage;
 mod maintain;
 mod mcp;
 mod migrations;

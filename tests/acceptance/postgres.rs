@@ -302,3 +302,77 @@ mode = "replace"
         vec!["39,39"]
     );
 }
+
+/// Each sslmode against a cluster that accepts only TLS, whose certificate names
+/// `localhost` and is signed by the cluster's own CA.
+#[test]
+fn sslmodes_against_a_tls_only_cluster() {
+    let pg = PgCluster::start_tls();
+    pg.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)");
+    let ca = pg.dir().join("ca.crt");
+    let other = pg.dir().join("other-ca.crt");
+    let source = |name: &str, host: &str, mode: &str, root: Option<&std::path::Path>| {
+        format!(
+            "[sources.{name}]\ntype = \"postgres\"\nhost = \"{host}\"\nport = \"{}\"\nuser = \"hakiri\"\ndbname = \"postgres\"\npassword = \"env:{PASSWORD_ENV}\"\nsslmode = \"{mode}\"\n{}\n",
+            pg.port,
+            root.map_or(String::new(), |r| format!(
+                "sslrootcert = \"{}\"",
+                r.display()
+            ))
+        )
+    };
+    let p = Project::new(
+        &[
+            source("off", "127.0.0.1", "disable", None),
+            source("pref", "127.0.0.1", "prefer", None),
+            source("req", "127.0.0.1", "require", None),
+            source("ca", "127.0.0.1", "verify-ca", Some(&ca)),
+            source("ca_other", "127.0.0.1", "verify-ca", Some(&other)),
+            source("full", "localhost", "verify-full", Some(&ca)),
+            source("full_ip", "127.0.0.1", "verify-full", Some(&ca)),
+        ]
+        .concat(),
+    );
+    for ok in ["pref", "req", "ca", "full"] {
+        let r = run(
+            &p,
+            &[
+                "query",
+                "--format",
+                "csv",
+                &format!("select sum(id) from {ok}.t"),
+            ],
+        );
+        assert_eq!(r.code, 0, "sslmode of {ok}: {}", r.stderr);
+        assert!(r.stdout.ends_with("3\n"), "{ok}: {}", r.stdout);
+    }
+    // disable: the server refuses a plain connection (its pg_hba says hostnossl reject).
+    let r = run(&p, &["query", "select * from off.t"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no encryption") && r.stderr.contains("SQLSTATE 28000"),
+        "{}",
+        r.stderr
+    );
+    // verify-ca with a CA that did not sign the server's certificate.
+    let r = run(&p, &["query", "select * from ca_other.t"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("the TLS handshake failed") && r.stderr.contains("UnknownIssuer"),
+        "{}",
+        r.stderr
+    );
+    // verify-full to an address the certificate does not name.
+    let r = run(&p, &["query", "select * from full_ip.t"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("the TLS handshake failed") && r.stderr.contains("not valid for name"),
+        "{}",
+        r.stderr
+    );
+    // verify-full without a root certificate is refused before connecting.
+    let bad = Project::new(&source("x", "localhost", "verify-full", None));
+    let r = run(&bad, &["source", "tables", "x"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("needs sslrootcert"), "{}", r.stderr);
+}

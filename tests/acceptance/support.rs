@@ -578,7 +578,98 @@ impl PgCluster {
     }
 
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A cluster that accepts only TLS connections (`hostssl`; plain ones are rejected),
+    /// with a server certificate for DNS:localhost signed by a CA of its own, written as
+    /// `ca.crt` in [`PgCluster::dir`] (and `other-ca.crt`, a CA that signed nothing).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    /// The cluster's folder (its certificates, when started with TLS).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn tls_files(dir: &Path) {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl (Debian package openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-subj",
+                &format!("/CN=hakiri test {ca}"),
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        if tls {
+            Self::tls_files(dir.path());
+        }
         let root = Command::new("id")
             .arg("-u")
             .output()
@@ -617,10 +708,21 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             dir.path().display()
         );
+        if tls {
+            let d = dir.path().display();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key"
+            ));
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n",
+            )
+            .unwrap();
+        }
         let out = Self::run_as_server_user(
             dir.path(),
             &Self::bin("pg_ctl"),
@@ -717,4 +819,74 @@ impl Moments {
         self.0 ^= self.0 << 17;
         min + self.0 % (max - min)
     }
+}
+
+/// A request a [`receiver`] got, and what it answered.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: serde_json::Value,
+    pub status: u16,
+}
+
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+
+/// An HTTP receiver of JSON posts (webhooks, OpenLineage) on 127.0.0.1: it keeps every
+/// request and answers 200, or 500 to the very first one when `fail_first` (so a sender's
+/// retry is exercised). Returns its URL (path `/hook`) and what it got.
+pub fn receiver(fail_first: bool) -> (String, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Received = Default::default();
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                continue;
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut headers = std::collections::BTreeMap::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            let len = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let mut got = sink.lock().unwrap();
+            let status = if fail_first && got.is_empty() {
+                500
+            } else {
+                200
+            };
+            got.push(Request {
+                path,
+                headers,
+                body: serde_json::from_slice(&body).unwrap_or_default(),
+                status,
+            });
+            drop(got);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, got)
 }

@@ -266,6 +266,9 @@ impl Engine {
         )?;
         let _heartbeat =
             Heartbeat::start(self.catalog().clone(), self.clock().clone(), run_id.clone());
+        let observed = self
+            .observe_start(&spec, &run_id, started_at, cursor.as_deref())
+            .await;
         let mut run = Run {
             spec,
             run_id,
@@ -301,6 +304,49 @@ impl Engine {
             &run.trace.message(&run),
             Some(&run.run_id),
         );
+        let result = self.finish_run(run, outcome, cursor);
+        if let Some(started) = &observed {
+            for o in &self.observers {
+                o.ended(started, result.as_ref());
+            }
+        }
+        result
+    }
+
+    /// Tells the observers a run started, with its lineage (planned once more for them:
+    /// only when there are observers).
+    async fn observe_start(
+        &self,
+        spec: &PipelineSpec,
+        run_id: &str,
+        started_at: DateTime<Utc>,
+        cursor: Option<&str>,
+    ) -> Option<crate::ports::RunStarted> {
+        if self.observers.is_empty() {
+            return None;
+        }
+        let store = format!("file://{}", self.store().root().display());
+        let started = crate::ports::RunStarted {
+            run_id: run_id.to_string(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            pipeline: spec.name.clone(),
+            sql: spec.sql.clone(),
+            started_at,
+            lineage: self.lineage(spec, cursor, &store).await.ok(),
+        };
+        for o in &self.observers {
+            o.started(&started);
+        }
+        Some(started)
+    }
+
+    /// The run's summary, or its error recorded in the catalog.
+    fn finish_run(
+        &self,
+        run: Run,
+        outcome: Result<()>,
+        cursor: Option<String>,
+    ) -> Result<RunSummary> {
         match outcome {
             Ok(()) => Ok(RunSummary {
                 run_id: run.run_id,

@@ -4,6 +4,7 @@
 //! stream through binary `COPY ... TO STDOUT` into Arrow batches of `batch_size` rows.
 
 mod copy;
+mod tls;
 mod types;
 
 use std::fmt;
@@ -33,7 +34,7 @@ use futures::{StreamExt, stream};
 use hakiri_core::ports::{OptionSpec, Source, validate_options};
 use hakiri_core::sources::resolve_value;
 use hakiri_core::types::SourceSpec;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
 use copy::CopyReader;
@@ -79,6 +80,16 @@ const OPTIONS: &[OptionSpec] = &[
         false,
         "connection timeout (default 10000)",
     ),
+    opt(
+        "sslmode",
+        false,
+        "TLS: disable, prefer (default: TLS when the server offers it), require, verify-ca, verify-full (also as ?sslmode= in the url)",
+    ),
+    opt(
+        "sslrootcert",
+        false,
+        "for verify-ca and verify-full: the CA certificate (PEM file) the server's certificate must be signed by",
+    ),
 ];
 
 /// Connection settings of a source, secrets resolved.
@@ -87,6 +98,7 @@ pub struct PgOptions {
     /// The source's name, for messages.
     source: String,
     config: Config,
+    tls: tls::Tls,
     schema: String,
     batch_size: usize,
     parallel: usize,
@@ -110,7 +122,19 @@ impl fmt::Debug for PgOptions {
 impl PgOptions {
     fn parse(source: &str, raw: &std::collections::BTreeMap<String, String>) -> Result<Self> {
         let get = |k: &str| raw.get(k).map(|v| resolve_value(k, v)).transpose();
-        let mut config = match get("url")? {
+        let (url, url_mode, url_root) = match get("url")? {
+            Some(u) => {
+                let (u, m, r) = tls::split_url(&u);
+                (Some(u), m, r)
+            }
+            None => (None, None, None),
+        };
+        let tls = tls::Tls::parse(
+            source,
+            get("sslmode")?.or(url_mode).as_deref(),
+            get("sslrootcert")?.or(url_root).as_deref(),
+        )?;
+        let mut config = match url {
             Some(url) => url.parse::<Config>().map_err(|e| {
                 Error::InvalidInput(format!(
                     "source '{source}': url is not a PostgreSQL connection URL ({e}); write postgres://user@host:5432/dbname"
@@ -153,9 +177,11 @@ impl PgOptions {
         };
         config.connect_timeout(Duration::from_millis(num("connect_timeout_ms", 10_000)?));
         config.application_name("hakiri");
+        config.ssl_mode(tls.driver_mode());
         Ok(PgOptions {
             source: source.to_string(),
             config,
+            tls,
             schema: get("schema")?.unwrap_or_else(|| "public".into()),
             batch_size: num("batch_size", 8192)?.max(1) as usize,
             parallel: num("parallel", 2)?.clamp(1, 64) as usize,
@@ -181,11 +207,20 @@ impl PgOptions {
 
     /// A connection whose errors say what to fix.
     async fn connect(&self) -> Result<Client> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| self.explain(e))?;
+        let connector = self.tls.connector(&self.source)?;
+        let (client, connection) = match self.config.connect(connector.clone()).await {
+            // prefer: a server that offered TLS but whose handshake failed is tried in
+            // plain text, as libpq does.
+            Err(e)
+                if self.tls.mode == tls::SslMode::Prefer && tls::tls_error_under(&e).is_some() =>
+            {
+                let mut plain = self.config.clone();
+                plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                plain.connect(connector).await
+            }
+            other => other,
+        }
+        .map_err(|e| self.explain(e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!("postgres connection ended: {e}");
@@ -204,6 +239,9 @@ impl PgOptions {
         let message = if let Some(db) = e.as_db_error() {
             let code = db.code().code();
             let fix = match code {
+                "28000" if db.message().contains("no encryption") => {
+                    "the server accepts only TLS connections: set sslmode to prefer, require, verify-ca or verify-full"
+                }
                 "28P01" | "28000" => {
                     "check the user and the password option (a secret reference such as 'env:PGPASSWORD')"
                 }
@@ -215,6 +253,15 @@ impl PgOptions {
             format!(
                 "source '{source}' (postgres {endpoint}): {} (SQLSTATE {code}); {fix}",
                 db.message()
+            )
+        } else if let Some(t) = tls::tls_error_under(&e) {
+            format!(
+                "source '{source}' (postgres {endpoint}): the TLS handshake failed: {t}; check sslmode and sslrootcert (verify-full needs the server's certificate to name the host connected to; verify-ca only checks who signed it)"
+            )
+        } else if e.to_string().contains("server does not support TLS") {
+            format!(
+                "source '{source}' (postgres {endpoint}): sslmode {} needs TLS, and the server does not offer it: enable ssl on the server, or use sslmode prefer or disable",
+                tls::SslMode::SPELLINGS[self.tls.mode as usize]
             )
         } else if self.config.get_password().is_none() && !io_error_under(&e) {
             // Connected, or timed out: the driver does not say which (its error kinds are

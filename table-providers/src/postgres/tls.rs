@@ -1,0 +1,321 @@
+//! TLS to PostgreSQL with libpq's `sslmode`s, on rustls (the one TLS stack of the build)
+//! through `tokio-postgres-rustls`.
+//!
+//! The driver's own `SslMode` only says whether TLS is tried (disable, prefer, require);
+//! what is checked is the rustls verifier's business:
+//!
+//! | sslmode | tried | server certificate |
+//! |---|---|---|
+//! | disable | never | - |
+//! | prefer (default) | if the server offers it; a failed handshake falls back to plain | not checked |
+//! | require | always | not checked (as libpq without a root certificate) |
+//! | verify-ca | always | signed by `sslrootcert` |
+//! | verify-full | always | signed by `sslrootcert` and naming the host connected to |
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::config::SslMode as DriverMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const SPELLINGS: [&'static str; 5] =
+        ["disable", "prefer", "require", "verify-ca", "verify-full"];
+
+    fn parse(source: &str, s: &str) -> Result<Self> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "source '{source}': sslmode '{other}' is not one of {}",
+                    Self::SPELLINGS.join(", ")
+                )));
+            }
+        })
+    }
+}
+
+/// A source's TLS settings.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub mode: SslMode,
+    root: Option<PathBuf>,
+}
+
+impl Tls {
+    pub fn parse(source: &str, mode: Option<&str>, root: Option<&str>) -> Result<Self> {
+        let mode = mode.map_or(Ok(SslMode::Prefer), |m| SslMode::parse(source, m))?;
+        if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "source '{source}': sslmode {} needs sslrootcert, the CA certificate (PEM) the server's certificate must be signed by",
+                if mode == SslMode::VerifyCa {
+                    "verify-ca"
+                } else {
+                    "verify-full"
+                }
+            )));
+        }
+        Ok(Tls {
+            mode,
+            root: root.map(PathBuf::from),
+        })
+    }
+
+    /// What the driver is told: whether to try TLS.
+    pub fn driver_mode(&self) -> DriverMode {
+        match self.mode {
+            SslMode::Disable => DriverMode::Disable,
+            SslMode::Prefer => DriverMode::Prefer,
+            _ => DriverMode::Require,
+        }
+    }
+
+    /// The connector, with the verifier the mode asks for.
+    pub fn connector(&self, source: &str) -> Result<MakeRustlsConnect> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?;
+        let verifier: Arc<dyn ServerCertVerifier> = match self.mode {
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+                Arc::new(AcceptAny(provider.signature_verification_algorithms))
+            }
+            SslMode::VerifyCa | SslMode::VerifyFull => {
+                let path = self.root.as_ref().expect("checked in parse");
+                let mut roots = rustls::RootCertStore::empty();
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|c| c.collect::<std::result::Result<Vec<_>, _>>())
+                    .map_err(|e| {
+                        Error::InvalidInput(format!(
+                            "source '{source}': sslrootcert {} cannot be read as PEM certificates: {e}",
+                            path.display()
+                        ))
+                    })?;
+                for c in certs {
+                    roots.add(c).map_err(|e| {
+                        Error::InvalidInput(format!(
+                            "source '{source}': sslrootcert {} holds a certificate that is not a CA: {e}",
+                            path.display()
+                        ))
+                    })?;
+                }
+                if roots.is_empty() {
+                    return Err(Error::InvalidInput(format!(
+                        "source '{source}': sslrootcert {} holds no certificate",
+                        path.display()
+                    )));
+                }
+                let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?;
+                if self.mode == SslMode::VerifyCa {
+                    Arc::new(NoHostName(webpki))
+                } else {
+                    webpki
+                }
+            }
+        };
+        let config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(MakeRustlsConnect::new(config))
+    }
+}
+
+/// The TLS error under a driver error, if the failure was the handshake's.
+pub fn tls_error_under(e: &tokio_postgres::Error) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = cur {
+        if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        // tokio-rustls wraps the rustls error in an io::Error whose source() skips it.
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && let Some(t) = io.get_ref().and_then(|r| r.downcast_ref::<rustls::Error>())
+        {
+            return Some(t.to_string());
+        }
+        cur = inner.source();
+    }
+    None
+}
+
+/// `require` and `prefer`: encrypted, the certificate not checked (the handshake's
+/// signatures still are).
+#[derive(Debug)]
+struct AcceptAny(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to the root; the name is not checked (rustls checks the
+/// chain first, so a name error means the chain was good).
+#[derive(Debug)]
+struct NoHostName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for NoHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// A URL's `sslmode` and `sslrootcert` query parameters, taken out (the driver's parser
+/// knows only disable, prefer and require, and no sslrootcert).
+pub fn split_url(url: &str) -> (String, Option<String>, Option<String>) {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return (url.to_string(), None, None);
+    };
+    let (mut mode, mut root) = (None, None);
+    let kept: Vec<(String, String)> = u
+        .query_pairs()
+        .filter_map(|(k, v)| match k.as_ref() {
+            "sslmode" => {
+                mode = Some(v.into_owned());
+                None
+            }
+            "sslrootcert" => {
+                root = Some(v.into_owned());
+                None
+            }
+            _ => Some((k.into_owned(), v.into_owned())),
+        })
+        .collect();
+    if mode.is_none() && root.is_none() {
+        return (url.to_string(), None, None);
+    }
+    if kept.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    (u.to_string(), mode, root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters_are_taken_out() {
+        let (u, m, r) =
+            split_url("postgres://a@h:5/db?sslmode=verify-full&sslrootcert=/ca.pem&x=1");
+        assert_eq!(u, "postgres://a@h:5/db?x=1");
+        assert_eq!(m.as_deref(), Some("verify-full"));
+        assert_eq!(r.as_deref(), Some("/ca.pem"));
+        let (u, m, _) = split_url("postgres://a@h/db?sslmode=require");
+        assert_eq!(
+            (u.as_str(), m.as_deref()),
+            ("postgres://a@h/db", Some("require"))
+        );
+        assert_eq!(split_url("postgres://a@h/db").0, "postgres://a@h/db");
+    }
+
+    #[test]
+    fn modes_parse_and_verify_modes_need_a_root() {
+        assert_eq!(Tls::parse("s", None, None).unwrap().mode, SslMode::Prefer);
+        let e = Tls::parse("s", Some("verify-full"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs sslrootcert"), "{e}");
+        let e = Tls::parse("s", Some("allow"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("disable, prefer, require, verify-ca, verify-full"),
+            "{e}"
+        );
+    }
+}
