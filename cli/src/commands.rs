@@ -87,10 +87,13 @@ pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, Chang
             None => None,
         },
         observers: crate::lineage::from_env(&manifest.project)
-            .map(|o| vec![o as std::sync::Arc<dyn hakiri_engine::ports::RunObserver>])
-            .unwrap_or_default(),
+            .map(|o| o as std::sync::Arc<dyn hakiri_engine::ports::RunObserver>)
+            .into_iter()
+            .chain(crate::telemetry::observer())
+            .collect(),
     };
     let mut engine = Engine::open(root, options)?;
+    crate::telemetry::watch_catalog(engine.catalog());
     hakiri_udfs::register_all(engine.session_mut()).map_err(Error::from)?;
     let rec = engine.recovery();
     if !rec.interrupted_runs.is_empty() {
@@ -117,6 +120,12 @@ pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, Chang
 }
 
 pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    // serve and the control plane install their logs with OpenTelemetry themselves.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Control { .. })
+        && crate::telemetry::configured()
+    {
+        init_logs(None);
+    }
     match &cli.command {
         Command::Init { name, format } => return crate::init::init(name, *format),
         Command::Schema {
@@ -144,7 +153,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             log_format,
             ..
         } => {
-            init_logs(log_format);
+            init_logs(Some(log_format));
             let cwd = std::env::current_dir()?;
             let root = cli.project.map(|p| cwd.join(p)).unwrap_or(cwd);
             return crate::team::node(root, url, node_id, team_project, heartbeat).await;
@@ -624,7 +633,7 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
         shutdown_grace,
         log_format,
     } = options;
-    init_logs(log_format);
+    init_logs(Some(log_format));
     let manifest = hakiri_manifests::load(root)?;
     let (engine, _) = open(root, true)?;
     let engine = std::sync::Arc::new(engine);
@@ -848,16 +857,28 @@ pub enum LogFormat {
 
 /// Structured logs on stderr (level from `HAKIRI_LOG`, default `info`): scheduler and run
 /// events carry `pipeline` and `run_id` fields.
-pub(crate) fn init_logs(format: LogFormat) {
+/// Logs on stderr in `format` (serve and nodes; other commands log nothing), and spans to
+/// OpenTelemetry when an OTLP endpoint is configured.
+pub(crate) fn init_logs(format: Option<LogFormat>) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAKIRI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    let text = matches!(format, Some(LogFormat::Text)).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+    });
+    let json = matches!(format, Some(LogFormat::Json)).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(text)
+        .with(json)
+        .with(crate::telemetry::layer())
+        .with(filter)
+        .try_init();
 }
 
 /// `hakiri schema export [--output FILE]`: needs no project.

@@ -9,6 +9,7 @@ mod output;
 mod repl;
 mod sync;
 mod team;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -438,6 +439,9 @@ fn main() -> ExitCode {
     match runtime.block_on(async {
         let result = commands::dispatch(cli).await;
         lineage::flush().await;
+        // The exporters flush from threads of their own, whose requests run on this
+        // runtime: wait for them off its workers.
+        let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
         result
     }) {
         Ok(()) => ExitCode::SUCCESS,

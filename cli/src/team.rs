@@ -47,7 +47,7 @@ pub async fn control(command: ControlCommand) -> Result<(), Failure> {
             dispatch_every,
             log_format,
         } => {
-            crate::commands::init_logs(log_format);
+            crate::commands::init_logs(Some(log_format));
             let listen: std::net::SocketAddr = listen
                 .parse()
                 .map_err(|e| fail(2, format!("--listen {listen}: {e} (use HOST:PORT)")))?;

@@ -194,6 +194,7 @@ impl Engine {
         let run_guard = options.run_guard;
         let observers = options.observers;
 
+        crate::run::trace_spawned_tasks();
         let now = clock.now();
         let interrupted_runs = catalog.recover_runs(&|r| crate::run::holder_alive(r, now), now)?;
         let grace = chrono::Duration::from_std(crate::run::RETIRED_GRACE).unwrap_or_default();

@@ -34,4 +34,5 @@ mod schema;
 mod slt;
 mod sql_shell;
 mod sync;
+mod telemetry;
 mod wasm;

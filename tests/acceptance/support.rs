@@ -828,12 +828,14 @@ pub struct Request {
     /// Header names in lower case.
     pub headers: std::collections::BTreeMap<String, String>,
     pub body: serde_json::Value,
+    /// The body as sent (protobuf for OTLP).
+    pub raw: Vec<u8>,
     pub status: u16,
 }
 
 pub type Received = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
 
-/// An HTTP receiver of JSON posts (webhooks, OpenLineage) on 127.0.0.1: it keeps every
+/// An HTTP receiver of posts (webhooks, OpenLineage, OTLP) on 127.0.0.1: it keeps every
 /// request and answers 200, or 500 to the very first one when `fail_first` (so a sender's
 /// retry is exercised). Returns its URL (path `/hook`) and what it got.
 pub fn receiver(fail_first: bool) -> (String, Received) {
@@ -879,6 +881,7 @@ pub fn receiver(fail_first: bool) -> (String, Received) {
                 path,
                 headers,
                 body: serde_json::from_slice(&body).unwrap_or_default(),
+                raw: body,
                 status,
             });
             drop(got);

@@ -44,6 +44,7 @@ use crate::types::{
     CursorKind, DEFAULT_CHECKPOINT_PAGES, PipelineSpec, RunCounters, RunStatus, WriteMode,
 };
 use crate::types::{EventKind, metric};
+use tracing::Instrument;
 
 /// How long a run's holder may go without a heartbeat before another process may take the
 /// run over. Heartbeats come every [`HEARTBEAT_EVERY`].
@@ -95,6 +96,36 @@ pub fn holder_alive(r: &RunRecord, now: DateTime<Utc>) -> bool {
         // No /proc at all (not Linux): rely on the heartbeat.
         Err(_) => !Path::new("/proc/self").exists(),
     }
+}
+
+/// Carries the current span into the tasks DataFusion spawns (a scan's partitions,
+/// buffered streams), so a connector's request spans stay in the run's trace.
+struct SpanTracer;
+
+impl datafusion::common::runtime::JoinSetTracer for SpanTracer {
+    fn trace_future(
+        &self,
+        fut: futures::future::BoxFuture<'static, Box<dyn std::any::Any + Send>>,
+    ) -> futures::future::BoxFuture<'static, Box<dyn std::any::Any + Send>> {
+        use futures::FutureExt;
+        fut.in_current_span().boxed()
+    }
+
+    fn trace_block(
+        &self,
+        f: Box<dyn FnOnce() -> Box<dyn std::any::Any + Send> + Send>,
+    ) -> Box<dyn FnOnce() -> Box<dyn std::any::Any + Send> + Send> {
+        let span = tracing::Span::current();
+        Box::new(move || span.in_scope(f))
+    }
+}
+
+/// Installs [`SpanTracer`] for the process (once; later calls do nothing).
+pub(crate) fn trace_spawned_tasks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = datafusion::common::runtime::set_join_set_tracer(&SpanTracer);
+    });
 }
 
 /// Renews the run's heartbeat until dropped.
@@ -231,7 +262,28 @@ impl Engine {
             .await
     }
 
+    /// A run is a trace: this span, with `plan`, `part` and `commit` under it and the
+    /// connectors' request spans under those.
     async fn run_with(
+        &self,
+        name: &str,
+        run_id: String,
+        window: Option<Window>,
+        progress: &(dyn Fn(&RunProgress) + Send + Sync),
+    ) -> Result<RunSummary> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("run", pipeline = %name, run_id = %run_id, otel.status_code = tracing::field::Empty);
+        let result = self
+            .run_traced(name, run_id, window, progress)
+            .instrument(span.clone())
+            .await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    async fn run_traced(
         &self,
         name: &str,
         run_id: String,
@@ -408,11 +460,17 @@ impl Engine {
                     run.state.cursor.as_deref(),
                     run.state.applies_lag(),
                 )
+                .instrument(tracing::info_span!("plan"))
                 .await?;
             run.trace.plan += planning.elapsed();
             loop {
                 let rc = Arc::new(self.run_context(run));
-                match self.run_part(run, &plan, &rc, progress).await {
+                let part = tracing::info_span!("part", part = run.part);
+                match self
+                    .run_part(run, &plan, &rc, progress)
+                    .instrument(part)
+                    .await
+                {
                     Ok(true) => return Ok(()),
                     Ok(false) if self.stop_level() >= StopLevel::AtCheckpoint => {
                         return Err(stopped("the process was stopping"));
@@ -583,7 +641,8 @@ impl Engine {
             finish: plan.done.then_some(RunStatus::Succeeded),
         };
         let committing = Instant::now();
-        let committed = self.catalog().commit(&commit);
+        let committed = tracing::info_span!("commit", files = commit.files.len())
+            .in_scope(|| self.catalog().commit(&commit));
         run.trace.commit += committing.elapsed();
         if let Err(e) = committed {
             self.remove_files(&files);

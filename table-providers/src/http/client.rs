@@ -82,6 +82,20 @@ pub async fn get(
     opts: &HttpTableOptions,
     if_none_match: Option<&str>,
 ) -> Result<Page> {
+    use tracing::Instrument;
+    // One span per page fetched (its retries inside), a child of the run's part.
+    let span = tracing::info_span!("http.request", http.request.method = "GET", url.full = %url, otel.kind = "client");
+    get_page(client, url, opts, if_none_match)
+        .instrument(span)
+        .await
+}
+
+async fn get_page(
+    client: &Client,
+    url: &url::Url,
+    opts: &HttpTableOptions,
+    if_none_match: Option<&str>,
+) -> Result<Page> {
     let mut attempt: u32 = 0;
     let mut rate_limited: u32 = 0;
     let mut requests: u64 = 0;

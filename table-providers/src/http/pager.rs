@@ -376,7 +376,10 @@ impl Pager {
             // The URL `k` pages after `next`.
             let url = self.url_at(self.offset + k * step_size, self.page + k);
             let (client, opts, u) = (self.client.clone(), Arc::clone(&self.opts), url.clone());
-            let task = tokio::spawn(async move { client::get(&client, &u, &opts, None).await });
+            // In the current span: a page fetched ahead belongs to the run's trace too.
+            let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
+                client::get(&client, &u, &opts, None).await
+            }));
             self.ahead.push_back((url, task));
         }
     }

@@ -759,10 +759,13 @@ impl ExecutionPlan for PostgresExec {
                     .await
                     .map_err(|e| opts.explain(e))?;
             }
-            let copy = client
-                .copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
-                .await
-                .map_err(|e| opts.explain(e))?;
+            let statement = format!("COPY ({sql}) TO STDOUT (FORMAT binary)");
+            let copy = tracing::Instrument::instrument(
+                client.copy_out(&statement),
+                tracing::info_span!("postgres.copy", db.system = "postgresql", db.query.text = %statement, otel.kind = "client"),
+            )
+            .await
+            .map_err(|e| opts.explain(e))?;
             let rows = CopyReader::new(copy);
             // The stream keeps the snapshot's holder alive until it ends.
             let client = (client, shared);
