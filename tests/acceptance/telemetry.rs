@@ -99,7 +99,10 @@ sql = "INSERT INTO context.items SELECT * FROM api.items"
         .filter(|s| s.trace_id != run.trace_id)
         .map(|s| (&s.name, name_of(&s.parent_span_id)))
         .collect();
-    assert!(outside.is_empty(), "spans outside the run's trace: {outside:?}");
+    assert!(
+        outside.is_empty(),
+        "spans outside the run's trace: {outside:?}"
+    );
     let count = |name: &str, parent: &str| {
         spans
             .iter()
