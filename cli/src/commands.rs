@@ -86,6 +86,17 @@ pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, Chang
             ))),
             None => None,
         },
+        store_key: match &manifest.store.encryption_key {
+            None => None,
+            Some(reference) => {
+                let text =
+                    hakiri_engine::sources::resolve_value("[store] encryption_key", reference)?;
+                Some(hakiri_engine::store::StoreKey::from_hex(
+                    &format!("the store key ({reference})"),
+                    &text,
+                )?)
+            }
+        },
         observers: crate::lineage::from_env(&manifest.project)
             .map(|o| o as std::sync::Arc<dyn hakiri_engine::ports::RunObserver>)
             .into_iter()

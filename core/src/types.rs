@@ -884,6 +884,9 @@ pub struct StoreSpec {
     pub compact_every: Option<crate::schedule::Interval>,
     /// Per table, the columns compaction sorts its files by.
     pub sort_by: BTreeMap<String, Vec<String>>,
+    /// A secret reference (`env:HAKIRI_STORE_KEY`) to the key every file of the context
+    /// store is encrypted with: 32 or 64 hex digits.
+    pub encryption_key: Option<String>,
 }
 
 /// The `[sync]` section: the bucket (or folder) `hakiri sync` shares the store through.

@@ -45,6 +45,8 @@ pub struct EngineOptions {
     pub run_guard: Option<Arc<dyn crate::ports::RunGuard>>,
     /// Told when runs start and end (OpenLineage).
     pub observers: Vec<Arc<dyn crate::ports::RunObserver>>,
+    /// Encrypts the context store's files (`[store] encryption_key`).
+    pub store_key: Option<crate::store::StoreKey>,
 }
 
 /// What opening a project found and repaired.
@@ -189,7 +191,7 @@ impl Engine {
             Some(c) => c,
             None => Arc::new(SqliteCatalog::open(&dir.join("catalog.db"))?),
         };
-        let store = ContextStore::open(dir.join("store"))?;
+        let store = ContextStore::open(dir.join("store"))?.with_key(options.store_key);
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let run_guard = options.run_guard;
         let observers = options.observers;

@@ -12,14 +12,19 @@ use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray}
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::config::{ConfigFileDecryptionProperties, TableParquetOptions};
 use datafusion::datasource::file_format::parquet::{ParquetFormat, transform_schema_to_view};
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result as DfResult;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use datafusion::parquet::basic::Compression;
+use datafusion::parquet::encryption::decrypt::FileDecryptionProperties;
+use datafusion::parquet::encryption::encrypt::FileEncryptionProperties;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
@@ -42,6 +47,39 @@ pub struct ContextStore {
     root: PathBuf,
     /// Each committed file's schema, read once from its Parquet footer (files never change).
     schemas: Arc<Mutex<HashMap<String, SchemaRef>>>,
+    /// With a key every file is written encrypted (Parquet modular encryption: footer and
+    /// columns, AES-GCM) and read with it.
+    key: Option<StoreKey>,
+}
+
+/// The store's AES key (16 or 32 bytes); never printed.
+#[derive(Clone)]
+pub struct StoreKey(Vec<u8>);
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreKey(<{} bits>)", self.0.len() * 8)
+    }
+}
+
+impl StoreKey {
+    /// A key from its hex text (32 or 64 hex digits: AES-128 or AES-256).
+    pub fn from_hex(what: &str, text: &str) -> Result<Self> {
+        let text = text.trim();
+        let bytes = hex::decode(text)
+            .ok()
+            .filter(|b| b.len() == 16 || b.len() == 32);
+        bytes.map(StoreKey).ok_or_else(|| {
+            Error::Config(format!(
+                "{what} must be 32 or 64 hex digits (a 128- or 256-bit AES key); it has {} characters: make one with `openssl rand -hex 32`",
+                text.len()
+            ))
+        })
+    }
+
+    fn hex(&self) -> String {
+        hex::encode(&self.0)
+    }
 }
 
 impl ContextStore {
@@ -50,7 +88,14 @@ impl ContextStore {
         Ok(ContextStore {
             root,
             schemas: Arc::default(),
+            key: None,
         })
+    }
+
+    /// The store read and written with `key` (`None`: plain files).
+    pub fn with_key(mut self, key: Option<StoreKey>) -> Self {
+        self.key = key;
+        self
     }
 
     /// The Arrow schema of a committed file.
@@ -70,8 +115,15 @@ impl ContextStore {
                 path.display()
             ))
         })?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| Error::Internal(format!("reading {}: {e}", path.display())))?;
+        let mut options = ArrowReaderOptions::new();
+        if let Some(key) = &self.key {
+            let props = FileDecryptionProperties::builder(key.0.clone())
+                .build()
+                .map_err(|e| Error::Internal(format!("the store key: {e}")))?;
+            options = options.with_file_decryption_properties(props);
+        }
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+            .map_err(|e| self.read_error(&path, e))?;
         let schema = builder.schema().clone();
         self.schemas
             .lock()
@@ -128,12 +180,38 @@ impl ContextStore {
                     .map_err(Error::from)
             })
             .collect::<Result<Vec<_>>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let mut format = ParquetFormat::default();
+        if let Some(key) = &self.key {
+            let mut options = TableParquetOptions::default();
+            options.crypto.file_decryption = Some(ConfigFileDecryptionProperties {
+                footer_key_as_hex: key.hex(),
+                ..Default::default()
+            });
+            format = format.with_options(options);
+        }
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(Arc::new(schema));
         Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+
+    /// A footer that cannot be read, with what to do when it is a matter of keys.
+    fn read_error(&self, path: &Path, e: ParquetError) -> Error {
+        let text = e.to_string();
+        if text.contains("decryption properties were not provided") {
+            Error::Config(format!(
+                "{} is encrypted and this project has no store key: set [store] encryption_key = \"env:HAKIRI_STORE_KEY\" in the manifest and the variable to the store's key",
+                path.display()
+            ))
+        } else if text.contains("unable to decrypt") || text.contains("Failed decryption") {
+            Error::Config(format!(
+                "the store key does not decrypt {}: it was written with another key; set HAKIRI_STORE_KEY (or what [store] encryption_key names) to the key the store was written with",
+                path.display()
+            ))
+        } else {
+            Error::Internal(format!("reading {}: {e}", path.display()))
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -209,7 +287,7 @@ impl Destination for ContextStore {
         };
         let staged = staging.join(format!("{name}.tmp"));
         let file = File::create(&staged).map_err(|e| Error::io(&staged, e))?;
-        let props = writer_properties(&schema);
+        let props = writer_properties(&schema, self.key.as_ref())?;
         let writer = ArrowWriter::try_new(file, schema, Some(props))
             .map_err(|e| parquet_error(&staged, "opening a Parquet writer", e))?;
         Ok(Box::new(ParquetStagedWrite {
@@ -229,7 +307,7 @@ impl Destination for ContextStore {
 /// Snappy gains little on fixed-width values (amounts: 0.73 of their size) and
 /// decompressing them was the largest cost of a range query (a quarter of its time, plus
 /// the zeroed buffers it fills); the files grow by about 15%.
-fn writer_properties(schema: &Schema) -> WriterProperties {
+fn writer_properties(schema: &Schema, key: Option<&StoreKey>) -> Result<WriterProperties> {
     let mut props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_compression(Compression::SNAPPY);
@@ -239,7 +317,14 @@ fn writer_properties(schema: &Schema) -> WriterProperties {
             props = props.set_column_compression(column, Compression::UNCOMPRESSED);
         }
     }
-    props.build()
+    if let Some(key) = key {
+        // Uniform encryption: the footer and every column with the one key.
+        let encryption = FileEncryptionProperties::builder(key.0.clone())
+            .build()
+            .map_err(|e| Error::Internal(format!("the store key: {e}")))?;
+        props = props.with_file_encryption_properties(encryption);
+    }
+    Ok(props.build())
 }
 
 /// A Parquet writer's error: a full disk is [`Error::StorageFull`] (the user can act on

@@ -93,6 +93,9 @@ pub struct StoreDoc {
     /// Per table, the columns compaction sorts by: `sort_by = { orders = "customer, id" }`.
     #[serde(default)]
     pub sort_by: BTreeMap<String, String>,
+    /// Encrypt every Parquet file of the context store (footer and columns) with this key:
+    /// a secret reference such as "env:HAKIRI_STORE_KEY" to 32 or 64 hex digits.
+    pub encryption_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

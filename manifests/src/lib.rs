@@ -188,6 +188,7 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
             .map(|s| StoreSpec {
                 compact_target_mb: s.compact_target_mb,
                 compact_every: s.compact_every,
+                encryption_key: s.encryption_key,
                 sort_by: s
                     .sort_by
                     .into_iter()

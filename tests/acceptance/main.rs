@@ -12,6 +12,7 @@ mod control;
 mod crash;
 mod demo;
 mod depcheck;
+mod encryption;
 mod errors;
 mod exactly_once;
 mod examples;
