@@ -31,7 +31,15 @@ pub async fn watch(engine: Arc<Engine>, project: String, hooks: Vec<AlertSpec>) 
     };
     let now = engine.clock().now();
     let mut watches = Vec::new();
-    for hook in hooks {
+    for mut hook in hooks {
+        // The URL may be a secret reference (`env:SLACK_WEBHOOK`): such URLs are secrets.
+        match hakiri_engine::sources::resolve_value("url", &hook.url) {
+            Ok(url) => hook.url = url,
+            Err(e) => {
+                eprintln!("warning: alerts to [alerts.{}] are off: {e}", hook.name);
+                continue;
+            }
+        }
         match AlertWatch::new(
             engine.catalog().as_ref(),
             &hook.on,
@@ -78,11 +86,12 @@ async fn post(client: reqwest::Client, name: String, url: String, alert: Alert) 
                 return;
             }
             Ok(r) => format!("HTTP {}", r.status()),
-            Err(e) => e.to_string(),
+            // Without the URL: a webhook's URL is its secret.
+            Err(e) => e.without_url().to_string(),
         };
         if attempt == TRIES {
             eprintln!(
-                "warning: the {} alert for {} could not be sent to [alerts.{name}] ({url}) after {TRIES} tries: {why}",
+                "warning: the {} alert for {} could not be sent to [alerts.{name}] after {TRIES} tries: {why}",
                 alert.alert, alert.pipeline
             );
             return;

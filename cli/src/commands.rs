@@ -91,10 +91,12 @@ pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, Chang
             Some(reference) => {
                 let text =
                     hakiri_engine::sources::resolve_value("[store] encryption_key", reference)?;
-                Some(hakiri_engine::store::StoreKey::from_hex(
-                    &format!("the store key ({reference})"),
-                    &text,
-                )?)
+                let what = if reference.starts_with("env:") {
+                    format!("the store key ({reference})")
+                } else {
+                    "the store key ([store] encryption_key)".to_string()
+                };
+                Some(hakiri_engine::store::StoreKey::from_hex(&what, &text)?)
             }
         },
         observers: crate::lineage::from_env(&manifest.project)
@@ -333,7 +335,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             let manifest = hakiri_manifests::load(&root)?;
             let mut options = hakiri_engine::maintain::CompactOptions::from_spec(&manifest.store);
             if let Some(mb) = target_mb {
-                options.target_bytes = Some(mb.max(1) * 1024 * 1024);
+                options.target_bytes = Some(mb.clamp(1, 1 << 20) * 1024 * 1024);
             }
             if let (Some(cols), Some(t)) = (sort_by, &table) {
                 let cols = cols
@@ -750,11 +752,19 @@ async fn serve(root: &std::path::Path, options: ServeOptions) -> Result<(), Fail
         manifest.project.clone(),
         manifest.alerts.clone(),
     ));
-    let upkeep = tokio::spawn(upkeep(
-        engine.clone(),
-        manifest.store.clone(),
-        manifest.retention.clone(),
-    ));
+    let mut store = manifest.store.clone();
+    if manifest.sync.is_some() && store.compact_every.is_none() {
+        // A compaction changes a table, and a push of it needs the leases of every
+        // pipeline writing it: in a synced project it runs only when asked for.
+        eprintln!(
+            "compaction: off by default in a synced project (set [store] compact_every, or run `hakiri context compact` where the table's writers run)"
+        );
+        store.compact_every = Some(hakiri_engine::schedule::Interval::parse(
+            "compact_every",
+            "0 seconds",
+        )?);
+    }
+    let upkeep = tokio::spawn(upkeep(engine.clone(), store, manifest.retention.clone()));
     std::io::stdout().flush()?;
     let postgres = async {
         match postgres {

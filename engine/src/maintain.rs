@@ -49,7 +49,9 @@ pub struct CompactOptions {
 impl CompactOptions {
     pub fn from_spec(spec: &StoreSpec) -> Self {
         CompactOptions {
-            target_bytes: spec.compact_target_mb.map(|m| m * 1024 * 1024),
+            target_bytes: spec
+                .compact_target_mb
+                .map(|m| m.saturating_mul(1024 * 1024)),
             sort_by: spec.sort_by.clone(),
         }
     }
@@ -113,7 +115,19 @@ impl Engine {
         };
         let mut out = Vec::new();
         for t in tables {
-            out.push(self.compact_table(&t, options, progress).await?);
+            match self.compact_table(&t, options, progress).await {
+                Ok(c) => out.push(c),
+                Err(e) if table.is_some() => return Err(e),
+                // One table's failure (a bad sort key, another compaction of it running)
+                // does not keep the others from being compacted.
+                Err(e) => out.push(Compaction {
+                    table: t.clone(),
+                    files_before: 0,
+                    files_after: 0,
+                    rows: 0,
+                    skipped: Some(format!("failed: {e}")),
+                }),
+            }
         }
         Ok(out)
     }
@@ -159,12 +173,51 @@ impl Engine {
             self.clock().clone(),
             run_id.clone(),
         );
-        // The whole table's schema: every merged file carries all of its columns, so the
-        // table reads the same whichever of its files are merged.
-        let schema = self
-            .store()
-            .table_schema(&files)?
-            .ok_or_else(|| Error::Internal("a table needs at least one file".into()))?;
+        // Read again under the run lock: a compaction that waited behind another works
+        // from what that one left. The whole table's schema: every merged file carries all
+        // of its columns, so the table reads the same whichever of its files are merged.
+        let planned = self.catalog().table_files(table).and_then(|files| {
+            let schema = self
+                .store()
+                .table_schema(&files)?
+                .ok_or_else(|| Error::Internal("a table needs at least one file".into()))?;
+            Ok((plan_bins(&files, target), files, schema))
+        });
+        let (bins, files, schema) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.catalog().fail_run(
+                    &run_id,
+                    self.clock().now(),
+                    &RunCounters::default(),
+                    &e.to_string(),
+                );
+                return Err(e);
+            }
+        };
+        if bins.is_empty() {
+            // Another compaction did it while this one waited.
+            let done = RunCommit {
+                run_id: run_id.clone(),
+                pipeline: pipeline.clone(),
+                table: table.to_string(),
+                files: Vec::new(),
+                replace: false,
+                retire: Vec::new(),
+                cursor: None,
+                boundary: None,
+                schema: None,
+                events: Vec::new(),
+                counters: RunCounters::default(),
+                at: self.clock().now(),
+                finish: Some(RunStatus::Skipped),
+            };
+            self.catalog().commit(&done)?;
+            result.files_before = files.len();
+            result.files_after = files.len();
+            result.skipped = Some("no small files to merge".into());
+            return Ok(result);
+        }
         let sort = options.sort_by.get(table).cloned().unwrap_or_default();
         let mut written: Vec<FileEntry> = Vec::new();
         let mut retired: Vec<String> = Vec::new();
@@ -229,7 +282,11 @@ impl Engine {
                 .fail_run(&run_id, at, &counters, &e.to_string());
             return Err(e);
         }
-        self.purge_retired_files()?;
+        // Committed: a failed purge is retried later, not this compaction's failure.
+        if let Err(e) = self.purge_retired_files() {
+            tracing::warn!("deleting retired files after compacting {table}: {e}");
+        }
+        result.files_before = files.len();
         result.files_after = after;
         result.rows = rows;
         Ok(result)

@@ -50,7 +50,8 @@ pub struct ManifestDoc {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertDoc {
-    /// The webhook's URL (http or https).
+    /// The webhook's URL (http or https), or a secret reference such as
+    /// "env:SLACK_WEBHOOK_URL" (webhook URLs are often secrets).
     pub url: String,
     /// Which alerts to send (default all): failed, suspended, stale.
     pub on: Option<Vec<AlertOn>>,

@@ -248,8 +248,11 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod fuzz;
 
-/// A webhook URL must be http(s) with a host.
+/// A webhook URL must be http(s) with a host, or a secret reference (`env:NAME`).
 fn webhook_url(url: &str) -> std::result::Result<String, String> {
+    if url.starts_with("env:") {
+        return Ok(url.to_string());
+    }
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))

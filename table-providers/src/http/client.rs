@@ -84,7 +84,15 @@ pub async fn get(
 ) -> Result<Page> {
     use tracing::Instrument;
     // One span per page fetched (its retries inside), a child of the run's part.
-    let span = tracing::info_span!("http.request", http.request.method = "GET", url.full = %url, otel.kind = "client");
+    // Without the query and credentials: API keys and signed tokens travel there, and
+    // spans go to a collector.
+    let span = tracing::info_span!(
+        "http.request",
+        http.request.method = "GET",
+        server.address = url.host_str().unwrap_or(""),
+        url.path = url.path(),
+        otel.kind = "client"
+    );
     get_page(client, url, opts, if_none_match)
         .instrument(span)
         .await

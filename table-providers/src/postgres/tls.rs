@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | disable | never | - |
 //! | prefer (default) | if the server offers it; a failed handshake falls back to plain | not checked |
-//! | require | always | not checked (as libpq without a root certificate) |
+//! | require | always | not checked; with `sslrootcert`, as verify-ca (as libpq) |
 //! | verify-ca | always | signed by `sslrootcert` |
 //! | verify-full | always | signed by `sslrootcert` and naming the host connected to |
 
@@ -64,7 +64,11 @@ pub struct Tls {
 
 impl Tls {
     pub fn parse(source: &str, mode: Option<&str>, root: Option<&str>) -> Result<Self> {
-        let mode = mode.map_or(Ok(SslMode::Prefer), |m| SslMode::parse(source, m))?;
+        let mut mode = mode.map_or(Ok(SslMode::Prefer), |m| SslMode::parse(source, m))?;
+        // As libpq: require with a root certificate checks the chain (verify-ca).
+        if mode == SslMode::Require && root.is_some() {
+            mode = SslMode::VerifyCa;
+        }
         if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root.is_none() {
             return Err(Error::InvalidInput(format!(
                 "source '{source}': sslmode {} needs sslrootcert, the CA certificate (PEM) the server's certificate must be signed by",
@@ -306,6 +310,12 @@ mod tests {
     #[test]
     fn modes_parse_and_verify_modes_need_a_root() {
         assert_eq!(Tls::parse("s", None, None).unwrap().mode, SslMode::Prefer);
+        let with_root = Tls::parse("s", Some("require"), Some("/ca.pem")).unwrap();
+        assert_eq!(
+            with_root.mode,
+            SslMode::VerifyCa,
+            "require with a root checks the chain"
+        );
         let e = Tls::parse("s", Some("verify-full"), None)
             .unwrap_err()
             .to_string();

@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
-"""The cost of OpenTelemetry export on a run (issue 21's target: at most 3%).
+"""The cost of a feature on a REST run, off against on (issue 21's targets):
+- `otel`: OTLP export of traces and metrics (at most 3%), to a local OTLP/HTTP sink;
+- `encryption`: `[store] encryption_key` (at most 15%), on the run and on the queries.
 
-One project loads ROWS rows of `events` from a CSV in pages of PAGE rows through the http
-connector (served by a local static server, one request per page), so every page is a span;
-runs alternate with OTLP export off and on (to a local OTLP/HTTP sink that answers 200), five
-each after a warm-up. Reports the medians, their ratio and peak RSS, and appends to
+A project loads ROWS rows of `events` in pages of PAGE rows through the http connector
+(a local server, one request per page: one span each); runs alternate off and on, five each
+after a warm-up. Reports the medians and their ratio, and appends to
 bench/results/results.jsonl.
 
-usage: otel.py HAKIRI_BIN [ROWS=200000] [PAGE=1000]
+usage: overhead.py otel|encryption HAKIRI_BIN [ROWS=200000] [PAGE=1000]
 """
 import http.server
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -21,9 +21,12 @@ import threading
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
-hakiri = sys.argv[1]
-rows = int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
-page = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
+feature = sys.argv[1]
+assert feature in ("otel", "encryption"), __doc__
+hakiri = sys.argv[2]
+rows = int(sys.argv[3]) if len(sys.argv) > 3 else 200_000
+page = int(sys.argv[4]) if len(sys.argv) > 4 else 1000
+KEY = "8f1c2a4b6d8e0f1a3c5e7a9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f"
 
 
 class Pages(http.server.BaseHTTPRequestHandler):
@@ -58,9 +61,10 @@ def serve():
     return f"http://127.0.0.1:{s.server_address[1]}"
 
 
-base = serve()
-with tempfile.TemporaryDirectory() as d:
+def project(d, encrypted):
     with open(os.path.join(d, "hakiri.toml"), "w") as f:
+        if encrypted:
+            f.write('[store]\nencryption_key = "env:HAKIRI_STORE_KEY"\n\n')
         f.write(f'''[sources.api]
 type = "http"
 base_url = "{base}"
@@ -77,15 +81,25 @@ limit_param = "limit"
 sql = "INSERT INTO context.events SELECT * FROM api.events"
 mode = "replace"
 ''')
+
+
+QUERIES = ["SELECT count(*) FROM events", "SELECT kind, sum(amount) FROM events GROUP BY kind ORDER BY kind",
+           "SELECT count(*) FROM events WHERE amount BETWEEN 100 AND 200"]
+
+base = serve()
+with tempfile.TemporaryDirectory() as plain, tempfile.TemporaryDirectory() as secret:
+    project(plain, False)
+    project(secret, feature == "encryption")
     times = {"off": [], "on": []}
-    rss = {"off": 0.0, "on": 0.0}
+    query_ms = {"off": [], "on": []}
     for i in range(11):
         mode = "off" if i % 2 == 0 else "on"
+        d = plain if mode == "off" else secret
         env = dict(os.environ)
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-        if mode == "on":
+        env["HAKIRI_STORE_KEY"] = KEY
+        if mode == "on" and feature == "otel":
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = base
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
         out = subprocess.run([hakiri, "--project", d, "run", "events"], env=env,
                              capture_output=True, text=True)
@@ -95,13 +109,22 @@ mode = "replace"
         assert f"{rows} rows written" in out.stdout, out.stdout
         if i >= 1:  # the first run warms up
             times[mode].append(elapsed)
-        rss[mode] = max(rss[mode], resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, before / 1024)
+            if feature == "encryption":
+                args = [hakiri, "--project", d, "sql", "-c", "\\timing"]
+                for q in QUERIES:
+                    args += ["-c", q + ";"]
+                text = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+                import re
+                query_ms[mode].append(sum(float(t) for t in re.findall(r"Time: ([0-9.]+) ms", text)))
 
 off, on = statistics.median(times["off"]), statistics.median(times["on"])
-print(f"{rows} rows in pages of {page} ({rows // page} requests): "
-      f"OTel off {off:.3f} s, on {on:.3f} s, ratio {on / off:.3f} (peak RSS {rss['off']:.0f} / {rss['on']:.0f} MiB)")
+print(f"{feature}: {rows} rows in pages of {page} ({rows // page} requests): "
+      f"off {off:.3f} s, on {on:.3f} s, ratio {on / off:.3f}")
+if feature == "encryption":
+    qoff, qon = statistics.median(query_ms["off"]), statistics.median(query_ms["on"])
+    print(f"encryption: the {len(QUERIES)} queries took {qoff:.1f} ms plain, {qon:.1f} ms encrypted, ratio {qon / qoff:.3f}")
 for mode, t in (("off", off), ("on", on)):
-    r = {"workload": f"rest-offset-{page}", "rows": rows, "system": f"hakiri, OTel export {mode}",
+    r = {"workload": f"rest-offset-{page}", "rows": rows, "system": f"hakiri, {feature} {mode}",
          "runs": len(times[mode]), "median_s": round(t, 4), "min_s": round(min(times[mode]), 4),
          "max_s": round(max(times[mode]), 4), "rows_per_s": round(rows / t),
          "peak_rss_mib": None, "load1": round(os.getloadavg()[0], 2),
