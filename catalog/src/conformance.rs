@@ -51,6 +51,62 @@ macro_rules! catalog_conformance {
     };
 }
 
+/// One check of the suite.
+pub type Check = fn(&dyn Catalog);
+
+/// Every check, by name: for an adapter whose catalogs are costly to make (a server), so
+/// one test can run them all on fresh schemas of one server.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("sources_round_trip", sources_round_trip),
+    ("pipelines_round_trip", pipelines_round_trip),
+    ("run_lock_names_a_live_holder", run_lock_names_a_live_holder),
+    ("dead_holder_is_taken_over", dead_holder_is_taken_over),
+    (
+        "commit_applies_everything_at_once",
+        commit_applies_everything_at_once,
+    ),
+    (
+        "commit_after_recovery_is_refused",
+        commit_after_recovery_is_refused,
+    ),
+    (
+        "checkpoints_advance_the_cursor",
+        checkpoints_advance_the_cursor,
+    ),
+    (
+        "replace_retires_files_until_purged",
+        replace_retires_files_until_purged,
+    ),
+    ("schema_versions_and_events", schema_versions_and_events),
+    ("failed_run_keeps_the_cursor", failed_run_keeps_the_cursor),
+    (
+        "boundary_is_committed_with_the_cursor",
+        boundary_is_committed_with_the_cursor,
+    ),
+    (
+        "cursor_moves_wait_for_live_runs",
+        cursor_moves_wait_for_live_runs,
+    ),
+    (
+        "compaction_retires_only_the_named_files",
+        compaction_retires_only_the_named_files,
+    ),
+    ("prune_keeps_the_latest_rows", prune_keeps_the_latest_rows),
+    (
+        "drop_table_forgets_the_table_and_its_cursors",
+        drop_table_forgets_the_table_and_its_cursors,
+    ),
+    ("schedule_states_round_trip", schedule_states_round_trip),
+    (
+        "source_schemas_last_until_the_source_changes",
+        source_schemas_last_until_the_source_changes,
+    ),
+    (
+        "state_tables_have_their_columns",
+        state_tables_have_their_columns,
+    ),
+];
+
 fn t(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_790_000_000 + secs, 0).unwrap()
 }
@@ -783,4 +839,34 @@ mod tests {
 
     crate::catalog_conformance!(sqlite, SqliteCatalog::open_in_memory().unwrap());
     crate::catalog_conformance!(memory, MemoryCatalog::new());
+
+    /// `CHECKS` and the macro's list name every check of this file.
+    #[test]
+    fn every_check_is_listed() {
+        let source = include_str!("conformance.rs");
+        let mut defined: Vec<&str> = source
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("pub fn ")?
+                    .strip_suffix("(c: &dyn Catalog) {")
+            })
+            .collect();
+        let mut listed: Vec<&str> = super::CHECKS.iter().map(|(n, _)| *n).collect();
+        defined.sort();
+        listed.sort();
+        assert_eq!(defined, listed);
+        let in_macro = source
+            .split("@tests $make;")
+            .nth(1)
+            .unwrap()
+            .split(')')
+            .next()
+            .unwrap();
+        for name in defined {
+            assert!(
+                in_macro.contains(name),
+                "{name} is missing from catalog_conformance!"
+            );
+        }
+    }
 }

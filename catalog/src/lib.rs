@@ -3,17 +3,20 @@
 //!
 //! The crate holds the port and its records, the declaration of the `hakiri.*` tables
 //! (`state_tables`), the SQLite adapter (a project's `.hakiri/catalog.db`, with its
-//! migrations) and the memory one (for tests), and, behind the `conformance` feature, the
+//! migrations), the Postgres one (`[catalog] url`, shared by several project folders) and
+//! the memory one (for tests), and, behind the `conformance` feature, the
 //! suite every adapter passes. It depends on the core only: the engine gets a catalog
 //! injected (`EngineOptions.catalog`), so its tests run on the memory catalog.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod memory;
+mod pg;
 mod sqlite;
 pub mod state_tables;
 
 pub use memory::MemoryCatalog;
+pub use pg::{Connect as PostgresConnect, PostgresCatalog};
 pub use sqlite::SqliteCatalog;
 
 use chrono::{DateTime, Utc};

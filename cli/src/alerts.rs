@@ -1,13 +1,14 @@
-//! `serve`'s alert task: every few seconds it asks the engine which alerts are due
-//! ([`hakiri_engine::alerts::AlertWatch`], one per `[alerts.<name>]` webhook) and posts each
-//! as JSON in a task of its own, retried with backoff, so a slow or failing webhook never
-//! holds up a run or another alert.
+//! `serve`'s alert task: every second it reads the catalog once
+//! ([`hakiri_engine::alerts::AlertFeed`]), asks each `[alerts.<name>]` webhook's
+//! [`hakiri_engine::alerts::AlertWatch`] which alerts are due, and posts each as JSON in a
+//! task of its own, retried with backoff, so a slow or failing webhook never holds up a run
+//! or another alert.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hakiri_engine::Engine;
-use hakiri_engine::alerts::{Alert, AlertWatch};
+use hakiri_engine::alerts::{Alert, AlertFeed, AlertWatch};
 use hakiri_engine::types::AlertSpec;
 
 /// How often the catalog is checked.
@@ -29,7 +30,14 @@ pub async fn watch(engine: Arc<Engine>, project: String, hooks: Vec<AlertSpec>) 
             return;
         }
     };
-    let now = engine.clock().now();
+    let catalog = engine.catalog().as_ref();
+    let mut feed = match AlertFeed::new(catalog, engine.clock().now()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("warning: alerts are off: reading the catalog failed: {e}");
+            return;
+        }
+    };
     let mut watches = Vec::new();
     for mut hook in hooks {
         // The URL may be a secret reference (`env:SLACK_WEBHOOK`): such URLs are secrets.
@@ -40,28 +48,25 @@ pub async fn watch(engine: Arc<Engine>, project: String, hooks: Vec<AlertSpec>) 
                 continue;
             }
         }
-        match AlertWatch::new(
-            engine.catalog().as_ref(),
-            &hook.on,
-            hook.stale_after.duration,
-            now,
-        ) {
-            Ok(w) => watches.push((hook, w)),
-            Err(e) => eprintln!("warning: alerts to [alerts.{}] are off: {e}", hook.name),
-        }
+        let watch = AlertWatch::new(&feed, &hook.on, hook.stale_after.duration);
+        watches.push((hook, watch));
     }
-    let mut tick = tokio::time::interval(CHECK_EVERY);
+    if watches.is_empty() {
+        return;
+    }
+    // The first tick is a second from now: the feed has just read the catalog.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
     loop {
         tick.tick().await;
         let now = engine.clock().now();
+        // One read of the catalog per check, whatever the number of webhooks.
+        if let Err(e) = feed.read(catalog, now) {
+            eprintln!("warning: checking alerts: {e}");
+            continue;
+        }
         for (hook, w) in &mut watches {
-            match w.check(engine.catalog().as_ref(), &project, now) {
-                Ok(alerts) => {
-                    for a in alerts {
-                        tokio::spawn(post(client.clone(), hook.name.clone(), hook.url.clone(), a));
-                    }
-                }
-                Err(e) => eprintln!("warning: checking alerts for [alerts.{}]: {e}", hook.name),
+            for a in w.check(&feed, &project, now) {
+                tokio::spawn(post(client.clone(), hook.name.clone(), hook.url.clone(), a));
             }
         }
     }

@@ -77,7 +77,11 @@ pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, Chang
         },
         table_factories: hakiri_table_providers::table_factories(),
         clock: fixed_clock()?,
-        catalog: None,
+        catalog: manifest
+            .catalog
+            .as_ref()
+            .map(crate::catalog::open)
+            .transpose()?,
         run_guard: match &manifest.sync {
             Some(spec) => Some(std::sync::Arc::new(hakiri_sync::Leases::new(
                 root,

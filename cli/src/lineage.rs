@@ -222,6 +222,11 @@ fn outputs(l: &Lineage, facet: &dyn Fn(&str, Value) -> Value) -> Value {
 }
 
 impl RunObserver for OpenLineage {
+    /// Events carry the run's inputs, output and column lineage.
+    fn wants_lineage(&self) -> bool {
+        true
+    }
+
     fn started(&self, run: &RunStarted) {
         self.send(self.event("START", run, run.started_at, None));
     }

@@ -2,6 +2,7 @@
 //! exit codes (0 ok, 1 a statement or run failed, 2 usage or configuration error).
 
 mod alerts;
+mod catalog;
 mod commands;
 mod init;
 mod lineage;

@@ -889,6 +889,15 @@ pub struct StoreSpec {
     pub encryption_key: Option<String>,
 }
 
+/// The `[catalog]` section: the project's state in a PostgreSQL schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogSpec {
+    /// `postgres://...`, or a secret reference (`env:NAME`) to it, resolved when opened.
+    pub url: String,
+    /// The schema holding the catalog's tables (default `hakiri`).
+    pub schema: String,
+}
+
 /// The `[sync]` section: the bucket (or folder) `hakiri sync` shares the store through.
 /// Credentials are secret references (`env:NAME`), resolved when a command uses them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

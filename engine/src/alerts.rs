@@ -1,17 +1,25 @@
 //! Which alerts are due: failed runs, suspended schedules and stale pipelines, found in the
 //! catalog by `serve`'s alert task (which posts them; the engine sends nothing itself).
 //!
-//! A watch starts at `serve`'s start: what failed or was suspended before is not alerted
-//! again after a restart. Each run is alerted once, each suspension once until it is
-//! resumed, and each stale pipeline once until it has a successful run again.
+//! The task reads the catalog once per check into an [`AlertFeed`], shared by every
+//! webhook's [`AlertWatch`]. The feed starts at `serve`'s start: what failed or was
+//! suspended before is not alerted again after a restart. Each run is alerted once, each
+//! suspension once until it is resumed, and each stale pipeline once until it has a
+//! successful run again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, RunRecord, ScheduleState};
 use crate::error::Result;
 use crate::types::{AlertKind, RunStatus};
+
+/// How much older than the newest run a run may be and still be new to the feed: a run's
+/// `started_at` is taken a little before its row is written (and by another process's
+/// clock, for a run started elsewhere), so rows do not appear strictly in `started_at`
+/// order.
+const LATE_ROWS: chrono::Duration = chrono::Duration::minutes(10);
 
 /// One alert, posted as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,48 +48,135 @@ impl Alert {
     }
 }
 
+/// The catalog as the alert watches need it: read once per check for all of them, and
+/// kept between checks so a check only looks at runs that are new or still running.
+#[derive(Debug)]
+pub struct AlertFeed {
+    /// Runs started before the mark had ended by an earlier read and were counted then: a
+    /// read skips them. The mark stays at or before the oldest run still running, and
+    /// [`LATE_ROWS`] behind the newest.
+    mark: DateTime<Utc>,
+    /// Ended runs started at or after the mark, counted already (by their `started_at`,
+    /// to forget them once the mark passes them).
+    counted: HashMap<String, DateTime<Utc>>,
+    /// Each pipeline's last successful run: when it ended.
+    last_success: BTreeMap<String, DateTime<Utc>>,
+    /// When the feed first saw each scheduled pipeline: where staleness counts from for a
+    /// pipeline that has never succeeded.
+    first_seen: BTreeMap<String, DateTime<Utc>>,
+    /// From the latest read: the runs that ended since the read before (each run once,
+    /// whatever its status), and every schedule.
+    ended: Vec<RunRecord>,
+    schedules: Vec<ScheduleState>,
+}
+
+impl AlertFeed {
+    /// A feed from its first read, now: runs that ended before are history (their
+    /// successes count for staleness), not news.
+    pub fn new(catalog: &dyn Catalog, now: DateTime<Utc>) -> Result<Self> {
+        let mut feed = AlertFeed {
+            mark: DateTime::<Utc>::MIN_UTC,
+            counted: HashMap::new(),
+            last_success: BTreeMap::new(),
+            first_seen: BTreeMap::new(),
+            ended: Vec::new(),
+            schedules: Vec::new(),
+        };
+        feed.read(catalog, now)?;
+        feed.ended.clear();
+        Ok(feed)
+    }
+
+    /// Reads the catalog (one `runs` and one `schedules` query) for the watches' next
+    /// check. On an error nothing has changed but that no run has ended: the runs it
+    /// would have found are found by the next read.
+    pub fn read(&mut self, catalog: &dyn Catalog, now: DateTime<Utc>) -> Result<()> {
+        self.ended.clear();
+        let runs = catalog.runs(None)?;
+        let schedules = catalog.schedules()?;
+        let newest = runs.iter().map(|r| r.started_at).max();
+        let mut oldest_running: Option<DateTime<Utc>> = None;
+        for r in runs {
+            if r.started_at < self.mark || self.counted.contains_key(&r.run_id) {
+                continue;
+            }
+            if r.status == RunStatus::Running {
+                // Still running: read again until it ends.
+                let t = oldest_running.get_or_insert(r.started_at);
+                *t = (*t).min(r.started_at);
+                continue;
+            }
+            if r.status == RunStatus::Succeeded {
+                let t = r.ended_at.unwrap_or(r.started_at);
+                let last = self.last_success.entry(r.pipeline.clone()).or_insert(t);
+                *last = (*last).max(t);
+            }
+            self.counted.insert(r.run_id.clone(), r.started_at);
+            self.ended.push(r);
+        }
+        if let Some(newest) = newest {
+            let mark = newest - LATE_ROWS;
+            self.mark = self.mark.max(oldest_running.map_or(mark, |t| t.min(mark)));
+            let mark = self.mark;
+            self.counted.retain(|_, started| *started >= mark);
+        }
+        // A pipeline scheduled since the last read is first seen now; one no longer
+        // scheduled is forgotten, so it counts afresh if it is scheduled again.
+        self.first_seen
+            .retain(|p, _| schedules.iter().any(|s| s.pipeline == *p));
+        for s in &schedules {
+            self.first_seen.entry(s.pipeline.clone()).or_insert(now);
+        }
+        self.schedules = schedules;
+        Ok(())
+    }
+
+    /// Since when `pipeline` has gone without a successful run, and when its last one
+    /// ended (`None`: it never succeeded, as far as the runs kept say).
+    ///
+    /// A pipeline that never succeeded counts from when the feed first saw it scheduled
+    /// (`serve`'s start, or its creation while `serve` runs): it gets `stale_after` for
+    /// its first success, as any pipeline gets after a success. Counting from `serve`'s
+    /// start alone would call a pipeline created hours into `serve` stale before its first
+    /// run. A restart of `serve` gives that grace again, as it forgets the alerts sent.
+    fn stale_since(
+        &self,
+        pipeline: &str,
+        now: DateTime<Utc>,
+    ) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let last = self.last_success.get(pipeline).copied();
+        let seen = self.first_seen.get(pipeline).copied().unwrap_or(now);
+        (last.unwrap_or(seen), last)
+    }
+}
+
 /// What one webhook has been told so far.
 #[derive(Debug)]
 pub struct AlertWatch {
     on: BTreeSet<AlertKind>,
     stale_after: chrono::Duration,
-    started: DateTime<Utc>,
-    alerted_runs: BTreeSet<String>,
     suspended: BTreeSet<String>,
     stale: BTreeSet<String>,
 }
 
 impl AlertWatch {
-    /// A watch from `now`: schedules suspended already are not alerted.
-    pub fn new(
-        catalog: &dyn Catalog,
-        on: &[AlertKind],
-        stale_after: std::time::Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Self> {
-        let suspended = catalog
-            .schedules()?
-            .into_iter()
-            .filter(|s| s.suspended)
-            .map(|s| s.pipeline)
-            .collect();
-        Ok(AlertWatch {
+    /// A watch from the feed's start: schedules suspended already are not alerted.
+    pub fn new(feed: &AlertFeed, on: &[AlertKind], stale_after: std::time::Duration) -> Self {
+        AlertWatch {
             on: on.iter().copied().collect(),
             stale_after: chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX),
-            started: now,
-            alerted_runs: BTreeSet::new(),
-            suspended,
+            suspended: feed
+                .schedules
+                .iter()
+                .filter(|s| s.suspended)
+                .map(|s| s.pipeline.clone())
+                .collect(),
             stale: BTreeSet::new(),
-        })
+        }
     }
 
-    /// The alerts due now.
-    pub fn check(
-        &mut self,
-        catalog: &dyn Catalog,
-        project: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Alert>> {
+    /// The alerts due after the feed's latest read.
+    pub fn check(&mut self, feed: &AlertFeed, project: &str, now: DateTime<Utc>) -> Vec<Alert> {
         let mut out = Vec::new();
         let alert = |kind: AlertKind, pipeline: &str, run: Option<&str>, message: String| Alert {
             alert: kind.as_str(),
@@ -91,33 +186,29 @@ impl AlertWatch {
             message,
             at: now,
         };
-        let runs = catalog.runs(None)?;
         if self.on.contains(&AlertKind::Failed) {
-            for r in runs.iter().filter(|r| {
+            // The feed has each run end once: each failed run is alerted once.
+            for r in feed.ended.iter().filter(|r| {
                 matches!(r.status, RunStatus::Failed | RunStatus::PartialFailure)
-                    && r.ended_at.is_some_and(|t| t >= self.started)
                     // Compactions are runs too, but not a pipeline's.
                     && !r.pipeline.contains(':')
             }) {
-                if self.alerted_runs.insert(r.run_id.clone()) {
-                    out.push(alert(
-                        AlertKind::Failed,
-                        &r.pipeline,
-                        Some(&r.run_id),
-                        format!(
-                            "run {} of pipeline '{}' {}: {}",
-                            r.run_id,
-                            r.pipeline,
-                            r.status.as_str().replace('_', " "),
-                            r.error.as_deref().unwrap_or("no error recorded")
-                        ),
-                    ));
-                }
+                out.push(alert(
+                    AlertKind::Failed,
+                    &r.pipeline,
+                    Some(&r.run_id),
+                    format!(
+                        "run {} of pipeline '{}' {}: {}",
+                        r.run_id,
+                        r.pipeline,
+                        r.status.as_str().replace('_', " "),
+                        r.error.as_deref().unwrap_or("no error recorded")
+                    ),
+                ));
             }
         }
-        let schedules = catalog.schedules()?;
         if self.on.contains(&AlertKind::Suspended) {
-            for s in &schedules {
+            for s in &feed.schedules {
                 if !s.suspended {
                     self.suspended.remove(&s.pipeline);
                 } else if self.suspended.insert(s.pipeline.clone()) {
@@ -133,22 +224,12 @@ impl AlertWatch {
             }
         }
         if self.on.contains(&AlertKind::Stale) {
-            let mut last_success: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
-            for r in runs.iter().filter(|r| r.status == RunStatus::Succeeded) {
-                let t = r.ended_at.unwrap_or(r.started_at);
-                let e = last_success.entry(&r.pipeline).or_insert(t);
-                *e = (*e).max(t);
-            }
-            for s in &schedules {
-                // Never succeeded: stale counts from when the watch began.
-                let since = last_success
-                    .get(s.pipeline.as_str())
-                    .copied()
-                    .unwrap_or(self.started);
+            for s in &feed.schedules {
+                let (since, last_success) = feed.stale_since(&s.pipeline, now);
                 if now - since < self.stale_after {
                     self.stale.remove(&s.pipeline);
                 } else if self.stale.insert(s.pipeline.clone()) {
-                    let last = last_success.get(s.pipeline.as_str()).map_or_else(
+                    let last = last_success.map_or_else(
                         || "has never succeeded".to_string(),
                         |t| format!("last succeeded at {}", t.format("%Y-%m-%d %H:%M:%S UTC")),
                     );
@@ -166,6 +247,139 @@ impl AlertWatch {
                 }
             }
         }
-        Ok(out)
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{MemoryCatalog, NewRun, RunCommit, RunHolder};
+    use crate::types::RunCounters;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn begin(c: &MemoryCatalog, run: &str, pipeline: &str, at: i64) {
+        let new = NewRun {
+            run_id: run.into(),
+            pipeline: pipeline.into(),
+            started_at: t(at),
+            cursor_start: None,
+            holder: RunHolder {
+                pid: 1,
+                host: "h".into(),
+            },
+        };
+        c.begin_run(&new, &|_| true).unwrap();
+    }
+
+    fn fail(c: &MemoryCatalog, run: &str, at: i64) {
+        c.fail_run(run, t(at), &RunCounters::default(), "boom")
+            .unwrap();
+    }
+
+    fn succeed(c: &MemoryCatalog, run: &str, pipeline: &str, at: i64) {
+        c.commit(&RunCommit {
+            run_id: run.into(),
+            pipeline: pipeline.into(),
+            table: pipeline.into(),
+            files: Vec::new(),
+            replace: false,
+            retire: Vec::new(),
+            cursor: None,
+            boundary: None,
+            schema: None,
+            events: Vec::new(),
+            counters: RunCounters::default(),
+            at: t(at),
+            finish: Some(RunStatus::Succeeded),
+        })
+        .unwrap();
+    }
+
+    fn schedule(c: &MemoryCatalog, pipeline: &str, at: i64) {
+        c.put_schedule(&ScheduleState {
+            pipeline: pipeline.into(),
+            schedule: "EVERY 1 HOUR".into(),
+            next_fire_at: t(at + 3600),
+            slot_at: t(at + 3600),
+            attempt: 0,
+            consecutive_failures: 0,
+            suspended: false,
+            suspended_reason: None,
+            last_run_id: None,
+            last_status: None,
+            last_fired_at: None,
+            updated_at: t(at),
+        })
+        .unwrap();
+    }
+
+    fn kinds(alerts: &[Alert]) -> Vec<(&str, &str)> {
+        alerts
+            .iter()
+            .map(|a| (a.alert, a.pipeline.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn one_read_serves_every_watch_and_each_failed_run_is_alerted_once() {
+        let c = MemoryCatalog::new();
+        begin(&c, "old", "a", 0);
+        fail(&c, "old", 1);
+        begin(&c, "long", "b", 2);
+        let mut feed = AlertFeed::new(&c, t(10)).unwrap();
+        let on = [AlertKind::Failed];
+        let mut w1 = AlertWatch::new(&feed, &on, std::time::Duration::from_secs(3600));
+        let mut w2 = AlertWatch::new(&feed, &on, std::time::Duration::from_secs(3600));
+        // A failure from before the feed is history; a run still running then is not.
+        assert!(w1.check(&feed, "p", t(10)).is_empty());
+        fail(&c, "long", 20);
+        begin(&c, "new", "a", 30);
+        fail(&c, "new", 31);
+        feed.read(&c, t(40)).unwrap();
+        for w in [&mut w1, &mut w2] {
+            let got = w.check(&feed, "p", t(40));
+            let mut runs: Vec<_> = got.iter().filter_map(|a| a.run_id.clone()).collect();
+            runs.sort();
+            assert_eq!(runs, ["long", "new"]);
+        }
+        // Read again: nothing new. A row that appears late (its started_at before a run
+        // already seen) is still found.
+        feed.read(&c, t(50)).unwrap();
+        assert!(w1.check(&feed, "p", t(50)).is_empty());
+        begin(&c, "late", "c", 25);
+        fail(&c, "late", 55);
+        feed.read(&c, t(60)).unwrap();
+        let got = w1.check(&feed, "p", t(60));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].run_id.as_deref(), Some("late"));
+    }
+
+    #[test]
+    fn a_pipeline_that_never_succeeded_is_stale_counted_from_when_it_was_first_scheduled() {
+        let c = MemoryCatalog::new();
+        schedule(&c, "done", 0);
+        begin(&c, "r1", "done", 0);
+        succeed(&c, "r1", "done", 5);
+        let mut feed = AlertFeed::new(&c, t(10)).unwrap();
+        let mut w = AlertWatch::new(
+            &feed,
+            &[AlertKind::Stale],
+            std::time::Duration::from_secs(60),
+        );
+        // Scheduled long after the feed started: it gets the whole stale_after.
+        schedule(&c, "fresh", 500);
+        feed.read(&c, t(500)).unwrap();
+        assert_eq!(kinds(&w.check(&feed, "p", t(500))), [("stale", "done")]);
+        feed.read(&c, t(559)).unwrap();
+        assert!(
+            w.check(&feed, "p", t(559)).is_empty(),
+            "each stale period once"
+        );
+        feed.read(&c, t(561)).unwrap();
+        assert_eq!(kinds(&w.check(&feed, "p", t(561))), [("stale", "fresh")]);
     }
 }

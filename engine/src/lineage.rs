@@ -13,7 +13,6 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion_openlineage::column::DirectKind;
 
 use crate::engine::Engine;
-use crate::error::Result;
 use crate::types::{PipelineSpec, SourceSpec};
 
 /// A dataset: OpenLineage's (namespace, name).
@@ -74,23 +73,24 @@ pub fn connection_namespace(source: &SourceSpec, project: &std::path::Path) -> S
 }
 
 impl Engine {
-    /// The lineage of a run of `spec` reading from `cursor`.
-    pub(crate) async fn lineage(
+    /// The lineage of a run of `spec`, read off `plan`: the logical plan the run itself
+    /// executes (nothing is planned again for it).
+    pub(crate) fn lineage(
         &self,
         spec: &PipelineSpec,
-        cursor: Option<&str>,
+        plan: &LogicalPlan,
         store_namespace: &str,
-    ) -> Result<Lineage> {
-        let plan = self.logical_plan(spec, cursor, false).await?;
+    ) -> Lineage {
         // The pipeline's query is a SELECT; as an INSERT into its table the plan says
-        // which columns of the output come from where.
+        // which columns of the output come from where. (Cloning the plan is cheap: its
+        // inputs are behind `Arc`s.)
         let target = TableReference::partial("context", spec.target.as_str());
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let insert = LogicalPlan::Dml(DmlStatement::new(
             target,
             provider_as_source(Arc::new(EmptyTable::new(schema))),
             WriteOp::Insert(InsertOp::Append),
-            Arc::new(plan),
+            Arc::new(plan.clone()),
         ));
         let config = datafusion_openlineage::OpenLineageConfig {
             job_namespace: "hakiri".into(),
@@ -163,6 +163,6 @@ impl Engine {
                 );
             }
         }
-        Ok(lineage)
+        lineage
     }
 }

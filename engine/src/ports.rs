@@ -23,6 +23,14 @@ pub trait RunGuard: Debug + Send + Sync {
 /// task: an implementation that sends something hands it to a task of its own, so an
 /// observer never slows or fails a run.
 pub trait RunObserver: Debug + Send + Sync {
+    /// Whether this observer reads [`RunStarted::lineage`]. Extracting it walks the run's
+    /// plan, so a run does that only when some observer asks (OpenLineage does; metrics
+    /// do not).
+    fn wants_lineage(&self) -> bool {
+        false
+    }
+    /// Once the run's query is planned (its lineage is read off that plan); a run that
+    /// fails before that is started as it ends, just before [`RunObserver::ended`].
     fn started(&self, run: &RunStarted);
     /// `Ok` with the summary, or the run's error.
     fn ended(
@@ -41,7 +49,8 @@ pub struct RunStarted {
     pub pipeline: String,
     pub sql: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
-    /// What the run reads and writes; `None` when the plan could not say.
+    /// What the run reads and writes, read off the run's own logical plan; `None` when no
+    /// observer wants it or the run failed before its query was planned.
     pub lineage: Option<crate::lineage::Lineage>,
 }
 

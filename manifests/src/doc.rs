@@ -40,6 +40,7 @@ pub struct ManifestDoc {
     pub sync: Option<SyncDoc>,
     pub retention: Option<RetentionDoc>,
     pub store: Option<StoreDoc>,
+    pub catalog: Option<CatalogDoc>,
     /// `[alerts.<name>]`: webhooks `serve` posts failed, suspended and stale alerts to.
     #[serde(default)]
     pub alerts: BTreeMap<String, AlertDoc>,
@@ -97,6 +98,18 @@ pub struct StoreDoc {
     /// Encrypt every Parquet file of the context store (footer and columns) with this key:
     /// a secret reference such as "env:HAKIRI_STORE_KEY" to 32 or 64 hex digits.
     pub encryption_key: Option<String>,
+}
+
+/// `[catalog]`: keep the project's state (pipelines, cursors, runs, files) in PostgreSQL
+/// instead of `.hakiri/catalog.db`, so project folders on several machines share it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogDoc {
+    /// `postgres://user:password@host:port/database` (with `?sslmode=verify-full&sslrootcert=ca.pem`
+    /// as for a Postgres source), or a secret reference such as "env:HAKIRI_CATALOG_URL".
+    pub url: String,
+    /// The schema the catalog's tables live in (default "hakiri"); one per team of projects.
+    pub schema: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -17,7 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use hakiri_core::types::{
-    AlertKind, AlertSpec, PipelineSpec, RetentionSpec, ServeSpec, SourceSpec, StoreSpec, SyncSpec,
+    AlertKind, AlertSpec, CatalogSpec, PipelineSpec, RetentionSpec, ServeSpec, SourceSpec,
+    StoreSpec, SyncSpec,
 };
 use hakiri_core::{Error, Result};
 
@@ -47,6 +48,8 @@ pub struct Manifest {
     pub store: StoreSpec,
     /// `[alerts.<name>]`: the webhooks `serve` posts alerts to.
     pub alerts: Vec<AlertSpec>,
+    /// `[catalog]`: a shared Postgres catalog instead of `.hakiri/catalog.db`.
+    pub catalog: Option<CatalogSpec>,
 }
 
 /// Whether `dir` holds a manifest (`hakiri.toml` or `hakiri.json`).
@@ -162,6 +165,10 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
     }
     Ok(Manifest {
         alerts,
+        catalog: doc.catalog.map(|c| CatalogSpec {
+            url: c.url,
+            schema: c.schema.unwrap_or_else(|| "hakiri".to_string()),
+        }),
         project: doc.project.and_then(|p| p.name).unwrap_or_default(),
         sources: doc.sources.0,
         pipelines: doc.pipelines.0,

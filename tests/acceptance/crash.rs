@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Moments, Project, Server, hakiri_bin};
+use crate::support::{Moments, PgCluster, Project, Server, hakiri_bin};
 use serde_json::Value;
 
 const ROWS: u64 = 1500;
@@ -35,6 +35,15 @@ fn kill_at_random(p: &Project, pipeline: &str, seed: u64, kills: usize, window_m
 
 /// What every crash test checks once the pipeline has run to completion.
 fn assert_intact(p: &Project, table: &str) -> Vec<(String, Option<String>)> {
+    assert_intact_in(p, table, None)
+}
+
+/// The same with the catalog in `pg` (schema `crash`) when given, read with psql.
+fn assert_intact_in(
+    p: &Project,
+    table: &str,
+    pg: Option<&PgCluster>,
+) -> Vec<(String, Option<String>)> {
     let rows = p.query_csv(&format!(
         "select count(*), count(distinct id), min(id), max(id), sum(id) from {table}"
     ));
@@ -43,19 +52,30 @@ fn assert_intact(p: &Project, table: &str) -> Vec<(String, Option<String>)> {
         vec![format!("{ROWS},{ROWS},1,{ROWS},{}", ROWS * (ROWS + 1) / 2)],
         "the table must hold every source row exactly once"
     );
-    let db = rusqlite::Connection::open(p.path().join(".hakiri/catalog.db")).expect("open catalog");
-    let check: String = db
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity_check");
-    assert_eq!(check, "ok");
-    let runs: Vec<(String, Option<String>)> = {
-        let mut stmt = db
-            .prepare("SELECT status, cursor_start FROM runs ORDER BY started_at, rowid")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+    let runs: Vec<(String, Option<String>)> = match pg {
+        None => {
+            let db = rusqlite::Connection::open(p.path().join(".hakiri/catalog.db"))
+                .expect("open catalog");
+            let check: String = db
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .expect("integrity_check");
+            assert_eq!(check, "ok");
+            let mut stmt = db
+                .prepare("SELECT status, cursor_start FROM runs ORDER BY started_at, rowid")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
+        Some(pg) => pg
+            .psql("SELECT status, coalesce(cursor_start, '<null>') FROM crash.runs ORDER BY started_at, seq")
+            .lines()
+            .map(|l| {
+                let (status, start) = l.split_once('|').expect("status|cursor_start");
+                (status.to_string(), (start != "<null>").then(|| start.to_string()))
+            })
+            .collect(),
     };
     let killed = runs.iter().filter(|(s, _)| s == "partial_failure").count();
     assert!(
@@ -99,11 +119,9 @@ fn collect_files(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
     }
 }
 
-#[test]
-fn monotonic_pipeline_survives_kills_at_random_moments() {
-    let server = Server::paged();
-    server.get(&format!("/admin/grow?n={ROWS}"));
-    let p = Project::new(&format!(
+/// A monotonic pipeline over the fixture's slow paged `/grow` (25 records a page, 20 ms each).
+fn grow_manifest(server: &Server) -> String {
+    format!(
         r#"
 [sources.api]
 type = "http"
@@ -122,10 +140,50 @@ cursor = {{ kind = "monotonic", column = "id", initial = "0" }}
 sql = "INSERT INTO context.grow SELECT * FROM api.grow WHERE id > $cursor"
 "#,
         server.url()
-    ));
+    )
+}
+
+#[test]
+fn monotonic_pipeline_survives_kills_at_random_moments() {
+    let server = Server::paged();
+    server.get(&format!("/admin/grow?n={ROWS}"));
+    let p = Project::new(&grow_manifest(&server));
     kill_at_random(&p, "grow", 0x9E37_79B9_7F4A_7C15, 22, (40, 1200));
     p.hakiri(&["run", "grow"]).ok();
     assert_intact(&p, "grow");
+}
+
+/// The same with the catalog in PostgreSQL (`[catalog] url`): a SIGKILL drops the
+/// connection mid-transaction, the server rolls it back, and the next run takes over.
+#[test]
+fn monotonic_pipeline_with_a_postgres_catalog_survives_kills() {
+    let pg = PgCluster::start();
+    let server = Server::paged();
+    server.get(&format!("/admin/grow?n={ROWS}"));
+    let p = Project::new(&format!(
+        "[catalog]\nurl = \"postgres://hakiri:{}@127.0.0.1:{}/postgres?sslmode=disable\"\nschema = \"crash\"\n{}",
+        PgCluster::PASSWORD,
+        pg.port,
+        grow_manifest(&server)
+    ));
+    kill_at_random(&p, "grow", 0x2545_F491_4F6C_DD1D, 22, (40, 1200));
+    p.hakiri(&["run", "grow"]).ok();
+    assert_intact_in(&p, "grow", Some(&pg));
+    assert!(!p.path().join(".hakiri/catalog.db").exists());
+    // Nothing was left locked or half-written in the server.
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql("SELECT rows, files FROM crash.tables WHERE name = 'grow'")
+            .trim(),
+        format!(
+            "{ROWS}|{}",
+            p.query_csv("select count(*) from hakiri.files")[0]
+        )
+    );
 }
 
 #[test]

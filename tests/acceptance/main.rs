@@ -7,6 +7,7 @@ mod support;
 mod abuse;
 mod access;
 mod alerts;
+mod catalog;
 mod conformance;
 mod control;
 mod crash;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::common::spawn_buffered;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::SessionContext;
@@ -37,7 +38,7 @@ use crate::catalog::{Catalog, FileEntry, NewRun, RunCommit, RunHolder, RunRecord
 use crate::cursor::BoundaryRows;
 use crate::engine::{Engine, RunProgress, RunSummary, StopLevel};
 use crate::error::{Error, Result};
-use crate::ports::{Clock, Destination, RunContext};
+use crate::ports::{Clock, Destination, RunContext, RunStarted};
 use crate::rewind::Window;
 use crate::store::{LineageColumns, schema_text};
 use crate::types::{
@@ -163,6 +164,9 @@ struct Run {
     status: RunStatus,
     t0: Instant,
     trace: RunTrace,
+    /// The run as told to its observers when it started (once, by `observe_start`);
+    /// `None` while it has not started for them, or when there are no observers.
+    observed: Option<RunStarted>,
 }
 
 /// Where a run's time went, recorded as its `run_trace` event (what MCP's `run.trace` shows).
@@ -318,9 +322,6 @@ impl Engine {
         )?;
         let _heartbeat =
             Heartbeat::start(self.catalog().clone(), self.clock().clone(), run_id.clone());
-        let observed = self
-            .observe_start(&spec, &run_id, started_at, cursor.as_deref())
-            .await;
         let mut run = Run {
             spec,
             run_id,
@@ -333,6 +334,7 @@ impl Engine {
             status: RunStatus::Succeeded,
             t0: Instant::now(),
             trace: RunTrace::default(),
+            observed: None,
         };
         let mut stop = self.stop_watch();
         // Every clause is checked again: a pipeline stored before a check existed (a token
@@ -347,6 +349,11 @@ impl Engine {
                 )),
             },
         };
+        // `drive` tells the observers the run started once its query is planned; a run that
+        // ended before that (a failed check or plan) still starts for them, without
+        // lineage, so its end has a start.
+        self.observe_start(&mut run, None);
+        let observed = run.observed.take();
         // The trace is a record, not part of the run's result: failing to write it loses
         // nothing the run did.
         let _ = self.catalog().add_event(
@@ -365,31 +372,42 @@ impl Engine {
         result
     }
 
-    /// Tells the observers a run started, with its lineage (planned once more for them:
-    /// only when there are observers).
-    async fn observe_start(
-        &self,
-        spec: &PipelineSpec,
-        run_id: &str,
-        started_at: DateTime<Utc>,
-        cursor: Option<&str>,
-    ) -> Option<crate::ports::RunStarted> {
-        if self.observers.is_empty() {
-            return None;
+    /// Tells the observers the run started, once: with the lineage read off `plan`, the
+    /// run's own logical plan, when an observer wants it (OpenLineage); a run is never
+    /// planned again for its observers.
+    fn observe_start(&self, run: &mut Run, plan: Option<&LogicalPlan>) {
+        if run.observed.is_some() || self.observers.is_empty() {
+            return;
         }
-        let store = format!("file://{}", self.store().root().display());
-        let started = crate::ports::RunStarted {
-            run_id: run_id.to_string(),
+        let lineage = plan
+            .filter(|_| self.observers.iter().any(|o| o.wants_lineage()))
+            .map(|plan| {
+                let store = format!("file://{}", self.store().root().display());
+                self.lineage(&run.spec, plan, &store)
+            });
+        let started = RunStarted {
+            run_id: run.run_id.clone(),
             uuid: uuid::Uuid::new_v4().to_string(),
-            pipeline: spec.name.clone(),
-            sql: spec.sql.clone(),
-            started_at,
-            lineage: self.lineage(spec, cursor, &store).await.ok(),
+            pipeline: run.spec.name.clone(),
+            sql: run.spec.sql.clone(),
+            started_at: run.started_at,
+            lineage,
         };
         for o in &self.observers {
             o.started(&started);
         }
-        Some(started)
+        run.observed = Some(started);
+    }
+
+    /// The physical plan of a pipeline's logical plan (optimized, then made physical), as
+    /// `Engine::physical_plan` plans it: with one target partition, like
+    /// `Engine::pipeline_state`, so rows reach the run in the order the source delivers
+    /// them. The run plans in two steps so its observers' lineage reads the very logical
+    /// plan it executes.
+    async fn physical_plan_of(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut state = self.session().state();
+        state.config_mut().options_mut().execution.target_partitions = 1;
+        state.create_physical_plan(plan).await.map_err(Error::from)
     }
 
     /// The run's summary, or its error recorded in the catalog.
@@ -454,14 +472,19 @@ impl Engine {
         let mut replans = 0;
         'plan: loop {
             let planning = Instant::now();
-            let plan = self
-                .physical_plan(
+            let span = tracing::info_span!("plan");
+            let logical = self
+                .logical_plan(
                     &run.spec,
                     run.state.cursor.as_deref(),
                     run.state.applies_lag(),
                 )
-                .instrument(tracing::info_span!("plan"))
+                .instrument(span.clone())
                 .await?;
+            // The run starts for its observers with its first plan (a replan after schema
+            // drift is the same run).
+            self.observe_start(run, Some(&logical));
+            let plan = self.physical_plan_of(&logical).instrument(span).await?;
             run.trace.plan += planning.elapsed();
             loop {
                 let rc = Arc::new(self.run_context(run));

@@ -104,6 +104,38 @@ pub struct PgOptions {
     parallel: usize,
 }
 
+/// A connection URL with TLS as a source's (`sslmode` and `sslrootcert` in the URL, libpq's
+/// modes) for another user of PostgreSQL, the shared catalog: the driver's settings, the
+/// connector with the verifier the mode asks for, and `user@host:port/db` for messages.
+/// `who` names the connection in errors.
+pub fn client_config(
+    who: &str,
+    url: &str,
+) -> Result<(Config, tokio_postgres_rustls::MakeRustlsConnect, String)> {
+    let (url, mode, root) = tls::split_url(url);
+    let tls = tls::Tls::parse(who, mode.as_deref(), root.as_deref())?;
+    let mut config = url.parse::<Config>().map_err(|e| {
+        Error::InvalidInput(format!(
+            "{who}: url is not a PostgreSQL connection URL ({e}); write postgres://user:password@host:5432/dbname"
+        ))
+    })?;
+    config.ssl_mode(tls.driver_mode());
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let endpoint = format!(
+        "{}@{host}:{}/{}",
+        config.get_user().unwrap_or("?"),
+        config.get_ports().first().copied().unwrap_or(5432),
+        config
+            .get_dbname()
+            .unwrap_or(config.get_user().unwrap_or("?"))
+    );
+    Ok((config, tls.connector(who)?, endpoint))
+}
+
 /// Pages (8 KiB) each connection of a parallel scan reads at least: below that, one more
 /// connection costs more than it saves.
 const MIN_PAGES_PER_CONNECTION: u64 = 256;
@@ -130,7 +162,7 @@ impl PgOptions {
             None => (None, None, None),
         };
         let tls = tls::Tls::parse(
-            source,
+            &format!("source '{source}'"),
             get("sslmode")?.or(url_mode).as_deref(),
             get("sslrootcert")?.or(url_root).as_deref(),
         )?;
@@ -207,7 +239,7 @@ impl PgOptions {
 
     /// A connection whose errors say what to fix.
     async fn connect(&self) -> Result<Client> {
-        let connector = self.tls.connector(&self.source)?;
+        let connector = self.tls.connector(&format!("source '{}'", self.source))?;
         let (client, connection) = match self.config.connect(connector.clone()).await {
             // prefer: a server that offered TLS but whose handshake failed is tried in
             // plain text, as libpq does.

@@ -38,7 +38,7 @@ impl SslMode {
     pub const SPELLINGS: [&'static str; 5] =
         ["disable", "prefer", "require", "verify-ca", "verify-full"];
 
-    fn parse(source: &str, s: &str) -> Result<Self> {
+    fn parse(who: &str, s: &str) -> Result<Self> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
@@ -47,7 +47,7 @@ impl SslMode {
             "verify-full" => SslMode::VerifyFull,
             other => {
                 return Err(Error::InvalidInput(format!(
-                    "source '{source}': sslmode '{other}' is not one of {}",
+                    "{who}: sslmode '{other}' is not one of {}",
                     Self::SPELLINGS.join(", ")
                 )));
             }
@@ -63,15 +63,16 @@ pub struct Tls {
 }
 
 impl Tls {
-    pub fn parse(source: &str, mode: Option<&str>, root: Option<&str>) -> Result<Self> {
-        let mut mode = mode.map_or(Ok(SslMode::Prefer), |m| SslMode::parse(source, m))?;
+    /// `who` names the connection in errors: "source 'crm'", "[catalog]".
+    pub fn parse(who: &str, mode: Option<&str>, root: Option<&str>) -> Result<Self> {
+        let mut mode = mode.map_or(Ok(SslMode::Prefer), |m| SslMode::parse(who, m))?;
         // As libpq: require with a root certificate checks the chain (verify-ca).
         if mode == SslMode::Require && root.is_some() {
             mode = SslMode::VerifyCa;
         }
         if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root.is_none() {
             return Err(Error::InvalidInput(format!(
-                "source '{source}': sslmode {} needs sslrootcert, the CA certificate (PEM) the server's certificate must be signed by",
+                "{who}: sslmode {} needs sslrootcert, the CA certificate (PEM) the server's certificate must be signed by",
                 if mode == SslMode::VerifyCa {
                     "verify-ca"
                 } else {
@@ -95,15 +96,17 @@ impl Tls {
     }
 
     /// The connector, with the verifier the mode asks for.
-    pub fn connector(&self, source: &str) -> Result<MakeRustlsConnect> {
+    pub fn connector(&self, who: &str) -> Result<MakeRustlsConnect> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?;
+        let signatures = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = match self.mode {
-            SslMode::Disable | SslMode::Prefer | SslMode::Require => {
-                Arc::new(AcceptAny(provider.signature_verification_algorithms))
-            }
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(Verifier {
+                cert: CertCheck::AcceptAny,
+                signatures,
+            }),
             SslMode::VerifyCa | SslMode::VerifyFull => {
                 let path = self.root.as_ref().expect("checked in parse");
                 let mut roots = rustls::RootCertStore::empty();
@@ -111,21 +114,21 @@ impl Tls {
                     .and_then(|c| c.collect::<std::result::Result<Vec<_>, _>>())
                     .map_err(|e| {
                         Error::InvalidInput(format!(
-                            "source '{source}': sslrootcert {} cannot be read as PEM certificates: {e}",
+                            "{who}: sslrootcert {} cannot be read as PEM certificates: {e}",
                             path.display()
                         ))
                     })?;
                 for c in certs {
                     roots.add(c).map_err(|e| {
                         Error::InvalidInput(format!(
-                            "source '{source}': sslrootcert {} holds a certificate that is not a CA: {e}",
+                            "{who}: sslrootcert {} holds a certificate that is not a CA: {e}",
                             path.display()
                         ))
                     })?;
                 }
                 if roots.is_empty() {
                     return Err(Error::InvalidInput(format!(
-                        "source '{source}': sslrootcert {} holds no certificate",
+                        "{who}: sslrootcert {} holds no certificate",
                         path.display()
                     )));
                 }
@@ -136,7 +139,10 @@ impl Tls {
                 .build()
                 .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?;
                 if self.mode == SslMode::VerifyCa {
-                    Arc::new(NoHostName(webpki))
+                    Arc::new(Verifier {
+                        cert: CertCheck::ChainOnly(webpki),
+                        signatures,
+                    })
                 } else {
                     webpki
                 }
@@ -168,52 +174,26 @@ pub fn tls_error_under(e: &tokio_postgres::Error) -> Option<String> {
     None
 }
 
-/// `require` and `prefer`: encrypted, the certificate not checked (the handshake's
-/// signatures still are).
+/// How [`Verifier`] takes the server's certificate.
 #[derive(Debug)]
-struct AcceptAny(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
+enum CertCheck {
+    /// `require` and `prefer`: encrypted, the certificate not checked.
+    AcceptAny,
+    /// `verify-ca`: the chain must lead to the root; the name is not checked.
+    ChainOnly(Arc<rustls::client::WebPkiServerVerifier>),
 }
 
-/// `verify-ca`: the chain must lead to the root; the name is not checked (rustls checks the
-/// chain first, so a name error means the chain was good).
+/// The verifier of every mode but `verify-full` (which uses `WebPkiServerVerifier` as it
+/// is). The modes differ only in the certificate check: the handshake's signatures are
+/// always checked, with the provider's algorithms, exactly as `WebPkiServerVerifier` checks
+/// them (the algorithms it is built with are the provider's).
 #[derive(Debug)]
-struct NoHostName(Arc<rustls::client::WebPkiServerVerifier>);
+struct Verifier {
+    cert: CertCheck,
+    signatures: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for NoHostName {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -222,10 +202,12 @@ impl ServerCertVerifier for NoHostName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let webpki = match &self.cert {
+            CertCheck::AcceptAny => return Ok(ServerCertVerified::assertion()),
+            CertCheck::ChainOnly(webpki) => webpki,
+        };
+        // rustls checks the chain before the name, so a name error means the chain was good.
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -239,7 +221,7 @@ impl ServerCertVerifier for NoHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.signatures)
     }
 
     fn verify_tls13_signature(
@@ -248,11 +230,11 @@ impl ServerCertVerifier for NoHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.signatures)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.signatures.supported_schemes()
     }
 }
 
