@@ -137,6 +137,15 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
         tls_key: s.tls_key,
         users: s.users.0,
     });
+    if doc.sync.is_some()
+        && let Some(store) = &doc.store
+        && store.encryption_key.is_some()
+    {
+        // Sync publishes Delta tables for engines that have no store key.
+        return Err(Error::Config(format!(
+            "{path}: [sync] and [store] encryption_key cannot be used together: sync shares the store as Delta Lake tables that Spark, Trino and DuckDB read without a key, so encrypted files would be unreadable there; remove one of them"
+        )));
+    }
     let mut alerts = Vec::new();
     for (name, a) in doc.alerts {
         let bad = |m: String| Error::Config(format!("{path}: [alerts.{name}]: {m}"));
@@ -329,6 +338,23 @@ sql = "INSERT INTO context.events SELECT * FROM samples.events WHERE id > $curso
         assert!(e.contains("holds both hakiri.toml and hakiri.json"), "{e}");
         std::fs::remove_file(dir.path().join(MANIFEST_FILE)).unwrap();
         assert_eq!(load(dir.path()).unwrap().sources, t.sources);
+    }
+
+    /// Regression: an encrypted store could be synced, publishing Delta tables no reader
+    /// without the key can open.
+    #[test]
+    fn an_encrypted_store_cannot_be_synced() {
+        let e = parse(
+            "[sync]\nurl = \"file:///tmp/x\"\n[store]\nencryption_key = \"env:HAKIRI_STORE_KEY\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[sync] and [store] encryption_key cannot be used together"),
+            "{e}"
+        );
+        assert!(parse("[store]\nencryption_key = \"env:K\"\n").is_ok());
+        assert!(parse("[sync]\nurl = \"file:///tmp/x\"\n").is_ok());
     }
 
     #[test]

@@ -779,3 +779,63 @@ fn gc_commits_a_delta_table_back_to_the_pushed_state() {
         .stdout;
     assert!(!again.contains("repair"), "{again}");
 }
+
+/// Issue 21: a compaction in a synced project is pushed as one Delta commit that removes
+/// the small files and adds the merged one; DuckDB reads the same rows before and after,
+/// and the version before the compaction stays readable.
+#[test]
+fn a_compaction_is_pushed_as_one_delta_commit_of_removes_and_adds() {
+    let s3 = S3Server::start();
+    s3.create_bucket("compact");
+    let api = Server::paged();
+    let url = "s3://compact/c";
+    let p = Project::new(&manifest("solo", &api.url(), url, &s3.endpoint()));
+    for n in [20, 15, 10] {
+        api.get(&format!("/admin/grow?n={n}"));
+        run(&p, &["run", "grow"]).ok();
+    }
+    assert_eq!(
+        csv(&p, "select files from hakiri.tables where name = 'grow'"),
+        vec!["3"]
+    );
+    let pushed = run(&p, &["sync", "push"]).ok().stdout;
+    assert!(
+        pushed.contains("grow: Delta version 0 (+3 file(s)"),
+        "{pushed}"
+    );
+    let before = duckdb_fingerprints(&s3.endpoint(), url, &["grow"])["grow"].clone();
+    assert!(before.starts_with("45 rows"), "{before}");
+    assert_eq!(before, fingerprint(&p, "grow"));
+
+    let compacted = run(&p, &["context", "compact", "grow"]).ok();
+    assert_eq!(
+        csv(&p, "select files from hakiri.tables where name = 'grow'"),
+        vec!["1"],
+        "{}",
+        compacted.stdout
+    );
+    let pushed = run(&p, &["sync", "push"]).ok().stdout;
+    assert!(
+        pushed.contains("grow: Delta version 1 (+1 file(s), -3 file(s))"),
+        "one commit, removes plus adds: {pushed}"
+    );
+    // The commit's actions, as the Delta log holds them.
+    let log = duckdb_query(
+        &s3.endpoint(),
+        url,
+        "select count(*) filter (where \"add\" is not null), count(*) filter (where remove is not null) from read_json_auto('URL/tables/grow/_delta_log/00000000000000000001.json', format = 'newline_delimited')",
+    );
+    assert_eq!(log, vec!["1,3"]);
+    assert_eq!(
+        duckdb_fingerprints(&s3.endpoint(), url, &["grow"])["grow"],
+        before
+    );
+    assert_eq!(
+        duckdb_query(
+            &s3.endpoint(),
+            url,
+            "select count(*) from delta_scan('URL/tables/grow', version => 0)"
+        ),
+        vec!["45"]
+    );
+}
