@@ -59,6 +59,34 @@ fn fixed_clock() -> Result<Option<std::sync::Arc<dyn hakiri_engine::ports::Clock
     )))
 }
 
+/// The store's keys from `[store]`: `encryption_key` and `previous_keys`, each a secret
+/// reference resolved now.
+fn store_keys(
+    store: &hakiri_engine::types::StoreSpec,
+) -> Result<Option<hakiri_engine::store::StoreKeys>, Failure> {
+    let key = |option: &str, reference: &str| -> Result<hakiri_engine::store::StoreKey, Failure> {
+        let text = hakiri_engine::sources::resolve_value(option, reference)?;
+        let what = if reference.starts_with("env:") {
+            format!("the store key ({reference})")
+        } else {
+            format!("the store key ({option})")
+        };
+        Ok(hakiri_engine::store::StoreKey::from_hex(&what, &text)?)
+    };
+    let Some(current) = &store.encryption_key else {
+        return Ok(None);
+    };
+    let current = key("[store] encryption_key", current)?;
+    let previous = store
+        .previous_keys
+        .iter()
+        .map(|r| key("[store] previous_keys", r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(hakiri_engine::store::StoreKeys::new(
+        current, previous,
+    )))
+}
+
 /// Opens the project and brings the catalog in line with the manifest (or, with `apply`
 /// false, only the session: `plan` shows the changes without writing them).
 pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, ChangeSet), Failure> {
@@ -90,19 +118,7 @@ pub(crate) fn open(root: &std::path::Path, apply: bool) -> Result<(Engine, Chang
             ))),
             None => None,
         },
-        store_key: match &manifest.store.encryption_key {
-            None => None,
-            Some(reference) => {
-                let text =
-                    hakiri_engine::sources::resolve_value("[store] encryption_key", reference)?;
-                let what = if reference.starts_with("env:") {
-                    format!("the store key ({reference})")
-                } else {
-                    "the store key ([store] encryption_key)".to_string()
-                };
-                Some(hakiri_engine::store::StoreKey::from_hex(&what, &text)?)
-            }
-        },
+        store_key: store_keys(&manifest.store)?,
         observers: crate::lineage::from_env(&manifest.project)
             .map(|o| o as std::sync::Arc<dyn hakiri_engine::ports::RunObserver>)
             .into_iter()
@@ -328,31 +344,51 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Context {
-            command:
-                ContextCommand::Compact {
-                    table,
-                    target_mb,
-                    sort_by,
-                },
+            command: command @ (ContextCommand::Compact { .. } | ContextCommand::Rekey { .. }),
         } => {
             let (engine, _) = open(&root, true)?;
             let manifest = hakiri_manifests::load(&root)?;
             let mut options = hakiri_engine::maintain::CompactOptions::from_spec(&manifest.store);
-            if let Some(mb) = target_mb {
-                options.target_bytes = Some(mb.clamp(1, 1 << 20) * 1024 * 1024);
-            }
-            if let (Some(cols), Some(t)) = (sort_by, &table) {
-                let cols = cols
-                    .split(',')
-                    .map(|c| c.trim().to_string())
-                    .filter(|c| !c.is_empty());
-                options.sort_by.insert(t.clone(), cols.collect());
-            }
+            let table = match command {
+                ContextCommand::Compact {
+                    table,
+                    target_mb,
+                    sort_by,
+                } => {
+                    if let Some(mb) = target_mb {
+                        options.target_bytes = Some(mb.clamp(1, 1 << 20) * 1024 * 1024);
+                    }
+                    if let (Some(cols), Some(t)) = (sort_by, &table) {
+                        let cols = cols
+                            .split(',')
+                            .map(|c| c.trim().to_string())
+                            .filter(|c| !c.is_empty());
+                        options.sort_by.insert(t.clone(), cols.collect());
+                    }
+                    table
+                }
+                ContextCommand::Rekey { table } => {
+                    if manifest.store.encryption_key.is_none() {
+                        return Err(Error::Config(
+                            "nothing to rekey: the store has no key; set [store] encryption_key (and previous_keys to the key it had) first".into(),
+                        )
+                        .into());
+                    }
+                    options.rekey = true;
+                    table
+                }
+                ContextCommand::Prune => unreachable!("matched above"),
+            };
             let progress = |line: &str| eprintln!("{line}");
-            for c in engine
+            let done = engine
                 .compact(table.as_deref(), &options, &progress)
-                .await?
-            {
+                .await?;
+            let failed = done.iter().any(|c| {
+                c.skipped
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("failed"))
+            });
+            for c in done {
                 match c.skipped {
                     Some(why) => println!(
                         "{}: {} files, nothing to do ({why})",
@@ -363,6 +399,11 @@ pub async fn dispatch(cli: Cli) -> Result<(), Failure> {
                         c.table, c.files_before, c.files_after, c.rows
                     ),
                 }
+            }
+            if options.rekey && !failed && table.is_none() {
+                println!(
+                    "every file of the store is now under the current key: remove [store] previous_keys once no running process still uses them"
+                );
             }
             Ok(())
         }

@@ -379,6 +379,13 @@ enum ContextCommand {
         #[arg(long)]
         sort_by: Option<String>,
     },
+    /// Rewrite every file not under the current store key ([store] encryption_key): files
+    /// written with one of previous_keys, or plain ones from before encryption; then
+    /// previous_keys can go.
+    Rekey {
+        /// The table (default: every table).
+        table: Option<String>,
+    },
     /// Delete state rows older than [retention] says (runs, events, cursor_history),
     /// keeping each pipeline's latest; `serve` does it daily.
     Prune,

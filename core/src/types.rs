@@ -887,6 +887,9 @@ pub struct StoreSpec {
     /// A secret reference (`env:HAKIRI_STORE_KEY`) to the key every file of the context
     /// store is encrypted with: 32 or 64 hex digits.
     pub encryption_key: Option<String>,
+    /// Secret references to keys files were written with before `encryption_key`: still
+    /// read, until `hakiri context rekey` rewrites those files.
+    pub previous_keys: Vec<String>,
 }
 
 /// The `[catalog]` section: the project's state in a PostgreSQL schema.

@@ -46,7 +46,7 @@ pub struct EngineOptions {
     /// Told when runs start and end (OpenLineage).
     pub observers: Vec<Arc<dyn crate::ports::RunObserver>>,
     /// Encrypts the context store's files (`[store] encryption_key`).
-    pub store_key: Option<crate::store::StoreKey>,
+    pub store_key: Option<crate::store::StoreKeys>,
 }
 
 /// What opening a project found and repaired.
@@ -228,6 +228,7 @@ impl Engine {
                 .insert(name.to_ascii_uppercase(), factory);
         }
         let ctx = SessionContext::new_with_state(builder.build());
+        store.register_keys(&ctx);
         let cat = ctx
             .catalog(CATALOG_NAME)
             .ok_or_else(|| Error::Internal("default catalog missing".into()))?;

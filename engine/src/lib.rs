@@ -6,6 +6,7 @@
 pub use hakiri_catalog as catalog;
 pub mod alerts;
 pub mod engine;
+pub mod keys;
 pub mod lineage;
 pub mod maintain;
 pub mod ports;

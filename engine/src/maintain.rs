@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::prelude::SessionContext;
 
 use crate::catalog::{FileEntry, NewRun, PruneCutoffs, Pruned, RunCommit};
 use crate::engine::Engine;
@@ -44,6 +43,9 @@ pub struct CompactOptions {
     pub target_bytes: Option<u64>,
     /// Per table, the columns to sort the merged files by.
     pub sort_by: std::collections::BTreeMap<String, Vec<String>>,
+    /// `hakiri context rekey`: rewrite every file not written with the current store key
+    /// (whatever its size), instead of merging small files.
+    pub rekey: bool,
 }
 
 impl CompactOptions {
@@ -53,6 +55,7 @@ impl CompactOptions {
                 .compact_target_mb
                 .map(|m| m.saturating_mul(1024 * 1024)),
             sort_by: spec.sort_by.clone(),
+            rekey: false,
         }
     }
 }
@@ -60,10 +63,18 @@ impl CompactOptions {
 /// Groups the small files (under half the target) in commit order into bins of at most
 /// `target` bytes; a bin of one file is left alone (rewriting it gains nothing).
 fn plan_bins(files: &[FileEntry], target: u64) -> Vec<Vec<FileEntry>> {
+    let mut bins = pack(files.iter().filter(|f| f.bytes < target / 2), target);
+    bins.retain(|b| b.len() > 1);
+    bins
+}
+
+/// Groups `files` in commit order into bins of at most `target` bytes (a larger file is a
+/// bin of its own).
+fn pack<'a>(files: impl Iterator<Item = &'a FileEntry>, target: u64) -> Vec<Vec<FileEntry>> {
     let mut bins: Vec<Vec<FileEntry>> = Vec::new();
     let mut current: Vec<FileEntry> = Vec::new();
     let mut size = 0;
-    for f in files.iter().filter(|f| f.bytes < target / 2) {
+    for f in files {
         if !current.is_empty() && size + f.bytes > target {
             bins.push(std::mem::take(&mut current));
             size = 0;
@@ -72,11 +83,26 @@ fn plan_bins(files: &[FileEntry], target: u64) -> Vec<Vec<FileEntry>> {
         current.push(f.clone());
     }
     bins.push(current);
-    bins.retain(|b| b.len() > 1);
+    bins.retain(|b| !b.is_empty());
     bins
 }
 
 impl Engine {
+    /// What a compaction of `files` rewrites, in groups written as one file each: the
+    /// small files, or with `rekey` every file not under the current store key.
+    fn plan(&self, files: &[FileEntry], target: u64, rekey: bool) -> Result<Vec<Vec<FileEntry>>> {
+        if !rekey {
+            return Ok(plan_bins(files, target));
+        }
+        let mut stale = Vec::new();
+        for f in files {
+            if self.store().needs_rekey(&f.path)? {
+                stale.push(f);
+            }
+        }
+        Ok(pack(stale.into_iter(), target))
+    }
+
     /// Compacts `table`, or every table: each table's small files are merged into files of
     /// about the target size, in one catalog transaction per table. Readers keep reading
     /// the old files until the grace period ends.
@@ -143,7 +169,12 @@ impl Engine {
             .unwrap_or(DEFAULT_COMPACT_TARGET)
             .max(1);
         let files = self.catalog().table_files(table)?;
-        let bins = plan_bins(&files, target);
+        let nothing = if options.rekey {
+            "every file is under the current store key"
+        } else {
+            "no small files to merge"
+        };
+        let bins = self.plan(&files, target, options.rekey)?;
         let mut result = Compaction {
             table: table.to_string(),
             files_before: files.len(),
@@ -152,7 +183,7 @@ impl Engine {
             skipped: None,
         };
         if bins.is_empty() {
-            result.skipped = Some("no small files to merge".into());
+            result.skipped = Some(nothing.into());
             return Ok(result);
         }
         let pipeline = format!("compact:{table}");
@@ -181,7 +212,7 @@ impl Engine {
                 .store()
                 .table_schema(&files)?
                 .ok_or_else(|| Error::Internal("a table needs at least one file".into()))?;
-            Ok((plan_bins(&files, target), files, schema))
+            Ok((self.plan(&files, target, options.rekey)?, files, schema))
         });
         let (bins, files, schema) = match planned {
             Ok(p) => p,
@@ -215,7 +246,7 @@ impl Engine {
             self.catalog().commit(&done)?;
             result.files_before = files.len();
             result.files_after = files.len();
-            result.skipped = Some("no small files to merge".into());
+            result.skipped = Some(nothing.into());
             return Ok(result);
         }
         let sort = options.sort_by.get(table).cloned().unwrap_or_default();
@@ -303,7 +334,7 @@ impl Engine {
         sort: &[String],
     ) -> Result<Vec<FileEntry>> {
         let provider = self.store().table_provider_with(bin, schema.clone())?;
-        let ctx = SessionContext::new();
+        let ctx = self.store().session();
         ctx.register_table("compact_input", provider)?;
         let mut df = ctx.table("compact_input").await?;
         if !sort.is_empty() {

@@ -12,7 +12,7 @@ use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray}
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::config::{ConfigFileDecryptionProperties, TableParquetOptions};
+use datafusion::config::TableParquetOptions;
 use datafusion::datasource::file_format::parquet::{ParquetFormat, transform_schema_to_view};
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -23,8 +23,6 @@ use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use datafusion::parquet::basic::Compression;
-use datafusion::parquet::encryption::decrypt::FileDecryptionProperties;
-use datafusion::parquet::encryption::encrypt::FileEncryptionProperties;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
@@ -47,40 +45,14 @@ pub struct ContextStore {
     root: PathBuf,
     /// Each committed file's schema, read once from its Parquet footer (files never change).
     schemas: Arc<Mutex<HashMap<String, SchemaRef>>>,
-    /// With a key every file is written encrypted (Parquet modular encryption: footer and
-    /// columns, AES-GCM) and read with it.
-    key: Option<StoreKey>,
+    /// With keys every file is written encrypted with the current one (Parquet modular
+    /// encryption: footer and columns, AES-GCM) and read with the one its footer names.
+    key: Option<Arc<StoreKeys>>,
+    /// The id of the key each file read so far was written with (`None`: a plain file).
+    file_keys: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
 
-/// The store's AES key (16 or 32 bytes); never printed.
-#[derive(Clone)]
-pub struct StoreKey(Vec<u8>);
-
-impl std::fmt::Debug for StoreKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StoreKey(<{} bits>)", self.0.len() * 8)
-    }
-}
-
-impl StoreKey {
-    /// A key from its hex text (32 or 64 hex digits: AES-128 or AES-256).
-    pub fn from_hex(what: &str, text: &str) -> Result<Self> {
-        let text = text.trim();
-        let bytes = hex::decode(text)
-            .ok()
-            .filter(|b| b.len() == 16 || b.len() == 32);
-        bytes.map(StoreKey).ok_or_else(|| {
-            Error::Config(format!(
-                "{what} must be 32 or 64 hex digits (a 128- or 256-bit AES key); it has {} characters: make one with `openssl rand -hex 32`",
-                text.len()
-            ))
-        })
-    }
-
-    fn hex(&self) -> String {
-        hex::encode(&self.0)
-    }
-}
+pub use crate::keys::{StoreKey, StoreKeys};
 
 impl ContextStore {
     pub fn open(root: PathBuf) -> Result<Self> {
@@ -89,13 +61,45 @@ impl ContextStore {
             root,
             schemas: Arc::default(),
             key: None,
+            file_keys: Arc::default(),
         })
     }
 
-    /// The store read and written with `key` (`None`: plain files).
-    pub fn with_key(mut self, key: Option<StoreKey>) -> Self {
-        self.key = key;
+    /// The store read and written with `keys` (`None`: plain files).
+    pub fn with_key(mut self, keys: Option<StoreKeys>) -> Self {
+        self.key = keys.map(Arc::new);
         self
+    }
+
+    /// A session to read the store's files in (its keys registered).
+    pub fn session(&self) -> datafusion::prelude::SessionContext {
+        let ctx = datafusion::prelude::SessionContext::new();
+        self.register_keys(&ctx);
+        ctx
+    }
+
+    /// Lets `ctx` read the store's encrypted files.
+    pub fn register_keys(&self, ctx: &datafusion::prelude::SessionContext) {
+        if let Some(keys) = &self.key {
+            keys.register(&ctx.runtime_env());
+        }
+    }
+
+    /// Whether a committed file is not under the current key (written with a previous one,
+    /// or plain before encryption was turned on): `hakiri context rekey` rewrites it.
+    pub fn needs_rekey(&self, relative: &str) -> Result<bool> {
+        let Some(keys) = &self.key else {
+            return Ok(false);
+        };
+        self.file_schema(relative)?;
+        let used = self
+            .file_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(relative)
+            .cloned()
+            .flatten();
+        Ok(used.as_deref() != Some(keys.current.id()))
     }
 
     /// The Arrow schema of a committed file.
@@ -116,15 +120,18 @@ impl ContextStore {
             ))
         })?;
         let mut options = ArrowReaderOptions::new();
-        if let Some(key) = &self.key {
-            let props = FileDecryptionProperties::builder(key.0.clone())
-                .build()
-                .map_err(|e| Error::Internal(format!("the store key: {e}")))?;
-            options = options.with_file_decryption_properties(props);
+        let seen = Arc::new(Mutex::new(None));
+        if let Some(keys) = &self.key {
+            options = options.with_file_decryption_properties(keys.decryption(Some(seen.clone()))?);
         }
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
             .map_err(|e| self.read_error(&path, e))?;
         let schema = builder.schema().clone();
+        let used = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.file_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(relative.to_string(), used);
         self.schemas
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,12 +188,11 @@ impl ContextStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut format = ParquetFormat::default();
-        if let Some(key) = &self.key {
+        if self.key.is_some() {
+            // Each file with the key its footer names (the keys are registered in the
+            // session: `register_keys`).
             let mut options = TableParquetOptions::default();
-            options.crypto.file_decryption = Some(ConfigFileDecryptionProperties {
-                footer_key_as_hex: key.hex(),
-                ..Default::default()
-            });
+            options.crypto.factory_id = Some(crate::keys::FACTORY_ID.to_string());
             format = format.with_options(options);
         }
         let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
@@ -199,7 +205,9 @@ impl ContextStore {
     /// A footer that cannot be read, with what to do when it is a matter of keys.
     fn read_error(&self, path: &Path, e: ParquetError) -> Error {
         let text = e.to_string();
-        if text.contains("decryption properties were not provided") {
+        if let Some(at) = text.find("written with store key") {
+            Error::Config(format!("{} is {}", path.display(), &text[at..]))
+        } else if text.contains("decryption properties were not provided") {
             Error::Config(format!(
                 "{} is encrypted and this project has no store key: set [store] encryption_key = \"env:HAKIRI_STORE_KEY\" in the manifest and the variable to the store's key",
                 path.display()
@@ -287,7 +295,7 @@ impl Destination for ContextStore {
         };
         let staged = staging.join(format!("{name}.tmp"));
         let file = File::create(&staged).map_err(|e| Error::io(&staged, e))?;
-        let props = writer_properties(&schema, self.key.as_ref())?;
+        let props = writer_properties(&schema, self.key.as_deref())?;
         let writer = ArrowWriter::try_new(file, schema, Some(props))
             .map_err(|e| parquet_error(&staged, "opening a Parquet writer", e))?;
         Ok(Box::new(ParquetStagedWrite {
@@ -307,7 +315,7 @@ impl Destination for ContextStore {
 /// Snappy gains little on fixed-width values (amounts: 0.73 of their size) and
 /// decompressing them was the largest cost of a range query (a quarter of its time, plus
 /// the zeroed buffers it fills); the files grow by about 15%.
-fn writer_properties(schema: &Schema, key: Option<&StoreKey>) -> Result<WriterProperties> {
+fn writer_properties(schema: &Schema, keys: Option<&StoreKeys>) -> Result<WriterProperties> {
     let mut props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_compression(Compression::SNAPPY);
@@ -317,12 +325,9 @@ fn writer_properties(schema: &Schema, key: Option<&StoreKey>) -> Result<WriterPr
             props = props.set_column_compression(column, Compression::UNCOMPRESSED);
         }
     }
-    if let Some(key) = key {
-        // Uniform encryption: the footer and every column with the one key.
-        let encryption = FileEncryptionProperties::builder(key.0.clone())
-            .build()
-            .map_err(|e| Error::Internal(format!("the store key: {e}")))?;
-        props = props.with_file_encryption_properties(encryption);
+    if let Some(keys) = keys {
+        // Uniform encryption: the footer and every column with the current key.
+        props = props.with_file_encryption_properties(keys.encryption()?);
     }
     Ok(props.build())
 }

@@ -98,6 +98,10 @@ pub struct StoreDoc {
     /// Encrypt every Parquet file of the context store (footer and columns) with this key:
     /// a secret reference such as "env:HAKIRI_STORE_KEY" to 32 or 64 hex digits.
     pub encryption_key: Option<String>,
+    /// Keys the store was encrypted with before `encryption_key` (secret references): files
+    /// written with them stay readable until `hakiri context rekey` has rewritten them.
+    #[serde(default)]
+    pub previous_keys: Vec<String>,
 }
 
 /// `[catalog]`: keep the project's state (pipelines, cursors, runs, files) in PostgreSQL

@@ -146,6 +146,14 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
             "{path}: [sync] and [store] encryption_key cannot be used together: sync shares the store as Delta Lake tables that Spark, Trino and DuckDB read without a key, so encrypted files would be unreadable there; remove one of them"
         )));
     }
+    if let Some(store) = &doc.store
+        && store.encryption_key.is_none()
+        && !store.previous_keys.is_empty()
+    {
+        return Err(Error::Config(format!(
+            "{path}: [store] previous_keys needs encryption_key, the key files are written with now: to decrypt the store for good, rotate to a new key first"
+        )));
+    }
     let mut alerts = Vec::new();
     for (name, a) in doc.alerts {
         let bad = |m: String| Error::Config(format!("{path}: [alerts.{name}]: {m}"));
@@ -205,6 +213,7 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
                 compact_target_mb: s.compact_target_mb,
                 compact_every: s.compact_every,
                 encryption_key: s.encryption_key,
+                previous_keys: s.previous_keys,
                 sort_by: s
                     .sort_by
                     .into_iter()

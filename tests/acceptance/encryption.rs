@@ -124,7 +124,9 @@ sql = "INSERT INTO context.orders SELECT id, customer, amount FROM files.orders 
     );
     assert_ne!(r.code, 0);
     assert!(
-        r.stderr.contains("the store key does not decrypt"),
+        r.stderr.contains("is written with store key")
+            && r.stderr
+                .contains("add the key it was written with to [store] previous_keys"),
         "{}",
         r.stderr
     );
@@ -156,6 +158,124 @@ sql = "INSERT INTO context.orders SELECT id, customer, amount FROM files.orders 
     assert!(
         r.stderr
             .contains("is encrypted and this project has no store key"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Key rotation: a plain store gets a key, then a new key with the old one in
+/// `previous_keys`; files under all three read as one table, `hakiri context rekey`
+/// rewrites the plain and old-key files under the new key, and then the old key can go.
+#[test]
+fn the_store_key_rotates_with_previous_keys_and_rekey() {
+    let manifest = |store: &str| {
+        format!(
+            r#"
+{store}
+[sources.files]
+type = "file"
+tables.orders.path = "data/*.csv"
+
+[pipelines.orders]
+cursor = {{ kind = "monotonic", column = "id", initial = "0" }}
+sql = "INSERT INTO context.orders SELECT id, customer, amount FROM files.orders WHERE id > $cursor"
+"#
+        )
+    };
+    let p = Project::new(&manifest(""));
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    let env = [("OLD_KEY", OTHER), ("NEW_KEY", KEY)];
+    let run = |args: &[&str]| hakiri(p.path(), args, &env);
+    let load = |file: &str, row: &str| {
+        std::fs::write(
+            p.path().join(format!("data/{file}.csv")),
+            format!("id,customer,amount\n{row}\n"),
+        )
+        .unwrap();
+        run(&["run", "orders"]).ok();
+    };
+    let answer = || {
+        run(&[
+            "query",
+            "--format",
+            "csv",
+            "select count(*), sum(amount), string_agg(customer, '+' order by id) from context.orders",
+        ])
+        .ok()
+        .stdout
+    };
+    let write_manifest = |store: &str| {
+        std::fs::write(p.path().join("hakiri.toml"), manifest(store)).unwrap();
+    };
+    load("a", "1,ada_lovelace,120");
+    write_manifest("[store]\nencryption_key = \"env:OLD_KEY\"");
+    load("b", "2,grace_hopper,75");
+    write_manifest("[store]\nencryption_key = \"env:NEW_KEY\"\nprevious_keys = [\"env:OLD_KEY\"]");
+    load("c", "3,linus_torvalds,300");
+    let before = answer();
+    assert!(
+        before.ends_with("3,495,ada_lovelace+grace_hopper+linus_torvalds\n"),
+        "{before}"
+    );
+
+    // Without the old key, the old file says which key it needs.
+    write_manifest("[store]\nencryption_key = \"env:NEW_KEY\"");
+    let r = run(&["query", "select count(*) from context.orders"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("is written with store key")
+            && r.stderr
+                .contains("add the key it was written with to [store] previous_keys"),
+        "{}",
+        r.stderr
+    );
+
+    write_manifest("[store]\nencryption_key = \"env:NEW_KEY\"\nprevious_keys = [\"env:OLD_KEY\"]");
+    let out = run(&["context", "rekey"]).ok().stdout;
+    assert!(
+        out.contains("orders: 3 files -> 2 files (2 rows rewritten)"),
+        "{out}"
+    );
+    let again = run(&["context", "rekey"]).ok().stdout;
+    assert!(
+        again.contains("every file is under the current store key"),
+        "{again}"
+    );
+
+    // The old key is no longer needed; every current file is encrypted (the plain one
+    // too; the files it replaced stay for the grace period, for readers).
+    write_manifest("[store]\nencryption_key = \"env:NEW_KEY\"");
+    assert_eq!(answer(), before);
+    let current = run(&[
+        "query",
+        "--format",
+        "csv",
+        "select path from hakiri.files where retired_at is null",
+    ])
+    .ok()
+    .stdout;
+    let current: Vec<&str> = current.lines().skip(1).collect();
+    assert_eq!(current.len(), 2, "{current:?}");
+    for f in current {
+        let f = p.path().join(".hakiri/store").join(f);
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"ada_lovelace"),
+            "{} is not encrypted",
+            f.display()
+        );
+    }
+
+    // Rekey needs a key; previous_keys alone is refused.
+    write_manifest("");
+    let r = run(&["context", "rekey"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("nothing to rekey"), "{}", r.stderr);
+    write_manifest("[store]\nprevious_keys = [\"env:OLD_KEY\"]");
+    let r = run(&["query", "select 1"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("previous_keys needs encryption_key"),
         "{}",
         r.stderr
     );

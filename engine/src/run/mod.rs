@@ -27,7 +27,6 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::common::spawn_buffered;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use self::commit::Decision;
@@ -781,7 +780,7 @@ impl Engine {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let ctx = SessionContext::new();
+        let ctx = self.store().session();
         ctx.register_table("merge_input", provider)?;
         let df = ctx.sql(&merge_query(&columns, &spec.key)).await?;
         let out_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
