@@ -6,7 +6,9 @@
 //! with its column lineage.
 //!
 //! Posting happens in tasks of their own, retried a few times, so a slow or absent lineage
-//! server never holds up a run; a command that ends waits for what it has sent ([`flush`]).
+//! server never holds up a run; each task waits for the one before, so events arrive in
+//! the order they happened (a run's START before its COMPLETE). A command that ends waits
+//! for what it has sent ([`flush`]).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -29,7 +31,8 @@ pub struct OpenLineage {
     api_key: Option<String>,
     namespace: String,
     client: reqwest::Client,
-    pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The newest event's task; it waits for the one before it.
+    last: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 static ACTIVE: OnceLock<Arc<OpenLineage>> = OnceLock::new();
@@ -69,7 +72,7 @@ pub fn from_env(project: &str) -> Option<Arc<OpenLineage>> {
             .filter(|k| !k.is_empty()),
         namespace,
         client,
-        pending: Mutex::default(),
+        last: Mutex::default(),
     });
     Some(ACTIVE.get_or_init(|| o).clone())
 }
@@ -78,9 +81,10 @@ pub fn from_env(project: &str) -> Option<Arc<OpenLineage>> {
 /// last COMPLETE.
 pub async fn flush() {
     let Some(o) = ACTIVE.get() else { return };
-    let pending: Vec<_> = std::mem::take(&mut *o.pending.lock().unwrap());
-    let all = futures::future::join_all(pending);
-    if tokio::time::timeout(Duration::from_secs(15), all)
+    let Some(last) = o.last.lock().unwrap().take() else {
+        return;
+    };
+    if tokio::time::timeout(Duration::from_secs(15), last)
         .await
         .is_err()
     {
@@ -139,7 +143,13 @@ impl OpenLineage {
     fn send(&self, event: Value) {
         let (client, url, key) = (self.client.clone(), self.url.clone(), self.api_key.clone());
         let body = event.to_string();
-        let task = tokio::spawn(async move {
+        // Under the lock from take to store, so the chain follows the order of `send`s.
+        let mut last = self.last.lock().unwrap();
+        let before = last.take();
+        *last = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
             let mut wait = Duration::from_millis(500);
             for attempt in 1..=4 {
                 let mut req = client
@@ -163,10 +173,7 @@ impl OpenLineage {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-        });
-        let mut pending = self.pending.lock().unwrap();
-        pending.retain(|t| !t.is_finished());
-        pending.push(task);
+        }));
     }
 }
 

@@ -84,6 +84,11 @@ async fn run_file(file: PathBuf, complete: bool) -> Result<(), String> {
     let options = EngineOptions {
         connectors: hakiri_table_providers::connectors(&slt_dir().join("data")),
         table_factories: hakiri_table_providers::table_factories(),
+        store_key: crate::support::test_store_key().map(|k| {
+            let key = hakiri_engine::store::StoreKey::from_hex("HAKIRI_TEST_STORE_KEY", &k)
+                .expect("HAKIRI_TEST_STORE_KEY");
+            hakiri_engine::store::StoreKeys::new(key, Vec::new())
+        }),
         ..EngineOptions::default()
     };
     let mut engine = Engine::open(dir.path(), options).map_err(|e| e.to_string())?;

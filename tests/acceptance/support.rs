@@ -129,10 +129,42 @@ pub struct Project {
     pub dir: tempfile::TempDir,
 }
 
+/// With `HAKIRI_TEST_STORE_KEY` set (64 hex digits), projects encrypt their store with it:
+/// the suites run again that way (scripts/test), and each project checks on drop that
+/// every file it wrote is encrypted.
+pub fn test_store_key() -> Option<String> {
+    std::env::var("HAKIRI_TEST_STORE_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+}
+
+/// `manifest` with `[store] encryption_key` from `HAKIRI_TEST_STORE_KEY`, when set and the
+/// manifest sets no key itself (nor syncs, which an encrypted store may not).
+pub fn with_test_store_key(manifest: &str) -> String {
+    if test_store_key().is_none()
+        || manifest.contains("encryption_key")
+        || manifest.contains("[sync]")
+    {
+        return manifest.to_string();
+    }
+    let key = "encryption_key = \"env:HAKIRI_TEST_STORE_KEY\"\n";
+    match manifest.find("[store]\n") {
+        Some(at) => {
+            let after = at + "[store]\n".len();
+            format!("{}{key}{}", &manifest[..after], &manifest[after..])
+        }
+        None => format!("[store]\n{key}\n{manifest}"),
+    }
+}
+
 impl Project {
     pub fn new(manifest: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("hakiri.toml"), manifest).expect("write manifest");
+        std::fs::write(
+            dir.path().join("hakiri.toml"),
+            with_test_store_key(manifest),
+        )
+        .expect("write manifest");
         Project { dir }
     }
     pub fn path(&self) -> &Path {
@@ -519,6 +551,38 @@ pub fn python() -> &'static str {
         "/usr/bin/python3"
     } else {
         "python3"
+    }
+}
+
+impl Drop for Project {
+    /// Under `HAKIRI_TEST_STORE_KEY`, every Parquet file of the store must be encrypted
+    /// (an encrypted footer ends in `PARE`, a plain one in `PAR1`).
+    fn drop(&mut self) {
+        if test_store_key().is_none() || std::thread::panicking() {
+            return;
+        }
+        let manifest = std::fs::read_to_string(self.path().join("hakiri.toml")).unwrap_or_default();
+        if !manifest.contains("HAKIRI_TEST_STORE_KEY") {
+            return;
+        }
+        let mut plain = Vec::new();
+        let mut stack = vec![self.path().join(".hakiri/store")];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|x| x == "parquet")
+                    && std::fs::read(&path).is_ok_and(|b| b.ends_with(b"PAR1"))
+                {
+                    plain.push(path);
+                }
+            }
+        }
+        assert!(
+            plain.is_empty(),
+            "plain files in an encrypted store: {plain:?}"
+        );
     }
 }
 

@@ -299,14 +299,10 @@ impl Engine {
         }
         let started_at = self.clock().now();
         let (committed, committed_is_initial) = self.start_cursor(&spec)?;
+        let boundary = self.catalog().cursor_boundary(&spec.name)?;
+        let read = (committed.clone(), boundary.clone());
         // A backfill starts at its window; the committed cursor stays as it is.
-        let state = CursorState::start(
-            &spec,
-            committed,
-            committed_is_initial,
-            self.catalog().cursor_boundary(&spec.name)?,
-            window,
-        )?;
+        let state = CursorState::start(&spec, committed, committed_is_initial, boundary, window)?;
         let cursor = state.cursor.clone();
         let now = self.clock().now();
         self.catalog().begin_run(
@@ -319,6 +315,22 @@ impl Engine {
             },
             &|r| holder_alive(r, now),
         )?;
+        // The cursor was read before the run lock was taken: a RESET CURSOR or DROP CONTEXT
+        // TABLE in between would have this run commit past rows it never loaded. Under the
+        // lock nothing else moves it, so one look now settles it.
+        let again = (
+            self.start_cursor(&spec)?.0,
+            self.catalog().cursor_boundary(&spec.name)?,
+        );
+        if again != read {
+            let why = format!(
+                "the cursor of pipeline '{}' moved while this run started (RESET CURSOR or DROP CONTEXT TABLE); nothing was read: run it again",
+                spec.name
+            );
+            self.catalog()
+                .fail_run(&run_id, self.clock().now(), &RunCounters::default(), &why)?;
+            return Err(Error::RunStopped { why });
+        }
         let _heartbeat =
             Heartbeat::start(self.catalog().clone(), self.clock().clone(), run_id.clone());
         let mut run = Run {

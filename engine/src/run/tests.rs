@@ -900,3 +900,130 @@ async fn a_stored_pipeline_that_fails_a_check_is_a_failed_run() {
         "{runs:?}"
     );
 }
+
+/// A catalog whose pipeline cursor is moved (as by RESET CURSOR in another process) just
+/// before a run takes its lock: after the run read the cursor, before `begin_run`.
+#[derive(Debug)]
+struct CursorMovesAtBegin(crate::catalog::MemoryCatalog);
+
+macro_rules! delegate {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(fn $name(&self, $($arg: $ty),*) -> $ret { self.0.$name($($arg),*) })*
+    };
+}
+
+impl crate::catalog::Catalog for CursorMovesAtBegin {
+    fn begin_run(
+        &self,
+        run: &crate::catalog::NewRun,
+        is_alive: crate::catalog::IsAlive<'_>,
+    ) -> Result<()> {
+        let moved = crate::catalog::CursorMove {
+            pipeline: run.pipeline.clone(),
+            kind: "monotonic".into(),
+            to: Some("0".into()),
+            event: (EventKind::CursorReset, "reset by another process".into()),
+            at: run.started_at,
+        };
+        self.0.move_cursor(&moved, is_alive)?;
+        self.0.begin_run(run, is_alive)
+    }
+    delegate! {
+        upsert_source(spec: &crate::types::SourceSpec, now: chrono::DateTime<Utc>) -> Result<()>;
+        drop_source(name: &str) -> Result<bool>;
+        list_sources() -> Result<Vec<crate::types::SourceSpec>>;
+        source_schemas(source: &str) -> Result<Vec<crate::catalog::SourceSchema>>;
+        put_source_schema(schema: &crate::catalog::SourceSchema) -> Result<()>;
+        upsert_pipeline(spec: &PipelineSpec, now: chrono::DateTime<Utc>) -> Result<()>;
+        drop_pipeline(name: &str) -> Result<bool>;
+        list_pipelines() -> Result<Vec<PipelineSpec>>;
+        cursor(pipeline: &str) -> Result<Option<String>>;
+        cursor_boundary(pipeline: &str) -> Result<Option<String>>;
+        cursor_history(pipeline: &str) -> Result<Vec<crate::catalog::CursorEntry>>;
+        heartbeat(run_id: &str, at: chrono::DateTime<Utc>) -> Result<()>;
+        fail_run(run_id: &str, ended_at: chrono::DateTime<Utc>, counters: &RunCounters, error: &str) -> Result<()>;
+        move_cursor(m: &crate::catalog::CursorMove, is_alive: crate::catalog::IsAlive<'_>) -> Result<()>;
+        commit(commit: &crate::catalog::RunCommit) -> Result<crate::catalog::CommitOutcome>;
+        runs(pipeline: Option<&str>) -> Result<Vec<crate::catalog::RunRecord>>;
+        recover_runs(is_alive: crate::catalog::IsAlive<'_>, now: chrono::DateTime<Utc>) -> Result<Vec<String>>;
+        tables() -> Result<Vec<crate::catalog::TableEntry>>;
+        table_files(table: &str) -> Result<Vec<crate::catalog::FileEntry>>;
+        all_files() -> Result<Vec<String>>;
+        purge_retired(before: chrono::DateTime<Utc>) -> Result<Vec<String>>;
+        schedules() -> Result<Vec<crate::catalog::ScheduleState>>;
+        put_schedule(state: &crate::catalog::ScheduleState) -> Result<()>;
+        add_event(at: chrono::DateTime<Utc>, kind: EventKind, subject: &str, message: &str, run_id: Option<&str>) -> Result<()>;
+        prune(cutoffs: &crate::catalog::PruneCutoffs) -> Result<crate::catalog::Pruned>;
+        drop_table(table: &str, at: chrono::DateTime<Utc>, is_alive: crate::catalog::IsAlive<'_>) -> Result<Option<crate::catalog::DroppedTable>>;
+        state_table(name: &str) -> Result<crate::catalog::state_tables::RawTable>;
+        replace_state(tables: &[(String, crate::catalog::state_tables::RawTable)]) -> Result<()>;
+    }
+}
+
+/// Regression: a run read its cursor before taking the run lock, so a RESET CURSOR (or a
+/// DROP CONTEXT TABLE, which forgets the cursor) landing in between was overwritten by the
+/// run's commit from the old cursor, skipping the rows between. The run now looks again
+/// under the lock and stops, reading nothing.
+#[tokio::test]
+async fn a_cursor_moved_between_read_and_lock_stops_the_run() {
+    let catalog = Arc::new(CursorMovesAtBegin(crate::catalog::MemoryCatalog::new()));
+    let spec = build(Some(CursorKind::Monotonic), WriteMode::Append, |_| {}).unwrap();
+    crate::catalog::Catalog::upsert_pipeline(catalog.as_ref(), &spec, Utc::now()).unwrap();
+    let first = crate::catalog::NewRun {
+        run_id: "r0".into(),
+        pipeline: "p".into(),
+        started_at: Utc::now(),
+        cursor_start: None,
+        holder: crate::run::this_holder(),
+    };
+    // A committed cursor at 40 (the wrapper resets it to 0 when a run begins).
+    crate::catalog::Catalog::begin_run(&catalog.0, &first, &|_| false).unwrap();
+    let mut c = commit_at("r0", "40");
+    c.finish = Some(crate::types::RunStatus::Succeeded);
+    crate::catalog::Catalog::commit(&catalog.0, &c).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = crate::Engine::open(
+        dir.path(),
+        crate::EngineOptions {
+            catalog: Some(catalog.clone()),
+            ..crate::EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let err = engine
+        .run_pipeline("p", &|_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the cursor of pipeline 'p' moved while this run started"),
+        "{err}"
+    );
+    let runs = crate::catalog::Catalog::runs(catalog.as_ref(), Some("p")).unwrap();
+    assert_eq!(runs.last().unwrap().status, crate::types::RunStatus::Failed);
+    assert_eq!(
+        crate::catalog::Catalog::cursor(catalog.as_ref(), "p")
+            .unwrap()
+            .as_deref(),
+        Some("0"),
+        "the reset stands"
+    );
+}
+
+fn commit_at(run: &str, cursor: &str) -> crate::catalog::RunCommit {
+    crate::catalog::RunCommit {
+        run_id: run.into(),
+        pipeline: "p".into(),
+        table: "t".into(),
+        files: Vec::new(),
+        replace: false,
+        retire: Vec::new(),
+        cursor: Some(("monotonic".into(), cursor.into())),
+        boundary: None,
+        schema: None,
+        events: Vec::new(),
+        counters: RunCounters::default(),
+        at: Utc::now(),
+        finish: None,
+    }
+}
