@@ -927,23 +927,29 @@ pub enum LogFormat {
 /// OpenTelemetry when an OTLP endpoint is configured.
 pub(crate) fn init_logs(format: Option<LogFormat>) {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HAKIRI_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Each output its own level: `HAKIRI_LOG=warn` quiets stderr without dropping the run
+    // spans OpenTelemetry exports (`HAKIRI_TRACE`, default info).
+    let level = |var: &str| {
+        tracing_subscriber::EnvFilter::try_from_env(var)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
     let text = matches!(format, Some(LogFormat::Text)).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(std::io::stderr)
+            .with_filter(level("HAKIRI_LOG"))
     });
     let json = matches!(format, Some(LogFormat::Json)).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            .with_filter(level("HAKIRI_LOG"))
     });
+    let spans = crate::telemetry::layer().map(|l| l.with_filter(level("HAKIRI_TRACE")));
     let _ = tracing_subscriber::registry()
         .with(text)
         .with(json)
-        .with(crate::telemetry::layer())
-        .with(filter)
+        .with(spans)
         .try_init();
 }
 

@@ -300,23 +300,35 @@ fn catalog_metrics(provider: &SdkMeterProvider) {
             let Ok(events) = c.state_table("events") else {
                 return;
             };
-            let kind = events.columns.iter().position(|(n, _)| n == "kind");
-            let subject = events.columns.iter().position(|(n, _)| n == "subject");
-            let (Some(kind), Some(subject)) = (kind, subject) else {
+            let col = |name: &str| events.columns.iter().position(|(n, _)| n == name);
+            let (Some(id), Some(kind), Some(subject)) = (col("id"), col("kind"), col("subject"))
+            else {
                 return;
             };
-            let mut per = std::collections::BTreeMap::<String, u64>::new();
+            // A counter never goes down, but `[retention]` deletes old events: each export
+            // adds the retries past the highest event id seen so far (ids are never reused).
+            static SEEN: std::sync::Mutex<(i64, std::collections::BTreeMap<String, u64>)> =
+                std::sync::Mutex::new((0, std::collections::BTreeMap::new()));
+            let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+            let (high, totals) = &mut *seen;
+            let mut newest = *high;
             for row in &events.rows {
-                let text = |i: usize| match &row[i] {
-                    hakiri_engine::catalog::state_tables::RawValue::Text(t) => t.clone(),
-                    _ => String::new(),
+                use hakiri_engine::catalog::state_tables::RawValue;
+                let RawValue::Int(event_id) = row[id] else {
+                    continue;
                 };
-                if text(kind) == "run_retry" {
-                    *per.entry(text(subject)).or_default() += 1;
+                newest = newest.max(event_id);
+                let text = |i: usize| match &row[i] {
+                    RawValue::Text(t) => t.as_str(),
+                    _ => "",
+                };
+                if event_id > *high && text(kind) == "run_retry" {
+                    *totals.entry(text(subject).to_string()).or_default() += 1;
                 }
             }
-            for (p, n) in per {
-                o.observe(n, &[KeyValue::new("pipeline", p)]);
+            *high = newest;
+            for (p, n) in totals.iter() {
+                o.observe(*n, &[KeyValue::new("pipeline", p.clone())]);
             }
         })
         .build();

@@ -45,6 +45,8 @@ sql = "INSERT INTO context.items SELECT * FROM api.items"
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_SERVICE_NAME", "hakiri-test"),
+        // Regression: the stderr log level filtered the exported spans too.
+        ("HAKIRI_LOG", "error"),
     ];
     let out = hakiri(p.path(), &["run", "items"], &env).ok().stdout;
     assert!(out.contains("250 rows written"), "{out}");

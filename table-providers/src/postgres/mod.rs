@@ -248,11 +248,18 @@ impl PgOptions {
             {
                 let mut plain = self.config.clone();
                 plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                plain.connect(connector).await
+                // If plain fails too, both failures are said: the plain one alone ("no
+                // encryption") would hide that TLS was tried and why it failed.
+                let tls_failure = self.explain(e);
+                plain.connect(connector).await.map_err(|plain| {
+                    let plain = self.explain(plain);
+                    tls_failure.context(|t| {
+                        format!("{t}; then, in plain text (sslmode prefer falls back): {plain}")
+                    })
+                })
             }
-            other => other,
-        }
-        .map_err(|e| self.explain(e))?;
+            other => other.map_err(|e| self.explain(e)),
+        }?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!("postgres connection ended: {e}");
