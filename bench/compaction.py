@@ -20,6 +20,8 @@ import tempfile
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+import rss  # noqa: E402
 hakiri = sys.argv[1]
 rows = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
 appends = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
@@ -45,27 +47,37 @@ def project(dir, n, seed):
                 '[pipelines.events]\nsql = "INSERT INTO context.events SELECT * FROM files.events"\n')
 
 
-def sql(dir, *statements):
+def sql_rss(dir, *statements):
+    """`hakiri sql -c ...` in `dir`: its output and the process's peak RSS (MiB)."""
     args = [hakiri, "--project", dir, "sql"]
     for s in statements:
         args += ["-c", s]
-    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    code, out, err, _, mib = rss.run(args)
+    if code != 0:
+        sys.exit(err)
+    return out, mib
+
+
+def sql(dir, *statements):
+    return sql_rss(dir, *statements)[0]
 
 
 def time_queries(dir):
+    """Per query: (median ms, peak RSS MiB of the process that ran it six times)."""
     out = {}
     for name in names:
         q = open(os.path.join(here, "queries", name)).read().strip().rstrip(";")
-        text = sql(dir, "\\timing", *([q + ";"] * 6))
+        text, mib = sql_rss(dir, "\\timing", *([q + ";"] * 6))
         times = [float(t) for t in re.findall(r"Time: ([0-9.]+) ms", text)]
-        out[name.removesuffix(".sql")] = statistics.median(times[1:])
+        out[name.removesuffix(".sql")] = (statistics.median(times[1:]), mib)
     return out
 
 
-def record(query, system, ms):
+def record(query, system, measured):
+    ms, mib = measured
     r = {"workload": f"query-{query}", "rows": rows, "system": system, "runs": 5,
          "median_s": round(ms / 1000, 6), "min_s": None, "max_s": None, "rows_per_s": None,
-         "peak_rss_mib": None, "load1": round(os.getloadavg()[0], 2),
+         "peak_rss_mib": round(mib, 1), "load1": round(os.getloadavg()[0], 2),
          "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(os.path.join(here, "results", "results.jsonl"), "a") as f:
         f.write(json.dumps(r) + "\n")
@@ -80,10 +92,10 @@ def appended(dir):
 
 
 def compact(dir, *extra):
-    t0 = time.time()
-    out = subprocess.run([hakiri, "--project", dir, "context", "compact", *extra],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    print(f"compaction {' '.join(extra)}: {out} in {time.time() - t0:.2f} s")
+    code, out, err, seconds, mib = rss.run([hakiri, "--project", dir, "context", "compact", *extra])
+    if code != 0:
+        sys.exit(err)
+    print(f"compaction {' '.join(extra)}: {out.strip()} in {seconds:.2f} s, {mib:.0f} MiB peak")
 
 
 with tempfile.TemporaryDirectory() as tmp:
@@ -102,11 +114,12 @@ with tempfile.TemporaryDirectory() as tmp:
     after_sorted = time_queries(sorted_)
 
 print(f"{'query':<16} {'one run':>10} {'appends':>10} {'compacted':>10} {'sorted':>10} "
-      f"{'before/one':>11} {'after/one':>10} {'sorted/one':>11}")
+      f"{'before/one':>11} {'after/one':>10} {'sorted/one':>11} {'peak RSS one/compacted':>23}")
 for q in base:
     record(q, "hakiri, one run", base[q])
     record(q, f"hakiri, {appends} appends", before[q])
     record(q, f"hakiri, {appends} appends compacted", after[q])
     record(q, f"hakiri, {appends} appends compacted, sorted by updated_at", after_sorted[q])
-    print(f"{q:<16} {base[q]:9.1f}ms {before[q]:9.1f}ms {after[q]:9.1f}ms {after_sorted[q]:9.1f}ms "
-          f"{before[q] / base[q]:10.2f}x {after[q] / base[q]:9.2f}x {after_sorted[q] / base[q]:10.2f}x")
+    (b, bm), (x, _), (a, am), (s_, _) = base[q], before[q], after[q], after_sorted[q]
+    print(f"{q:<16} {b:9.1f}ms {x:9.1f}ms {a:9.1f}ms {s_:9.1f}ms "
+          f"{x / b:10.2f}x {a / b:9.2f}x {s_ / b:10.2f}x {bm:10.0f}/{am:.0f} MiB")

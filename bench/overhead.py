@@ -21,6 +21,8 @@ import threading
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+import rss  # noqa: E402
 feature = sys.argv[1]
 assert feature in ("otel", "encryption"), __doc__
 hakiri = sys.argv[2]
@@ -91,6 +93,7 @@ with tempfile.TemporaryDirectory() as plain, tempfile.TemporaryDirectory() as se
     project(plain, False)
     project(secret, feature == "encryption")
     times = {"off": [], "on": []}
+    peak = {"off": 0.0, "on": 0.0}
     query_ms = {"off": [], "on": []}
     for i in range(11):
         mode = "off" if i % 2 == 0 else "on"
@@ -100,15 +103,13 @@ with tempfile.TemporaryDirectory() as plain, tempfile.TemporaryDirectory() as se
         env["HAKIRI_STORE_KEY"] = KEY
         if mode == "on" and feature == "otel":
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = base
-        t0 = time.perf_counter()
-        out = subprocess.run([hakiri, "--project", d, "run", "events"], env=env,
-                             capture_output=True, text=True)
-        elapsed = time.perf_counter() - t0
-        if out.returncode != 0:
-            sys.exit(out.stderr)
-        assert f"{rows} rows written" in out.stdout, out.stdout
+        code, stdout, stderr, elapsed, mib = rss.run([hakiri, "--project", d, "run", "events"], env)
+        if code != 0:
+            sys.exit(stderr)
+        assert f"{rows} rows written" in stdout, stdout
         if i >= 1:  # the first run warms up
             times[mode].append(elapsed)
+            peak[mode] = max(peak[mode], mib)
             if feature == "encryption":
                 args = [hakiri, "--project", d, "sql", "-c", "\\timing"]
                 for q in QUERIES:
@@ -119,7 +120,8 @@ with tempfile.TemporaryDirectory() as plain, tempfile.TemporaryDirectory() as se
 
 off, on = statistics.median(times["off"]), statistics.median(times["on"])
 print(f"{feature}: {rows} rows in pages of {page} ({rows // page} requests): "
-      f"off {off:.3f} s, on {on:.3f} s, ratio {on / off:.3f}")
+      f"off {off:.3f} s ({peak['off']:.0f} MiB peak), on {on:.3f} s ({peak['on']:.0f} MiB peak), "
+      f"ratio {on / off:.3f}")
 if feature == "encryption":
     qoff, qon = statistics.median(query_ms["off"]), statistics.median(query_ms["on"])
     print(f"encryption: the {len(QUERIES)} queries took {qoff:.1f} ms plain, {qon:.1f} ms encrypted, ratio {qon / qoff:.3f}")
@@ -127,7 +129,7 @@ for mode, t in (("off", off), ("on", on)):
     r = {"workload": f"rest-offset-{page}", "rows": rows, "system": f"hakiri, {feature} {mode}",
          "runs": len(times[mode]), "median_s": round(t, 4), "min_s": round(min(times[mode]), 4),
          "max_s": round(max(times[mode]), 4), "rows_per_s": round(rows / t),
-         "peak_rss_mib": None, "load1": round(os.getloadavg()[0], 2),
+         "peak_rss_mib": round(peak[mode], 1), "load1": round(os.getloadavg()[0], 2),
          "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(os.path.join(here, "results", "results.jsonl"), "a") as f:
         f.write(json.dumps(r) + "\n")
