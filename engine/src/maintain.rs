@@ -60,6 +60,9 @@ impl CompactOptions {
     }
 }
 
+/// The memory a sorted compaction's sort may hold before it spills to disk.
+const SORT_MEMORY: usize = 512 * 1024 * 1024;
+
 /// Groups the small files (under half the target) in commit order into bins of at most
 /// `target` bytes; a bin of one file is left alone (rewriting it gains nothing).
 fn plan_bins(files: &[FileEntry], target: u64) -> Vec<Vec<FileEntry>> {
@@ -334,7 +337,21 @@ impl Engine {
         sort: &[String],
     ) -> Result<Vec<FileEntry>> {
         let provider = self.store().table_provider_with(bin, schema.clone())?;
-        let ctx = self.store().session();
+        let ctx = if sort.is_empty() {
+            self.store().session()
+        } else {
+            // A sort holds its input until it spills: a bounded pool makes a 128 MiB bin
+            // of wide rows spill to temporary files instead of growing without limit.
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(SORT_MEMORY, 1.0)
+                .build_arc()?;
+            let ctx = datafusion::prelude::SessionContext::new_with_config_rt(
+                datafusion::prelude::SessionConfig::new(),
+                runtime,
+            );
+            self.store().register_keys(&ctx);
+            ctx
+        };
         ctx.register_table("compact_input", provider)?;
         let mut df = ctx.table("compact_input").await?;
         if !sort.is_empty() {

@@ -172,12 +172,33 @@ fn compaction_merges_1000_appends_without_changing_answers_or_losing_anything_to
     p.hakiri(&["sql", "-c", "RUN PIPELINE orders; RUN PIPELINE orders"])
         .ok();
     assert_eq!(live_files(&p), 3);
-    let out = p.hakiri(&["context", "compact", "orders"]).ok().stdout;
+    let out = p
+        .hakiri(&["context", "compact", "orders", "--sort-by", "customer,id"])
+        .ok()
+        .stdout;
     assert!(out.contains("3 files -> 1 files"), "{out}");
     assert_eq!(
         p.query_csv("select count(*), count(distinct _hakiri_run_id) from context.orders"),
         vec!["1002000,1002"]
     );
+    // Sorted: the merged file holds its rows by customer, then id (read in file order by
+    // DuckDB).
+    let file = p.query_csv("select path from hakiri.files where retired_at is null");
+    let path = p.path().join(".hakiri/store").join(&file[0]);
+    let out = Command::new(crate::support::venv_bin("python3"))
+        .args([
+            "-c",
+            "import duckdb, sys; rows = duckdb.sql(f\"select customer, id from read_parquet('{sys.argv[1]}')\").fetchall(); print(len(rows), rows == sorted(rows))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1002000 True");
     // A table that is not there is named in the error.
     let r = p.hakiri(&["context", "compact", "nope"]);
     assert_eq!(r.code, 1);
