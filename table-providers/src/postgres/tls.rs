@@ -241,33 +241,37 @@ impl ServerCertVerifier for Verifier {
 /// A URL's `sslmode` and `sslrootcert` query parameters, taken out (the driver's parser
 /// knows only disable, prefer and require, and no sslrootcert).
 pub fn split_url(url: &str) -> (String, Option<String>, Option<String>) {
-    let Ok(mut u) = url::Url::parse(url) else {
+    let Some((base, query)) = url.split_once('?') else {
         return (url.to_string(), None, None);
     };
     let (mut mode, mut root) = (None, None);
-    let kept: Vec<(String, String)> = u
-        .query_pairs()
-        .filter_map(|(k, v)| match k.as_ref() {
-            "sslmode" => {
-                mode = Some(v.into_owned());
-                None
+    // The other parameters are kept as written: decoding and encoding them again would
+    // turn `options=-c%20x` into `-c+x`, which the driver does not read as a space.
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = || {
+                url::form_urlencoded::parse(format!("v={v}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            match k {
+                "sslmode" => mode = v(),
+                "sslrootcert" => root = v(),
+                _ => return !pair.is_empty(),
             }
-            "sslrootcert" => {
-                root = Some(v.into_owned());
-                None
-            }
-            _ => Some((k.into_owned(), v.into_owned())),
+            false
         })
         .collect();
     if mode.is_none() && root.is_none() {
         return (url.to_string(), None, None);
     }
     if kept.is_empty() {
-        u.set_query(None);
+        (base.to_string(), mode, root)
     } else {
-        u.query_pairs_mut().clear().extend_pairs(kept);
+        (format!("{base}?{}", kept.join("&")), mode, root)
     }
-    (u.to_string(), mode, root)
 }
 
 #[cfg(test)]
@@ -287,6 +291,13 @@ mod tests {
             ("postgres://a@h/db", Some("require"))
         );
         assert_eq!(split_url("postgres://a@h/db").0, "postgres://a@h/db");
+        // Regression: the other parameters were decoded and encoded again (%20 -> +).
+        let (u, m, r) = split_url(
+            "postgres://a@h1,h2/db?options=-c%20search_path%3Dx&sslrootcert=%2Fetc%2Fca.pem&sslmode=verify-ca",
+        );
+        assert_eq!(u, "postgres://a@h1,h2/db?options=-c%20search_path%3Dx");
+        assert_eq!(m.as_deref(), Some("verify-ca"));
+        assert_eq!(r.as_deref(), Some("/etc/ca.pem"));
     }
 
     #[test]
