@@ -310,7 +310,7 @@ impl Engine {
             finish: Some(RunStatus::Succeeded),
         };
         if let Err(e) = self.catalog().commit(&commit) {
-            self.remove_files(&written);
+            self.discard_uncommitted(&written);
             let _ = self
                 .catalog()
                 .fail_run(&run_id, at, &counters, &e.to_string());

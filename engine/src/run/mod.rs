@@ -302,7 +302,13 @@ impl Engine {
         let boundary = self.catalog().cursor_boundary(&spec.name)?;
         let read = (committed.clone(), boundary.clone());
         // A backfill starts at its window; the committed cursor stays as it is.
-        let state = CursorState::start(&spec, committed, committed_is_initial, boundary, window)?;
+        let mut state = CursorState::start(
+            &spec,
+            committed,
+            committed_is_initial,
+            boundary,
+            window.clone(),
+        )?;
         let cursor = state.cursor.clone();
         let now = self.clock().now();
         self.catalog().begin_run(
@@ -315,21 +321,43 @@ impl Engine {
             },
             &|r| holder_alive(r, now),
         )?;
-        // The cursor was read before the run lock was taken: a RESET CURSOR or DROP CONTEXT
-        // TABLE in between would have this run commit past rows it never loaded. Under the
-        // lock nothing else moves it, so one look now settles it.
-        let again = (
-            self.start_cursor(&spec)?.0,
-            self.catalog().cursor_boundary(&spec.name)?,
-        );
-        if again != read {
-            let why = format!(
-                "the cursor of pipeline '{}' moved while this run started (RESET CURSOR or DROP CONTEXT TABLE); nothing was read: run it again",
-                spec.name
-            );
-            self.catalog()
-                .fail_run(&run_id, self.clock().now(), &RunCounters::default(), &why)?;
-            return Err(Error::RunStopped { why });
+        // The cursor was read before the run lock was taken: another process may have
+        // moved it in between (its run of this pipeline ended, RESET CURSOR, DROP CONTEXT
+        // TABLE). Under the lock nothing else moves it, so the run starts from what is
+        // committed now; starting from the old value would commit past rows never loaded.
+        let moved = (|| -> Result<Option<CursorState>> {
+            let (now_committed, now_initial) = self.start_cursor(&spec)?;
+            let now_boundary = self.catalog().cursor_boundary(&spec.name)?;
+            if (now_committed.clone(), now_boundary.clone()) == read {
+                return Ok(None);
+            }
+            let fresh =
+                CursorState::start(&spec, now_committed, now_initial, now_boundary, window)?;
+            self.catalog().add_event(
+                self.clock().now(),
+                EventKind::CursorReset,
+                &spec.name,
+                &format!(
+                    "the cursor moved from {} to {} while run {run_id} started (another process); the run starts from the new value",
+                    cursor.as_deref().unwrap_or("(none)"),
+                    fresh.cursor.as_deref().unwrap_or("(none)")
+                ),
+                Some(&run_id),
+            )?;
+            Ok(Some(fresh))
+        })();
+        match moved {
+            Ok(Some(fresh)) => state = fresh,
+            Ok(None) => {}
+            Err(e) => {
+                let _ = self.catalog().fail_run(
+                    &run_id,
+                    self.clock().now(),
+                    &RunCounters::default(),
+                    &e.to_string(),
+                );
+                return Err(e);
+            }
         }
         let _heartbeat =
             Heartbeat::start(self.catalog().clone(), self.clock().clone(), run_id.clone());
@@ -679,7 +707,7 @@ impl Engine {
             .in_scope(|| self.catalog().commit(&commit));
         run.trace.commit += committing.elapsed();
         if let Err(e) = committed {
-            self.remove_files(&files);
+            self.discard_uncommitted(&files);
             return Err(e);
         }
         run.state.committed(&plan);
@@ -810,6 +838,24 @@ impl Engine {
         for f in files {
             let _ = std::fs::remove_file(self.store().absolute(&f.path));
         }
+    }
+
+    /// After a failed commit: deletes those of `files` the catalog does not name. A commit
+    /// can land although it was reported failed (a server catalog whose connection broke
+    /// while it committed); deleting its files would leave the table naming missing files.
+    /// When the catalog cannot be asked, the files stay: the orphan sweep at the next open
+    /// deletes the ones no commit named.
+    pub(crate) fn discard_uncommitted(&self, files: &[FileEntry]) {
+        let Ok(named) = self.catalog().all_files() else {
+            return;
+        };
+        let named: std::collections::HashSet<String> = named.into_iter().collect();
+        let unnamed: Vec<FileEntry> = files
+            .iter()
+            .filter(|f| !named.contains(&f.path))
+            .cloned()
+            .collect();
+        self.remove_files(&unnamed);
     }
 }
 

@@ -901,32 +901,49 @@ async fn a_stored_pipeline_that_fails_a_check_is_a_failed_run() {
     );
 }
 
-/// A catalog whose pipeline cursor is moved (as by RESET CURSOR in another process) just
-/// before a run takes its lock: after the run read the cursor, before `begin_run`.
-#[derive(Debug)]
-struct CursorMovesAtBegin(crate::catalog::MemoryCatalog);
+/// The memory catalog with faults: `move_cursor_at_begin` moves a pipeline's cursor (as
+/// RESET CURSOR in another process would) just before a run takes its lock, after the run
+/// read it; `lose_commit_replies` applies every commit and then reports it failed (a
+/// server catalog whose connection broke while it committed).
+#[derive(Debug, Default)]
+struct Faulty {
+    inner: crate::catalog::MemoryCatalog,
+    move_cursor_at_begin: bool,
+    lose_commit_replies: bool,
+}
 
 macro_rules! delegate {
     ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        $(fn $name(&self, $($arg: $ty),*) -> $ret { self.0.$name($($arg),*) })*
+        $(fn $name(&self, $($arg: $ty),*) -> $ret { self.inner.$name($($arg),*) })*
     };
 }
 
-impl crate::catalog::Catalog for CursorMovesAtBegin {
+impl crate::catalog::Catalog for Faulty {
     fn begin_run(
         &self,
         run: &crate::catalog::NewRun,
         is_alive: crate::catalog::IsAlive<'_>,
     ) -> Result<()> {
-        let moved = crate::catalog::CursorMove {
-            pipeline: run.pipeline.clone(),
-            kind: "monotonic".into(),
-            to: Some("0".into()),
-            event: (EventKind::CursorReset, "reset by another process".into()),
-            at: run.started_at,
-        };
-        self.0.move_cursor(&moved, is_alive)?;
-        self.0.begin_run(run, is_alive)
+        if self.move_cursor_at_begin {
+            let moved = crate::catalog::CursorMove {
+                pipeline: run.pipeline.clone(),
+                kind: "monotonic".into(),
+                to: Some("0".into()),
+                event: (EventKind::CursorReset, "reset by another process".into()),
+                at: run.started_at,
+            };
+            self.inner.move_cursor(&moved, is_alive)?;
+        }
+        self.inner.begin_run(run, is_alive)
+    }
+    fn commit(&self, commit: &crate::catalog::RunCommit) -> Result<crate::catalog::CommitOutcome> {
+        let outcome = self.inner.commit(commit)?;
+        if self.lose_commit_replies {
+            return Err(crate::error::Error::Upstream(
+                "the connection to the catalog broke while it committed".into(),
+            ));
+        }
+        Ok(outcome)
     }
     delegate! {
         upsert_source(spec: &crate::types::SourceSpec, now: chrono::DateTime<Utc>) -> Result<()>;
@@ -943,7 +960,6 @@ impl crate::catalog::Catalog for CursorMovesAtBegin {
         heartbeat(run_id: &str, at: chrono::DateTime<Utc>) -> Result<()>;
         fail_run(run_id: &str, ended_at: chrono::DateTime<Utc>, counters: &RunCounters, error: &str) -> Result<()>;
         move_cursor(m: &crate::catalog::CursorMove, is_alive: crate::catalog::IsAlive<'_>) -> Result<()>;
-        commit(commit: &crate::catalog::RunCommit) -> Result<crate::catalog::CommitOutcome>;
         runs(pipeline: Option<&str>) -> Result<Vec<crate::catalog::RunRecord>>;
         recover_runs(is_alive: crate::catalog::IsAlive<'_>, now: chrono::DateTime<Utc>) -> Result<Vec<String>>;
         tables() -> Result<Vec<crate::catalog::TableEntry>>;
@@ -960,27 +976,16 @@ impl crate::catalog::Catalog for CursorMovesAtBegin {
     }
 }
 
-/// Regression: a run read its cursor before taking the run lock, so a RESET CURSOR (or a
-/// DROP CONTEXT TABLE, which forgets the cursor) landing in between was overwritten by the
-/// run's commit from the old cursor, skipping the rows between. The run now looks again
-/// under the lock and stops, reading nothing.
+/// Regression: a run read its cursor before taking the run lock, so a RESET CURSOR (or
+/// another process's run ending, or DROP CONTEXT TABLE) landing in between was overwritten
+/// by the run's commit from the old cursor, skipping the rows between. The run now looks
+/// again under the lock and starts from the cursor committed then, saying so in an event.
 #[tokio::test]
-async fn a_cursor_moved_between_read_and_lock_stops_the_run() {
-    let catalog = Arc::new(CursorMovesAtBegin(crate::catalog::MemoryCatalog::new()));
-    let spec = build(Some(CursorKind::Monotonic), WriteMode::Append, |_| {}).unwrap();
-    crate::catalog::Catalog::upsert_pipeline(catalog.as_ref(), &spec, Utc::now()).unwrap();
-    let first = crate::catalog::NewRun {
-        run_id: "r0".into(),
-        pipeline: "p".into(),
-        started_at: Utc::now(),
-        cursor_start: None,
-        holder: crate::run::this_holder(),
-    };
-    // A committed cursor at 40 (the wrapper resets it to 0 when a run begins).
-    crate::catalog::Catalog::begin_run(&catalog.0, &first, &|_| false).unwrap();
-    let mut c = commit_at("r0", "40");
-    c.finish = Some(crate::types::RunStatus::Succeeded);
-    crate::catalog::Catalog::commit(&catalog.0, &c).unwrap();
+async fn a_cursor_moved_between_read_and_lock_is_read_again() {
+    let catalog = Arc::new(Faulty {
+        move_cursor_at_begin: true,
+        ..Faulty::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let engine = crate::Engine::open(
         dir.path(),
@@ -990,23 +995,42 @@ async fn a_cursor_moved_between_read_and_lock_stops_the_run() {
         },
     )
     .unwrap();
-    let err = engine
-        .run_pipeline("p", &|_| {})
+    engine
+        .execute(
+            "CREATE PIPELINE p CURSOR MONOTONIC (id) INITIAL '0' AS \
+             INSERT INTO context.t SELECT * FROM (VALUES (10), (20), (50)) AS v(id) WHERE id > $cursor",
+        )
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("the cursor of pipeline 'p' moved while this run started"),
-        "{err}"
+        .unwrap();
+    // A committed cursor at 40 (the fault resets it to 0 as the next run takes its lock).
+    let first = crate::catalog::NewRun {
+        run_id: "r0".into(),
+        pipeline: "p".into(),
+        started_at: Utc::now(),
+        cursor_start: None,
+        holder: crate::run::this_holder(),
+    };
+    crate::catalog::Catalog::begin_run(&catalog.inner, &first, &|_| false).unwrap();
+    let mut c = commit_at("r0", "40");
+    c.finish = Some(crate::types::RunStatus::Succeeded);
+    crate::catalog::Catalog::commit(&catalog.inner, &c).unwrap();
+
+    let summary = engine.run_pipeline("p", &|_| {}).await.unwrap();
+    assert_eq!(
+        summary.counters.rows_written, 3,
+        "read from the reset cursor (0), not from 40"
     );
-    let runs = crate::catalog::Catalog::runs(catalog.as_ref(), Some("p")).unwrap();
-    assert_eq!(runs.last().unwrap().status, crate::types::RunStatus::Failed);
+    let events = crate::catalog::Catalog::state_table(catalog.as_ref(), "events").unwrap();
+    assert!(
+        format!("{:?}", events.rows).contains("the cursor moved from 40 to 0 while run"),
+        "{:?}",
+        events.rows
+    );
     assert_eq!(
         crate::catalog::Catalog::cursor(catalog.as_ref(), "p")
             .unwrap()
             .as_deref(),
-        Some("0"),
-        "the reset stands"
+        Some("50")
     );
 }
 
@@ -1025,5 +1049,44 @@ fn commit_at(run: &str, cursor: &str) -> crate::catalog::RunCommit {
         counters: RunCounters::default(),
         at: Utc::now(),
         finish: None,
+    }
+}
+
+/// Regression: a commit reported failed although it landed (the reply lost with the
+/// connection) had its files deleted, leaving the table naming missing files. Now only
+/// files the catalog does not name are deleted.
+#[tokio::test]
+async fn a_commit_that_landed_but_was_reported_failed_keeps_its_files() {
+    let catalog = Arc::new(Faulty {
+        lose_commit_replies: true,
+        ..Faulty::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let engine = crate::Engine::open(
+        dir.path(),
+        crate::EngineOptions {
+            catalog: Some(catalog.clone()),
+            ..crate::EngineOptions::default()
+        },
+    )
+    .unwrap();
+    engine
+        .execute("CREATE PIPELINE p AS INSERT INTO context.t SELECT 1 AS x")
+        .await
+        .unwrap();
+    let err = engine
+        .run_pipeline("p", &|_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("broke while it committed"), "{err}");
+    let files = crate::catalog::Catalog::table_files(catalog.as_ref(), "t").unwrap();
+    assert_eq!(files.len(), 1, "the commit landed");
+    for f in &files {
+        assert!(
+            engine.store().absolute(&f.path).exists(),
+            "{} is named by the catalog but was deleted",
+            f.path
+        );
     }
 }
