@@ -37,7 +37,7 @@ macro_rules! catalog_conformance {
                 cursor_moves_wait_for_live_runs, compaction_retires_only_the_named_files,
                 prune_keeps_the_latest_rows, drop_table_forgets_the_table_and_its_cursors,
                 schedule_states_round_trip, source_schemas_last_until_the_source_changes,
-                state_tables_have_their_columns);
+                state_tables_have_their_columns, replace_state_restores_a_snapshot);
         }
     };
     (@tests $make:expr; $($check:ident),*) => {
@@ -104,6 +104,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     (
         "state_tables_have_their_columns",
         state_tables_have_their_columns,
+    ),
+    (
+        "replace_state_restores_a_snapshot",
+        replace_state_restores_a_snapshot,
     ),
 ];
 
@@ -831,6 +835,60 @@ pub fn drop_table_forgets_the_table_and_its_cursors(c: &dyn Catalog) {
         "{:?}",
         events.rows
     );
+}
+
+/// `hakiri sync pull`: every state table replaced by a snapshot in one transaction; rows
+/// added afterwards get ids of their own; refused while a run is running.
+pub fn replace_state_restores_a_snapshot(c: &dyn Catalog) {
+    // The memory catalog takes no state at all (tests have nothing to pull).
+    if let Err(Error::Unsupported(_)) = c.replace_state(&[]) {
+        return;
+    }
+    c.begin_run(&new_run("r1", "p", 0, 1), &dead).unwrap();
+    c.commit(&commit("r1", "t", vec![file("t", "r1", 3)], Some("5")))
+        .unwrap();
+    c.add_event(t(11), EventKind::Backfill, "p", "before", None)
+        .unwrap();
+    let names = [
+        "runs",
+        "events",
+        "cursor_history",
+        "cursors",
+        "files",
+        "tables",
+    ];
+    let snapshot: Vec<(String, super::state_tables::RawTable)> = names
+        .iter()
+        .map(|n| (n.to_string(), c.state_table(n).unwrap()))
+        .collect();
+    c.add_event(t(12), EventKind::Backfill, "p", "after", None)
+        .unwrap();
+    c.begin_run(&new_run("r2", "p", 13, 1), &dead).unwrap();
+    let refused = c.replace_state(&snapshot).unwrap_err().to_string();
+    assert!(refused.contains("run r2 is running"), "{refused}");
+    c.fail_run("r2", t(14), &RunCounters::default(), "x")
+        .unwrap();
+
+    c.replace_state(&snapshot).unwrap();
+    for (name, table) in &snapshot {
+        assert_eq!(&c.state_table(name).unwrap().rows, &table.rows, "{name}");
+    }
+    // New rows after the restore: their ids do not collide with the restored ones.
+    c.add_event(t(15), EventKind::Backfill, "p", "new", None)
+        .unwrap();
+    c.begin_run(&new_run("r3", "p", 16, 1), &dead).unwrap();
+    c.commit(&commit("r3", "t", vec![file("t", "r3", 2)], Some("7")))
+        .unwrap();
+    for name in ["events", "cursor_history"] {
+        let table = c.state_table(name).unwrap();
+        let id = table.columns.iter().position(|(n, _)| n == "id").unwrap();
+        let mut ids: Vec<String> = table.rows.iter().map(|r| format!("{:?}", r[id])).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "{name}: ids are unique");
+    }
+    assert_eq!(c.cursor("p").unwrap().as_deref(), Some("7"));
 }
 
 #[cfg(test)]

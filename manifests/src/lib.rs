@@ -146,6 +146,12 @@ fn read(path: &str, text: &str, format: Format) -> Result<Manifest> {
             "{path}: [sync] and [store] encryption_key cannot be used together: sync shares the store as Delta Lake tables that Spark, Trino and DuckDB read without a key, so encrypted files would be unreadable there; remove one of them"
         )));
     }
+    if doc.sync.is_some() && doc.catalog.is_some() {
+        // Pulling replaces the catalog's state: with a shared catalog, everyone's.
+        return Err(Error::Config(format!(
+            "{path}: [sync] and [catalog] cannot be used together: a shared Postgres catalog already shares the project's state, and sync pull would replace it for every folder using it; use one of them"
+        )));
+    }
     if let Some(store) = &doc.store
         && store.encryption_key.is_none()
         && !store.previous_keys.is_empty()
@@ -364,6 +370,13 @@ sql = "INSERT INTO context.events SELECT * FROM samples.events WHERE id > $curso
         );
         assert!(parse("[store]\nencryption_key = \"env:K\"\n").is_ok());
         assert!(parse("[sync]\nurl = \"file:///tmp/x\"\n").is_ok());
+        let e = parse("[sync]\nurl = \"file:///tmp/x\"\n[catalog]\nurl = \"postgres://h/db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[sync] and [catalog] cannot be used together"),
+            "{e}"
+        );
     }
 
     #[test]
