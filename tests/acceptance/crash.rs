@@ -170,12 +170,7 @@ fn monotonic_pipeline_with_a_postgres_catalog_survives_kills() {
     p.hakiri(&["run", "grow"]).ok();
     assert_intact_in(&p, "grow", Some(&pg));
     assert!(!p.path().join(".hakiri/catalog.db").exists());
-    // Nothing was left locked or half-written in the server.
-    assert_eq!(
-        pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
-            .trim(),
-        "0"
-    );
+    // The table's totals the catalog keeps agree with its files.
     assert_eq!(
         pg.psql("SELECT rows, files FROM crash.tables WHERE name = 'grow'")
             .trim(),
