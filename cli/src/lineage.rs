@@ -6,9 +6,9 @@
 //! with its column lineage.
 //!
 //! Posting happens in tasks of their own, retried a few times, so a slow or absent lineage
-//! server never holds up a run; each task waits for the one before, so events arrive in
-//! the order they happened (a run's START before its COMPLETE). A command that ends waits
-//! for what it has sent ([`flush`]).
+//! server never holds up a run; a run's COMPLETE or FAIL waits for its START, so they
+//! arrive in order (other runs' events do not wait on them). A command that ends waits for
+//! what it has sent ([`flush`]).
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -31,8 +31,10 @@ pub struct OpenLineage {
     api_key: Option<String>,
     namespace: String,
     client: reqwest::Client,
-    /// The newest event's task; it waits for the one before it.
-    last: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The START events being sent, by run: the run's end event waits for its START.
+    starts: Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The end events being sent.
+    ends: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 static ACTIVE: OnceLock<Arc<OpenLineage>> = OnceLock::new();
@@ -72,7 +74,8 @@ pub fn from_env(project: &str) -> Option<Arc<OpenLineage>> {
             .filter(|k| !k.is_empty()),
         namespace,
         client,
-        last: Mutex::default(),
+        starts: Mutex::default(),
+        ends: Mutex::default(),
     });
     Some(ACTIVE.get_or_init(|| o).clone())
 }
@@ -81,10 +84,9 @@ pub fn from_env(project: &str) -> Option<Arc<OpenLineage>> {
 /// last COMPLETE.
 pub async fn flush() {
     let Some(o) = ACTIVE.get() else { return };
-    let Some(last) = o.last.lock().unwrap().take() else {
-        return;
-    };
-    if tokio::time::timeout(Duration::from_secs(15), last)
+    let mut pending: Vec<_> = std::mem::take(&mut *o.ends.lock().unwrap());
+    pending.extend(o.starts.lock().unwrap().drain().map(|(_, t)| t));
+    if tokio::time::timeout(Duration::from_secs(15), futures::future::join_all(pending))
         .await
         .is_err()
     {
@@ -140,13 +142,15 @@ impl OpenLineage {
         })
     }
 
-    fn send(&self, event: Value) {
+    /// Posts `event` from a task of its own, after `before` (the run's START) is sent.
+    fn send(
+        &self,
+        event: Value,
+        before: Option<tokio::task::JoinHandle<()>>,
+    ) -> tokio::task::JoinHandle<()> {
         let (client, url, key) = (self.client.clone(), self.url.clone(), self.api_key.clone());
         let body = event.to_string();
-        // Under the lock from take to store, so the chain follows the order of `send`s.
-        let mut last = self.last.lock().unwrap();
-        let before = last.take();
-        *last = Some(tokio::spawn(async move {
+        tokio::spawn(async move {
             if let Some(before) = before {
                 let _ = before.await;
             }
@@ -173,7 +177,7 @@ impl OpenLineage {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
-        }));
+        })
     }
 }
 
@@ -235,7 +239,8 @@ impl RunObserver for OpenLineage {
     }
 
     fn started(&self, run: &RunStarted) {
-        self.send(self.event("START", run, run.started_at, None));
+        let task = self.send(self.event("START", run, run.started_at, None), None);
+        self.starts.lock().unwrap().insert(run.uuid.clone(), task);
     }
 
     fn ended(&self, run: &RunStarted, outcome: Result<&RunSummary, &Error>) {
@@ -244,6 +249,10 @@ impl RunObserver for OpenLineage {
             Ok(_) => self.event("COMPLETE", run, now, None),
             Err(e) => self.event("FAIL", run, now, Some(&e.to_string())),
         };
-        self.send(event);
+        let start = self.starts.lock().unwrap().remove(&run.uuid);
+        let task = self.send(event, start);
+        let mut ends = self.ends.lock().unwrap();
+        ends.retain(|t| !t.is_finished());
+        ends.push(task);
     }
 }

@@ -7,19 +7,13 @@
 //! suspension once until it is resumed, and each stale pipeline once until it has a
 //! successful run again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{Catalog, RunRecord, ScheduleState};
 use crate::error::Result;
 use crate::types::{AlertKind, RunStatus};
-
-/// How much older than the newest run a run may be and still be new to the feed: a run's
-/// `started_at` is taken a little before its row is written (and by another process's
-/// clock, for a run started elsewhere), so rows do not appear strictly in `started_at`
-/// order.
-const LATE_ROWS: chrono::Duration = chrono::Duration::minutes(10);
 
 /// One alert, posted as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,16 +43,13 @@ impl Alert {
 }
 
 /// The catalog as the alert watches need it: read once per check for all of them, and
-/// kept between checks so a check only looks at runs that are new or still running.
+/// kept between checks so each run's end is news once.
 #[derive(Debug)]
 pub struct AlertFeed {
-    /// Runs started before the mark had ended by an earlier read and were counted then: a
-    /// read skips them. The mark stays at or before the oldest run still running, and
-    /// [`LATE_ROWS`] behind the newest.
-    mark: DateTime<Utc>,
-    /// Ended runs started at or after the mark, counted already (by their `started_at`,
-    /// to forget them once the mark passes them).
-    counted: HashMap<String, DateTime<Utc>>,
+    /// The ended runs counted already, by id. Ids, not times: with a shared catalog runs
+    /// are started by other hosts' clocks, and rows appear in no time order. Forgotten
+    /// when the catalog no longer has the run (retention), so the set stays its size.
+    counted: HashSet<String>,
     /// Each pipeline's last successful run: when it ended.
     last_success: BTreeMap<String, DateTime<Utc>>,
     /// When the feed first saw each scheduled pipeline: where staleness counts from for a
@@ -75,8 +66,7 @@ impl AlertFeed {
     /// successes count for staleness), not news.
     pub fn new(catalog: &dyn Catalog, now: DateTime<Utc>) -> Result<Self> {
         let mut feed = AlertFeed {
-            mark: DateTime::<Utc>::MIN_UTC,
-            counted: HashMap::new(),
+            counted: HashSet::new(),
             last_success: BTreeMap::new(),
             first_seen: BTreeMap::new(),
             ended: Vec::new(),
@@ -94,16 +84,11 @@ impl AlertFeed {
         self.ended.clear();
         let runs = catalog.runs(None)?;
         let schedules = catalog.schedules()?;
-        let newest = runs.iter().map(|r| r.started_at).max();
-        let mut oldest_running: Option<DateTime<Utc>> = None;
+        let present: HashSet<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        self.counted.retain(|id| present.contains(id.as_str()));
         for r in runs {
-            if r.started_at < self.mark || self.counted.contains_key(&r.run_id) {
-                continue;
-            }
-            if r.status == RunStatus::Running {
-                // Still running: read again until it ends.
-                let t = oldest_running.get_or_insert(r.started_at);
-                *t = (*t).min(r.started_at);
+            // A running run is looked at again until it ends.
+            if r.status == RunStatus::Running || self.counted.contains(&r.run_id) {
                 continue;
             }
             if r.status == RunStatus::Succeeded {
@@ -111,14 +96,8 @@ impl AlertFeed {
                 let last = self.last_success.entry(r.pipeline.clone()).or_insert(t);
                 *last = (*last).max(t);
             }
-            self.counted.insert(r.run_id.clone(), r.started_at);
+            self.counted.insert(r.run_id.clone());
             self.ended.push(r);
-        }
-        if let Some(newest) = newest {
-            let mark = newest - LATE_ROWS;
-            self.mark = self.mark.max(oldest_running.map_or(mark, |t| t.min(mark)));
-            let mark = self.mark;
-            self.counted.retain(|_, started| *started >= mark);
         }
         // A pipeline scheduled since the last read is first seen now; one no longer
         // scheduled is forgotten, so it counts afresh if it is scheduled again.
@@ -356,6 +335,18 @@ mod tests {
         let got = w1.check(&feed, "p", t(60));
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].run_id.as_deref(), Some("late"));
+        // Regression: a run started by a host whose clock is a day ahead hid the later
+        // failures of every other host (the feed skipped runs by start time).
+        begin(&c, "ahead", "d", 86_400);
+        fail(&c, "ahead", 86_401);
+        feed.read(&c, t(70)).unwrap();
+        assert_eq!(w1.check(&feed, "p", t(70)).len(), 1);
+        begin(&c, "here", "a", 80);
+        fail(&c, "here", 81);
+        feed.read(&c, t(90)).unwrap();
+        let got = w1.check(&feed, "p", t(90));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].run_id.as_deref(), Some("here"));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! (`hakiri-key:<id>`, the id a hash of the key, never the key). A reader looks the id up
 //! among the current and previous keys, so a store written with several keys reads as one
 //! while `hakiri context rekey` rewrites the older files with the current key. Files from
-//! before key ids (no metadata) were written with the oldest key the project names.
+//! before key ids (no metadata) are read with the first of `previous_keys` (listed oldest
+//! first), or with the current key when there is none.
 
 use std::sync::{Arc, Mutex};
 
@@ -86,7 +87,7 @@ impl StoreKeys {
     /// The key a file's footer names.
     fn lookup(&self, metadata: &[u8]) -> std::result::Result<&StoreKey, String> {
         if metadata.is_empty() {
-            return Ok(self.previous.last().unwrap_or(&self.current));
+            return Ok(self.previous.first().unwrap_or(&self.current));
         }
         let id = std::str::from_utf8(metadata)
             .ok()
@@ -195,7 +196,7 @@ mod tests {
         let meta = |k: &StoreKey| format!("{KEY_ID_PREFIX}{}", k.id()).into_bytes();
         assert_eq!(keys.lookup(&meta(&a)).unwrap().id(), a.id());
         assert_eq!(keys.lookup(&meta(&b)).unwrap().id(), b.id());
-        // No metadata: written before key ids, with the oldest key named.
+        // No metadata: written before key ids; read with the first (oldest) previous key.
         assert_eq!(keys.lookup(b"").unwrap().id(), a.id());
         let only_b = StoreKeys::new(b.clone(), Vec::new());
         let e = only_b.lookup(&meta(&a)).unwrap_err();
