@@ -247,7 +247,7 @@ impl PostgresCatalog {
         })
     }
 
-    /// A read (or a write that cannot half-land): tried again once on a new connection
+    /// A read (or an idempotent write, the heartbeat): tried again once on a new connection
     /// when the first one was found broken (a server restart, a failover, an idle cut).
     fn with<R: Send>(
         &self,
@@ -988,13 +988,15 @@ impl Catalog for PostgresCatalog {
         message: &str,
         run_id: Option<&str>,
     ) -> Result<()> {
-        self.with(|c, _| {
-            c.execute(
+        // A write transaction, not a bare INSERT: a bare one retried after a cut
+        // connection could land twice.
+        self.write(|tx| {
+            tx.execute(
                 "INSERT INTO events (at, kind, subject, message, run_id) VALUES ($1, $2, $3, $4, $5)",
                 &[&ts(at), &kind.as_str(), &subject, &message, &run_id],
-            )
-        })?;
-        Ok(())
+            )?;
+            Ok(Ok(()))
+        })
     }
 
     fn prune(&self, cutoffs: &PruneCutoffs) -> Result<Pruned> {

@@ -214,3 +214,123 @@ sql = "INSERT INTO context.grow SELECT * FROM api.grow WHERE id > $cursor"
         r.stderr
     );
 }
+
+/// A TCP proxy to the cluster that cuts the connection once a client sends bytes holding
+/// `pattern`: those bytes reach the server, the answer never reaches the client. Later
+/// connections pass through.
+struct CutProxy {
+    port: u16,
+    pattern: std::sync::Arc<std::sync::Mutex<Option<&'static [u8]>>>,
+}
+
+impl CutProxy {
+    fn start(upstream: u16) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pattern: Arc<Mutex<Option<&'static [u8]>>> = Arc::default();
+        let armed = pattern.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let cut = Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_in, mut c_out) = (server, client);
+                let (cut_up, armed) = (cut.clone(), armed.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let hit = {
+                            let mut p = armed.lock().unwrap();
+                            let hit = p.is_some_and(|p| buf[..n].windows(p.len()).any(|w| w == p));
+                            if hit {
+                                *p = None;
+                            }
+                            hit
+                        };
+                        if hit {
+                            // The answer to these bytes must not reach the client.
+                            cut_up.store(true, Ordering::SeqCst);
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        if hit {
+                            std::thread::sleep(Duration::from_millis(300));
+                            let _ = c_in.shutdown(std::net::Shutdown::Both);
+                            let _ = s_out.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0
+                            || cut.load(Ordering::SeqCst)
+                            || c_out.write_all(&buf[..n]).is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        CutProxy { port, pattern }
+    }
+
+    fn cut_on(&self, pattern: &'static [u8]) {
+        *self.pattern.lock().unwrap() = Some(pattern);
+    }
+}
+
+/// A write whose connection is cut lands exactly once: cut before COMMIT it was rolled
+/// back and is tried again; cut after COMMIT was sent (the answer lost) the server is
+/// asked whether it committed, and it is not written again.
+#[test]
+fn a_connection_cut_mid_write_neither_loses_nor_repeats_it() {
+    let pg = PgCluster::start();
+    let proxy = CutProxy::start(pg.port);
+    let config: postgres::Config = format!(
+        "postgres://hakiri:{}@127.0.0.1:{}/postgres",
+        PgCluster::PASSWORD,
+        proxy.port
+    )
+    .parse()
+    .unwrap();
+    let connect: PostgresConnect = Box::new(move || config.connect(postgres::NoTls));
+    let c = PostgresCatalog::open(connect, "test cluster", "cut").unwrap();
+    let event = |message: &str| {
+        c.add_event(
+            chrono::Utc::now(),
+            hakiri_engine::types::EventKind::Backfill,
+            "p",
+            message,
+            None,
+        )
+    };
+    let count = |message: &str| {
+        pg.psql(&format!(
+            "SELECT count(*) FROM cut.events WHERE message = '{message}'"
+        ))
+        .trim()
+        .to_string()
+    };
+    // Cut as the INSERT goes out: the transaction never committed, and is tried again.
+    proxy.cut_on(b"INSERT INTO events");
+    event("before commit").unwrap();
+    assert_eq!(count("before commit"), "1");
+    // Cut as COMMIT goes out: the server committed, the client never heard.
+    proxy.cut_on(b"COMMIT");
+    event("during commit").unwrap();
+    assert_eq!(count("during commit"), "1");
+    // The catalog goes on as usual on a new connection.
+    event("after").unwrap();
+    assert_eq!(count("after"), "1");
+}
