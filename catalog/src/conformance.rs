@@ -151,16 +151,9 @@ fn file(table: &str, run: &str, rows: u64) -> FileEntry {
 
 fn commit(run: &str, table: &str, files: Vec<FileEntry>, cursor: Option<&str>) -> RunCommit {
     RunCommit {
-        run_id: run.into(),
-        pipeline: "p".into(),
-        table: table.into(),
         files,
-        replace: false,
-        retire: Vec::new(),
         cursor: cursor.map(|c| ("monotonic".into(), c.into())),
-        boundary: None,
         schema: Some("id Int64".into()),
-        events: Vec::new(),
         counters: RunCounters {
             rows_read: 3,
             rows_written: 3,
@@ -168,8 +161,8 @@ fn commit(run: &str, table: &str, files: Vec<FileEntry>, cursor: Option<&str>) -
             bytes: 30,
             ..RunCounters::default()
         },
-        at: t(10),
         finish: Some(RunStatus::Succeeded),
+        ..RunCommit::new(run, "p", table, t(10))
     }
 }
 

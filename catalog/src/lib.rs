@@ -107,6 +107,28 @@ pub struct RunCommit {
     pub finish: Option<RunStatus>,
 }
 
+impl RunCommit {
+    /// A checkpoint that changes nothing but the run's heartbeat: the base the fields a
+    /// commit sets are added to (`RunCommit { files, finish, ..RunCommit::new(...) }`).
+    pub fn new(run_id: &str, pipeline: &str, table: &str, at: DateTime<Utc>) -> Self {
+        RunCommit {
+            run_id: run_id.to_string(),
+            pipeline: pipeline.to_string(),
+            table: table.to_string(),
+            files: Vec::new(),
+            replace: false,
+            retire: Vec::new(),
+            cursor: None,
+            boundary: None,
+            schema: None,
+            events: Vec::new(),
+            counters: RunCounters::default(),
+            at,
+            finish: None,
+        }
+    }
+}
+
 /// A cursor moved on purpose (`ALTER PIPELINE name RESET CURSOR [TO 'v']`), applied with
 /// its event in one transaction.
 #[derive(Debug, Clone)]

@@ -317,6 +317,15 @@ impl PostgresCatalog {
     }
 }
 
+impl PostgresCatalog {
+    /// One text column (`value` or `boundary`) of a pipeline's cursor row.
+    fn cursor_column(&self, pipeline: &str, column: &'static str) -> Result<Option<String>> {
+        let sql = format!("SELECT {column} FROM cursors WHERE pipeline = $1");
+        let row = self.with(|c, _| c.query_opt(&sql, &[&pipeline]))?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+}
+
 type PgResult<T> = std::result::Result<T, postgres::Error>;
 
 /// How a write transaction ended.
@@ -603,23 +612,11 @@ impl Catalog for PostgresCatalog {
     }
 
     fn cursor(&self, pipeline: &str) -> Result<Option<String>> {
-        let row = self.with(|c, _| {
-            c.query_opt(
-                "SELECT value FROM cursors WHERE pipeline = $1",
-                &[&pipeline],
-            )
-        })?;
-        Ok(row.and_then(|r| r.get(0)))
+        self.cursor_column(pipeline, "value")
     }
 
     fn cursor_boundary(&self, pipeline: &str) -> Result<Option<String>> {
-        let row = self.with(|c, _| {
-            c.query_opt(
-                "SELECT boundary FROM cursors WHERE pipeline = $1",
-                &[&pipeline],
-            )
-        })?;
-        Ok(row.and_then(|r| r.get(0)))
+        self.cursor_column(pipeline, "boundary")
     }
 
     fn cursor_history(&self, pipeline: &str) -> Result<Vec<CursorEntry>> {

@@ -261,19 +261,8 @@ mod tests {
 
     fn succeed(c: &MemoryCatalog, run: &str, pipeline: &str, at: i64) {
         c.commit(&RunCommit {
-            run_id: run.into(),
-            pipeline: pipeline.into(),
-            table: pipeline.into(),
-            files: Vec::new(),
-            replace: false,
-            retire: Vec::new(),
-            cursor: None,
-            boundary: None,
-            schema: None,
-            events: Vec::new(),
-            counters: RunCounters::default(),
-            at: t(at),
             finish: Some(RunStatus::Succeeded),
+            ..RunCommit::new(run, pipeline, pipeline, t(at))
         })
         .unwrap();
     }

@@ -232,19 +232,8 @@ impl Engine {
         if bins.is_empty() {
             // Another compaction did it while this one waited.
             let done = RunCommit {
-                run_id: run_id.clone(),
-                pipeline: pipeline.clone(),
-                table: table.to_string(),
-                files: Vec::new(),
-                replace: false,
-                retire: Vec::new(),
-                cursor: None,
-                boundary: None,
-                schema: None,
-                events: Vec::new(),
-                counters: RunCounters::default(),
-                at: self.clock().now(),
                 finish: Some(RunStatus::Skipped),
+                ..RunCommit::new(&run_id, &pipeline, table, self.clock().now())
             };
             self.catalog().commit(&done)?;
             result.files_before = files.len();
@@ -295,19 +284,12 @@ impl Engine {
             written.len()
         );
         let commit = RunCommit {
-            run_id: run_id.clone(),
-            pipeline,
-            table: table.to_string(),
             files: written.clone(),
-            replace: false,
             retire: retired,
-            cursor: None,
-            boundary: None,
-            schema: None,
             events: vec![(EventKind::TableCompacted, message)],
             counters: counters.clone(),
-            at,
             finish: Some(RunStatus::Succeeded),
+            ..RunCommit::new(&run_id, &pipeline, table, at)
         };
         if let Err(e) = self.catalog().commit(&commit) {
             self.discard_uncommitted(&written);

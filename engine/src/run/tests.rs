@@ -873,15 +873,7 @@ async fn a_stored_pipeline_that_fails_a_check_is_a_failed_run() {
     let mut spec = build(Some(CursorKind::OpaqueToken), WriteMode::Append, |_| {}).unwrap();
     spec.mode = WriteMode::Replace;
     crate::catalog::Catalog::upsert_pipeline(catalog.as_ref(), &spec, Utc::now()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let engine = crate::Engine::open(
-        dir.path(),
-        crate::EngineOptions {
-            catalog: Some(catalog.clone()),
-            ..crate::EngineOptions::default()
-        },
-    )
-    .unwrap();
+    let (_dir, engine) = engine_on(catalog.clone());
     let err = engine.run_pipeline("p", &|_| {}).await.unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -899,6 +891,20 @@ async fn a_stored_pipeline_that_fails_a_check_is_a_failed_run() {
             .is_some_and(|e| e.contains("MODE REPLACE")),
         "{runs:?}"
     );
+}
+
+/// An engine in a fresh folder on `catalog`.
+fn engine_on(catalog: Arc<dyn crate::catalog::Catalog>) -> (tempfile::TempDir, crate::Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = crate::Engine::open(
+        dir.path(),
+        crate::EngineOptions {
+            catalog: Some(catalog),
+            ..crate::EngineOptions::default()
+        },
+    )
+    .unwrap();
+    (dir, engine)
 }
 
 /// The memory catalog with faults: `move_cursor_at_begin` moves a pipeline's cursor (as
@@ -986,15 +992,7 @@ async fn a_cursor_moved_between_read_and_lock_is_read_again() {
         move_cursor_at_begin: true,
         ..Faulty::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let engine = crate::Engine::open(
-        dir.path(),
-        crate::EngineOptions {
-            catalog: Some(catalog.clone()),
-            ..crate::EngineOptions::default()
-        },
-    )
-    .unwrap();
+    let (_dir, engine) = engine_on(catalog.clone());
     engine
         .execute(
             "CREATE PIPELINE p CURSOR MONOTONIC (id) INITIAL '0' AS \
@@ -1036,19 +1034,8 @@ async fn a_cursor_moved_between_read_and_lock_is_read_again() {
 
 fn commit_at(run: &str, cursor: &str) -> crate::catalog::RunCommit {
     crate::catalog::RunCommit {
-        run_id: run.into(),
-        pipeline: "p".into(),
-        table: "t".into(),
-        files: Vec::new(),
-        replace: false,
-        retire: Vec::new(),
         cursor: Some(("monotonic".into(), cursor.into())),
-        boundary: None,
-        schema: None,
-        events: Vec::new(),
-        counters: RunCounters::default(),
-        at: Utc::now(),
-        finish: None,
+        ..crate::catalog::RunCommit::new(run, "p", "t", Utc::now())
     }
 }
 
@@ -1061,15 +1048,7 @@ async fn a_commit_that_landed_but_was_reported_failed_keeps_its_files() {
         lose_commit_replies: true,
         ..Faulty::default()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let engine = crate::Engine::open(
-        dir.path(),
-        crate::EngineOptions {
-            catalog: Some(catalog.clone()),
-            ..crate::EngineOptions::default()
-        },
-    )
-    .unwrap();
+    let (_dir, engine) = engine_on(catalog.clone());
     engine
         .execute("CREATE PIPELINE p AS INSERT INTO context.t SELECT 1 AS x")
         .await
